@@ -1,0 +1,35 @@
+"""The errors rnncc raises at its users.
+
+A spec error always points at a place in the spec: file, line, column, the source line and a caret,
+in the `FILE:LINE:COL: message` form that editors and terminals turn into links.
+"""
+from __future__ import annotations
+
+
+class SpecError(ValueError):
+    """A cell spec is malformed. `.file`, `.line`, `.col` (1-based) say where, `.msg` what."""
+
+    def __init__(self, msg: str, *, file: str = "<spec>", line: int = 1, col: int = 1,
+                 source_line: str | None = None):
+        self.msg = msg
+        self.file = file
+        self.line = line
+        self.col = col
+        self.source_line = source_line
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        head = f"{self.file}:{self.line}:{self.col}: {self.msg}"
+        if self.source_line is None:
+            return head
+        text = self.source_line.rstrip("\r\n")
+        # Keep tabs in the caret's indentation so the caret lines up under tab-indented text.
+        pad = "".join("\t" if ch == "\t" else " " for ch in text[: self.col - 1])
+        return f"{head}\n    {text}\n    {pad}^"
+
+
+class ArgumentKeyError(KeyError):
+    """A KeyError whose message prints as written (KeyError would show it quoted, as a repr)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,18 @@
+"""The spec language's fixed vocabulary. The language is a contract: see the README."""
+
+KEYWORDS = ("cell", "input", "state", "param", "output")
+
+# function name -> number of arguments
+FUNCTIONS = {
+    "sigmoid": 1, "tanh": 1, "relu": 1, "exp": 1, "log": 1, "sqrt": 1, "abs": 1, "softplus": 1,
+    "max": 2, "min": 2,
+    "mean": 1, "sum": 1,
+}
+
+# Deeper expressions than this are rejected with a SpecError instead of risking Python's recursion
+# limit in the parser or in the passes that walk expressions.
+MAX_EXPR_DEPTH = 200
+
+# The suffix a primed name `c'` becomes before Python's parser sees it. User names may not contain
+# a double underscore, so it can never collide with a name the user wrote.
+PRIME_SUFFIX = "__prime"

@@ -1,0 +1,189 @@
+"""Spec text -> Spec: the line structure (header, declarations, equations).
+
+Names are resolved afterwards (resolve.py); this file only knows what each line says.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from .expr import parse_expr
+from .language import FUNCTIONS, KEYWORDS
+from .source import Source
+from .spec import Decl, Equation, Pos, Spec
+
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_HEADER = re.compile(rf"^\s*cell\s+({_IDENT})\s*$")
+_EQUATION = re.compile(rf"^(\s*)({_IDENT})(')?\s*=(?!=)")
+_DECL = re.compile(r"^(\s*)(input|state|param|output)(?![A-Za-z0-9_'])")
+_TOKEN = re.compile(rf"\s*(?:({_IDENT})|(\d+)|(\S))")
+
+
+def _code_part(source: Source, lineno: int, line: str) -> str:
+    """The line without its comment, after checking it holds no stray characters."""
+    if line.endswith("\r"):
+        line = line[:-1]
+    hash_at = line.find("#")
+    code = line if hash_at < 0 else line[:hash_at]
+    for i, ch in enumerate(line):
+        in_comment = 0 <= hash_at <= i
+        control = unicodedata.category(ch) in ("Cc", "Cf", "Cs") and ch != "\t"
+        if control or (not in_comment and not ch.isascii()):
+            name = unicodedata.name(ch, "control character")
+            raise source.error(f"stray character U+{ord(ch):04X} ({name}) in the spec",
+                               lineno, i + 1)
+    return code
+
+
+def check_name(source: Source, name: str, pos: Pos, what: str) -> None:
+    """A name the user introduces (declared or defined) must not be reserved."""
+    if name in KEYWORDS:
+        raise source.error(f"'{name}' is a keyword and cannot name {what}", pos.line, pos.col)
+    if name in FUNCTIONS:
+        raise source.error(f"'{name}' is a function and cannot name {what}", pos.line, pos.col)
+    if "__" in name:
+        raise source.error(f"names may not contain '__' (reserved): '{name}'", pos.line, pos.col)
+
+
+def parse(source: Source) -> Spec:
+    spec: Spec | None = None
+    declared: dict[str, Decl] = {}
+    for lineno, line in enumerate(source.lines, start=1):
+        code = _code_part(source, lineno, line)
+        if not code.strip():
+            continue
+        first_col = len(code) - len(code.lstrip()) + 1
+        if spec is None:
+            spec = _header(source, lineno, code, first_col)
+            continue
+        if _HEADER.match(code) or re.match(r"^\s*cell(\s|$)", code):
+            raise source.error(f"a second 'cell' header (the spec began on line "
+                               f"{spec.header.line})", lineno, first_col)
+        eq = _EQUATION.match(code)
+        if eq:
+            _equation(source, spec, lineno, code, eq)
+            continue
+        decl = _DECL.match(code)
+        if decl:
+            keyword = decl.group(2)
+            rest_col = decl.end() + 1
+            if keyword == "output":
+                _output(source, spec, lineno, code[decl.end():], rest_col, first_col)
+            else:
+                for d in _declarations(source, keyword, lineno, code[decl.end():], rest_col):
+                    if d.name in declared:
+                        first = declared[d.name]
+                        raise source.error(f"'{d.name}' is declared twice (first as {first.kind} "
+                                           f"on line {first.pos.line})", d.pos.line, d.pos.col)
+                    declared[d.name] = d
+                    {"input": spec.inputs, "state": spec.states, "param": spec.params}[keyword][
+                        d.name] = d
+            continue
+        raise source.error("expected a declaration (input, state, param, output) or an equation "
+                           "NAME = EXPR", lineno, first_col)
+    if spec is None:
+        raise source.error("empty spec: it must start with a header line 'cell NAME'",
+                           1, 1)
+    return spec
+
+
+def _header(source: Source, lineno: int, code: str, first_col: int) -> Spec:
+    m = _HEADER.match(code)
+    if not m:
+        if re.match(r"^\s*cell(\s|$)", code):
+            raise source.error("malformed header: expected 'cell NAME'", lineno, first_col)
+        raise source.error("missing header: a spec starts with 'cell NAME'", lineno, first_col)
+    return Spec(name=m.group(1), source=source, header=Pos(lineno, first_col))
+
+
+def _equation(source: Source, spec: Spec, lineno: int, code: str, m: re.Match) -> None:
+    target, primed = m.group(2), bool(m.group(3))
+    pos = Pos(lineno, len(m.group(1)) + 1)
+    if not primed:
+        check_name(source, target, pos, "a value")
+    expr = parse_expr(source, lineno, m.end() + 1, code[m.end():])
+    spec.equations.append(Equation(target, primed, expr, pos))
+
+
+def _output(source: Source, spec: Spec, lineno: int, rest: str, rest_col: int,
+            first_col: int) -> None:
+    m = re.match(rf"^(\s+)({_IDENT})\s*$", rest)
+    if not m:
+        raise source.error("malformed output line: expected 'output NAME'", lineno, first_col)
+    if spec.output is not None:
+        raise source.error(f"a second 'output' line (the first is on line {spec.output[1].line})",
+                           lineno, first_col)
+    spec.output = (m.group(2), Pos(lineno, rest_col + len(m.group(1))))
+
+
+def _tokens(source: Source, lineno: int, text: str, col0: int):
+    """(kind, text, col) tokens of a declaration list; kind is 'name', 'int' or the symbol."""
+    at = 0
+    while at < len(text) and text[at:].strip():
+        m = _TOKEN.match(text, at)
+        col = col0 + m.start() + (len(m.group(0)) - len(m.group(0).lstrip()))
+        ident, number, sym = m.groups()
+        if ident:
+            yield "name", ident, col
+        elif number:
+            yield "int", number, col
+        elif sym in "[],":
+            yield sym, sym, col
+        else:
+            raise source.error(f"unexpected '{sym}' in a declaration", lineno, col)
+        at = m.end()
+    yield "end", "", col0 + len(text.rstrip())
+
+
+def _declarations(source: Source, keyword: str, lineno: int, text: str, col0: int) -> list[Decl]:
+    """`x[I], y[2]` -> Decls. Inputs and states are vectors; parameters vectors or matrices."""
+    what = {"input": "an input", "state": "a state", "param": "a parameter"}[keyword]
+    toks = _tokens(source, lineno, text, col0)
+    tok = next(toks)
+    decls = []
+
+    def expect(kind: str, what: str):
+        nonlocal tok
+        if tok[0] != kind:
+            found = "the end of the line" if tok[0] == "end" else f"'{tok[1]}'"
+            raise source.error(f"expected {what}, found {found}", lineno, tok[2])
+        got = tok
+        tok = next(toks)
+        return got
+
+    while True:
+        _, name, col = expect("name", f"the name of {what}")
+        pos = Pos(lineno, col)
+        check_name(source, name, pos, what)
+        expect("[", f"'[' and the dimensions of {name}, as in {name}[H]")
+        dims, dim_pos = [], []
+        while True:
+            if tok[0] == "int":
+                size = int(tok[1])
+                if size <= 0:
+                    raise source.error("a dimension is a name or a positive integer", lineno,
+                                       tok[2])
+                dims.append(size)
+            elif tok[0] == "name":
+                dims.append(tok[1])
+            else:
+                found = "the end of the line" if tok[0] == "end" else f"'{tok[1]}'"
+                raise source.error(f"expected a dimension (a name or a positive integer), found "
+                                   f"{found}", lineno, tok[2])
+            dim_pos.append(Pos(lineno, tok[2]))
+            tok = next(toks)
+            if tok[0] == ",":
+                tok = next(toks)
+                continue
+            expect("]", "',' or ']'")
+            break
+        if keyword in ("input", "state") and len(dims) != 1:
+            raise source.error(f"{what} is a vector: give it one dimension, as in {name}[H]",
+                               lineno, col)
+        if keyword == "param" and len(dims) > 2:
+            raise source.error("a parameter is a vector or a matrix: give it one or two "
+                               "dimensions", lineno, col)
+        decls.append(Decl(name, keyword, tuple(dims), pos, tuple(dim_pos)))
+        if tok[0] == "end":
+            return decls
+        expect(",", "',' between declarations")

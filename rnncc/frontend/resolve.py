@@ -1,0 +1,138 @@
+"""Name resolution: every name in every equation means exactly one thing, or it is an error.
+
+Rules (the contract in the README):
+- a declared name is its input, state or parameter; a state's plain name is its previous value;
+- `NAME'` is a state's new value, usable after the line that defines it;
+- an intermediate is usable after the line that defines it, and is defined once;
+- any other name is a parameter whose shape is inferred from use (graph/build.py).
+"""
+from __future__ import annotations
+
+from .language import FUNCTIONS, KEYWORDS
+from .spec import Binary, Call, Expr, Name, Neg, Power, Spec
+
+
+def _names(expr: Expr):
+    """Every Name in `expr`, left to right."""
+    if isinstance(expr, Name):
+        yield expr
+    elif isinstance(expr, Neg):
+        yield from _names(expr.operand)
+    elif isinstance(expr, Power):
+        yield from _names(expr.base)
+    elif isinstance(expr, Binary):
+        yield from _names(expr.left)
+        yield from _names(expr.right)
+    elif isinstance(expr, Call):
+        for arg in expr.args:
+            yield from _names(arg)
+
+
+def resolve(spec: Spec) -> Spec:
+    err = spec.error
+    if not spec.inputs:
+        raise err("the spec declares no input: add a line such as 'input x[I]'", spec.header)
+    if not spec.states:
+        raise err("the spec declares no state: add a line such as 'state h[H]'", spec.header)
+    declared = {**spec.inputs, **spec.states, **spec.params}
+    dims = {d for decl in declared.values() for d in decl.dims if isinstance(d, str)}
+
+    # Where each intermediate and each state update is defined, to tell "later" from "never".
+    defined_at: dict[str, object] = {}
+    updated_at: dict[str, object] = {}
+    for eq in spec.equations:
+        if eq.primed:
+            if eq.target not in spec.states:
+                if eq.target in declared:
+                    raise err(f"a prime on a non-state: '{eq.target}' is {_kind(declared[eq.target])}"
+                              f"; only states have a new value", eq.pos)
+                if eq.target in defined_at or any(e.target == eq.target and not e.primed
+                                                  for e in spec.equations):
+                    raise err(f"a prime on a non-state: '{eq.target}' is an intermediate; only "
+                              f"states have a new value", eq.pos)
+                raise err(f"unknown state '{eq.target}': declare it with 'state {eq.target}[H]'",
+                          eq.pos)
+            if eq.target in updated_at:
+                raise err(f"state '{eq.target}' is updated twice (first on line "
+                          f"{updated_at[eq.target].line})", eq.pos)
+            updated_at[eq.target] = eq.pos
+        else:
+            decl = declared.get(eq.target)
+            if decl is not None:
+                if decl.kind == "state":
+                    raise err(f"'{eq.target}' is a state: write its new value as "
+                              f"{eq.target}' = ...", eq.pos)
+                raise err(f"cannot assign to {_kind(decl)} '{eq.target}'", eq.pos)
+            if eq.target in defined_at:
+                raise err(f"'{eq.target}' is defined twice (first on line "
+                          f"{defined_at[eq.target].line})", eq.pos)
+            if eq.target in dims:
+                raise err(f"'{eq.target}' is a dimension and cannot name a value", eq.pos)
+            defined_at[eq.target] = eq.pos
+
+    available: set[str] = set()       # intermediates defined so far
+    available_new: set[str] = set()   # states whose new value is defined so far
+    inferred: dict = {}
+    for eq in spec.equations:
+        for name in _names(eq.expr):
+            n = name.name
+            if name.primed:
+                if n in spec.states:
+                    if n in available_new:
+                        continue
+                    if n == eq.target and eq.primed:
+                        raise err(f"{n}' refers to itself; the previous value is written {n}",
+                                  name.pos)
+                    if n in updated_at:
+                        raise err(f"{n}' is used before its definition on line "
+                                  f"{updated_at[n].line}", name.pos)
+                    raise err(f"state '{n}' has no update {n}' = ...", name.pos)
+                if n in declared:
+                    raise err(f"a prime on a non-state: '{n}' is {_kind(declared[n])}; only "
+                              f"states have a new value", name.pos)
+                if n in defined_at:
+                    raise err(f"a prime on a non-state: '{n}' is an intermediate; only states "
+                              f"have a new value", name.pos)
+                raise err(f"unknown state '{n}'", name.pos)
+            if n in declared or n in available:
+                continue
+            if n in defined_at:
+                if n == eq.target and not eq.primed:
+                    raise err(f"'{n}' refers to itself; only states carry values from one step "
+                              f"to the next", name.pos)
+                raise err(f"'{n}' is used before its definition on line {defined_at[n].line}",
+                          name.pos)
+            if n in FUNCTIONS:
+                raise err(f"'{n}' is a function: call it, as in {n}(...)", name.pos)
+            if n in KEYWORDS:
+                raise err(f"'{n}' is a keyword, not a value", name.pos)
+            if n in dims:
+                raise err(f"unknown name '{n}': it is a dimension, not a value", name.pos)
+            inferred.setdefault(n, name.pos)
+        if eq.primed:
+            available_new.add(eq.target)
+        else:
+            available.add(eq.target)
+
+    for state, decl in spec.states.items():
+        if state not in updated_at:
+            raise err(f"state '{state}' has no update: add a line {state}' = ...", decl.pos)
+
+    if spec.output is None:
+        output_name = next(iter(spec.states))
+    else:
+        output_name, pos = spec.output
+        if output_name not in spec.states and output_name not in defined_at:
+            if output_name in declared:
+                raise err(f"unknown output '{output_name}': the output is a state or an "
+                          f"intermediate, and '{output_name}' is {_kind(declared[output_name])}",
+                          pos)
+            raise err(f"unknown output '{output_name}': no state or intermediate has that name",
+                      pos)
+    spec.inferred_params = inferred
+    spec.output_name = output_name
+    return spec
+
+
+def _kind(decl) -> str:
+    return {"input": "an input", "state": "a state", "param": "a parameter"}[decl.kind]

@@ -1,0 +1,102 @@
+"""What the user wrote, checked: declarations and equations with their source positions.
+
+Expressions are a small tree of their own (not Python's ast) so every later stage sees only the
+constructs the language has.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .source import Source
+
+Dim = str | int  # a named dimension ("H") or a fixed size (4)
+
+
+@dataclass(frozen=True)
+class Pos:
+    line: int
+    col: int
+
+
+@dataclass(frozen=True)
+class Num:
+    value: float
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Name:
+    name: str
+    primed: bool  # `c'`: the state's new value
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: "Expr"
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Binary:
+    op: str  # one of + - * / @
+    left: "Expr"
+    right: "Expr"
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Power:
+    base: "Expr"
+    exponent: float
+    pos: Pos
+    exponent_pos: Pos
+
+
+@dataclass(frozen=True)
+class Call:
+    func: str
+    args: tuple
+    pos: Pos
+
+
+Expr = Num | Name | Neg | Binary | Power | Call
+
+
+@dataclass(frozen=True)
+class Decl:
+    name: str
+    kind: str  # "input" | "state" | "param"
+    dims: tuple  # of Dim
+    pos: Pos
+    dim_pos: tuple = ()  # Pos of each dim, for errors about a dimension
+
+
+@dataclass(frozen=True)
+class Equation:
+    target: str
+    primed: bool
+    expr: Expr
+    pos: Pos  # of the target name
+
+
+@dataclass
+class Spec:
+    name: str
+    source: Source
+    header: Pos
+    inputs: dict = field(default_factory=dict)    # name -> Decl
+    states: dict = field(default_factory=dict)    # name -> Decl
+    params: dict = field(default_factory=dict)    # name -> Decl, declared with `param`
+    output: tuple | None = None                   # (name, Pos) from the `output` line
+    equations: list = field(default_factory=list)
+    # Filled by name resolution:
+    inferred_params: dict = field(default_factory=dict)  # name -> Pos of first use
+    output_name: str = ""
+
+    @property
+    def intermediates(self) -> list[str]:
+        return [eq.target for eq in self.equations if not eq.primed]
+
+    def error(self, msg: str, pos: Pos):
+        return self.source.error(msg, pos.line, pos.col)

@@ -1,0 +1,215 @@
+"""Spec -> step Graph, inferring the shapes of parameters that were not declared.
+
+Undeclared parameters start with unknown dimensions (variables); each op's shape rule unifies
+the dimensions its arguments must share, which binds the variables (a union-find). After the last
+equation every parameter dimension must be bound to a declared dimension; one that is not is an
+error at the parameter's first use, asking the user to declare it.
+"""
+from __future__ import annotations
+
+from .graph import Graph
+from .ops import REGISTRY, SPEC_FUNCTIONS, ShapeError, show_shape
+from ..frontend.spec import Binary, Call, Name, Neg, Num, Pos, Power, Spec
+
+_BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul"}
+
+
+class _Var:
+    """An unknown dimension of an inferred parameter."""
+    __slots__ = ("param", "index")
+
+    def __init__(self, param: str, index: int):
+        self.param, self.index = param, index
+
+    def __repr__(self) -> str:
+        return "?"
+
+
+class _Dims:
+    """Union-find over dimensions; a named or fixed dimension is always its class's root."""
+
+    def __init__(self):
+        self.parent: dict = {}
+
+    def find(self, d):
+        while isinstance(d, _Var) and d in self.parent:
+            d = self.parent[d]
+        return d
+
+    def unify(self, a, b):
+        a, b = self.find(a), self.find(b)
+        if a is b or a == b:
+            return a
+        if isinstance(a, _Var):
+            self.parent[a] = b
+            return b
+        if isinstance(b, _Var):
+            self.parent[b] = a
+            return a
+        raise ShapeError(f"dimension {a} does not match dimension {b}")
+
+    def resolve(self, shape: tuple) -> tuple:
+        return tuple(self.find(d) for d in shape)
+
+
+class _Builder:
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.dims = _Dims()
+        self.graph = Graph(spec.name, ())
+        self.shapes: dict[int, tuple] = {}  # provisional shapes, may hold _Var
+        self.values: dict[str, int] = {}    # intermediate name -> node
+        self.new: dict[str, int] = {}       # state name -> node of its new value
+        self.consts: dict[float, int] = {}
+        self.leaf: dict[tuple, int] = {}    # (op, name) -> node
+        self.param_role: dict[str, tuple] = {}  # inferred param -> ("matrix"|"vector", first Pos)
+        self.labels: dict[int, str] = {}
+
+    def error(self, msg: str, pos: Pos):
+        return self.spec.error(msg, pos)
+
+    def show(self, shape: tuple) -> str:
+        return show_shape(self.dims.resolve(shape))
+
+    # -- leaves -----------------------------------------------------------------------------------
+    def add_leaf(self, op: str, name: str, shape: tuple, pos: Pos) -> int:
+        nid = self.graph.add(op, (), shape, {}, name, (pos.line, pos.col))
+        self.shapes[nid] = shape
+        self.leaf[(op, name)] = nid
+        return nid
+
+    def param(self, name: str, as_matrix: bool, pos: Pos) -> int:
+        """The leaf of parameter `name`; an undeclared one is created at its first use."""
+        decl = self.spec.params.get(name)
+        nid = self.leaf.get(("param", name))
+        if decl is not None:
+            if as_matrix and len(decl.dims) != 2:
+                raise self.error(f"the left side of @ must be a matrix, but parameter '{name}' is "
+                                 f"declared {show_shape(decl.dims)}", pos)
+            return nid
+        role = "matrix" if as_matrix else "vector"
+        if nid is None:
+            shape = (_Var(name, 0), _Var(name, 1)) if as_matrix else (_Var(name, 0),)
+            self.param_role[name] = (role, pos)
+            return self.add_leaf("param", name, shape, self.spec.inferred_params[name])
+        first_role, first_pos = self.param_role[name]
+        if first_role != role:
+            raise self.error(f"parameter '{name}' is used as a {role} here but as a {first_role} "
+                             f"on line {first_pos.line}", pos)
+        return nid
+
+    # -- expressions ------------------------------------------------------------------------------
+    def op(self, op: str, args: list[int], pos: Pos, error_pos: Pos, attrs=None, what=None) -> int:
+        shapes = [self.shapes[a] for a in args]
+        try:
+            shape = REGISTRY[op].shape(shapes, attrs or {}, self.dims.unify)
+        except ShapeError as exc:
+            detail = " and ".join(self.show(s) for s in shapes)
+            raise self.error(f"shape mismatch in {what or op}: {exc} (operands: {detail})",
+                             error_pos) from None
+        nid = self.graph.add(op, args, shape, attrs, None, (pos.line, pos.col))
+        self.shapes[nid] = shape
+        return nid
+
+    def expr(self, e) -> int:
+        if isinstance(e, Num):
+            if e.value not in self.consts:
+                nid = self.graph.add("const", (), (), {"value": e.value}, None,
+                                     (e.pos.line, e.pos.col))
+                self.shapes[nid] = ()
+                self.consts[e.value] = nid
+            return self.consts[e.value]
+        if isinstance(e, Name):
+            return self.name(e, as_matrix=False)
+        if isinstance(e, Neg):
+            return self.op("neg", [self.expr(e.operand)], e.pos, e.pos, what="'-'")
+        if isinstance(e, Power):
+            return self.op("pow", [self.expr(e.base)], e.pos, e.pos, {"exponent": e.exponent},
+                           what="'**'")
+        if isinstance(e, Binary):
+            if e.op == "@":
+                if not isinstance(e.left, Name) or e.left.primed or e.left.name in self.spec.inputs \
+                        or e.left.name in self.spec.states or e.left.name in self.values:
+                    raise self.error("the left side of @ must be a matrix parameter, as in W @ x",
+                                     e.left.pos)
+                left = self.param(e.left.name, True, e.left.pos)
+                right = self.expr(e.right)
+                return self.op("matmul", [left, right], e.pos, e.right.pos, what="'@'")
+            left, right = self.expr(e.left), self.expr(e.right)
+            return self.op(_BINARY_OPS[e.op], [left, right], e.pos, e.right.pos,
+                           what=f"'{e.op}'")
+        if isinstance(e, Call):
+            args = [self.expr(a) for a in e.args]
+            return self.op(SPEC_FUNCTIONS[e.func].name, args, e.pos,
+                           e.args[-1].pos if e.args else e.pos, what=f"{e.func}()")
+        raise TypeError(f"not an expression: {e!r}")  # unreachable: the parser builds only these
+
+    def name(self, e: Name, as_matrix: bool) -> int:
+        n = e.name
+        if e.primed:
+            return self.new[n]
+        for op in ("input", "state"):
+            if (op, n) in self.leaf:
+                return self.leaf[(op, n)]
+        if n in self.values:
+            return self.values[n]
+        return self.param(n, as_matrix, e.pos)
+
+    # -- the whole spec ---------------------------------------------------------------------------
+    def build(self) -> Graph:
+        spec = self.spec
+        for decls, op in ((spec.inputs, "input"), (spec.states, "state"), (spec.params, "param")):
+            for decl in decls.values():
+                self.add_leaf(op, decl.name, decl.dims, decl.pos)
+        for eq in spec.equations:
+            nid = self.expr(eq.expr)
+            if eq.primed:
+                want = spec.states[eq.target].dims
+                got = self.shapes[nid]
+                if got == ():
+                    raise self.error(f"{eq.target}' must be a vector {show_shape(want)} like state "
+                                     f"'{eq.target}', but the expression is a scalar per row",
+                                     eq.expr.pos)
+                try:
+                    self.dims.unify(got[0], want[0])
+                except ShapeError:
+                    raise self.error(f"shape mismatch: {eq.target}' must have the shape "
+                                     f"{show_shape(want)} of state '{eq.target}', but the "
+                                     f"expression has {self.show(got)}", eq.expr.pos) from None
+                self.new[eq.target] = nid
+            else:
+                self.values[eq.target] = nid
+            # Label the node with the equation that defines it (a leaf keeps its own name, and
+            # `a = b` leaves the node named b).
+            self.labels.setdefault(nid, eq.target + ("'" if eq.primed else ""))
+
+        for name, (role, pos) in self.param_role.items():
+            shape = self.dims.resolve(self.shapes[self.leaf[("param", name)]])
+            if any(isinstance(d, _Var) for d in shape):
+                example = "[P, I]" if len(shape) == 2 else "[P]"
+                raise self.error(f"cannot infer the shape of parameter '{name}' (found "
+                                 f"{show_shape(shape)}): declare it, e.g. 'param {name}{example}'",
+                                 spec.inferred_params[name])
+        return self.finish()
+
+    def finish(self) -> Graph:
+        """A fresh graph with every provisional shape resolved to declared dimensions."""
+        spec, old = self.spec, self.graph
+        dims = []
+        for decl in [*spec.inputs.values(), *spec.states.values(), *spec.params.values()]:
+            dims.extend(d for d in decl.dims if isinstance(d, str) and d not in dims)
+        graph = Graph(spec.name, dims)
+        for nid in sorted(old.nx.nodes):
+            node = old.node(nid)
+            name = node.name if node.name is not None else self.labels.get(nid)
+            graph.add(node.op, node.args, self.dims.resolve(self.shapes[nid]), node.attrs, name,
+                      node.pos)
+        graph.updates = {s: self.new[s] for s in spec.states}
+        graph.output_name = spec.output_name
+        graph.output = (self.new[spec.output_name] if spec.output_name in spec.states
+                        else self.values[spec.output_name])
+        return graph
+
+
+def build(spec: Spec) -> Graph:
+    return _Builder(spec).build()

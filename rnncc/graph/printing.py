@@ -1,0 +1,93 @@
+"""Readable forms of a step graph: text (one line per node), Graphviz dot, and json."""
+from __future__ import annotations
+
+import json
+
+from .graph import Graph
+
+
+def _shape(shape: tuple) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _ref(graph: Graph, nid: int) -> str:
+    node = graph.node(nid)
+    if node.op == "const":
+        return _number(node.attrs["value"])
+    return node.name or f"%{nid}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def _attrs(node) -> str:
+    attrs = {k: v for k, v in node.attrs.items() if not (node.op == "const" and k == "value")}
+    return "".join(f" {k}={_number(v) if isinstance(v, float) else v}" for k, v in attrs.items())
+
+
+def to_text(graph: Graph) -> str:
+    """
+    cell lstm  (dims I, H)
+      input  x: [I]
+      ...
+      %4: [H] = matmul W_i x                  # line 11
+      ...
+      i: [H] = sigmoid %9                     # line 11
+    updates h' = %24, c' = %20
+    output  h = %24
+    """
+    lines = [f"cell {graph.name}  (dims {', '.join(graph.dims) or 'none'})"]
+    for kind in ("input", "state", "param"):
+        for name, nid in graph.leaves(kind).items():
+            lines.append(f"  {kind:<6} {name}: {_shape(graph.node(nid).shape)}")
+    for nid in graph.order:
+        node = graph.node(nid)
+        if node.is_leaf:
+            continue
+        args = " ".join(_ref(graph, a) for a in node.args)
+        left = f"  {_ref(graph, nid)}: {_shape(node.shape)} = {node.op} {args}{_attrs(node)}"
+        lines.append(f"{left:<44}# line {node.pos[0]}" if node.pos else left)
+    lines.append("updates " + ", ".join(f"{s}' = {_ref(graph, n)}" for s, n in graph.updates.items()))
+    lines.append(f"output  {graph.output_name} = {_ref(graph, graph.output)}")
+    return "\n".join(lines) + "\n"
+
+
+def to_dot(graph: Graph) -> str:
+    out = [f'digraph "{graph.name}" {{', "  rankdir=TB;", '  node [fontname="monospace"];']
+    shapes = {"input": "invhouse", "state": "box", "param": "note", "const": "plaintext"}
+    roots = {n: f"{s}'" for s, n in graph.updates.items()}
+    for nid in graph.order:
+        node = graph.node(nid)
+        if node.is_leaf:
+            label = _ref(graph, nid) if node.op == "const" else f"{node.name}\\n{_shape(node.shape)}"
+        else:
+            label = f"{node.op}{_attrs(node)}\\n{_shape(node.shape)}"
+            if node.name:
+                label = f"{node.name} = {label}"
+        style = f'shape={shapes.get(node.op, "ellipse")}'
+        if nid in roots or nid == graph.output:
+            style += ", peripheries=2"
+        out.append(f'  n{nid} [label="{label}", {style}];')
+    for src, dst, index in sorted(graph.nx.edges(data="index"), key=lambda e: (e[1], e[2])):
+        out.append(f'  n{src} -> n{dst} [label="{index}"];')
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def to_json(graph: Graph) -> str:
+    nodes = []
+    for nid in graph.order:
+        node = graph.node(nid)
+        nodes.append({
+            "id": nid, "op": node.op, "args": list(node.args), "shape": list(node.shape),
+            "dtype": node.dtype, "name": node.name, "attrs": dict(node.attrs),
+            "line": node.pos[0] if node.pos else None, "col": node.pos[1] if node.pos else None,
+        })
+    edges = sorted([s, d, index] for s, d, index in graph.nx.edges(data="index"))
+    doc = {"cell": graph.name, "dims": list(graph.dims), "nodes": nodes, "edges": edges,
+           "updates": graph.updates, "output": {"name": graph.output_name, "node": graph.output}}
+    return json.dumps(doc, indent=2) + "\n"
+
+
+FORMATS = {"text": to_text, "dot": to_dot, "json": to_json}

@@ -1,0 +1,179 @@
+"""Checking what a caller passes to a cell: names, shapes, dtypes, and the sizes they imply.
+
+Every error names the array, its shape and the shape expected. Arrays are converted (to the run's
+dtype) into new arrays where needed; the caller's arrays are never written.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ArgumentKeyError
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def float_dtype(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype {dtype!r} is not a numpy dtype; use float32 or float64") from None
+    if dt not in FLOAT_DTYPES:
+        raise ValueError(f"dtype {dt} is not supported; rnncc runs in float32 or float64")
+    return dt
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+class Sizes:
+    """Dimension name -> size, remembering which array fixed each size (for error messages)."""
+
+    def __init__(self, known: dict | None = None):
+        self.size: dict[str, int] = {}
+        self.source: dict[str, str] = {}
+        for name, value in (known or {}).items():
+            self.size[name], self.source[name] = value, "the arguments"
+
+    def expected(self, symbolic: tuple) -> str:
+        parts = [str(self.size.get(d, d)) if isinstance(d, str) else str(d) for d in symbolic]
+        return "[" + ", ".join(map(str, symbolic)) + "] = (" + ", ".join(parts) + ")"
+
+    def bind(self, what: str, array: np.ndarray, symbolic: tuple) -> None:
+        """Check `array`'s shape against `symbolic` (names and ints), binding unknown names."""
+        if array.ndim != len(symbolic):
+            raise ValueError(f"{what} has shape {_fmt(array.shape)} but the expected shape is "
+                             f"{self.expected(symbolic)}")
+        for axis, (got, want) in enumerate(zip(array.shape, symbolic)):
+            if isinstance(want, int):
+                if got != want:
+                    raise ValueError(f"{what} has shape {_fmt(array.shape)} but the expected "
+                                     f"shape is {self.expected(symbolic)}")
+            elif want in self.size:
+                if got != self.size[want]:
+                    raise ValueError(f"{what} has shape {_fmt(array.shape)} but the expected "
+                                     f"shape is {self.expected(symbolic)} ({want} = "
+                                     f"{self.size[want]} from {self.source[want]})")
+            else:
+                self.size[want], self.source[want] = got, what
+
+
+@dataclass
+class Call:
+    """A checked forward call: everything converted to `dtype` and consistent."""
+    params: dict
+    xs: dict
+    state: dict
+    lengths: np.ndarray | None
+    sizes: dict
+    dtype: np.dtype
+    T: int
+    B: int
+
+
+def _as_array(what: str, value) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{what} is not an array: {exc}") from None
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.floating)
+                                     or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"{what} has dtype {array.dtype}; expected real numbers")
+    return array
+
+
+def _check_names(what: str, given: Mapping, expected: list[str], shapes: dict) -> None:
+    for name in expected:
+        if name not in given:
+            raise ArgumentKeyError(f"missing {what} {name!r} (shape {shapes[name]})")
+    for name in given:
+        if name not in expected:
+            raise ArgumentKeyError(f"unknown {what} {name!r}; this cell's {what}s are: "
+                                   f"{', '.join(expected)}")
+
+
+def check_forward(cell, p, x, state, lengths) -> Call:
+    sym = cell.symbolic_shapes
+    # Inputs first: they fix the dtype, T and B.
+    if isinstance(x, Mapping):
+        _check_names("input", x, cell.inputs, {n: f"[T, B, {sym[n][0]}]" for n in cell.inputs})
+        raw_x = dict(x)
+    elif len(cell.inputs) == 1:
+        raw_x = {cell.inputs[0]: x}
+    else:
+        raise ValueError(f"cell {cell.name!r} has several inputs ({', '.join(cell.inputs)}): pass "
+                         f"x as a dict name -> [T, B, dim]")
+    sizes = Sizes()
+    xs = {}
+    dtype = None
+    for name in cell.inputs:
+        what = f"x[{name!r}]" if len(cell.inputs) > 1 else "x"
+        array = _as_array(what, raw_x[name])
+        if array.dtype not in FLOAT_DTYPES:
+            raise ValueError(f"{what} has dtype {array.dtype}; rnncc runs in float32 or float64 "
+                             f"(convert it with .astype(np.float32))")
+        if dtype is None:
+            dtype = array.dtype
+        elif array.dtype != dtype:
+            raise ValueError(f"{what} has dtype {array.dtype} but the other inputs are {dtype}")
+        if array.ndim != 3:
+            raise ValueError(f"{what} has shape {_fmt(array.shape)} but the expected shape is "
+                             f"[T, B, {sym[name][0]}]")
+        xs[name] = array
+    T, B = next(iter(xs.values())).shape[:2]
+    for name, array in xs.items():
+        what = f"x[{name!r}]" if len(cell.inputs) > 1 else "x"
+        if array.shape[:2] != (T, B):
+            raise ValueError(f"{what} has shape {_fmt(array.shape)} but the other inputs have "
+                             f"T, B = {T}, {B}")
+        sizes.bind(what, array[0, 0], sym[name])
+
+    if state is not None:
+        if not isinstance(state, Mapping):
+            raise ValueError("state must be a dict: state name -> [B, dim]")
+        _check_names("state", state, cell.states, {n: f"[B, {sym[n][0]}]" for n in cell.states})
+        raw_state = {name: _as_array(f"state[{name!r}]", state[name]) for name in cell.states}
+        for name, array in raw_state.items():
+            if array.ndim != 2 or array.shape[0] != B:
+                raise ValueError(f"state[{name!r}] has shape {_fmt(array.shape)} but the expected "
+                                 f"shape is [B, {sym[name][0]}] with B = {B} from x")
+            sizes.bind(f"state[{name!r}]", array[0], sym[name])
+
+    if not isinstance(p, Mapping):
+        raise ValueError("p must be a dict: parameter name -> array (see cell.init_params)")
+    _check_names("parameter", p, cell.params,
+                 {n: "[" + ", ".join(map(str, sym[n])) + "]" for n in cell.params})
+    params = {}
+    for name in cell.params:
+        array = _as_array(f"parameter {name!r}", p[name])
+        sizes.bind(f"parameter {name!r}", array, sym[name])
+        params[name] = np.asarray(array, dtype=dtype)
+
+    for dim in cell.dims:
+        if dim not in sizes.size:
+            holders = [n for n in cell.states if dim in sym[n]]
+            raise ValueError(f"cannot tell the size of dimension {dim}: it appears only in state "
+                             f"{', '.join(map(repr, holders))}; pass state=")
+    if state is None:
+        init = {name: np.zeros((B, sizes.size.get(sym[name][0], sym[name][0])), dtype=dtype)
+                for name in cell.states}
+    else:
+        init = {name: np.asarray(raw_state[name], dtype=dtype) for name in cell.states}
+
+    checked_lengths = None
+    if lengths is not None:
+        lengths_array = _as_array("lengths", lengths)
+        if not np.issubdtype(lengths_array.dtype, np.integer):
+            raise ValueError(f"lengths has dtype {lengths_array.dtype}; expected integers")
+        if lengths_array.shape != (B,):
+            raise ValueError(f"lengths has shape {_fmt(lengths_array.shape)} but the expected "
+                             f"shape is [B] = ({B},)")
+        if B and (lengths_array.min() < 0 or lengths_array.max() > T):
+            raise ValueError(f"lengths must lie in 0..T = 0..{T}; got values from "
+                             f"{lengths_array.min()} to {lengths_array.max()}")
+        checked_lengths = lengths_array.astype(np.int64)
+
+    return Call(params, xs, init, checked_lengths, dict(sizes.size), dtype, T, B)

@@ -1,0 +1,119 @@
+"""A compiled cell: the user-facing object behind rnncc.compile() and rnncc.load()."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .. import backends
+from ..frontend import Spec, decode, parse_spec, read_source
+from ..frontend.source import Source
+from ..graph import FORMATS, Graph, build, verify
+from .arguments import check_forward, float_dtype
+
+SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
+
+
+class Cell:
+    """One recurrent cell: its spec, its step graph, and ways to run it.
+
+    Attributes (names): name, inputs, states, output, params, dims.
+    """
+
+    def __init__(self, spec: Spec, graph: Graph):
+        self.spec = spec
+        self.graph = graph
+        self.name = spec.name
+        self.inputs = list(graph.inputs)
+        self.states = list(graph.states)
+        self.output = graph.output_name
+        self.params = list(graph.params)
+        self.dims = list(graph.dims)
+        self.symbolic_shapes = {
+            name: graph.node(nid).shape
+            for kind in (graph.inputs, graph.states, graph.params) for name, nid in kind.items()
+        }
+
+    def __repr__(self) -> str:
+        return (f"<rnncc.Cell {self.name}: inputs {self.inputs}, states {self.states}, "
+                f"output {self.output!r}, dims {self.dims}>")
+
+    def show(self, format: str = "text") -> str:
+        """The step graph as text (one line per node), Graphviz dot, or json."""
+        if format not in FORMATS:
+            raise ValueError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
+        return FORMATS[format](self.graph)
+
+    def shape(self, name: str, **sizes) -> tuple:
+        """The concrete shape of an input, state or parameter for the given dimension sizes."""
+        if name not in self.symbolic_shapes:
+            raise KeyError(name)
+        return tuple(d if isinstance(d, int) else sizes[d] for d in self.symbolic_shapes[name])
+
+    def init_params(self, seed: int = 0, dtype=np.float32, **sizes) -> dict:
+        """Fresh parameters, PyTorch's convention: every entry uniform in (-k, k),
+        k = 1/sqrt(size of the first state) (the hidden size H of the shipped cells).
+
+        Values are drawn in float64 from numpy's default_rng(seed), in the order of cell.params,
+        then cast: the same seed gives the same parameters in float32 and float64 up to rounding.
+        """
+        dtype = float_dtype(dtype)
+        missing = [d for d in self.dims if d not in sizes]
+        unknown = [d for d in sizes if d not in self.dims]
+        if missing or unknown:
+            problems = []
+            if missing:
+                problems.append(f"missing {', '.join(missing)}")
+            if unknown:
+                problems.append(f"unknown {', '.join(unknown)}")
+            raise ValueError(f"init_params takes one size per dimension of cell {self.name!r} "
+                             f"({', '.join(self.dims) or 'none'}): {'; '.join(problems)}")
+        for dim, size in sizes.items():
+            if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
+                raise ValueError(f"dimension {dim} must be a positive integer, got {size!r}")
+        first_state = self.symbolic_shapes[self.states[0]][0]
+        k = 1.0 / math.sqrt(sizes[first_state] if isinstance(first_state, str) else first_state)
+        rng = np.random.default_rng(seed)
+        return {name: rng.uniform(-k, k, size=self.shape(name, **sizes)).astype(dtype)
+                for name in self.params}
+
+    def forward(self, p, x, state=None, target: str = "reference", lengths=None):
+        """Run the cell over a sequence: returns (ys [T, B, d_out], final states dict)."""
+        backend = backends.get(target)
+        call = check_forward(self, p, x, state, lengths)
+        return backend.forward(self.graph, call.params, call.xs, call.state, call.lengths,
+                               call.sizes, call.dtype)
+
+
+def _cell_from_source(source: Source) -> Cell:
+    spec = parse_spec(source)
+    return Cell(spec, verify(build(spec)))
+
+
+def compile(spec) -> Cell:  # noqa: A001  (the public name the API promises)
+    """Compile a cell spec: spec text (str or bytes), or a path (pathlib.Path or str ending
+    in .cell) to a spec file. Raises rnncc.SpecError, pointing at the line, for a bad spec."""
+    if isinstance(spec, Path):
+        return _cell_from_source(read_source(spec))
+    if isinstance(spec, (bytes, bytearray)):
+        return _cell_from_source(decode(bytes(spec), "<spec>"))
+    if not isinstance(spec, str):
+        raise TypeError(f"rnncc.compile takes spec text or a path, not {type(spec).__name__}")
+    if spec.endswith(".cell") and "\n" not in spec:
+        return _cell_from_source(read_source(spec))
+    return _cell_from_source(decode(spec.encode("utf-8", "surrogatepass"), "<spec>"))
+
+
+def shipped() -> list[str]:
+    """Names of the specs shipped in specs/."""
+    return sorted(p.stem for p in SPECS_DIR.glob("*.cell"))
+
+
+def load(name: str) -> Cell:
+    """A shipped spec by name: rnncc.load("lstm")."""
+    stem = name[:-5] if name.endswith(".cell") else name
+    path = SPECS_DIR / f"{stem}.cell"
+    if "/" in stem or "\\" in stem or not path.is_file():
+        raise ValueError(f"no shipped spec named {name!r}; shipped: {', '.join(shipped())}")
+    return _cell_from_source(read_source(path))
