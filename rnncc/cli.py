@@ -1,0 +1,167 @@
+"""The `rnncc` command: show a cell's graph, run a cell on random data.
+
+Exit codes: 0 success, 1 a bad spec or a failed run (message on stderr), 2 bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import SpecError
+from .graph import FORMATS
+from .runtime import compile as compile_cell
+from .runtime import load, shipped
+
+_RUN_OPTIONS = {"T", "B", "dims", "seed", "dtype", "target", "help", "h"}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _dims(text: str) -> dict:
+    sizes = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise argparse.ArgumentTypeError(f"expected NAME=SIZE, got {item!r}")
+        sizes[name.strip()] = _positive_int(value.strip())
+    return sizes
+
+
+def _open(spec: str):
+    """A spec file path, or the name of a shipped spec."""
+    path = Path(spec)
+    if path.is_file():
+        return compile_cell(path)
+    if spec in shipped():
+        return load(spec)
+    raise FileNotFoundError(f"no spec file {spec!r} (and no shipped spec of that name; shipped: "
+                            f"{', '.join(shipped())})")
+
+
+def _show(args, extra, parser) -> int:
+    cell = _open(args.spec)
+    sys.stdout.write(cell.show(args.format))
+    return 0
+
+
+def _run(args, extra, parser) -> int:
+    cell = _open(args.spec)
+    sizes = dict(args.dims or {})
+    if extra:
+        dim_parser = argparse.ArgumentParser(prog="rnncc run", add_help=False)
+        for dim in cell.dims:
+            if dim not in _RUN_OPTIONS:
+                dim_parser.add_argument(f"--{dim}", type=_positive_int, metavar="N")
+        dim_args, unknown = dim_parser.parse_known_args(extra)
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)} (cell {cell.name} has "
+                         f"dimensions {', '.join(cell.dims)})")
+        for dim, value in vars(dim_args).items():
+            if value is not None:
+                if dim in sizes and sizes[dim] != value:
+                    parser.error(f"dimension {dim} given twice: {sizes[dim]} and {value}")
+                sizes[dim] = value
+    unknown = [d for d in sizes if d not in cell.dims]
+    if unknown:
+        parser.error(f"cell {cell.name} has no dimension {', '.join(unknown)} (its dimensions: "
+                     f"{', '.join(cell.dims)})")
+    missing = [d for d in cell.dims if d not in sizes]
+    if missing:
+        hint = " ".join(f"--{d} N" for d in missing)
+        parser.error(f"cell {cell.name} needs a size for every dimension: missing "
+                     f"{', '.join(missing)} (e.g. {hint}, or --dims {','.join(d + '=N' for d in missing)})")
+
+    dtype = np.dtype(args.dtype)
+    p = cell.init_params(seed=args.seed, dtype=dtype, **sizes)
+    rng = np.random.default_rng(args.seed + 1)
+    xs = {name: rng.standard_normal((args.T, args.B, *cell.shape(name, **sizes))).astype(dtype)
+          for name in cell.inputs}
+    x = xs if len(xs) > 1 else next(iter(xs.values()))
+    start = time.perf_counter()
+    ys, final = cell.forward(p, x, target=args.target)
+    elapsed = time.perf_counter() - start
+
+    def shape(a) -> str:
+        return "[" + ", ".join(map(str, a.shape)) + "]"
+
+    def checksum(a) -> str:
+        a64 = a.astype(np.float64)
+        return f"sum {a64.sum():+.6e}  mean|.| {np.abs(a64).mean():.6e}"
+
+    n_values = sum(v.size for v in p.values())
+    print(f"cell {cell.name}: inputs {', '.join(cell.inputs)}; states {', '.join(cell.states)}; "
+          f"output {cell.output}")
+    print(f"dims {', '.join(f'{d}={sizes[d]}' for d in cell.dims)}; T={args.T}, B={args.B}; "
+          f"{dtype}; target {args.target}; seed {args.seed}")
+    print(f"params   {len(p)} arrays, {n_values} values: "
+          + ", ".join(f"{k} {shape(v)}" for k, v in p.items()))
+    for name, array in xs.items():
+        print(f"input    {name} {shape(array):<16} {checksum(array)}")
+    print(f"output   ys {shape(ys):<15} {checksum(ys)}")
+    for name, array in final.items():
+        print(f"final    {name} {shape(array):<16} {checksum(array)}")
+    print(f"forward  {elapsed:.3f} s ({1e3 * elapsed / max(args.T, 1):.3f} ms per step)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnncc", description="rnncc compiles recurrent-cell specs (gate equations) into "
+        "forward and backward kernels.")
+    parser.add_argument("--version", action="version", version=f"rnncc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    show = commands.add_parser("show", help="print a cell's step graph",
+                               description="Print the step graph a spec becomes.")
+    show.add_argument("spec", metavar="SPEC", help="a .cell file, or a shipped spec's name")
+    show.add_argument("--format", choices=list(FORMATS), default="text",
+                      help="text (one line per node), dot (Graphviz) or json")
+    show.set_defaults(func=_show, subparser=show)
+
+    run = commands.add_parser(
+        "run", help="run a cell on random data",
+        description="Run a cell over random data and print shapes and checksums. Give every "
+        "dimension of the spec a size, as --NAME N (e.g. --I 32 --H 64) or --dims I=32,H=64.",
+        epilog="example: rnncc run specs/lstm.cell --I 32 --H 64 --T 100 --B 16")
+    run.add_argument("spec", metavar="SPEC", help="a .cell file, or a shipped spec's name")
+    run.add_argument("--dims", type=_dims, metavar="NAME=N,...", help="dimension sizes")
+    run.add_argument("--T", type=_positive_int, default=10, help="time steps (default 10)")
+    run.add_argument("--B", type=_positive_int, default=4, help="batch rows (default 4)")
+    run.add_argument("--seed", type=int, default=0, help="parameter and data seed (default 0)")
+    run.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    run.add_argument("--target", default="reference", help="backend (default reference)")
+    run.set_defaults(func=_run, subparser=run)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.func(args, extra, args.subparser)
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except (ValueError, KeyError, OSError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"rnncc: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
