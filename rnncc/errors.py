@@ -6,6 +6,9 @@ in the `FILE:LINE:COL: message` form that editors and terminals turn into links.
 from __future__ import annotations
 
 
+_WIDTH = 100  # widest source excerpt shown under an error
+
+
 class SpecError(ValueError):
     """A cell spec is malformed. `.file`, `.line`, `.col` (1-based) say where, `.msg` what."""
 
@@ -23,8 +26,18 @@ class SpecError(ValueError):
         if self.source_line is None:
             return head
         text = self.source_line.rstrip("\r\n")
+        # Show unprintable characters as '?' (one column each, so the caret still lines up).
+        text = "".join(ch if ch.isprintable() or ch == "\t" else "?" for ch in text)
+        col = self.col
+        if len(text) > _WIDTH:  # a window around the column, not a 100,000-character line
+            start = max(0, min(col - 1 - _WIDTH // 2, len(text) - _WIDTH))
+            window = text[start:start + _WIDTH]
+            prefix = "..." if start > 0 else ""
+            suffix = "..." if start + _WIDTH < len(text) else ""
+            col = col - start + len(prefix)
+            text = prefix + window + suffix
         # Keep tabs in the caret's indentation so the caret lines up under tab-indented text.
-        pad = "".join("\t" if ch == "\t" else " " for ch in text[: self.col - 1])
+        pad = "".join("\t" if ch == "\t" else " " for ch in text[: col - 1])
         return f"{head}\n    {text}\n    {pad}^"
 
 

@@ -128,7 +128,7 @@ class _Converter:
         if isinstance(node, ast.Call):
             return self.call(node)
         what = _UNSUPPORTED_NODES.get(type(node), type(node).__name__)
-        raise self.fail(f"unsupported syntax: {what} are not part of the spec language", node)
+        raise self.fail(f"unsupported syntax: {what} (not part of the spec language)", node)
 
     def number(self, node: ast.Constant) -> float:
         value = node.value

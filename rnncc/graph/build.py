@@ -186,10 +186,11 @@ class _Builder:
         for name, (role, pos) in self.param_role.items():
             shape = self.dims.resolve(self.shapes[self.leaf[("param", name)]])
             if any(isinstance(d, _Var) for d in shape):
-                example = "[P, I]" if len(shape) == 2 else "[P]"
+                example = "[" + ", ".join("P" if isinstance(d, _Var) else str(d)
+                                          for d in shape) + "]"
                 raise self.error(f"cannot infer the shape of parameter '{name}' (found "
-                                 f"{show_shape(shape)}): declare it, e.g. 'param {name}{example}'",
-                                 spec.inferred_params[name])
+                                 f"{show_shape(shape)}): declare it, e.g. 'param {name}{example}' "
+                                 f"with a new dimension P", spec.inferred_params[name])
         return self.finish()
 
     def finish(self) -> Graph:

@@ -38,24 +38,28 @@ class Sizes:
         for name, value in (known or {}).items():
             self.size[name], self.source[name] = value, "the arguments"
 
-    def expected(self, symbolic: tuple) -> str:
-        parts = [str(self.size.get(d, d)) if isinstance(d, str) else str(d) for d in symbolic]
-        return "[" + ", ".join(map(str, symbolic)) + "] = (" + ", ".join(parts) + ")"
+    def expected(self, symbolic: tuple, lead: tuple = ()) -> str:
+        names = [label for label, _ in lead] + [str(d) for d in symbolic]
+        sizes = [str(size) for _, size in lead] + [
+            str(self.size.get(d, d)) if isinstance(d, str) else str(d) for d in symbolic]
+        return "[" + ", ".join(names) + "] = " + _fmt(sizes)
 
-    def bind(self, what: str, array: np.ndarray, symbolic: tuple) -> None:
-        """Check `array`'s shape against `symbolic` (names and ints), binding unknown names."""
-        if array.ndim != len(symbolic):
+    def bind(self, what: str, array: np.ndarray, symbolic: tuple, lead: tuple = ()) -> None:
+        """Check `array`'s shape: leading axes `lead` ((label, size) pairs, such as ("B", 4))
+        and then `symbolic` (names and ints), binding the names not bound yet."""
+        expected = tuple(size for _, size in lead) + tuple(symbolic)
+        if array.ndim != len(expected):
             raise ValueError(f"{what} has shape {_fmt(array.shape)} but the expected shape is "
-                             f"{self.expected(symbolic)}")
-        for axis, (got, want) in enumerate(zip(array.shape, symbolic)):
+                             f"{self.expected(symbolic, lead)}")
+        for got, want in zip(array.shape, expected):
             if isinstance(want, int):
                 if got != want:
                     raise ValueError(f"{what} has shape {_fmt(array.shape)} but the expected "
-                                     f"shape is {self.expected(symbolic)}")
+                                     f"shape is {self.expected(symbolic, lead)}")
             elif want in self.size:
                 if got != self.size[want]:
                     raise ValueError(f"{what} has shape {_fmt(array.shape)} but the expected "
-                                     f"shape is {self.expected(symbolic)} ({want} = "
+                                     f"shape is {self.expected(symbolic, lead)} ({want} = "
                                      f"{self.size[want]} from {self.source[want]})")
             else:
                 self.size[want], self.source[want] = got, what
@@ -123,24 +127,14 @@ def check_forward(cell, p, x, state, lengths) -> Call:
             raise ValueError(f"{what} has shape {_fmt(array.shape)} but the expected shape is "
                              f"[T, B, {sym[name][0]}]")
         xs[name] = array
-    T, B = next(iter(xs.values())).shape[:2]
+    first = next(iter(xs))
+    T, B = xs[first].shape[:2]
     for name, array in xs.items():
         what = f"x[{name!r}]" if len(cell.inputs) > 1 else "x"
         if array.shape[:2] != (T, B):
             raise ValueError(f"{what} has shape {_fmt(array.shape)} but the other inputs have "
                              f"T, B = {T}, {B}")
-        sizes.bind(what, array[0, 0], sym[name])
-
-    if state is not None:
-        if not isinstance(state, Mapping):
-            raise ValueError("state must be a dict: state name -> [B, dim]")
-        _check_names("state", state, cell.states, {n: f"[B, {sym[n][0]}]" for n in cell.states})
-        raw_state = {name: _as_array(f"state[{name!r}]", state[name]) for name in cell.states}
-        for name, array in raw_state.items():
-            if array.ndim != 2 or array.shape[0] != B:
-                raise ValueError(f"state[{name!r}] has shape {_fmt(array.shape)} but the expected "
-                                 f"shape is [B, {sym[name][0]}] with B = {B} from x")
-            sizes.bind(f"state[{name!r}]", array[0], sym[name])
+        sizes.bind(what, array, sym[name], lead=(("T", T), ("B", B)))
 
     if not isinstance(p, Mapping):
         raise ValueError("p must be a dict: parameter name -> array (see cell.init_params)")
@@ -151,6 +145,14 @@ def check_forward(cell, p, x, state, lengths) -> Call:
         array = _as_array(f"parameter {name!r}", p[name])
         sizes.bind(f"parameter {name!r}", array, sym[name])
         params[name] = np.asarray(array, dtype=dtype)
+
+    if state is not None:
+        if not isinstance(state, Mapping):
+            raise ValueError("state must be a dict: state name -> [B, dim]")
+        _check_names("state", state, cell.states, {n: f"[B, {sym[n][0]}]" for n in cell.states})
+        raw_state = {name: _as_array(f"state[{name!r}]", state[name]) for name in cell.states}
+        for name, array in raw_state.items():
+            sizes.bind(f"state[{name!r}]", array, sym[name], lead=(("B", B),))
 
     for dim in cell.dims:
         if dim not in sizes.size:
