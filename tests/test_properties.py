@@ -1,0 +1,141 @@
+"""Property-based tests: random valid specs compile and compute what an independent numpy oracle
+computes; corrupted specs raise SpecError and nothing else."""
+import numpy as np
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import rnncc
+from rnncc import SpecError
+
+from .strategies import cell_specs
+
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def random_arguments(gen, cell, seed):
+    rng = np.random.default_rng(seed)
+    sizes = {d: gen.sizes[d] for d in cell.dims}
+    p = cell.init_params(seed=seed, dtype=np.float64, **sizes)
+    p = {k: 2 * v for k, v in p.items()}
+    T, B = 3, 2
+    xs = {n: rng.standard_normal((T, B, gen.sizes[d])) for n, d in gen.inputs.items()}
+    state = {n: rng.uniform(-1, 1, (B, gen.sizes[d])) for n, d in gen.states.items()}
+    lengths = rng.integers(0, T + 1, size=B)
+    return p, xs, state, lengths
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(gen=cell_specs(), seed=st.integers(0, 2**16))
+def test_random_specs_compile_and_match_the_oracle(gen, seed):
+    cell = rnncc.compile(gen.text)
+    assert cell.inputs == list(gen.inputs) and cell.states == list(gen.states)
+    assert set(cell.params) == set(gen.param_shapes)
+    for name, shape in gen.param_shapes.items():
+        assert cell.symbolic_shapes[name] == shape, (name, gen.text)
+    p, xs, state, lengths = random_arguments(gen, cell, seed)
+    x = xs if len(xs) > 1 else xs["x"]
+    for lens in (None, lengths):
+        ys, final = cell.forward(p, x, state=state, lengths=lens)
+        ys_ref, final_ref = gen.run(p, xs, state, lens)
+        scale = max(1.0, np.abs(ys_ref).max(initial=0))
+        np.testing.assert_allclose(ys, ys_ref, rtol=1e-9, atol=1e-12 * scale, err_msg=gen.text)
+        for s in gen.states:
+            np.testing.assert_allclose(final[s], final_ref[s], rtol=1e-9, atol=1e-12,
+                                       err_msg=gen.text)
+
+
+# --- corruptions --------------------------------------------------------------------------------
+
+def _equation_lines(lines):
+    return [i for i, line in enumerate(lines) if " = " in line]
+
+
+def corrupt(text, kind, pick):
+    """A corruption that always makes the spec invalid."""
+    lines = text.rstrip("\n").split("\n")
+    eqs = _equation_lines(lines)
+    updates = [i for i in eqs if lines[i].split(" = ")[0].endswith("'")]
+    if kind == "drop-update":
+        del lines[updates[pick % len(updates)]]
+    elif kind == "duplicate-equation":
+        i = eqs[pick % len(eqs)]
+        lines.insert(i + 1, lines[i])
+    elif kind == "unknown-function":
+        i = eqs[pick % len(eqs)]
+        lines[i] += " + zork(x)"
+    elif kind == "dangling-operator":
+        i = eqs[pick % len(eqs)]
+        lines[i] += " *"
+    elif kind == "stray-character":
+        i = pick % len(lines)
+        col = (pick // 7) % (len(lines[i]) + 1)
+        lines[i] = lines[i][:col] + "\u00e9" + lines[i][col:]
+    elif kind == "drop-header":
+        del lines[0]
+    elif kind == "prime-an-input":
+        i = eqs[pick % len(eqs)]
+        lines[i] += " + x'"
+    elif kind == "matmul-on-a-value":
+        i = eqs[pick % len(eqs)]
+        lines[i] += " + x @ h"
+    elif kind == "unknown-output":
+        lines.insert(1, "output nowhere")
+    elif kind == "assign-input":
+        lines.append("x = h")
+    elif kind == "scalar-state":
+        i = updates[pick % len(updates)]
+        target = lines[i].split(" = ")[0]
+        lines[i] = f"{target} = mean({target[:-1]})"
+    elif kind == "nesting":
+        i = updates[pick % len(updates)]
+        target = lines[i].split(" = ")[0]
+        lines[i] = f"{target} = " + "(" * 500 + target[:-1] + ")" * 500
+    return "\n".join(lines) + "\n"
+
+
+KINDS = ["drop-update", "duplicate-equation", "unknown-function", "dangling-operator",
+         "stray-character", "drop-header", "prime-an-input", "matmul-on-a-value",
+         "unknown-output", "assign-input", "scalar-state", "nesting"]
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(gen=cell_specs(max_depth=2), kind=st.sampled_from(KINDS), pick=st.integers(0, 10**6))
+def test_corrupted_specs_raise_spec_error(gen, kind, pick):
+    bad = corrupt(gen.text, kind, pick)
+    try:
+        rnncc.compile(bad)
+    except SpecError as err:
+        assert 1 <= err.line <= bad.count("\n") + 1 and err.col >= 1
+        assert str(err).startswith(f"<spec>:{err.line}:{err.col}: ")
+    else:
+        raise AssertionError(f"{kind} corruption compiled:\n{bad}")
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(gen=cell_specs(max_depth=2),
+       edits=st.lists(st.tuples(st.sampled_from(["insert", "delete", "replace"]),
+                                st.integers(0, 10**6),
+                                st.characters(codec="utf-8")), min_size=1, max_size=4))
+def test_random_edits_compile_or_raise_spec_error(gen, edits):
+    """Arbitrary character edits: the result compiles and runs, or is a SpecError; never any
+    other exception."""
+    text = gen.text
+    for op, where, ch in edits:
+        i = where % (len(text) + 1)
+        if op == "insert":
+            text = text[:i] + ch + text[i:]
+        elif op == "delete":
+            text = text[:i] + text[i + 1:]
+        else:
+            text = text[:i] + ch + text[i + 1:]
+    try:
+        cell = rnncc.compile(text)
+    except SpecError:
+        return
+    assume(all(d.isidentifier() for d in cell.dims))
+    sizes = {d: 2 for d in cell.dims}
+    p = cell.init_params(seed=0, dtype=np.float64, **sizes)
+    xs = {n: np.ones((2, 2, *cell.shape(n, **sizes)[:1])) for n in cell.inputs}
+    state = {n: np.zeros((2, *cell.shape(n, **sizes))) for n in cell.states}
+    with np.errstate(all="ignore"):
+        cell.forward(p, xs, state=state)
