@@ -49,11 +49,12 @@ def forward(graph: Graph, params: dict, xs: dict, state: dict, lengths, sizes: d
     out_shape = graph.node(graph.output).shape
     d_out = sizes.get(out_shape[0], out_shape[0]) if out_shape else 1
     ys = np.zeros((T, B, d_out), dtype=dtype)
+    inputs, states = graph.inputs, graph.states
     h = {name: np.array(value, dtype=dtype) for name, value in state.items()}
     for t in range(T):
         bound = dict(fixed)
-        bound.update({nid: xs[name][t] for name, nid in graph.inputs.items()})
-        bound.update({nid: h[name] for name, nid in graph.states.items()})
+        bound.update({nid: xs[name][t] for name, nid in inputs.items()})
+        bound.update({nid: h[name] for name, nid in states.items()})
         values = evaluate(graph, bound, order)
         new = {s: np.broadcast_to(values[nid], h[s].shape) for s, nid in graph.updates.items()}
         y = np.broadcast_to(values[graph.output], (B, d_out))

@@ -8,6 +8,8 @@ Rules (the contract in the README):
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .language import FUNCTIONS, KEYWORDS
 from .spec import Binary, Call, Expr, Name, Neg, Power, Spec
 
@@ -36,6 +38,17 @@ def resolve(spec: Spec) -> Spec:
         raise err("the spec declares no state: add a line such as 'state h[H]'", spec.header)
     declared = {**spec.inputs, **spec.states, **spec.params}
     dims = {d for decl in declared.values() for d in decl.dims if isinstance(d, str)}
+    intermediates = {eq.target for eq in spec.equations if not eq.primed}
+
+    def primed_non_state(name: str, pos):
+        """The error for `name'` where `name` is not a state."""
+        if name in declared:
+            return err(f"a prime on a non-state: '{name}' is {_kind(declared[name])}; only "
+                       f"states have a new value", pos)
+        if name in intermediates:
+            return err(f"a prime on a non-state: '{name}' is an intermediate; only states have "
+                       f"a new value", pos)
+        return err(f"unknown state '{name}': declare it with 'state {name}[H]'", pos)
 
     # Where each intermediate and each state update is defined, to tell "later" from "never".
     defined_at: dict[str, object] = {}
@@ -43,15 +56,7 @@ def resolve(spec: Spec) -> Spec:
     for eq in spec.equations:
         if eq.primed:
             if eq.target not in spec.states:
-                if eq.target in declared:
-                    raise err(f"a prime on a non-state: '{eq.target}' is {_kind(declared[eq.target])}"
-                              f"; only states have a new value", eq.pos)
-                if eq.target in defined_at or any(e.target == eq.target and not e.primed
-                                                  for e in spec.equations):
-                    raise err(f"a prime on a non-state: '{eq.target}' is an intermediate; only "
-                              f"states have a new value", eq.pos)
-                raise err(f"unknown state '{eq.target}': declare it with 'state {eq.target}[H]'",
-                          eq.pos)
+                raise primed_non_state(eq.target, eq.pos)
             if eq.target in updated_at:
                 raise err(f"state '{eq.target}' is updated twice (first on line "
                           f"{updated_at[eq.target].line})", eq.pos)
@@ -87,13 +92,7 @@ def resolve(spec: Spec) -> Spec:
                         raise err(f"{n}' is used before its definition on line "
                                   f"{updated_at[n].line}", name.pos)
                     raise err(f"state '{n}' has no update {n}' = ...", name.pos)
-                if n in declared:
-                    raise err(f"a prime on a non-state: '{n}' is {_kind(declared[n])}; only "
-                              f"states have a new value", name.pos)
-                if n in defined_at:
-                    raise err(f"a prime on a non-state: '{n}' is an intermediate; only states "
-                              f"have a new value", name.pos)
-                raise err(f"unknown state '{n}'", name.pos)
+                raise primed_non_state(n, name.pos)
             if n in declared or n in available:
                 continue
             if n in defined_at:
@@ -129,9 +128,7 @@ def resolve(spec: Spec) -> Spec:
                           pos)
             raise err(f"unknown output '{output_name}': no state or intermediate has that name",
                       pos)
-    spec.inferred_params = inferred
-    spec.output_name = output_name
-    return spec
+    return replace(spec, inferred_params=inferred, output_name=output_name)
 
 
 def _kind(decl) -> str:

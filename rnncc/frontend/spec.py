@@ -90,7 +90,7 @@ class Spec:
     params: dict = field(default_factory=dict)    # name -> Decl, declared with `param`
     output: tuple | None = None                   # (name, Pos) from the `output` line
     equations: list = field(default_factory=list)
-    # Filled by name resolution:
+    # Set by name resolution (resolve.py returns a new Spec with them):
     inferred_params: dict = field(default_factory=dict)  # name -> Pos of first use
     output_name: str = ""
 
