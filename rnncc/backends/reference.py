@@ -1,14 +1,19 @@
-"""The reference backend: numpy interprets the unoptimized step graph, one time step at a time.
+"""The reference backend: numpy interprets the step graphs, one time step at a time.
 
-It is the oracle every other backend and every pass is tested against, so it stays plain:
-no fusion, no hoisting, just each op's own numpy evaluation in topological order.
+It is the oracle every other backend and every pass is tested against, so it stays plain: no
+fusion, no hoisting, each op's own numpy evaluation in topological order. With `lengths`, each
+step computes only the rows still running (as PyTorch's packed sequences do), so whatever pads a
+finished row never reaches a result.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
 
 from ..graph import Graph
+from ..graph.ops.base import EvalContext
 
 
 def live_order(graph: Graph) -> list[int]:
@@ -19,49 +24,106 @@ def live_order(graph: Graph) -> list[int]:
     return [n for n in graph.order if n in live]
 
 
-def evaluate(graph: Graph, bound: dict[int, np.ndarray], order=None) -> dict[int, np.ndarray]:
-    """Values of all nodes in `order` (default: the live ones) given the leaf values in `bound`."""
+def evaluate(graph: Graph, bound: dict, ctx: EvalContext, order=None) -> dict:
+    """Values of the nodes in `order` (default: the live ones) given the bound leaves' values."""
     values = dict(bound)
     for nid in live_order(graph) if order is None else order:
         if nid not in values:
             node = graph.node(nid)
-            values[nid] = node.opdef.evaluate([values[a] for a in node.args], node.attrs)
+            if node.opdef.evaluate is None:
+                raise KeyError(f"leaf {node.op} {node.name!r} (node %{nid}) is not bound")
+            values[nid] = node.opdef.evaluate([values[a] for a in node.args], node.attrs, ctx)
     return values
 
 
-def constants(graph: Graph, dtype) -> dict[int, np.ndarray]:
-    """Constant leaves as 0-d arrays of the run's dtype (so no value is promoted past it)."""
-    return {n: np.asarray(graph.node(n).attrs["value"], dtype=dtype)
-            for n in graph.order if graph.node(n).op == "const"}
+def _rows(t: int, lengths, B: int):
+    """The rows still running at step t: a slice (all) or an index array."""
+    if lengths is None:
+        return slice(None)
+    rows = np.flatnonzero(t < lengths)
+    return slice(None) if rows.size == B else rows
 
 
-def forward(graph: Graph, params: dict, xs: dict, state: dict, lengths, sizes: dict, dtype):
+@dataclass
+class Tape:
+    """What the forward pass keeps for backward: per step, the states it started from and the
+    forward values the backward graph reads (backward.saved), for the rows that ran."""
+    states: list      # [t] -> state name -> [B, d] (all rows)
+    saved: list       # [t] -> saved name -> array for the running rows
+
+
+def forward(graph: Graph, params: dict, xs: dict, state: dict, lengths, sizes: dict, dtype,
+            backward: Graph | None = None):
     """Run the cell over a sequence.
 
     params: name -> array; xs: input name -> [T, B, d]; state: state name -> [B, d];
     lengths: [B] ints or None; sizes: dimension name -> size. Arrays are already checked and of
-    `dtype`. Returns (ys [T, B, d_out], final states name -> [B, d]).
+    `dtype`. Returns (ys [T, B, d_out], final states), and the Tape for `backward` if it is given.
     """
     T, B = next(iter(xs.values())).shape[:2]
+    ctx = EvalContext(sizes, dtype)
     order = live_order(graph)
-    fixed = constants(graph, dtype)
-    fixed.update({nid: params[name] for name, nid in graph.params.items()})
+    if backward is not None:  # keep every saved value alive, even one no root needs
+        order = [n for n in graph.order if n in set(order) | set(backward.saved.values())]
+    inputs, states = graph.inputs, graph.states
+    fixed = {nid: params[name] for name, nid in graph.params.items()}
     out_shape = graph.node(graph.output).shape
     d_out = sizes.get(out_shape[0], out_shape[0]) if out_shape else 1
     ys = np.zeros((T, B, d_out), dtype=dtype)
-    inputs, states = graph.inputs, graph.states
     h = {name: np.array(value, dtype=dtype) for name, value in state.items()}
+    tape = Tape([], []) if backward is not None else None
     for t in range(T):
+        rows = _rows(t, lengths, B)
         bound = dict(fixed)
-        bound.update({nid: xs[name][t] for name, nid in inputs.items()})
-        bound.update({nid: h[name] for name, nid in states.items()})
-        values = evaluate(graph, bound, order)
-        new = {s: np.broadcast_to(values[nid], h[s].shape) for s, nid in graph.updates.items()}
-        y = np.broadcast_to(values[graph.output], (B, d_out))
-        if lengths is not None:
-            alive = (t < lengths)[:, None]
-            new = {s: np.where(alive, v, h[s]) for s, v in new.items()}
-            y = np.where(alive, y, 0)
-        ys[t] = y
-        h = {s: np.array(v, dtype=dtype) for s, v in new.items()}
-    return ys, h
+        bound.update({nid: xs[name][t][rows] for name, nid in inputs.items()})
+        bound.update({nid: h[name][rows] for name, nid in states.items()})
+        values = evaluate(graph, bound, ctx, order)
+        if tape is not None:
+            tape.states.append(h)
+            tape.saved.append({label: values[fnid] for label, fnid in backward.saved.items()})
+        n_rows = B if isinstance(rows, slice) else rows.size
+        ys[t][rows] = np.broadcast_to(values[graph.output], (n_rows, d_out))
+        new = {s: v.copy() for s, v in h.items()}
+        for s, nid in graph.updates.items():
+            new[s][rows] = np.broadcast_to(values[nid], (n_rows, h[s].shape[1]))
+        h = new
+    return (ys, h, tape) if backward is not None else (ys, h)
+
+
+def backward(graph: Graph, bgraph: Graph, tape: Tape, params: dict, xs: dict, dys, dfinal: dict,
+             lengths, sizes: dict, dtype):
+    """BPTT: run the backward step from t = T-1 down to 0.
+
+    Returns (parameter gradients, input gradients name -> [T, B, d], initial-state gradients).
+    Rows past their length pass their state gradient through untouched and contribute nothing.
+    """
+    T, B = next(iter(xs.values())).shape[:2]
+    ctx = EvalContext(sizes, dtype)
+    order = live_order(bgraph)
+    leaves = {op: bgraph.leaves(op) for op in ("input", "state", "param", "grad", "saved")}
+    fixed = {nid: params[name] for name, nid in leaves["param"].items()}
+    dy_leaf = leaves["grad"]["dy"]
+    out_shape = graph.node(graph.output).shape
+    dparams = {name: np.zeros_like(value) for name, value in params.items()}
+    dxs = {name: np.zeros_like(x) for name, x in xs.items()}
+    dstate = {name: np.array(g, dtype=dtype) for name, g in dfinal.items()}
+    for t in reversed(range(T)):
+        rows = _rows(t, lengths, B)
+        bound = dict(fixed)
+        bound.update({nid: xs[name][t][rows] for name, nid in leaves["input"].items()})
+        bound.update({nid: tape.states[t][name][rows] for name, nid in leaves["state"].items()})
+        bound.update({nid: tape.saved[t][name] for name, nid in leaves["saved"].items()})
+        dy = dys[t][rows]
+        bound[dy_leaf] = dy if out_shape else dy[:, :1]
+        for s in graph.updates:
+            bound[leaves["grad"]["d" + s + "'"]] = dstate[s][rows]
+        values = evaluate(bgraph, bound, ctx, order)
+        for name, nid in bgraph.results["params"].items():
+            dparams[name] += values[nid]
+        for name, nid in bgraph.results["x"].items():
+            dxs[name][t][rows] = values[nid]
+        new = {s: g.copy() for s, g in dstate.items()}
+        for name, nid in bgraph.results["state"].items():
+            new[name][rows] = values[nid]
+        dstate = new
+    return dparams, dxs, dstate

@@ -205,10 +205,10 @@ class _Builder:
             name = node.name if node.name is not None else self.labels.get(nid)
             graph.add(node.op, node.args, self.dims.resolve(self.shapes[nid]), node.attrs, name,
                       node.pos)
-        graph.updates = {s: self.new[s] for s in spec.states}
-        graph.output_name = spec.output_name
-        graph.output = (self.new[spec.output_name] if spec.output_name in spec.states
-                        else self.values[spec.output_name])
+        output = (self.new[spec.output_name] if spec.output_name in spec.states
+                  else self.values[spec.output_name])
+        graph.results = {"updates": {s: self.new[s] for s in spec.states},
+                         "output": {spec.output_name: output}}
         return graph
 
 

@@ -35,17 +35,27 @@ class Node:
 
     @property
     def is_leaf(self) -> bool:
-        return self.opdef.kind == "leaf"
+        """No arguments: a bound leaf or a constant."""
+        return self.opdef.arity == 0
 
 
 class Graph:
-    def __init__(self, name: str, dims: tuple):
+    """A step graph. `results` names its roots in groups:
+
+    forward:  {"updates": {state: new value}, "output": {output name: value}}
+    backward: {"state": {state: gradient}, "x": {input: gradient}, "params": {param: gradient}}
+
+    A backward graph also lists in `saved` the forward values it reads: saved-leaf name ->
+    forward node id. The forward pass must keep those values at every step.
+    """
+
+    def __init__(self, name: str, dims: tuple, kind: str = "forward"):
         self.name = name
         self.dims = tuple(dims)          # dimension names, in order of first appearance
-        self.nx = nx.MultiDiGraph()  # multi: `h * h` has two edges from h
-        self.updates: dict[str, int] = {}  # state name -> node of its new value
-        self.output: int | None = None
-        self.output_name: str = ""
+        self.kind = kind
+        self.nx = nx.MultiDiGraph()      # multi: `h * h` has two edges from h
+        self.results: dict[str, dict[str, int]] = {}
+        self.saved: dict[str, int] = {}
 
     # -- building ---------------------------------------------------------------------------------
     def add(self, op: str, args=(), shape=(), attrs=None, name=None, pos=None) -> int:
@@ -74,7 +84,7 @@ class Graph:
         return tuple(nx.lexicographical_topological_sort(self.nx))
 
     def leaves(self, op: str) -> dict[str, int]:
-        """name -> node id of the leaves of one kind ('input', 'state', 'param')."""
+        """name -> node id of the bound leaves of one kind ('input', 'state', 'param', ...)."""
         return {self.node(n).name: n for n in self.order if self.node(n).op == op}
 
     @property
@@ -89,5 +99,18 @@ class Graph:
     def params(self) -> dict[str, int]:
         return self.leaves("param")
 
+    # forward graphs
+    @property
+    def updates(self) -> dict[str, int]:
+        return self.results["updates"]
+
+    @property
+    def output(self) -> int:
+        return next(iter(self.results["output"].values()))
+
+    @property
+    def output_name(self) -> str:
+        return next(iter(self.results["output"]))
+
     def roots(self) -> list[int]:
-        return list(dict.fromkeys([*self.updates.values(), self.output]))
+        return list(dict.fromkeys(n for group in self.results.values() for n in group.values()))

@@ -14,6 +14,10 @@ def _ref(graph: Graph, nid: int) -> str:
     node = graph.node(nid)
     if node.op == "const":
         return _number(node.attrs["value"])
+    if node.op == "size":
+        return f"size({node.attrs['dim']})"
+    if node.op == "zeros":
+        return f"zeros{_shape(node.attrs['shape'])}"
     return node.name or f"%{nid}"
 
 
@@ -22,7 +26,7 @@ def _number(value: float) -> str:
 
 
 def _attrs(node) -> str:
-    attrs = {k: v for k, v in node.attrs.items() if not (node.op == "const" and k == "value")}
+    attrs = dict(node.attrs) if not node.is_leaf else {}
     return "".join(f" {k}={_number(v) if isinstance(v, float) else v}" for k, v in attrs.items())
 
 
@@ -34,11 +38,11 @@ def to_text(graph: Graph) -> str:
       %4: [H] = matmul W_i x                  # line 11
       ...
       i: [H] = sigmoid %9                     # line 11
-    updates h' = %24, c' = %20
-    output  h = %24
+    updates  h = h', c = c'
+    output   h = h'
     """
     lines = [f"cell {graph.name}  (dims {', '.join(graph.dims) or 'none'})"]
-    for kind in ("input", "state", "param"):
+    for kind in ("input", "state", "param", "grad", "saved"):
         for name, nid in graph.leaves(kind).items():
             lines.append(f"  {kind:<6} {name}: {_shape(graph.node(nid).shape)}")
     for nid in graph.order:
@@ -48,25 +52,29 @@ def to_text(graph: Graph) -> str:
         args = " ".join(_ref(graph, a) for a in node.args)
         left = f"  {_ref(graph, nid)}: {_shape(node.shape)} = {node.op} {args}{_attrs(node)}"
         lines.append(f"{left:<44}# line {node.pos[0]}" if node.pos else left)
-    lines.append("updates " + ", ".join(f"{s}' = {_ref(graph, n)}" for s, n in graph.updates.items()))
-    lines.append(f"output  {graph.output_name} = {_ref(graph, graph.output)}")
+    if graph.saved:
+        lines.append(f"{'saved':<8} " + ", ".join(graph.saved))
+    for group, named in graph.results.items():
+        lines.append(f"{group:<8} " + ", ".join(f"{k} = {_ref(graph, n)}" for k, n in named.items()))
     return "\n".join(lines) + "\n"
 
 
 def to_dot(graph: Graph) -> str:
     out = [f'digraph "{graph.name}" {{', "  rankdir=TB;", '  node [fontname="monospace"];']
-    shapes = {"input": "invhouse", "state": "box", "param": "note", "const": "plaintext"}
-    roots = {n: f"{s}'" for s, n in graph.updates.items()}
+    shapes = {"input": "invhouse", "state": "box", "param": "note", "const": "plaintext",
+              "grad": "invhouse", "saved": "box"}
+    roots = set(graph.roots())
     for nid in graph.order:
         node = graph.node(nid)
         if node.is_leaf:
-            label = _ref(graph, nid) if node.op == "const" else f"{node.name}\\n{_shape(node.shape)}"
+            label = (f"{node.name}\\n{_shape(node.shape)}" if node.opdef.kind == "leaf"
+                     else _ref(graph, nid))
         else:
             label = f"{node.op}{_attrs(node)}\\n{_shape(node.shape)}"
             if node.name:
                 label = f"{node.name} = {label}"
         style = f'shape={shapes.get(node.op, "ellipse")}'
-        if nid in roots or nid == graph.output:
+        if nid in roots:
             style += ", peripheries=2"
         out.append(f'  n{nid} [label="{label}", {style}];')
     for src, dst, index in sorted(graph.nx.edges(data="index"), key=lambda e: (e[1], e[2])):
@@ -85,8 +93,8 @@ def to_json(graph: Graph) -> str:
             "line": node.pos[0] if node.pos else None, "col": node.pos[1] if node.pos else None,
         })
     edges = sorted([s, d, index] for s, d, index in graph.nx.edges(data="index"))
-    doc = {"cell": graph.name, "dims": list(graph.dims), "nodes": nodes, "edges": edges,
-           "updates": graph.updates, "output": {"name": graph.output_name, "node": graph.output}}
+    doc = {"cell": graph.name, "kind": graph.kind, "dims": list(graph.dims), "nodes": nodes,
+           "edges": edges, "results": graph.results, "saved": graph.saved}
     return json.dumps(doc, indent=2) + "\n"
 
 

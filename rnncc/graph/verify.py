@@ -56,14 +56,60 @@ def verify(graph: Graph) -> Graph:
         if tuple(want) != node.shape:
             fail(nid, f"shape {show_shape(node.shape)} but its op gives {show_shape(want)}")
 
+    roots = graph.roots()
+    for group, named in graph.results.items():
+        for name, nid in named.items():
+            if nid not in graph.nx:
+                raise GraphError(f"result {group}[{name!r}] is missing node %{nid}")
+    if graph.kind == "forward":
+        _verify_forward(graph)
+    else:
+        _verify_backward(graph)
+    if not roots:
+        raise GraphError("the graph has no results")
+    return graph
+
+
+def _verify_forward(graph: Graph) -> None:
     states = graph.states
+    if set(graph.results) != {"updates", "output"} or len(graph.results["output"]) != 1:
+        raise GraphError(f"a forward graph's results are one output and the updates, got "
+                         f"{graph.results}")
     if set(graph.updates) != set(states):
         raise GraphError(f"updates {sorted(graph.updates)} != states {sorted(states)}")
     for name, nid in graph.updates.items():
-        if nid not in graph.nx:
-            raise GraphError(f"the update of {name} is missing node %{nid}")
         if graph.node(nid).shape != graph.node(states[name]).shape:
-            fail(nid, f"the new value of state {name} has the wrong shape")
-    if graph.output not in graph.nx:
-        raise GraphError("the output node is missing")
-    return graph
+            raise GraphError(f"the new value of state {name} has the wrong shape")
+
+
+def _batch_reduced(graph: Graph, nid: int) -> bool:
+    """Is the value summed over the batch rows (no longer one per row)?"""
+    node = graph.node(nid)
+    if node.opdef.kind in ("batch_reduce", "constant"):
+        return True
+    if node.opdef.kind == "elementwise":
+        return all(_batch_reduced(graph, a) for a in node.args)
+    return False
+
+
+def _verify_backward(graph: Graph) -> None:
+    """Every input, state and parameter gets a gradient of its own shape; a parameter's is summed
+    over the batch rows; saved leaves are exactly the ones listed in graph.saved."""
+    groups = {"state": graph.states, "x": graph.inputs, "params": graph.params}
+    if set(graph.results) != set(groups):
+        raise GraphError(f"a backward graph's results are {sorted(groups)}, got "
+                         f"{sorted(graph.results)}")
+    for group, leaves in groups.items():
+        if set(graph.results[group]) != set(leaves):
+            raise GraphError(f"gradients for {group} {sorted(graph.results[group])} != "
+                             f"{sorted(leaves)}")
+        for name, nid in graph.results[group].items():
+            node = graph.node(nid)
+            if node.shape != graph.node(leaves[name]).shape:
+                raise GraphError(f"the gradient of {name} has shape {show_shape(node.shape)}")
+            if node.op != "zeros" and (group == "params") != _batch_reduced(graph, nid):
+                raise GraphError(f"the gradient of {group} {name} is "
+                                 f"{'not ' if group == 'params' else ''}summed over the batch")
+    saved = graph.leaves("saved")
+    if set(saved) != set(graph.saved):
+        raise GraphError(f"saved leaves {sorted(saved)} != graph.saved {sorted(graph.saved)}")

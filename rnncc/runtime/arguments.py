@@ -179,3 +179,28 @@ def check_forward(cell, p, x, state, lengths) -> Call:
         checked_lengths = lengths_array.astype(np.int64)
 
     return Call(params, xs, init, checked_lengths, dict(sizes.size), dtype, T, B)
+
+
+def check_backward(cell, call: Call, dys, dfinal) -> tuple:
+    """dys like ys ([T, B, d_out]) and dfinal a dict state -> [B, d] (missing states: zeros),
+    converted to the run's dtype."""
+    sizes = Sizes(call.sizes)
+    out_shape = cell.graph.node(cell.graph.output).shape or (1,)
+    array = _as_array("dys", dys)
+    sizes.bind("dys", array, out_shape, lead=(("T", call.T), ("B", call.B)))
+    dys = np.asarray(array, dtype=call.dtype)
+    dfinal = dict(dfinal or {})
+    for name in dfinal:
+        if name not in cell.states:
+            raise ArgumentKeyError(f"unknown state {name!r} in dfinal; this cell's states are: "
+                                   f"{', '.join(cell.states)}")
+    checked = {}
+    for name in cell.states:
+        shape = cell.symbolic_shapes[name]
+        if name in dfinal:
+            g = _as_array(f"dfinal[{name!r}]", dfinal[name])
+            sizes.bind(f"dfinal[{name!r}]", g, shape, lead=(("B", call.B),))
+            checked[name] = np.asarray(g, dtype=call.dtype)
+        else:
+            checked[name] = np.zeros_like(call.state[name])
+    return dys, checked

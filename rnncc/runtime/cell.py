@@ -6,11 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
+from functools import cached_property
+
 from .. import backends
+from ..autodiff import differentiate
 from ..frontend import Spec, decode, parse_spec, read_source
 from ..frontend.source import Source
 from ..graph import FORMATS, Graph, build, verify
-from .arguments import check_forward, float_dtype
+from .arguments import check_backward, check_forward, float_dtype
+
+STAGES = ("forward", "backward")
 
 SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
 
@@ -39,11 +44,19 @@ class Cell:
         return (f"<rnncc.Cell {self.name}: inputs {self.inputs}, states {self.states}, "
                 f"output {self.output!r}, dims {self.dims}>")
 
-    def show(self, format: str = "text") -> str:
-        """The step graph as text (one line per node), Graphviz dot, or json."""
+    @cached_property
+    def backward_graph(self) -> Graph:
+        """The backward step graph, derived from the forward one (built on first use)."""
+        return differentiate(self.graph)
+
+    def show(self, format: str = "text", stage: str = "forward") -> str:
+        """A step graph as text (one line per node), Graphviz dot, or json.
+        stage: "forward" (the graph the spec becomes) or "backward" (its derivative)."""
         if format not in FORMATS:
             raise ValueError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
-        return FORMATS[format](self.graph)
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
+        return FORMATS[format](self.graph if stage == "forward" else self.backward_graph)
 
     def shape(self, name: str, **sizes) -> tuple:
         """The concrete shape of an input, state or parameter for the given dimension sizes."""
@@ -84,6 +97,27 @@ class Cell:
         call = check_forward(self, p, x, state, lengths)
         return backend.forward(self.graph, call.params, call.xs, call.state, call.lengths,
                                call.sizes, call.dtype)
+
+    def backward(self, p, x, dys, state=None, dfinal=None, target: str = "reference",
+                 lengths=None) -> dict:
+        """Gradients of sum(ys * dys) + sum over states of sum(final * dfinal) by BPTT.
+
+        Runs the forward pass (keeping what backward needs) and then the backward pass from the
+        last step to the first. Returns {"params": name -> like p[name], "x": like x (a dict
+        when the cell has several inputs), "state": state name -> [B, dim]}, the last being the
+        gradient with respect to the initial state (pass it on as `dfinal` of the previous chunk
+        for truncated BPTT).
+        """
+        backend = backends.get(target)
+        call = check_forward(self, p, x, state, lengths)
+        dys, dfinal = check_backward(self, call, dys, dfinal)
+        bgraph = self.backward_graph
+        _, _, tape = backend.forward(self.graph, call.params, call.xs, call.state, call.lengths,
+                                     call.sizes, call.dtype, backward=bgraph)
+        dparams, dxs, dstate = backend.backward(self.graph, bgraph, tape, call.params, call.xs,
+                                                dys, dfinal, call.lengths, call.sizes, call.dtype)
+        dx = dxs if isinstance(x, dict) else dxs[self.inputs[0]]
+        return {"params": dparams, "x": dx, "state": dstate}
 
 
 def _cell_from_source(source: Source) -> Cell:

@@ -56,8 +56,7 @@ def _tiny_graph():
     g = Graph("t", ("H",))
     h = g.add("state", (), ("H",), name="h")
     t = g.add("tanh", (h,), ("H",), name="h'")
-    g.updates = {"h": t}
-    g.output, g.output_name = t, "h"
+    g.results = {"updates": {"h": t}, "output": {"h": t}}
     return g, h, t
 
 
@@ -69,7 +68,7 @@ def test_verify_accepts_a_good_hand_built_graph():
 def test_verify_catches_a_wrong_shape():
     g, h, _ = _tiny_graph()
     bad = g.add("mean", (h,), ("H",))  # mean gives a scalar
-    g.updates = {"h": bad}
+    g.results["updates"] = {"h": bad}
     with pytest.raises(GraphError, match="its op gives"):
         verify(g)
 
@@ -80,7 +79,7 @@ def test_verify_catches_an_undeclared_dimension_and_missing_update():
     with pytest.raises(GraphError, match="neither a declared dimension"):
         verify(g)
     g, h, t = _tiny_graph()
-    g.updates = {}
+    g.results["updates"] = {}
     with pytest.raises(GraphError, match="updates"):
         verify(g)
 
@@ -100,11 +99,12 @@ def test_repeated_argument_keeps_both_edges():
     verify(g)
 
 
+@pytest.mark.parametrize("stage", ["forward", "backward"])
 @pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
-def test_text_form_golden(shipped_cells, name):
-    """The printed graph is reviewed as a diff: regenerate with RNNCC_UPDATE_GOLDEN=1."""
-    text = to_text(shipped_cells[name].graph)
-    path = GOLDEN / f"{name}.graph.txt"
+def test_text_form_golden(shipped_cells, name, stage):
+    """The printed graphs are reviewed as diffs: regenerate with RNNCC_UPDATE_GOLDEN=1."""
+    text = shipped_cells[name].show("text", stage=stage)
+    path = GOLDEN / f"{name}.{stage}.txt"
     if os.environ.get("RNNCC_UPDATE_GOLDEN"):
         path.write_text(text)
     assert text == path.read_text()
@@ -113,13 +113,13 @@ def test_text_form_golden(shipped_cells, name):
 def test_json_form_is_complete(shipped_cells):
     g = shipped_cells["gru"].graph
     doc = json.loads(to_json(g))
-    assert doc["cell"] == "gru" and doc["dims"] == ["I", "H"]
+    assert doc["cell"] == "gru" and doc["kind"] == "forward" and doc["dims"] == ["I", "H"]
     assert len(doc["nodes"]) == len(g) and len(doc["edges"]) == g.nx.number_of_edges()
     by_id = {n["id"]: n for n in doc["nodes"]}
     for src, dst, index in doc["edges"]:
         assert by_id[dst]["args"][index] == src
-    assert doc["output"] == {"name": "h", "node": g.updates["h"]}
-    assert by_id[doc["updates"]["h"]]["name"] == "h'"
+    assert doc["results"] == {"updates": {"h": g.updates["h"]}, "output": {"h": g.output}}
+    assert by_id[doc["results"]["updates"]["h"]]["name"] == "h'"
 
 
 def test_dot_form_parses_as_a_graph(shipped_cells):

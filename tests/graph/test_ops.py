@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from rnncc.graph.ops import REGISTRY, SPEC_FUNCTIONS
-from rnncc.graph.ops.base import ShapeError, elementwise_shape
+from rnncc.graph.ops.base import EvalContext, ShapeError, elementwise_shape
+
+CTX = EvalContext({}, np.float64)
 
 
 def _sigmoid(v):
@@ -33,7 +35,7 @@ def test_unary(op, rng):
     x = rng.uniform(-6, 6, size=(3, 5))
     if op in ("log", "sqrt"):
         x = np.abs(x) + 0.1
-    got = REGISTRY[op].evaluate([x], {})
+    got = REGISTRY[op].evaluate([x], {}, CTX)
     want = np.vectorize(UNARY[op])(x)
     np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-300)
 
@@ -42,14 +44,14 @@ def test_unary(op, rng):
 def test_binary_broadcasts_a_scalar(op, rng):
     a = rng.uniform(-3, 3, size=(3, 5))
     b = rng.uniform(0.5, 3, size=(3, 1))  # a per-row scalar
-    got = REGISTRY[op].evaluate([a, b], {})
+    got = REGISTRY[op].evaluate([a, b], {}, CTX)
     want = np.vectorize(BINARY[op])(a, np.broadcast_to(b, a.shape))
     np.testing.assert_allclose(got, want, rtol=1e-15)
 
 
 def test_pow_keeps_float32():
     x = np.array([[1.5, 2.0]], dtype=np.float32)
-    got = REGISTRY["pow"].evaluate([x], {"exponent": 2.0})
+    got = REGISTRY["pow"].evaluate([x], {"exponent": 2.0}, EvalContext({}, np.float32))
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, [[2.25, 4.0]])
 
@@ -57,22 +59,22 @@ def test_pow_keeps_float32():
 def test_matmul_and_reductions(rng):
     a = rng.standard_normal((4, 3))
     v = rng.standard_normal((2, 3))
-    np.testing.assert_allclose(REGISTRY["matmul"].evaluate([a, v], {}),
+    np.testing.assert_allclose(REGISTRY["matmul"].evaluate([a, v], {}, CTX),
                                [[sum(a[i, k] * v[b, k] for k in range(3)) for i in range(4)]
                                 for b in range(2)], rtol=1e-13)
-    np.testing.assert_allclose(REGISTRY["mean"].evaluate([v], {}), v.mean(axis=1)[:, None])
-    np.testing.assert_allclose(REGISTRY["sum"].evaluate([v], {}), v.sum(axis=1)[:, None])
+    np.testing.assert_allclose(REGISTRY["mean"].evaluate([v], {}, CTX), v.mean(axis=1)[:, None])
+    np.testing.assert_allclose(REGISTRY["sum"].evaluate([v], {}, CTX), v.sum(axis=1)[:, None])
     # a per-row scalar (even a 0-d constant) reduces to itself
-    assert REGISTRY["sum"].evaluate([np.asarray(2.0)], {}).tolist() == [2.0]
+    assert REGISTRY["sum"].evaluate([np.asarray(2.0)], {}, CTX).tolist() == [2.0]
 
 
 def test_saturating_ops_do_not_overflow():
     x = np.array([-1e4, -800.0, 0.0, 800.0, 1e4])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        s = REGISTRY["sigmoid"].evaluate([x], {})
-        sp = REGISTRY["softplus"].evaluate([x], {})
-        t = REGISTRY["tanh"].evaluate([x], {})
+        s = REGISTRY["sigmoid"].evaluate([x], {}, CTX)
+        sp = REGISTRY["softplus"].evaluate([x], {}, CTX)
+        t = REGISTRY["tanh"].evaluate([x], {}, CTX)
     np.testing.assert_array_equal(s, [0.0, 0.0, 0.5, 1.0, 1.0])
     np.testing.assert_allclose(sp, [0.0, 0.0, math.log(2), 800.0, 1e4])
     np.testing.assert_array_equal(t, [-1.0, -1.0, 0.0, 1.0, 1.0])

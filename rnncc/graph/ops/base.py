@@ -9,11 +9,24 @@ raises ShapeError. The builder passes one that binds unknown dimensions; verify(
 demands equality. So there is one shape rule per op, used for inference and for checking alike.
 
 Numpy evaluation follows the same layout with the batch in front: a vector is `[..., d]` (`[B, d]`
-for per-row values, `[d]` for parameters), a per-row scalar `[..., 1]` or a 0-d array.
+for per-row values, `[d]` for parameters), a per-row scalar `[..., 1]` or a 0-d array. Evaluation
+gets a context with the run's dimension sizes and dtype.
+
+Derivative rules (vector-Jacobian products) are written with graph ops, so the backward step is a
+graph too. A rule is called as `vjp(e, node, args, out, g)`:
+  e     the emitter that adds ops to the backward graph (autodiff/emitter.py),
+  node  the forward Node,
+  args  one thunk per argument giving the backward-graph node of that argument's forward value,
+  out   a thunk giving the backward-graph node of the op's forward value,
+  g     the backward-graph node of the gradient with respect to the op's value;
+and returns one gradient node (or None: no gradient flows) per argument, shaped like the op's
+value; the autodiff driver sums a gradient over the vector where the argument was a broadcast
+scalar. Calling a thunk is what makes a forward value needed in backward (saved or recomputed),
+so rules call only the ones they use.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 
@@ -22,13 +35,23 @@ class ShapeError(Exception):
 
 
 @dataclass(frozen=True)
+class EvalContext:
+    sizes: dict          # dimension name -> size
+    dtype: object        # the run's numpy float dtype
+
+
+@dataclass(frozen=True)
 class OpDef:
     name: str
-    kind: str            # "leaf" | "elementwise" | "matmul" | "reduce"
+    # "leaf" (bound by the caller), "constant" (no arguments, evaluated), "elementwise", "matmul",
+    # "reduce" (over a row's vector), "broadcast" (a row's scalar to a vector),
+    # "batch_reduce" (sums over the batch rows: parameter gradients)
+    kind: str
     arity: int
-    shape: Callable      # (arg shapes, attrs, unify) -> shape;  None for leaves (declared shape)
-    evaluate: Callable   # (list of arrays, attrs) -> array;    None for leaves (bound by the caller)
+    shape: Callable      # (arg shapes, attrs, unify) -> shape;   None for leaves (declared shape)
+    evaluate: Callable   # (list of arrays, attrs, EvalContext) -> array;  None for bound leaves
     spec_name: str | None = None  # the spec-language function this op implements, if any
+    vjp: Callable | None = None   # the derivative rule; None: no gradient flows through this op
 
 
 REGISTRY: dict[str, OpDef] = {}
@@ -41,6 +64,14 @@ def register(name: str, kind: str, arity: int, shape, spec_name: str | None = No
             raise RuntimeError(f"op {name!r} registered twice")
         REGISTRY[name] = OpDef(name, kind, arity, shape, evaluate, spec_name)
         return evaluate
+    return wrap
+
+
+def derivative(name: str):
+    """Decorator: the decorated function is op `name`'s derivative rule (see the module doc)."""
+    def wrap(vjp):
+        REGISTRY[name] = replace(REGISTRY[name], vjp=vjp)
+        return vjp
     return wrap
 
 

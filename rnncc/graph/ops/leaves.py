@@ -1,8 +1,35 @@
-"""Leaves of the step graph: the step's inputs, the previous states, parameters and constants.
+"""Leaves and constants.
 
-Their values are bound by whoever evaluates the graph; their shapes are declared on the node.
+Bound leaves get their values from whoever evaluates the graph: the step's inputs, the previous
+states, parameters, and in a backward graph the upstream gradients ("grad") and the forward values
+saved for backward ("saved"). Constants have no arguments and are evaluated like any op.
 """
+from __future__ import annotations
+
+import numpy as np
+
 from .base import register
 
-for _leaf in ("input", "state", "param", "const"):
+for _leaf in ("input", "state", "param", "grad", "saved"):
     register(_leaf, "leaf", 0, None)(None)
+
+
+def _size(dim, ctx) -> int:
+    return dim if isinstance(dim, int) else ctx.sizes[dim]
+
+
+@register("const", "constant", 0, lambda shapes, attrs, unify: ())
+def _const(args, attrs, ctx):
+    return np.asarray(attrs["value"], dtype=ctx.dtype)
+
+
+@register("size", "constant", 0, lambda shapes, attrs, unify: ())
+def _size_op(args, attrs, ctx):
+    """The size of dimension attrs["dim"] as a number (a mean's 1/n needs it)."""
+    return np.asarray(_size(attrs["dim"], ctx), dtype=ctx.dtype)
+
+
+@register("zeros", "constant", 0, lambda shapes, attrs, unify: tuple(attrs["shape"]))
+def _zeros(args, attrs, ctx):
+    """A gradient that is identically zero (a leaf nothing depends on)."""
+    return np.zeros(tuple(_size(d, ctx) for d in attrs["shape"]), dtype=ctx.dtype)

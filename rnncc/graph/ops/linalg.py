@@ -1,7 +1,10 @@
-"""Matrix times vector: `A[m, n] @ v[n]` is `[m]`, for every batch row of v."""
+"""Matrix products: `A[m, n] @ v[n]` is `[m]` for every batch row of v; and the two products
+its derivative needs: `A^T g` per row, and the batch-summed outer product `sum_rows g v^T`."""
 from __future__ import annotations
 
-from .base import ShapeError, register, show_shape
+import numpy as np
+
+from .base import ShapeError, derivative, register, show_shape
 
 
 def _matmul_shape(shapes, attrs, unify):
@@ -19,6 +22,43 @@ def _matmul_shape(shapes, attrs, unify):
 
 
 @register("matmul", "matmul", 2, _matmul_shape)
-def _matmul(args, attrs):
+def _matmul(args, attrs, ctx):
     a, v = args
     return v @ a.T
+
+
+@derivative("matmul")
+def _matmul_vjp(e, node, args, out, g):
+    return [e.op("outer_sum", g, args[1]()), e.op("matmul_t", args[0](), g)]
+
+
+def _matmul_t_shape(shapes, attrs, unify):
+    a, g = shapes
+    if len(a) != 2 or len(g) != 1:
+        raise ShapeError(f"matmul_t needs a matrix and a vector, got {show_shape(a)} and "
+                         f"{show_shape(g)}")
+    unify(a[0], g[0])
+    return (a[1],)
+
+
+@register("matmul_t", "matmul", 2, _matmul_t_shape)
+def _matmul_t(args, attrs, ctx):
+    """A^T g for every row: the gradient with respect to the vector of A @ v."""
+    a, g = args
+    return g @ a
+
+
+def _outer_shape(shapes, attrs, unify):
+    g, v = shapes
+    if len(g) != 1 or len(v) != 1:
+        raise ShapeError(f"outer_sum needs two vectors, got {show_shape(g)} and {show_shape(v)}")
+    return (g[0], v[0])
+
+
+@register("outer_sum", "batch_reduce", 2, _outer_shape)
+def _outer_sum(args, attrs, ctx):
+    """sum over batch rows of g v^T: a step's contribution to the gradient of A in A @ v."""
+    g, v = args
+    if g.ndim == 2 and v.ndim == 2:
+        return g.T @ v
+    return np.einsum("...m,...n->mn", g, v)

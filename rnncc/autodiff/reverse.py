@@ -1,0 +1,114 @@
+"""Reverse-mode differentiation of a step graph: forward step Graph -> backward step Graph.
+
+The backward step computes, for one time step, the gradients of
+    sum(dy * y) + sum over states s of sum(ds' * s')
+with respect to the step's inputs, the previous states and the parameters, where y is the step's
+output, s' the new states, and dy, ds' the upstream gradients (leaves of kind "grad", named
+"dy" and "d<s>'"). Parameter gradients are the step's contribution, summed over the batch rows;
+the sequence driver sums them over time.
+
+The walk visits forward nodes in reverse topological order, sums the gradients reaching each
+node, and applies the op's derivative rule (ops/*.py). Rules ask for forward values through
+thunks; each value asked for is either *saved* (a "saved" leaf, listed in backward.saved, which
+the forward pass must keep) or *recomputed* inside the backward graph from other values. Which is
+decided by `recompute`, the set of op names whose values are recomputed; by default nothing is
+recomputed and every forward value a rule reads is saved, as cuDNN does for its gate activations.
+"""
+from __future__ import annotations
+
+import networkx as nx
+
+from ..graph import Graph, verify
+from .emitter import Emitter
+
+
+def grad_name(name: str) -> str:
+    return "d" + name
+
+
+def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
+    backward = Graph(forward.name, forward.dims, kind="backward")
+    e = Emitter(backward, forward)
+    value_of: dict[int, int] = {}  # forward node -> backward node holding its value
+
+    # The step's inputs, previous states and parameters are available to backward as they are.
+    for op in ("input", "state", "param"):
+        for name, nid in forward.leaves(op).items():
+            value_of[nid] = backward.add(op, (), forward.node(nid).shape, name=name)
+
+    def value(fnid: int) -> int:
+        if fnid in value_of:
+            return value_of[fnid]
+        node = forward.node(fnid)
+        if node.opdef.kind == "constant":
+            value_of[fnid] = (e.const(node.attrs["value"]) if node.op == "const"
+                              else backward.add(node.op, (), node.shape, node.attrs))
+        elif node.op in recompute:
+            value_of[fnid] = backward.add(node.op, [value(a) for a in node.args], node.shape,
+                                          node.attrs, None, node.pos)
+        else:
+            label = node.name or f"{node.op}_{fnid}"  # saved values are named in forward terms
+            value_of[fnid] = backward.add("saved", (), node.shape, name=label, pos=node.pos)
+            backward.saved[label] = fnid
+        return value_of[fnid]
+
+    # Forward nodes a gradient must reach: on a path from an input, state or parameter.
+    sources = [*forward.inputs.values(), *forward.states.values(), *forward.params.values()]
+    differentiable = set(sources)
+    for src in sources:
+        differentiable |= nx.descendants(forward.nx, src)
+
+    pending: dict[int, list[int]] = {}
+    out_node = forward.output
+    pending.setdefault(out_node, []).append(
+        backward.add("grad", (), forward.node(out_node).shape, name="dy"))
+    for state, nid in forward.updates.items():
+        pending.setdefault(nid, []).append(
+            backward.add("grad", (), forward.node(nid).shape, name=grad_name(state + "'")))
+
+    def add_all(nodes: list[int]) -> int:
+        g = nodes[0]
+        for other in nodes[1:]:
+            g = e.add(g, other)
+        return g
+
+    params = set(forward.params.values())
+    total: dict[int, int] = {}
+    for fnid in reversed(forward.order):
+        grads = pending.pop(fnid, None)
+        if not grads or fnid not in differentiable:
+            continue
+        node = forward.node(fnid)
+        if fnid in params:
+            # A parameter's gradient is summed over the batch rows: contributions that are
+            # already summed (A in A @ v) are added as they are, per-row ones summed once.
+            reduced = [g for g in grads if backward.node(g).opdef.kind == "batch_reduce"]
+            per_row = [g for g in grads if backward.node(g).opdef.kind != "batch_reduce"]
+            if per_row:
+                reduced.append(e.op("batch_sum", add_all(per_row)))
+            total[fnid] = add_all(reduced)
+            continue
+        g = total[fnid] = add_all(grads)
+        if node.is_leaf or node.opdef.vjp is None:
+            continue  # an input or state; or a piecewise-constant op: no gradient flows
+        args = [lambda a=a: value(a) for a in node.args]
+        arg_grads = node.opdef.vjp(e, node, args, lambda: value(fnid), g)
+        for arg, ag in zip(node.args, arg_grads):
+            if ag is None or arg not in differentiable:
+                continue
+            if forward.node(arg).shape == () and e.shape(ag) != ():
+                ag = e.op("sum", ag)  # the argument was a scalar broadcast along the vector
+            pending.setdefault(arg, []).append(ag)
+
+    def result(fnid: int) -> int:
+        if fnid in total:
+            return total[fnid]
+        shape = forward.node(fnid).shape
+        return backward.add("zeros", (), shape, {"shape": shape})
+
+    backward.results = {
+        "state": {s: result(n) for s, n in forward.states.items()},
+        "x": {x: result(n) for x, n in forward.inputs.items()},
+        "params": {p: result(n) for p, n in forward.params.items()},
+    }
+    return verify(backward)
