@@ -15,9 +15,12 @@ from . import __version__
 from .errors import SpecError
 from .graph import FORMATS
 from .runtime import compile as compile_cell
+from .runtime.cell import STAGES
 from .runtime import load, shipped
+from .runtime.gradcheck import check_gradients, default_sizes, random_problem
 
-_RUN_OPTIONS = {"T", "B", "dims", "seed", "dtype", "target", "help", "h"}
+# option names a dimension cannot take as --NAME (use --dims NAME=N for those)
+_RUN_OPTIONS = {"T", "B", "dims", "seed", "dtype", "target", "ragged", "help", "h"}
 
 
 def _positive_int(text: str) -> int:
@@ -53,15 +56,28 @@ def _open(spec: str):
 
 def _show(args, extra, parser) -> int:
     cell = _open(args.spec)
-    sys.stdout.write(cell.show(args.format))
+    sys.stdout.write(cell.show(args.format, stage=args.stage))
     return 0
 
 
-def _run(args, extra, parser) -> int:
+def _check(args, extra, parser) -> int:
     cell = _open(args.spec)
-    sizes = dict(args.dims or {})
+    sizes = _sizes(cell, args.dims or {}, extra, parser, defaults=default_sizes(cell))
+    prob = random_problem(cell, sizes, T=args.T, B=args.B, seed=args.seed, ragged=args.ragged)
+    lengths = "" if prob.lengths is None else f"; lengths {prob.lengths.tolist()}"
+    print(f"rnncc check {args.spec}: cell {cell.name}; dims "
+          f"{', '.join(f'{d}={sizes[d]}' for d in cell.dims)}; T={args.T}, B={args.B}{lengths}; "
+          f"float64; BPTT against central finite differences")
+    report = check_gradients(cell, prob, target=args.target)
+    print(report.text())
+    return 0 if report.passed else 1
+
+
+def _sizes(cell, sizes: dict, extra: list, parser, defaults: dict | None = None) -> dict:
+    """Dimension sizes from --dims and --NAME N options; `defaults` fill the ones not given."""
+    sizes = dict(sizes)
     if extra:
-        dim_parser = argparse.ArgumentParser(prog="rnncc run", add_help=False)
+        dim_parser = argparse.ArgumentParser(prog=parser.prog, add_help=False)
         for dim in cell.dims:
             if dim not in _RUN_OPTIONS:
                 dim_parser.add_argument(f"--{dim}", type=_positive_int, metavar="N")
@@ -78,12 +94,20 @@ def _run(args, extra, parser) -> int:
     if unknown:
         parser.error(f"cell {cell.name} has no dimension {', '.join(unknown)} (its dimensions: "
                      f"{', '.join(cell.dims)})")
+    for dim, size in (defaults or {}).items():
+        sizes.setdefault(dim, size)
     missing = [d for d in cell.dims if d not in sizes]
     if missing:
         hint = " ".join(f"--{d} N" for d in missing)
         parser.error(f"cell {cell.name} needs a size for every dimension: missing "
-                     f"{', '.join(missing)} (e.g. {hint}, or --dims {','.join(d + '=N' for d in missing)})")
+                     f"{', '.join(missing)} (e.g. {hint}, or --dims "
+                     f"{','.join(d + '=N' for d in missing)})")
+    return sizes
 
+
+def _run(args, extra, parser) -> int:
+    cell = _open(args.spec)
+    sizes = _sizes(cell, args.dims or {}, extra, parser)
     dtype = np.dtype(args.dtype)
     p = cell.init_params(seed=args.seed, dtype=dtype, **sizes)
     rng = np.random.default_rng(args.seed + 1)
@@ -129,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("spec", metavar="SPEC", help="a .cell file, or a shipped spec's name")
     show.add_argument("--format", choices=list(FORMATS), default="text",
                       help="text (one line per node), dot (Graphviz) or json")
+    show.add_argument("--stage", choices=list(STAGES), default="forward",
+                      help="forward: the graph the spec becomes; backward: its derivative")
     show.set_defaults(func=_show, subparser=show)
 
     run = commands.add_parser(
@@ -144,13 +170,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     run.add_argument("--target", default="reference", help="backend (default reference)")
     run.set_defaults(func=_run, subparser=run)
+
+    check = commands.add_parser(
+        "check", help="check a cell's gradients against finite differences",
+        description="Run forward and backward in float64 on random data and compare every "
+        "gradient (parameters, inputs, initial states) with central finite differences. Prints "
+        "each one's worst relative error, then PASS, or FAIL with exit status 1. Dimensions "
+        "default to small distinct sizes (3, 4, ...); set them with --NAME N or --dims.",
+        epilog="example: rnncc check specs/gru.cell --dims I=3,H=4 --T 5 --B 2")
+    check.add_argument("spec", metavar="SPEC", help="a .cell file, or a shipped spec's name")
+    check.add_argument("--dims", type=_dims, metavar="NAME=N,...", help="dimension sizes")
+    check.add_argument("--T", type=_positive_int, default=5, help="time steps (default 5)")
+    check.add_argument("--B", type=_positive_int, default=2, help="batch rows (default 2)")
+    check.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    check.add_argument("--ragged", action="store_true",
+                       help="give the rows different lengths (row 0 runs all T steps)")
+    check.add_argument("--target", default="reference", help="backend (default reference)")
+    check.set_defaults(func=_check, subparser=check)
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "run":
+    if extra and args.command not in ("run", "check"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args, extra, args.subparser)

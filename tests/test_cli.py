@@ -92,3 +92,31 @@ def test_console_script_and_module_entry_points():
     for cmd in (["rnncc", "--help"], [sys.executable, "-m", "rnncc", "--help"]):
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and "show" in done.stdout and "run" in done.stdout
+
+
+def test_check_prints_every_gradient_and_pass(capsys):
+    code, out, err = run_cli(capsys, "check", str(SPECS / "gru.cell"))
+    assert code == 0 and err == ""
+    lines = out.rstrip().splitlines()
+    assert lines[0].startswith(f"rnncc check {SPECS / 'gru.cell'}: cell gru; dims I=3, H=4")
+    cell = rnncc.load("gru")
+    names = [line.split()[1] for line in lines[1:-1]]
+    assert names == [*cell.params, *cell.inputs, *cell.states]
+    assert all("worst relative error" in line for line in lines[1:-1])
+    assert lines[-1].startswith("PASS")
+
+
+def test_check_takes_dims_and_ragged_lengths(capsys):
+    code, out, _ = run_cli(capsys, "check", "mgu", "--H", "2", "--dims", "I=5", "--T", "3",
+                           "--B", "3", "--ragged", "--seed", "4")
+    assert code == 0 and "dims I=5, H=2; T=3, B=3; lengths [3, " in out
+    assert out.rstrip().splitlines()[-1].startswith("PASS")
+
+
+def test_show_backward_stage(capsys):
+    code, out, _ = run_cli(capsys, "show", "lstm", "--stage", "backward")
+    assert code == 0 and out == rnncc.load("lstm").show("text", stage="backward")
+    assert "grad   dy: [H]" in out and out.rstrip().splitlines()[-1].startswith("params")
+    code, out, _ = run_cli(capsys, "show", "lstm", "--stage", "backward", "--format", "json")
+    doc = json.loads(out)
+    assert doc["kind"] == "backward" and set(doc["results"]) == {"state", "x", "params"}

@@ -62,7 +62,11 @@ class Cell:
         """The concrete shape of an input, state or parameter for the given dimension sizes."""
         if name not in self.symbolic_shapes:
             raise KeyError(name)
-        return tuple(d if isinstance(d, int) else sizes[d] for d in self.symbolic_shapes[name])
+        return self.shape_of_dims(self.symbolic_shapes[name], sizes)
+
+    @staticmethod
+    def shape_of_dims(symbolic: tuple, sizes: dict) -> tuple:
+        return tuple(d if isinstance(d, int) else sizes[d] for d in symbolic)
 
     def init_params(self, seed: int = 0, dtype=np.float32, **sizes) -> dict:
         """Fresh parameters, PyTorch's convention: every entry uniform in (-k, k),

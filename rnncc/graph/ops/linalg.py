@@ -59,6 +59,10 @@ def _outer_shape(shapes, attrs, unify):
 def _outer_sum(args, attrs, ctx):
     """sum over batch rows of g v^T: a step's contribution to the gradient of A in A @ v."""
     g, v = args
-    if g.ndim == 2 and v.ndim == 2:
-        return g.T @ v
-    return np.einsum("...m,...n->mn", g, v)
+    g2, v2 = g.reshape(-1, g.shape[-1]), v.reshape(-1, v.shape[-1])
+    # One side may be the same for every row (a parameter-only value, such as b in A @ b).
+    if v2.shape[0] == 1 and g2.shape[0] != 1:
+        return np.outer(g2.sum(axis=0), v2[0])
+    if g2.shape[0] == 1 and v2.shape[0] != 1:
+        return np.outer(g2[0], v2.sum(axis=0))
+    return g2.T @ v2
