@@ -8,7 +8,7 @@ from __future__ import annotations
 import networkx as nx
 
 from .graph import Graph
-from .ops import REGISTRY, ShapeError, show_shape
+from .ops import REGISTRY, ShapeError, Stacked, show_shape
 
 
 class GraphError(AssertionError):
@@ -34,14 +34,16 @@ def verify(graph: Graph) -> Graph:
         if node.op not in REGISTRY:
             fail(nid, f"unknown op {node.op!r}")
         opdef = REGISTRY[node.op]
-        if len(node.args) != opdef.arity:
-            fail(nid, f"{node.op} takes {opdef.arity} arguments, has {len(node.args)}")
+        if (len(node.args) != opdef.arity) if opdef.arity is not None else not node.args:
+            fail(nid, f"{node.op} takes {opdef.arity or 'some'} arguments, has {len(node.args)}")
         preds = sorted((src, index) for src, _, index in graph.nx.in_edges(nid, data="index"))
         if preds != sorted(zip(node.args, range(len(node.args)))):
             fail(nid, f"edges {sorted(preds)} disagree with the argument list {node.args}")
         for d in node.shape:
-            if not (isinstance(d, int) and d > 0) and d not in dims:
-                fail(nid, f"dimension {d!r} is neither a declared dimension nor a positive size")
+            for part in (d.parts if isinstance(d, Stacked) else (d,)):
+                if not (isinstance(part, int) and part > 0) and part not in dims:
+                    fail(nid, f"dimension {part!r} is neither a declared dimension nor a positive "
+                              f"size")
         if opdef.kind == "leaf":
             if node.op == "const":
                 if node.shape != () or "value" not in node.attrs:
@@ -87,7 +89,7 @@ def _batch_reduced(graph: Graph, nid: int) -> bool:
     node = graph.node(nid)
     if node.opdef.kind in ("batch_reduce", "constant"):
         return True
-    if node.opdef.kind == "elementwise":
+    if node.opdef.kind in ("elementwise", "view", "stack"):
         return all(_batch_reduced(graph, a) for a in node.args)
     return False
 

@@ -1,7 +1,7 @@
 """All ops, one module per family. Importing this package fills REGISTRY."""
-from . import elementwise, leaves, linalg, reduce  # noqa: F401  (registration side effects)
-from .base import REGISTRY, OpDef, ShapeError, show_shape
+from . import elementwise, leaves, linalg, reduce, stacking  # noqa: F401  (registration)
+from .base import REGISTRY, OpDef, ShapeError, Stacked, dim_size, show_shape
 
 SPEC_FUNCTIONS = {op.spec_name: op for op in REGISTRY.values() if op.spec_name}
 
-__all__ = ["REGISTRY", "OpDef", "ShapeError", "SPEC_FUNCTIONS", "show_shape"]
+__all__ = ["REGISTRY", "OpDef", "ShapeError", "SPEC_FUNCTIONS", "Stacked", "dim_size", "show_shape"]

@@ -30,6 +30,35 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 
+@dataclass(frozen=True)
+class Stacked:
+    """A dimension made of parts laid end to end: the rows of stacked matrices (W_i; W_f; ...)
+    or the columns of their product. Printed as "4H" when the parts are equal, else "H+P"."""
+    parts: tuple
+
+    def __str__(self) -> str:
+        if len(set(self.parts)) == 1:
+            return f"{len(self.parts)}{self.parts[0]}"
+        return "+".join(str(p) for p in self.parts)
+
+
+def dim_size(dim, sizes: dict) -> int:
+    """The size of a dimension: a fixed size, a named one looked up in `sizes`, or a stack."""
+    if isinstance(dim, Stacked):
+        return sum(dim_size(p, sizes) for p in dim.parts)
+    return dim if isinstance(dim, int) else sizes[dim]
+
+
+def part_offsets(dim: Stacked, sizes: dict) -> list:
+    """(start, stop) of each part of a stacked dimension."""
+    bounds, at = [], 0
+    for p in dim.parts:
+        n = dim_size(p, sizes)
+        bounds.append((at, at + n))
+        at += n
+    return bounds
+
+
 class ShapeError(Exception):
     """An op's arguments have shapes it cannot combine; the builder turns it into a SpecError."""
 
@@ -47,7 +76,7 @@ class OpDef:
     # "reduce" (over a row's vector), "broadcast" (a row's scalar to a vector),
     # "batch_reduce" (sums over the batch rows: parameter gradients)
     kind: str
-    arity: int
+    arity: int | None    # None: any number of arguments (at least one)
     shape: Callable      # (arg shapes, attrs, unify) -> shape;   None for leaves (declared shape)
     evaluate: Callable   # (list of arrays, attrs, EvalContext) -> array;  None for bound leaves
     spec_name: str | None = None  # the spec-language function this op implements, if any

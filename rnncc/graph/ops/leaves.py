@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import register
+from .base import dim_size, register
 
 for _leaf in ("input", "state", "param", "grad", "saved"):
     register(_leaf, "leaf", 0, None)(None)
-
-
-def _size(dim, ctx) -> int:
-    return dim if isinstance(dim, int) else ctx.sizes[dim]
 
 
 @register("const", "constant", 0, lambda shapes, attrs, unify: ())
@@ -26,10 +22,10 @@ def _const(args, attrs, ctx):
 @register("size", "constant", 0, lambda shapes, attrs, unify: ())
 def _size_op(args, attrs, ctx):
     """The size of dimension attrs["dim"] as a number (a mean's 1/n needs it)."""
-    return np.asarray(_size(attrs["dim"], ctx), dtype=ctx.dtype)
+    return np.asarray(dim_size(attrs["dim"], ctx.sizes), dtype=ctx.dtype)
 
 
 @register("zeros", "constant", 0, lambda shapes, attrs, unify: tuple(attrs["shape"]))
 def _zeros(args, attrs, ctx):
     """A gradient that is identically zero (a leaf nothing depends on)."""
-    return np.zeros(tuple(_size(d, ctx) for d in attrs["shape"]), dtype=ctx.dtype)
+    return np.zeros(tuple(dim_size(d, ctx.sizes) for d in attrs["shape"]), dtype=ctx.dtype)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ShapeError, derivative, register, show_shape
+from .base import ShapeError, derivative, dim_size, register, show_shape
 
 
 def _reduce_shape(shapes, attrs, unify):
@@ -59,8 +59,7 @@ def _broadcast_shape(shapes, attrs, unify):
 @register("broadcast", "broadcast", 1, _broadcast_shape)
 def _broadcast(args, attrs, ctx):
     """A row's scalar repeated along dimension attrs["dim"]."""
-    dim = attrs["dim"]
-    n = dim if isinstance(dim, int) else ctx.sizes[dim]
+    n = dim_size(attrs["dim"], ctx.sizes)
     g = _rows(args[0])
     return np.broadcast_to(g, g.shape[:-1] + (n,))
 

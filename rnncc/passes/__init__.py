@@ -1,0 +1,50 @@
+"""The optimizer: one visible list of passes, each a function Graph -> Graph in a file of its own.
+
+    fold      constant folding                  (fold_constants.py)
+    simplify  algebraic identities              (simplify.py)
+    cse       common subexpressions             (cse.py)
+    dce       dead code                         (dce.py)
+    stack     shared products stacked           (stack_products.py)
+    cleanup   cse and dce again, for the stacked graph
+
+The same pipeline runs on the forward and on the backward step graph; planning (hoisting out of
+the time loop, fusion into kernels) follows in rnncc/plan/.
+"""
+from __future__ import annotations
+
+from ..graph import Graph, verify
+from .cse import cse
+from .dce import dce
+from .fold_constants import fold_constants
+from .simplify import simplify
+from .stack_products import stack_products
+
+
+def cleanup(graph: Graph) -> Graph:
+    return dce(cse(graph))
+
+
+PIPELINE = [
+    ("fold", fold_constants),
+    ("simplify", simplify),
+    ("cse", cse),
+    ("dce", dce),
+    ("stack", stack_products),
+    ("cleanup", cleanup),
+]
+PASS_NAMES = [name for name, _ in PIPELINE]
+
+
+def optimize(graph: Graph, until: str | None = None) -> Graph:
+    """Run the pipeline (up to and including pass `until`), verifying after every pass."""
+    if until is not None and until not in PASS_NAMES:
+        raise ValueError(f"unknown pass {until!r}; the passes are {', '.join(PASS_NAMES)}")
+    for name, run in PIPELINE:
+        graph = verify(run(graph))
+        if name == until:
+            break
+    return graph
+
+
+__all__ = ["PIPELINE", "PASS_NAMES", "optimize", "cleanup", "cse", "dce", "fold_constants",
+           "simplify", "stack_products"]
