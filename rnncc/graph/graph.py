@@ -9,6 +9,7 @@ Graphs are values: passes build new graphs rather than editing one in place.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
@@ -56,6 +57,16 @@ class Graph:
         self.nx = nx.MultiDiGraph()      # multi: `h * h` has two edges from h
         self.results: dict[str, dict[str, int]] = {}
         self.saved: dict[str, int] = {}
+        # Set by the scheduling passes (passes/hoist.py, passes/fuse.py): node -> decision.
+        self.phase: dict[int, str] = {}
+        self.stage: dict[int, tuple] = {}
+
+    def annotated(self, phase=None, stage=None) -> "Graph":
+        """A copy carrying scheduling decisions (the nodes themselves are shared, unchanged)."""
+        new = copy.copy(self)
+        new.phase = dict(self.phase if phase is None else phase)
+        new.stage = dict(self.stage if stage is None else stage)
+        return new
 
     # -- building ---------------------------------------------------------------------------------
     def add(self, op: str, args=(), shape=(), attrs=None, name=None, pos=None) -> int:
@@ -87,6 +98,9 @@ class Graph:
         """name -> node id of the bound leaves of one kind ('input', 'state', 'param', ...)."""
         return {self.node(n).name: n for n in self.order if self.node(n).op == op}
 
+    def users(self, nid: int) -> list[int]:
+        return sorted(set(self.nx.successors(nid)))
+
     @property
     def inputs(self) -> dict[str, int]:
         return self.leaves("input")
@@ -98,6 +112,15 @@ class Graph:
     @property
     def params(self) -> dict[str, int]:
         return self.leaves("param")
+
+    @property
+    def carried(self) -> tuple[dict[str, int], dict[str, int]]:
+        """The values a step hands to the next, as (leaves read, results written), keyed by state:
+        forward, the states; backward (which runs t = T-1 .. 0), the states' gradients."""
+        if self.kind == "forward":
+            return self.states, self.updates
+        grads = self.leaves("grad")
+        return {s: grads["d" + s + "'"] for s in self.states}, self.results["state"]
 
     # forward graphs
     @property

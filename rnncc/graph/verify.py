@@ -74,9 +74,11 @@ def verify(graph: Graph) -> Graph:
 
 def _verify_forward(graph: Graph) -> None:
     states = graph.states
-    if set(graph.results) != {"updates", "output"} or len(graph.results["output"]) != 1:
-        raise GraphError(f"a forward graph's results are one output and the updates, got "
-                         f"{graph.results}")
+    groups = set(graph.results)
+    if not {"updates", "output"} <= groups <= {"updates", "output", "saved"} or len(
+            graph.results["output"]) != 1:
+        raise GraphError(f"a forward graph's results are one output, the updates and (for "
+                         f"training) the saved values, got {graph.results}")
     if set(graph.updates) != set(states):
         raise GraphError(f"updates {sorted(graph.updates)} != states {sorted(states)}")
     for name, nid in graph.updates.items():

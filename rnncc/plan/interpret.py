@@ -1,0 +1,228 @@
+"""The Plan interpreter: numpy executes a Plan step by step.
+
+It checks the plan (every backend executes the same plan), not speed: each GEMM and each kernel op
+is numpy's, and it must agree with the reference interpreter of the unoptimized graph. With
+`lengths`, a step computes only the rows still running, like the reference backend, and the
+phases over "all T*B rows" run over the rows that exist (each row's first lengths[b] steps),
+gathered as packed sequences are; so no padding, and nothing computed from it, reaches a result.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..graph.ops import REGISTRY
+from ..graph.ops.base import EvalContext, dim_size, part_offsets
+from .plan import Buffer, GraphPlan
+
+
+class _Executor:
+    def __init__(self, plan: GraphPlan, sizes: dict, dtype, T: int, B: int, lengths=None):
+        self.plan, self.sizes, self.dtype, self.T, self.B = plan, sizes, dtype, T, B
+        # the (t, b) rows that exist, for the phases over all rows; None: all of them
+        self.valid = None if lengths is None else np.arange(T)[:, None] < lengths[None, :]
+        self.ctx = EvalContext(sizes, dtype)
+        self.arrays: dict[str, np.ndarray] = {}   # "none" and "T*B" buffers, stored copies
+        self.carried: dict[str, np.ndarray] = {}  # "B" buffers read from the previous step
+
+    def shape(self, b: Buffer) -> tuple:
+        per_row = tuple(dim_size(d, self.sizes) for d in b.shape)
+        if not per_row and b.rows != "none":
+            per_row = (1,)  # a per-row scalar is kept as [..., 1], as numpy evaluation has it
+        return {"none": (), "B": (self.B,), "T*B": (self.T, self.B)}[b.rows] + per_row
+
+    def zeros(self, name: str) -> np.ndarray:
+        b = self.plan.buffers[name]
+        shape = self.shape(b) if b.rows != "B" else (self.T, self.B) + self.shape(b)[1:]
+        return np.zeros(shape, dtype=self.dtype)
+
+    def bind(self, name: str, value) -> None:
+        b = self.plan.buffers[name]
+        if b.rows == "B":
+            self.carried[name] = np.array(np.broadcast_to(value, self.shape(b)), dtype=self.dtype)
+        else:
+            self.arrays[name] = np.asarray(value, dtype=self.dtype)
+
+    def prepare(self) -> None:
+        """Packed parameters, constants, and zeroed stores, before anything runs."""
+        for name, b in self.plan.buffers.items():
+            if b.role == "packed":
+                self.arrays[name] = np.concatenate([self.arrays[p] for p in b.pack], axis=0)
+            elif b.role == "constant":
+                op, attrs = b.value
+                self.arrays[name] = REGISTRY[op].evaluate([], attrs, self.ctx)
+            elif b.stored and name not in self.arrays:
+                self.arrays[name] = self.zeros(name)
+        # results wanted for every step that no step stores (a carried leaf, a view of one)
+        self.capture = {name: self.zeros(name) for name in self.plan.per_step_results
+                        if self.plan.buffers[name].rows == "B"
+                        and not self.plan.buffers[name].stored}
+
+    # -- reading and writing -----------------------------------------------------------------------
+    def read(self, name: str, local: dict, t=None, rows=None):
+        if name in local:
+            return local[name]
+        b = self.plan.buffers[name]
+        if b.view_of is not None:
+            parent = self.read(b.view_of, local, t, rows)
+            start, stop = part_offsets(self.plan.buffers[b.view_of].shape[
+                0 if b.axis == "rows" else -1], self.sizes)[b.index]
+            return parent[start:stop] if b.axis == "rows" else parent[..., start:stop]
+        if b.rows == "B":
+            if t is None and b.stored:  # after the loop: every step's value
+                return self.arrays[name] if self.valid is None else self.arrays[name][self.valid]
+            if name in self.carried:
+                return self.carried[name][rows]
+            raise KeyError(f"buffer {name} is read before it is written")
+        value = self.arrays[name]
+        if b.rows == "T*B":
+            if t is not None:
+                return value[t][rows]
+            if self.valid is not None:
+                return value[self.valid]
+        return value
+
+    def write(self, name: str, value, local: dict, t=None, rows=None) -> None:
+        b = self.plan.buffers[name]
+        if t is not None and b.rows == "B":
+            local[name] = value
+            if b.stored:
+                self.arrays[name][t][rows] = value
+        elif b.rows == "T*B":
+            if self.valid is None:
+                self.arrays[name] = np.array(np.broadcast_to(value, self.shape(b)),
+                                             dtype=self.dtype)
+            else:
+                full = np.zeros(self.shape(b), dtype=self.dtype)
+                full[self.valid] = np.broadcast_to(value, full[self.valid].shape)
+                self.arrays[name] = full
+        else:
+            self.arrays[name] = np.asarray(value, dtype=self.dtype)
+
+    # -- steps ---------------------------------------------------------------------------------------
+    def run(self, steps, local: dict, t=None, rows=None) -> None:
+        for step in steps:
+            if step.kind == "gemm":
+                args = [self.read(step.a, local, t, rows), self.read(step.b, local, t, rows)]
+                value = REGISTRY[step.op].evaluate(args, {}, self.ctx)
+                if step.accumulate:
+                    value = self.read(step.accumulate, local, t, rows) + value
+                self.write(step.out, value, local, t, rows)
+                continue
+            values: dict[str, np.ndarray] = {}
+            for op in step.ops:
+                args = [values[a] if a in values else self.read(a, local, t, rows)
+                        for a in op.args]
+                values[op.out] = REGISTRY[op.op].evaluate(args, op.attrs, self.ctx)
+            for out in step.outputs:
+                self.write(out, values[out], local, t, rows)
+
+    def loop(self, lengths, reverse: bool, on_step=None) -> None:
+        steps = self.plan.phases["per_step"]
+        order = range(self.T - 1, -1, -1) if reverse else range(self.T)
+        for t in order:
+            rows = slice(None)
+            if lengths is not None:
+                alive = np.flatnonzero(t < lengths)
+                rows = slice(None) if alive.size == self.B else alive
+            if on_step is not None:
+                on_step(t)
+            local: dict = {}
+            self.run(steps, local, t, rows)
+            for name, store in self.capture.items():
+                store[t][rows] = self.read(name, local, t, rows)
+            new = {}
+            for state, (read, written) in self.plan.carried.items():
+                value = self.read(written, local, t, rows)
+                n = self.B if isinstance(rows, slice) else rows.size
+                updated = self.carried[read].copy()
+                updated[rows] = np.broadcast_to(value, (n, *updated.shape[1:]))
+                new[read] = updated
+            self.carried.update(new)
+
+
+def _mask(array: np.ndarray, lengths, T: int) -> np.ndarray:
+    if lengths is None:
+        return array
+    alive = (np.arange(T)[:, None] < lengths[None, :])
+    return np.where(alive.reshape(alive.shape + (1,) * (array.ndim - 2)), array, 0)
+
+
+def run_forward(plan: GraphPlan, params: dict, xs: dict, state: dict, lengths,
+                sizes: dict, dtype, keep: bool = False):
+    """Execute a forward plan. Returns (ys, final) or, with keep=True, (ys, final, tape): the
+    tape holds what the backward plan reads (state trajectory and saved values)."""
+    T, B = next(iter(xs.values())).shape[:2]
+    ex = _Executor(plan, sizes, dtype, T, B, lengths)
+    for name, buf in plan.leaves["param"].items():
+        ex.bind(buf, params[name])
+    for name, buf in plan.leaves["input"].items():
+        ex.bind(buf, xs[name])
+    for name, buf in plan.leaves["state"].items():
+        ex.bind(buf, state[name])
+    ex.prepare()
+    ex.run(plan.phases["before_loop"], {})
+    trajectory = {s: np.zeros((T, B, *v.shape[1:]), dtype) for s, v in state.items()}
+
+    def record(t):
+        for s, buf in plan.leaves["state"].items():
+            trajectory[s][t] = ex.carried[buf]
+
+    ex.loop(lengths, reverse=False, on_step=record if keep else None)
+    ex.run(plan.phases["after_loop"], {})
+    out_name = next(iter(plan.results["output"].values()))
+    ys = _mask(_full(ex, out_name), lengths, T)
+    final = {s: ex.carried[plan.leaves["state"][s]] for s in plan.leaves["state"]}
+    if not keep:
+        return ys, final
+    saved = {label: _full(ex, buf) for label, buf in plan.results.get("saved", {}).items()}
+    return ys, final, {"states": trajectory, "saved": saved}
+
+
+def _whole(ex: _Executor, name: str) -> np.ndarray:
+    """A buffer's value for every step: [T, B, ...], or without rows for a "none" buffer."""
+    b = ex.plan.buffers[name]
+    if b.view_of is not None:
+        parent = ex.plan.buffers[b.view_of]
+        axis = 0 if b.axis == "rows" else -1
+        start, stop = part_offsets(parent.shape[axis], ex.sizes)[b.index]
+        whole = _whole(ex, b.view_of)
+        return whole[start:stop] if b.axis == "rows" else whole[..., start:stop]
+    if name in ex.capture:
+        return ex.capture[name]
+    return ex.arrays[name]
+
+
+def _full(ex: _Executor, name: str) -> np.ndarray:
+    """A per-step result as [T, B, d] (a per-row scalar as [T, B, 1])."""
+    b = ex.plan.buffers[name]
+    shape = (ex.T, ex.B, *(dim_size(d, ex.sizes) for d in b.shape)) if b.shape else (ex.T, ex.B, 1)
+    return np.array(np.broadcast_to(_whole(ex, name), shape), dtype=ex.dtype)
+
+
+def run_backward(plan: GraphPlan, tape: dict, params: dict, xs: dict, dys,
+                 dfinal: dict, lengths, sizes: dict, dtype):
+    """Execute a backward plan: (parameter gradients, input gradients, initial-state gradients)."""
+    T, B = next(iter(xs.values())).shape[:2]
+    ex = _Executor(plan, sizes, dtype, T, B, lengths)
+    for name, buf in plan.leaves["param"].items():
+        ex.bind(buf, params[name])
+    for name, buf in plan.leaves["input"].items():
+        ex.bind(buf, xs[name])
+    for name, buf in plan.leaves["state"].items():
+        ex.bind(buf, tape["states"][name])
+    for name, buf in plan.leaves["saved"].items():
+        ex.bind(buf, tape["saved"][name])
+    for name, buf in plan.leaves["grad"].items():
+        if name == "dy":
+            ex.bind(buf, dys if plan.buffers[buf].shape else dys[..., :1])
+        else:
+            ex.bind(buf, dfinal[name[1:-1]])  # "dh'" is the upstream gradient of state h
+    ex.prepare()
+    ex.run(plan.phases["before_loop"], {})
+    ex.loop(lengths, reverse=True)
+    ex.run(plan.phases["after_loop"], {})
+    dparams = {name: np.array(np.broadcast_to(ex.read(buf, {}), params[name].shape), dtype=dtype)
+               for name, buf in plan.results["params"].items()}
+    dxs = {name: _mask(_full(ex, buf), lengths, T) for name, buf in plan.results["x"].items()}
+    dstate = {s: ex.carried[plan.carried[s][0]] for s in plan.carried}
+    return dparams, dxs, dstate

@@ -1,0 +1,250 @@
+"""Lowering: an optimized, scheduled step graph -> GraphPlan.
+
+Every decision was made by the passes (graph.phase from hoist, graph.stage from fuse); this
+file only names buffers and writes the decisions down as steps.
+"""
+from __future__ import annotations
+
+from ..graph import Graph
+from ..graph.ops import dim_size  # noqa: F401  (re-exported for backends)
+from ..passes.hoist import GEMMS
+from .plan import PHASES, Buffer, Gemm, GraphPlan, Kernel, Op
+
+_PHASE_ROWS = {"invariant": "none", "before": "T*B", "step": "B", "after": "T*B"}
+_LOOP_PHASE = {"invariant": "before_loop", "before": "before_loop", "step": "per_step",
+               "after": "after_loop"}
+
+
+def _packed_name(names: list[str]) -> str:
+    """W_i, W_f, W_g, W_o -> W_ifgo; names without a shared prefix are joined with '+'."""
+    heads = {n.rsplit("_", 1)[0] for n in names if "_" in n}
+    if len(heads) == 1 and all("_" in n for n in names):
+        return f"{heads.pop()}_{''.join(n.rsplit('_', 1)[1] for n in names)}"
+    return "+".join(names)
+
+
+class _Lowering:
+    def __init__(self, graph: Graph):
+        self.g = graph
+        self.per_row = self._per_row()
+        self.names = self._names()
+        self.buffers: dict[str, Buffer] = {}
+        self.stored = self._stored()
+
+    # -- facts about nodes --------------------------------------------------------------------------
+    def _per_row(self) -> dict[int, bool]:
+        g, per_row = self.g, {}
+        for n in g.order:
+            node = g.node(n)
+            if node.opdef.kind == "leaf":
+                per_row[n] = node.op != "param"
+            elif node.opdef.kind in ("constant", "batch_reduce") or node.op == "stack_rows":
+                per_row[n] = False
+            else:
+                per_row[n] = any(per_row[a] for a in node.args)
+        return per_row
+
+    def _names(self) -> dict[int, str]:
+        g, names, taken = self.g, {}, set()
+
+        def claim(n: int, name: str) -> None:
+            base, k = name, 1
+            while name in taken:
+                k += 1
+                name = f"{base}.{k}"
+            taken.add(name)
+            names[n] = name
+
+        preferred: dict[int, str] = {}
+        if g.kind == "backward":
+            for group in ("state", "x", "params"):
+                for name, n in g.results[group].items():
+                    if not g.node(n).is_leaf:
+                        preferred.setdefault(n, "d" + name)
+            # a stacked parameter gradient is named after its parts: dW_i, ..., dW_o -> dW_ifgo
+            for n in g.order:
+                users = g.users(n)
+                if users and all(u in preferred and g.node(u).opdef.kind == "view"
+                                 for u in users) and n not in preferred:
+                    parts = sorted(users, key=lambda u: g.node(u).attrs["index"])
+                    preferred[n] = _packed_name([preferred[u] for u in parts])
+        for n in g.order:
+            node = g.node(n)
+            stage = g.stage.get(n, ())
+            if node.opdef.kind == "leaf":
+                name = node.name
+            elif n in preferred:
+                name = preferred[n]
+            elif node.name:
+                name = node.name
+            elif node.op == "stack_rows":
+                name = _packed_name([names[a] for a in node.args])
+            elif node.op == "matmul":
+                name = f"{names[node.args[0]]}@{names[node.args[1]]}"
+            elif node.op == "matmul_t":
+                name = f"{names[node.args[0]]}^T@{names[node.args[1]]}"
+            elif node.op == "outer_sum":
+                name = f"{names[node.args[0]]}^T@{names[node.args[1]]}"
+            elif stage and stage[0] == "absorbed":
+                name = f"{names[stage[3]]}+{names[stage[2]]}"
+            elif stage == ("view",):
+                source = g.node(node.args[0])
+                index = node.attrs["index"]
+                if source.op == "matmul" and g.node(source.args[0]).op == "stack_rows":
+                    stacked = g.node(source.args[0]).args[index]
+                    name = f"{names[stacked]}@{names[source.args[1]]}"
+                else:
+                    name = f"{names[node.args[0]]}[{index}]"
+            else:
+                name = f"{node.op}{n}"
+            claim(n, name)
+        return names
+
+    def _stored(self) -> set[int]:
+        """Values computed in the loop that later phases (or the caller) need for every step."""
+        g, stored = self.g, set()
+        for n in g.order:
+            if g.phase.get(n) == "step" and any(g.phase.get(u) == "after" for u in g.users(n)):
+                stored.add(n)
+        groups = ("output", "saved") if g.kind == "forward" else ("x",)
+        for group in groups:
+            for n in g.results.get(group, {}).values():
+                stored.add(n)
+        return stored
+
+    # -- buffers -----------------------------------------------------------------------------------
+    def buffer(self, n: int) -> str:
+        g, node = self.g, self.g.node(n)
+        stage = g.stage.get(n, ())
+        if stage and stage[0] == "gemm":
+            absorber = [u for u in g.users(n) if g.stage.get(u, ())[:1] == ("absorbed",)
+                        and g.stage[u][2] == n]
+            if absorber:
+                return self.buffer(absorber[0])
+        name = self.names[n]
+        if name in self.buffers:
+            return name
+        if node.opdef.kind == "leaf":
+            rows = "none" if node.op == "param" else "T*B"
+            carried = set(g.carried[0].values())
+            if n in carried:
+                rows = "B"
+            self.buffers[name] = Buffer(name, node.shape, rows, node.op)
+        elif node.opdef.kind == "constant":
+            self.buffers[name] = Buffer(name, node.shape, "none", "constant",
+                                        value=(node.op, dict(node.attrs)))
+        elif node.op == "stack_rows":
+            self.buffers[name] = Buffer(name, node.shape, "none", "packed",
+                                        pack=tuple(self.names[a] for a in node.args))
+        elif stage == ("view",):
+            parent = self.buffers[self.buffer(node.args[0])]
+            self.buffers[name] = Buffer(name, node.shape, parent.rows, "view",
+                                        stored=parent.stored, view_of=parent.name,
+                                        index=node.attrs["index"],
+                                        axis="rows" if node.op == "part_rows" else "cols")
+        else:
+            phase = g.phase[n]
+            rows = _PHASE_ROWS[phase] if self.per_row[n] else "none"
+            self.buffers[name] = Buffer(name, node.shape, rows, "temp",
+                                        stored=rows == "B" and n in self.stored)
+        return name
+
+    def needs_buffer(self, n: int, kernel: set) -> bool:
+        """Is kernel node n's value used outside its kernel?"""
+        g = self.g
+        if n in self.stored or n in set(g.roots()):
+            return True
+        return any(u not in kernel for u in g.users(n))
+
+    # -- steps -------------------------------------------------------------------------------------
+    def kernel(self, nodes: list[int], phase: str) -> Kernel | None:
+        g = self.g
+        members = set(nodes)
+        ops, inputs, outputs, consts = [], [], [], {}
+        for n in nodes:
+            node = g.node(n)
+            args = []
+            for a in node.args:
+                anode = g.node(a)
+                if a in members:
+                    args.append(self.names[a])
+                elif anode.opdef.kind == "constant":
+                    if a not in consts:
+                        consts[a] = Op(self.names[a], anode.op, (), dict(anode.attrs))
+                    args.append(self.names[a])
+                else:
+                    buf = self.buffer(a)
+                    args.append(buf)
+                    if buf not in inputs:
+                        inputs.append(buf)
+            if self.needs_buffer(n, members):
+                out = self.buffer(n)
+                outputs.append(out)
+            else:
+                out = self.names[n]
+            ops.append(Op(out, node.op, tuple(args), dict(node.attrs)))
+        saved = set(g.results.get("saved", {}).values())
+        saves = [self.names[n] for n in nodes if n in saved]
+        widths = [g.node(n).shape for n in nodes if len(g.node(n).shape) == 1]
+        width = max(widths, key=lambda s: len(str(s[0])), default=())
+        rows = _PHASE_ROWS[phase]
+        return Kernel(rows, width, list(consts.values()) + ops, inputs, outputs, saves)
+
+    def gemm(self, n: int, phase: str) -> Gemm:
+        g, node = self.g, self.g.node(n)
+        a, b = node.args
+        out = self.buffer(n)
+        acc = None
+        absorbed = [u for u in g.users(n)
+                    if g.stage.get(u, ())[:1] == ("absorbed",) and g.stage[u][2] == n]
+        if absorbed:
+            acc = self.buffer(g.stage[absorbed[0]][3])
+        sa, sb = g.node(a).shape, g.node(b).shape
+        rows = _PHASE_ROWS[phase] if self.per_row[n] or node.op == "outer_sum" else "none"
+        if node.op == "matmul":        # rows of v [R, n] times A^T [n, m]
+            shape = ((rows, sa[1]), (sa[1], sa[0]))
+        elif node.op == "matmul_t":    # rows of g [R, m] times A [m, n]
+            shape = ((rows, sa[0]), (sa[0], sa[1]))
+        else:                          # outer_sum: G^T [m, R] times V [R, n]
+            shape = ((sa[0], rows), (rows, sb[0]))
+        return Gemm(node.op, out, self.buffer(a), self.buffer(b), rows, shape, acc)
+
+    def lower(self) -> GraphPlan:
+        g = self.g
+        for n in g.order:  # leaves and packed parameters exist whether or not a step reads them
+            if g.node(n).opdef.kind == "leaf" or g.stage.get(n) == ("pack",):
+                self.buffer(n)
+        phases = {p: [] for p in PHASES}
+        for phase in ("invariant", "before", "step", "after"):
+            nodes = [n for n in g.order if g.phase.get(n) == phase]
+            kernels: dict[int, list[int]] = {}
+            gemms: dict[int, list[int]] = {}
+            for n in nodes:
+                stage = g.stage[n]
+                if stage[0] == "kernel":
+                    kernels.setdefault(stage[1], []).append(n)
+                elif stage[0] == "gemm":
+                    gemms.setdefault(stage[1], []).append(n)
+                elif stage[0] in ("view", "pack"):
+                    self.buffer(n)
+            last = max([*kernels, *gemms], default=-1)
+            for j in range(last + 1):
+                if j in gemms:
+                    phases[_LOOP_PHASE[phase]].extend(self.gemm(n, phase) for n in gemms[j])
+                if j in kernels:
+                    phases[_LOOP_PHASE[phase]].append(self.kernel(kernels[j], phase))
+        results = {group: {name: self.buffer(n) for name, n in named.items()}
+                   for group, named in g.results.items()}
+        leaves, results_carried = g.carried
+        carried = {s: (self.buffer(leaves[s]), self.buffer(results_carried[s])) for s in leaves}
+        leaf_buffers = {}
+        for op in ("input", "state", "param", "grad", "saved"):
+            leaf_buffers[op] = {name: self.buffer(n) for name, n in g.leaves(op).items()}
+        stored_groups = ("output", "saved") if g.kind == "forward" else ("x",)
+        per_step = [buf for group in stored_groups for buf in results.get(group, {}).values()]
+        return GraphPlan(g.kind, self.buffers, phases, leaf_buffers, results, carried,
+                         list(dict.fromkeys(per_step)))
+
+
+def lower(graph: Graph) -> GraphPlan:
+    return _Lowering(graph).lower()
