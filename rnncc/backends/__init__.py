@@ -1,7 +1,50 @@
-"""Backends, by target name. Each runs a cell's graph over a sequence."""
-from . import reference
+"""Backends, by target name. Each runs a cell over a sequence, forward and BPTT.
 
-TARGETS = {"reference": reference}
+A target is an object with
+    forward(cell, call)                 -> (ys, final)
+    train(cell, call)                   -> (ys, final, tape)   forward, keeping what backward reads
+    backward(cell, call, tape, dys, dfinal) -> (param grads, input grads, initial-state grads)
+where `call` is the checked arguments (runtime/arguments.py).
+"""
+from __future__ import annotations
+
+from . import reference
+from ..plan import interpret
+
+
+class _Reference:
+    """numpy interprets the unoptimized step graphs: the oracle."""
+
+    def forward(self, cell, call):
+        return reference.forward(cell.graph, call.params, call.xs, call.state, call.lengths,
+                                 call.sizes, call.dtype)
+
+    def train(self, cell, call):
+        return reference.forward(cell.graph, call.params, call.xs, call.state, call.lengths,
+                                 call.sizes, call.dtype, backward=cell.backward_graph)
+
+    def backward(self, cell, call, tape, dys, dfinal):
+        return reference.backward(cell.graph, cell.backward_graph, tape, call.params, call.xs,
+                                  dys, dfinal, call.lengths, call.sizes, call.dtype)
+
+
+class _Plan:
+    """numpy executes the optimized Plan, step by step: checks what the fast backends run."""
+
+    def forward(self, cell, call):
+        return interpret.run_forward(cell.plan.forward, call.params, call.xs, call.state,
+                                     call.lengths, call.sizes, call.dtype)
+
+    def train(self, cell, call):
+        return interpret.run_forward(cell.plan.forward, call.params, call.xs, call.state,
+                                     call.lengths, call.sizes, call.dtype, keep=True)
+
+    def backward(self, cell, call, tape, dys, dfinal):
+        return interpret.run_backward(cell.plan.backward, tape, call.params, call.xs, dys,
+                                      dfinal, call.lengths, call.sizes, call.dtype)
+
+
+TARGETS = {"reference": _Reference(), "plan": _Plan()}
 
 
 def get(target: str):

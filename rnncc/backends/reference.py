@@ -63,8 +63,11 @@ def forward(graph: Graph, params: dict, xs: dict, state: dict, lengths, sizes: d
     T, B = next(iter(xs.values())).shape[:2]
     ctx = EvalContext(sizes, dtype)
     order = live_order(graph)
+    # the values to keep for backward: listed on a training forward graph, else on the backward
+    # graph (whose saved values name nodes of the forward graph it was derived from)
+    saved = graph.results.get("saved", backward.saved if backward is not None else {})
     if backward is not None:  # keep every saved value alive, even one no root needs
-        order = [n for n in graph.order if n in set(order) | set(backward.saved.values())]
+        order = [n for n in graph.order if n in set(order) | set(saved.values())]
     inputs, states = graph.inputs, graph.states
     fixed = {nid: params[name] for name, nid in graph.params.items()}
     out_shape = graph.node(graph.output).shape
@@ -80,7 +83,7 @@ def forward(graph: Graph, params: dict, xs: dict, state: dict, lengths, sizes: d
         values = evaluate(graph, bound, ctx, order)
         if tape is not None:
             tape.states.append(h)
-            tape.saved.append({label: values[fnid] for label, fnid in backward.saved.items()})
+            tape.saved.append({label: values[fnid] for label, fnid in saved.items()})
         n_rows = B if isinstance(rows, slice) else rows.size
         ys[t][rows] = np.broadcast_to(values[graph.output], (n_rows, d_out))
         new = {s: v.copy() for s, v in h.items()}

@@ -26,7 +26,7 @@ def _number(value: float) -> str:
 
 
 def _attrs(node) -> str:
-    attrs = dict(node.attrs) if not node.is_leaf else {}
+    attrs = {k: v for k, v in node.attrs.items() if k != "stacked"} if not node.is_leaf else {}
     return "".join(f" {k}={_number(v) if isinstance(v, float) else v}" for k, v in attrs.items())
 
 
@@ -51,7 +51,12 @@ def to_text(graph: Graph) -> str:
             continue
         args = " ".join(_ref(graph, a) for a in node.args)
         left = f"  {_ref(graph, nid)}: {_shape(node.shape)} = {node.op} {args}{_attrs(node)}"
-        lines.append(f"{left:<44}# line {node.pos[0]}" if node.pos else left)
+        notes = [f"line {node.pos[0]}"] if node.pos else []
+        if nid in graph.phase:
+            stage = graph.stage.get(nid, ())
+            where = " ".join(str(s) for s in stage[:2])
+            notes.append(f"[{graph.phase[nid]} {where}]".replace(" ]", "]"))
+        lines.append(f"{left:<44}# {'  '.join(notes)}" if notes else left)
     if graph.saved:
         lines.append(f"{'saved':<8} " + ", ".join(graph.saved))
     for group, named in graph.results.items():

@@ -46,7 +46,11 @@ def hoist(graph: Graph) -> Graph:
         if nid not in on_rows:
             phase[nid] = "invariant"
         elif nid in on_carried:
-            phase[nid] = "step" if nid in needed else "after"
+            # after the loop only what reads carried values through stored ones: a carried value
+            # itself exists one step at a time
+            reads_carried = any(a in carried for a in node.args)
+            feeds_step = any(phase[u] == "step" for u in graph.users(nid))
+            phase[nid] = "step" if nid in needed or reads_carried or feeds_step else "after"
         elif node.op in GEMMS:
             phase[nid] = "before"
         else:

@@ -181,14 +181,14 @@ def run_forward(plan: GraphPlan, params: dict, xs: dict, state: dict, lengths,
 def _whole(ex: _Executor, name: str) -> np.ndarray:
     """A buffer's value for every step: [T, B, ...], or without rows for a "none" buffer."""
     b = ex.plan.buffers[name]
+    if name in ex.capture:
+        return ex.capture[name]
     if b.view_of is not None:
         parent = ex.plan.buffers[b.view_of]
         axis = 0 if b.axis == "rows" else -1
         start, stop = part_offsets(parent.shape[axis], ex.sizes)[b.index]
         whole = _whole(ex, b.view_of)
         return whole[start:stop] if b.axis == "rows" else whole[..., start:stop]
-    if name in ex.capture:
-        return ex.capture[name]
     return ex.arrays[name]
 
 

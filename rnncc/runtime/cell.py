@@ -13,9 +13,13 @@ from ..autodiff import differentiate
 from ..frontend import Spec, decode, parse_spec, read_source
 from ..frontend.source import Source
 from ..graph import FORMATS, Graph, build, verify
+from ..passes import PASS_NAMES, optimize
+from ..plan import Plan, make_plan, schedule, with_saved
 from .arguments import check_backward, check_forward, float_dtype
 
-STAGES = ("forward", "backward")
+# What `show` can print: the graphs as built, after any pass, scheduled, and the plan.
+STAGES = ("forward", "backward", *PASS_NAMES, *(f"backward:{p}" for p in PASS_NAMES),
+          "schedule", "backward:schedule", "plan")
 
 SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
 
@@ -49,14 +53,38 @@ class Cell:
         """The backward step graph, derived from the forward one (built on first use)."""
         return differentiate(self.graph)
 
+    @cached_property
+    def plan(self) -> Plan:
+        """The optimized execution plan, forward and backward (built on first use)."""
+        return make_plan(self.graph, self.backward_graph)
+
     def show(self, format: str = "text", stage: str = "forward") -> str:
-        """A step graph as text (one line per node), Graphviz dot, or json.
-        stage: "forward" (the graph the spec becomes) or "backward" (its derivative)."""
-        if format not in FORMATS:
-            raise ValueError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
+        """A step graph, or the plan, as text; graphs also as Graphviz dot or json, the plan
+        as json.
+
+        stage: "forward" (the graph the spec becomes), "backward" (its derivative), a pass name
+        ("cse", "stack", ...: the forward graph after that pass; "backward:cse" the backward
+        one), "schedule" / "backward:schedule" (optimized, with each node's phase and kernel),
+        or "plan".
+        """
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
-        return FORMATS[format](self.graph if stage == "forward" else self.backward_graph)
+        if stage == "plan":
+            if format not in ("text", "json"):
+                raise ValueError(f"the plan prints as text or json, not {format!r}")
+            return self.plan.text() if format == "text" else self.plan.json()
+        if format not in FORMATS:
+            raise ValueError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
+        if stage == "forward":
+            graph = self.graph
+        elif stage == "backward":
+            graph = self.backward_graph
+        else:  # the graphs the plan is made from: forward for training, with its saved values
+            name = stage.removeprefix("backward:")
+            base = (self.backward_graph if stage.startswith("backward:")
+                    else with_saved(self.graph, self.backward_graph))
+            graph = schedule(base) if name == "schedule" else optimize(base, until=name)
+        return FORMATS[format](graph)
 
     def shape(self, name: str, **sizes) -> tuple:
         """The concrete shape of an input, state or parameter for the given dimension sizes."""
@@ -99,8 +127,7 @@ class Cell:
         """Run the cell over a sequence: returns (ys [T, B, d_out], final states dict)."""
         backend = backends.get(target)
         call = check_forward(self, p, x, state, lengths)
-        return backend.forward(self.graph, call.params, call.xs, call.state, call.lengths,
-                               call.sizes, call.dtype)
+        return backend.forward(self, call)
 
     def backward(self, p, x, dys, state=None, dfinal=None, target: str = "reference",
                  lengths=None) -> dict:
@@ -115,11 +142,8 @@ class Cell:
         backend = backends.get(target)
         call = check_forward(self, p, x, state, lengths)
         dys, dfinal = check_backward(self, call, dys, dfinal)
-        bgraph = self.backward_graph
-        _, _, tape = backend.forward(self.graph, call.params, call.xs, call.state, call.lengths,
-                                     call.sizes, call.dtype, backward=bgraph)
-        dparams, dxs, dstate = backend.backward(self.graph, bgraph, tape, call.params, call.xs,
-                                                dys, dfinal, call.lengths, call.sizes, call.dtype)
+        _, _, tape = backend.train(self, call)
+        dparams, dxs, dstate = backend.backward(self, call, tape, dys, dfinal)
         dx = dxs if isinstance(x, dict) else dxs[self.inputs[0]]
         return {"params": dparams, "x": dx, "state": dstate}
 
