@@ -120,3 +120,18 @@ def test_show_backward_stage(capsys):
     code, out, _ = run_cli(capsys, "show", "lstm", "--stage", "backward", "--format", "json")
     doc = json.loads(out)
     assert doc["kind"] == "backward" and set(doc["results"]) == {"state", "x", "params"}
+
+
+def test_show_plan_and_pass_stages(capsys):
+    code, out, _ = run_cli(capsys, "show", "lstm", "--stage", "plan")
+    assert code == 0 and out == rnncc.load("lstm").show("text", stage="plan")
+    assert "per step, t = 0 .. T-1 (B rows):" in out
+    code, out, _ = run_cli(capsys, "show", "gru", "--stage", "plan", "--format", "json")
+    doc = json.loads(out)
+    assert doc["forward"]["per_step"][0]["shape"] == [["B", "H"], ["H", "3H"]]
+    code, out, _ = run_cli(capsys, "show", "lstm", "--stage", "stack")
+    assert code == 0 and "stack_rows W_i W_f W_g W_o" in out
+    code, out, _ = run_cli(capsys, "show", "lstm", "--stage", "backward:schedule")
+    assert code == 0 and "[step kernel 0]" in out and "[after gemm 1]" in out
+    code, _, err = run_cli(capsys, "show", "lstm", "--stage", "plan", "--format", "dot")
+    assert code == 1 and "text or json" in err

@@ -1,5 +1,7 @@
 """Property-based tests: random valid specs compile and compute what an independent numpy oracle
 computes; corrupted specs raise SpecError and nothing else."""
+import os
+
 import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -10,6 +12,8 @@ from rnncc import SpecError
 from .strategies import cell_specs
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# RNNCC_EXAMPLES=10 runs ten times as many examples: a deeper search before a release.
+SCALE = int(os.environ.get("RNNCC_EXAMPLES", "1"))
 
 
 def random_arguments(gen, cell, seed):
@@ -24,7 +28,7 @@ def random_arguments(gen, cell, seed):
     return p, xs, state, lengths
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=150 * SCALE, **SETTINGS)
 @given(gen=cell_specs(), seed=st.integers(0, 2**16))
 def test_random_specs_compile_and_match_the_oracle(gen, seed):
     cell = rnncc.compile(gen.text)
@@ -98,7 +102,7 @@ KINDS = ["drop-update", "duplicate-equation", "unknown-function", "dangling-oper
          "unknown-output", "assign-input", "scalar-state", "nesting"]
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=150 * SCALE, **SETTINGS)
 @given(gen=cell_specs(max_depth=2), kind=st.sampled_from(KINDS), pick=st.integers(0, 10**6))
 def test_corrupted_specs_raise_spec_error(gen, kind, pick):
     bad = corrupt(gen.text, kind, pick)
@@ -111,7 +115,7 @@ def test_corrupted_specs_raise_spec_error(gen, kind, pick):
         raise AssertionError(f"{kind} corruption compiled:\n{bad}")
 
 
-@settings(max_examples=300, **SETTINGS)
+@settings(max_examples=300 * SCALE, **SETTINGS)
 @given(gen=cell_specs(max_depth=2),
        edits=st.lists(st.tuples(st.sampled_from(["insert", "delete", "replace"]),
                                 st.integers(0, 10**6),
@@ -145,7 +149,7 @@ def test_random_edits_compile_or_raise_spec_error(gen, edits):
 
 # Derandomized: finite differences are wrong within 2h of a relu/abs/max/min kink, which random
 # data hits with a small probability; a fixed sequence of examples keeps CI deterministic.
-@settings(max_examples=100, derandomize=True, **SETTINGS)
+@settings(max_examples=100 * SCALE, derandomize=True, **SETTINGS)
 @given(gen=cell_specs(), seed=st.integers(0, 2**16))
 def test_random_specs_gradients_match_finite_differences(gen, seed):
     """The dot-product test on random specs: <J v, u> by a directional finite difference equals
@@ -163,7 +167,7 @@ def test_random_specs_gradients_match_finite_differences(gen, seed):
 
 # --- the optimizer and the plan -----------------------------------------------------------------
 
-@settings(max_examples=60, **SETTINGS)
+@settings(max_examples=60 * SCALE, **SETTINGS)
 @given(gen=cell_specs(), seed=st.integers(0, 2**16))
 def test_random_specs_passes_and_plan_preserve_meaning(gen, seed):
     """After every pass the graphs compute what they computed before, and the Plan interpreter
