@@ -131,7 +131,7 @@ def test_show_plan_and_pass_stages(capsys):
     assert doc["forward"]["per_step"][0]["shape"] == [["B", "H"], ["H", "3H"]]
     code, out, _ = run_cli(capsys, "show", "lstm", "--stage", "stack")
     assert code == 0 and "stack_rows W_i W_f W_g W_o" in out
-    code, out, _ = run_cli(capsys, "show", "lstm", "--stage", "backward:schedule")
+    code, out, _ = run_cli(capsys, "show", "lstm", "--stage", "backward:fuse")
     assert code == 0 and "[step kernel 0]" in out and "[after gemm 1]" in out
     code, _, err = run_cli(capsys, "show", "lstm", "--stage", "plan", "--format", "dot")
     assert code == 1 and "text or json" in err

@@ -6,9 +6,12 @@
     dce       dead code                         (dce.py)
     stack     shared products stacked           (stack_products.py)
     cleanup   cse and dce again, for the stacked graph
+    hoist     each node's phase: parameters only, before / in / after the time loop (hoist.py)
+    fuse      each phase's GEMMs and fused kernels, in order                  (fuse.py)
 
-The same pipeline runs on the forward and on the backward step graph; planning (hoisting out of
-the time loop, fusion into kernels) follows in rnncc/plan/.
+The same pipeline runs on the forward and on the backward step graph. The last two change no
+node: they record decisions (graph.phase, graph.stage) that rnncc/plan/lower.py writes down as a
+Plan.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from ..graph import Graph, verify
 from .cse import cse
 from .dce import dce
 from .fold_constants import fold_constants
+from .fuse import fuse
+from .hoist import hoist
 from .simplify import simplify
 from .stack_products import stack_products
 
@@ -31,6 +36,8 @@ PIPELINE = [
     ("dce", dce),
     ("stack", stack_products),
     ("cleanup", cleanup),
+    ("hoist", hoist),
+    ("fuse", fuse),
 ]
 PASS_NAMES = [name for name, _ in PIPELINE]
 
@@ -47,4 +54,4 @@ def optimize(graph: Graph, until: str | None = None) -> Graph:
 
 
 __all__ = ["PIPELINE", "PASS_NAMES", "optimize", "cleanup", "cse", "dce", "fold_constants",
-           "simplify", "stack_products"]
+           "fuse", "hoist", "simplify", "stack_products"]

@@ -1,15 +1,13 @@
 """Planning: the optimized step graphs of a cell become a Plan (plan.py) that backends execute.
 
     forward graph --differentiate--> backward graph       (autodiff: what forward must save)
-    forward graph + saved results --optimize--> --hoist--> --fuse--> --lower--> forward GraphPlan
-    backward graph                --optimize--> --hoist--> --fuse--> --lower--> backward GraphPlan
+    forward graph + saved results --optimize (passes, up to hoist, fuse)--> --lower--> GraphPlan
+    backward graph                --optimize (passes, up to hoist, fuse)--> --lower--> GraphPlan
 """
 from __future__ import annotations
 
 from ..graph import Graph, verify
 from ..passes import optimize
-from ..passes.fuse import fuse
-from ..passes.hoist import hoist
 from ..passes.rewrite import Draft
 from .lower import lower
 from .plan import Plan
@@ -22,13 +20,9 @@ def with_saved(forward: Graph, backward: Graph) -> Graph:
     return verify(draft.finish())
 
 
-def schedule(graph: Graph) -> Graph:
-    return fuse(hoist(optimize(graph)))
-
-
 def make_plan(forward: Graph, backward: Graph) -> Plan:
-    return Plan(forward.name, lower(schedule(with_saved(forward, backward))),
-                lower(schedule(backward)))
+    return Plan(forward.name, lower(optimize(with_saved(forward, backward))),
+                lower(optimize(backward)))
 
 
-__all__ = ["Plan", "make_plan", "schedule", "with_saved", "lower"]
+__all__ = ["Plan", "make_plan", "with_saved", "lower"]

@@ -56,6 +56,8 @@ class _Lowering:
             names[n] = name
 
         preferred: dict[int, str] = {}
+        for label, n in g.results.get("saved", {}).items():  # as backward calls them
+            preferred.setdefault(n, label)
         if g.kind == "backward":
             for group in ("state", "x", "params"):
                 for name, n in g.results[group].items():

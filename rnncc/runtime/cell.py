@@ -14,12 +14,11 @@ from ..frontend import Spec, decode, parse_spec, read_source
 from ..frontend.source import Source
 from ..graph import FORMATS, Graph, build, verify
 from ..passes import PASS_NAMES, optimize
-from ..plan import Plan, make_plan, schedule, with_saved
+from ..plan import Plan, make_plan, with_saved
 from .arguments import check_backward, check_forward, float_dtype
 
 # What `show` can print: the graphs as built, after any pass, scheduled, and the plan.
-STAGES = ("forward", "backward", *PASS_NAMES, *(f"backward:{p}" for p in PASS_NAMES),
-          "schedule", "backward:schedule", "plan")
+STAGES = ("forward", "backward", *PASS_NAMES, *(f"backward:{p}" for p in PASS_NAMES), "plan")
 
 SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
 
@@ -63,9 +62,8 @@ class Cell:
         as json.
 
         stage: "forward" (the graph the spec becomes), "backward" (its derivative), a pass name
-        ("cse", "stack", ...: the forward graph after that pass; "backward:cse" the backward
-        one), "schedule" / "backward:schedule" (optimized, with each node's phase and kernel),
-        or "plan".
+        ("cse", "stack", ..., "fuse": the forward graph after that pass, "backward:cse" the
+        backward one; after hoist and fuse each node shows its phase and kernel), or "plan".
         """
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
@@ -80,10 +78,9 @@ class Cell:
         elif stage == "backward":
             graph = self.backward_graph
         else:  # the graphs the plan is made from: forward for training, with its saved values
-            name = stage.removeprefix("backward:")
             base = (self.backward_graph if stage.startswith("backward:")
                     else with_saved(self.graph, self.backward_graph))
-            graph = schedule(base) if name == "schedule" else optimize(base, until=name)
+            graph = optimize(base, until=stage.removeprefix("backward:"))
         return FORMATS[format](graph)
 
     def shape(self, name: str, **sizes) -> tuple:
