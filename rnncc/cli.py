@@ -15,6 +15,7 @@ from . import __version__
 from .errors import SpecError
 from .graph import FORMATS
 from .runtime import compile as compile_cell
+from .passes import PASS_NAMES
 from .runtime.cell import STAGES
 from .runtime import load, shipped
 from .runtime.gradcheck import check_gradients, default_sizes, random_problem
@@ -141,6 +142,17 @@ def _run(args, extra, parser) -> int:
     return 0
 
 
+def _common_options(command: argparse.ArgumentParser, T: int, B: int) -> None:
+    """What `run` and `check` both take: the spec, sizes, sequence shape, seed and target."""
+    command.add_argument("spec", metavar="SPEC", help="a .cell file, or a shipped spec's name")
+    command.add_argument("--dims", type=_dims, metavar="NAME=N,...", help="dimension sizes")
+    command.add_argument("--T", type=_positive_int, default=T, help=f"time steps (default {T})")
+    command.add_argument("--B", type=_positive_int, default=B, help=f"batch rows (default {B})")
+    command.add_argument("--seed", type=int, default=0, help="parameter and data seed (default 0)")
+    command.add_argument("--target", default="reference",
+                         help="backend: reference (default) or plan")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnncc", description="rnncc compiles recurrent-cell specs (gate equations) into "
@@ -153,8 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("spec", metavar="SPEC", help="a .cell file, or a shipped spec's name")
     show.add_argument("--format", choices=list(FORMATS), default="text",
                       help="text (one line per node), dot (Graphviz) or json")
-    show.add_argument("--stage", choices=list(STAGES), default="forward",
-                      help="forward: the graph the spec becomes; backward: its derivative")
+    show.add_argument("--stage", choices=list(STAGES), default="forward", metavar="STAGE",
+                      help="forward (the graph the spec becomes), backward (its derivative), a "
+                      "pass name (the forward graph after it; backward:NAME the backward one), "
+                      f"or plan. Passes: {', '.join(PASS_NAMES)}")
     show.set_defaults(func=_show, subparser=show)
 
     run = commands.add_parser(
@@ -162,13 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a cell over random data and print shapes and checksums. Give every "
         "dimension of the spec a size, as --NAME N (e.g. --I 32 --H 64) or --dims I=32,H=64.",
         epilog="example: rnncc run specs/lstm.cell --I 32 --H 64 --T 100 --B 16")
-    run.add_argument("spec", metavar="SPEC", help="a .cell file, or a shipped spec's name")
-    run.add_argument("--dims", type=_dims, metavar="NAME=N,...", help="dimension sizes")
-    run.add_argument("--T", type=_positive_int, default=10, help="time steps (default 10)")
-    run.add_argument("--B", type=_positive_int, default=4, help="batch rows (default 4)")
-    run.add_argument("--seed", type=int, default=0, help="parameter and data seed (default 0)")
+    _common_options(run, T=10, B=4)
     run.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    run.add_argument("--target", default="reference", help="backend (default reference)")
     run.set_defaults(func=_run, subparser=run)
 
     check = commands.add_parser(
@@ -178,14 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         "each one's worst relative error, then PASS, or FAIL with exit status 1. Dimensions "
         "default to small distinct sizes (3, 4, ...); set them with --NAME N or --dims.",
         epilog="example: rnncc check specs/gru.cell --dims I=3,H=4 --T 5 --B 2")
-    check.add_argument("spec", metavar="SPEC", help="a .cell file, or a shipped spec's name")
-    check.add_argument("--dims", type=_dims, metavar="NAME=N,...", help="dimension sizes")
-    check.add_argument("--T", type=_positive_int, default=5, help="time steps (default 5)")
-    check.add_argument("--B", type=_positive_int, default=2, help="batch rows (default 2)")
-    check.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    _common_options(check, T=5, B=2)
     check.add_argument("--ragged", action="store_true",
                        help="give the rows different lengths (row 0 runs all T steps)")
-    check.add_argument("--target", default="reference", help="backend (default reference)")
     check.set_defaults(func=_check, subparser=check)
     return parser
 

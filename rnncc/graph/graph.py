@@ -98,6 +98,21 @@ class Graph:
         """name -> node id of the bound leaves of one kind ('input', 'state', 'param', ...)."""
         return {self.node(n).name: n for n in self.order if self.node(n).op == op}
 
+    def per_row(self) -> dict[int, bool]:
+        """node -> whether its value is one per batch row (not shared by all rows): inputs,
+        states, gradients and saved values are; parameters, constants, stacked parameters and
+        sums over the batch are not; any other op is if one of its arguments is."""
+        per_row: dict[int, bool] = {}
+        for n in self.order:
+            node = self.node(n)
+            if node.opdef.kind == "leaf":
+                per_row[n] = node.op != "param"
+            elif node.opdef.kind in ("constant", "batch_reduce") or node.op == "stack_rows":
+                per_row[n] = False
+            else:
+                per_row[n] = any(per_row[a] for a in node.args)
+        return per_row
+
     def users(self, nid: int) -> list[int]:
         return sorted(set(self.nx.successors(nid)))
 

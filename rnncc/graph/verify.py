@@ -86,20 +86,11 @@ def _verify_forward(graph: Graph) -> None:
             raise GraphError(f"the new value of state {name} has the wrong shape")
 
 
-def _batch_reduced(graph: Graph, nid: int) -> bool:
-    """Is the value summed over the batch rows (no longer one per row)?"""
-    node = graph.node(nid)
-    if node.opdef.kind in ("batch_reduce", "constant"):
-        return True
-    if node.opdef.kind in ("elementwise", "view", "stack"):
-        return all(_batch_reduced(graph, a) for a in node.args)
-    return False
-
-
 def _verify_backward(graph: Graph) -> None:
     """Every input, state and parameter gets a gradient of its own shape; a parameter's is summed
     over the batch rows; saved leaves are exactly the ones listed in graph.saved."""
     groups = {"state": graph.states, "x": graph.inputs, "params": graph.params}
+    per_row = graph.per_row()
     if set(graph.results) != set(groups):
         raise GraphError(f"a backward graph's results are {sorted(groups)}, got "
                          f"{sorted(graph.results)}")
@@ -111,7 +102,7 @@ def _verify_backward(graph: Graph) -> None:
             node = graph.node(nid)
             if node.shape != graph.node(leaves[name]).shape:
                 raise GraphError(f"the gradient of {name} has shape {show_shape(node.shape)}")
-            if node.op != "zeros" and (group == "params") != _batch_reduced(graph, nid):
+            if node.op != "zeros" and (group == "params") == per_row[nid]:
                 raise GraphError(f"the gradient of {group} {name} is "
                                  f"{'not ' if group == 'params' else ''}summed over the batch")
     saved = graph.leaves("saved")

@@ -147,16 +147,23 @@ def _mask(array: np.ndarray, lengths, T: int) -> np.ndarray:
     return np.where(alive.reshape(alive.shape + (1,) * (array.ndim - 2)), array, 0)
 
 
-def run_forward(plan: GraphPlan, params: dict, xs: dict, state: dict, lengths,
-                sizes: dict, dtype, keep: bool = False):
-    """Execute a forward plan. Returns (ys, final) or, with keep=True, (ys, final, tape): the
-    tape holds what the backward plan reads (state trajectory and saved values)."""
+def _executor(plan: GraphPlan, params: dict, xs: dict, lengths, sizes: dict, dtype) -> _Executor:
+    """An executor with the parameters and inputs bound (both directions read them)."""
     T, B = next(iter(xs.values())).shape[:2]
     ex = _Executor(plan, sizes, dtype, T, B, lengths)
     for name, buf in plan.leaves["param"].items():
         ex.bind(buf, params[name])
     for name, buf in plan.leaves["input"].items():
         ex.bind(buf, xs[name])
+    return ex
+
+
+def run_forward(plan: GraphPlan, params: dict, xs: dict, state: dict, lengths,
+                sizes: dict, dtype, keep: bool = False):
+    """Execute a forward plan. Returns (ys, final) or, with keep=True, (ys, final, tape): the
+    tape holds what the backward plan reads (state trajectory and saved values)."""
+    ex = _executor(plan, params, xs, lengths, sizes, dtype)
+    T, B = ex.T, ex.B
     for name, buf in plan.leaves["state"].items():
         ex.bind(buf, state[name])
     ex.prepare()
@@ -202,12 +209,7 @@ def _full(ex: _Executor, name: str) -> np.ndarray:
 def run_backward(plan: GraphPlan, tape: dict, params: dict, xs: dict, dys,
                  dfinal: dict, lengths, sizes: dict, dtype):
     """Execute a backward plan: (parameter gradients, input gradients, initial-state gradients)."""
-    T, B = next(iter(xs.values())).shape[:2]
-    ex = _Executor(plan, sizes, dtype, T, B, lengths)
-    for name, buf in plan.leaves["param"].items():
-        ex.bind(buf, params[name])
-    for name, buf in plan.leaves["input"].items():
-        ex.bind(buf, xs[name])
+    ex = _executor(plan, params, xs, lengths, sizes, dtype)
     for name, buf in plan.leaves["state"].items():
         ex.bind(buf, tape["states"][name])
     for name, buf in plan.leaves["saved"].items():
@@ -223,6 +225,6 @@ def run_backward(plan: GraphPlan, tape: dict, params: dict, xs: dict, dys,
     ex.run(plan.phases["after_loop"], {})
     dparams = {name: np.array(np.broadcast_to(ex.read(buf, {}), params[name].shape), dtype=dtype)
                for name, buf in plan.results["params"].items()}
-    dxs = {name: _mask(_full(ex, buf), lengths, T) for name, buf in plan.results["x"].items()}
+    dxs = {name: _mask(_full(ex, buf), lengths, ex.T) for name, buf in plan.results["x"].items()}
     dstate = {s: ex.carried[plan.carried[s][0]] for s in plan.carried}
     return dparams, dxs, dstate

@@ -6,7 +6,6 @@ file only names buffers and writes the decisions down as steps.
 from __future__ import annotations
 
 from ..graph import Graph
-from ..graph.ops import dim_size  # noqa: F401  (re-exported for backends)
 from ..passes.hoist import GEMMS
 from .plan import PHASES, Buffer, Gemm, GraphPlan, Kernel, Op
 
@@ -26,24 +25,12 @@ def _packed_name(names: list[str]) -> str:
 class _Lowering:
     def __init__(self, graph: Graph):
         self.g = graph
-        self.per_row = self._per_row()
+        self.per_row = graph.per_row()
         self.names = self._names()
         self.buffers: dict[str, Buffer] = {}
         self.stored = self._stored()
 
-    # -- facts about nodes --------------------------------------------------------------------------
-    def _per_row(self) -> dict[int, bool]:
-        g, per_row = self.g, {}
-        for n in g.order:
-            node = g.node(n)
-            if node.opdef.kind == "leaf":
-                per_row[n] = node.op != "param"
-            elif node.opdef.kind in ("constant", "batch_reduce") or node.op == "stack_rows":
-                per_row[n] = False
-            else:
-                per_row[n] = any(per_row[a] for a in node.args)
-        return per_row
-
+    # -- names ---------------------------------------------------------------------------------------
     def _names(self) -> dict[int, str]:
         g, names, taken = self.g, {}, set()
 
