@@ -8,6 +8,8 @@ where `call` is the checked arguments (runtime/arguments.py).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import reference
 from ..plan import interpret
 
@@ -44,7 +46,28 @@ class _Plan:
                                       dfinal, call.lengths, call.sizes, call.dtype)
 
 
-TARGETS = {"reference": _Reference(), "plan": _Plan()}
+class _CPU:
+    """Numba code generated from the Plan: multithreaded, vectorized, BLAS for the GEMMs."""
+
+    def compiled(self, cell, dtype):
+        from .cpu.runtime import Compiled
+        cache = cell.__dict__.setdefault("_cpu_compiled", {})
+        key = np.dtype(dtype)
+        if key not in cache:
+            cache[key] = Compiled(cell, key)
+        return cache[key]
+
+    def forward(self, cell, call):
+        return self.compiled(cell, call.dtype).forward(call)
+
+    def train(self, cell, call):
+        return self.compiled(cell, call.dtype).forward(call, keep=True)
+
+    def backward(self, cell, call, tape, dys, dfinal):
+        return self.compiled(cell, call.dtype).backward(call, tape, dys, dfinal)
+
+
+TARGETS = {"reference": _Reference(), "plan": _Plan(), "cpu": _CPU()}
 
 
 def get(target: str):

@@ -159,7 +159,8 @@ class _Lowering:
                     args.append(self.names[a])
                 elif anode.opdef.kind == "constant":
                     if a not in consts:
-                        consts[a] = Op(self.names[a], anode.op, (), dict(anode.attrs))
+                        consts[a] = Op(self.names[a], anode.op, (), dict(anode.attrs),
+                                       anode.shape, False)
                     args.append(self.names[a])
                 else:
                     buf = self.buffer(a)
@@ -171,7 +172,8 @@ class _Lowering:
                 outputs.append(out)
             else:
                 out = self.names[n]
-            ops.append(Op(out, node.op, tuple(args), dict(node.attrs)))
+            ops.append(Op(out, node.op, tuple(args), dict(node.attrs), node.shape,
+                          self.per_row[n]))
         saved = set(g.results.get("saved", {}).values())
         saves = [self.names[n] for n in nodes if n in saved]
         widths = [g.node(n).shape for n in nodes if len(g.node(n).shape) == 1]

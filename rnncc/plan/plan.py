@@ -63,6 +63,8 @@ class Op:
     op: str
     args: tuple
     attrs: dict = field(default_factory=dict)
+    shape: tuple = ()          # of its value, per row
+    per_row: bool = True       # False: one value for all rows (a batch sum, a constant)
 
     def text(self) -> str:
         attrs = "".join(f" {k}={v}" for k, v in self.attrs.items() if k != "stacked")

@@ -1,0 +1,463 @@
+"""Plan -> Numba source: one function per direction, the whole time loop inside it.
+
+The code printer makes no decisions: phases, GEMMs, kernels and buffers come from the Plan.
+What it chooses is only how to print them:
+
+- a GEMM is np.dot into its output buffer (BLAS), plus an in-place add when it accumulates;
+- a kernel is a loop over its rows (prange: rows spread over Numba's threads), skipping rows
+  past their length, and inside a row its ops in order: consecutive elementwise ops over the same
+  dimension share one inner loop whose intermediates are scalars (LLVM vectorizes it: no libm,
+  see fastmath.py); reductions, concats and batch sums are loops of their own; a value that
+  crosses loops is kept in a workspace array;
+- constants are typed in the run's dtype, so float32 code stays float32.
+
+The generated module is plain text (readable; `rnncc show SPEC --stage cpu` prints it); its
+function arguments are the dimension sizes, T, B, the row lengths and every buffer as an array.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ...graph.ops import Stacked
+from ...plan.plan import Buffer, Gemm, GraphPlan, Kernel
+
+ELEMENTWISE = {"add", "sub", "mul", "div", "neg", "pow", "max", "min", "sigmoid", "tanh", "relu",
+               "exp", "log", "sqrt", "abs", "softplus", "step", "sign", "argmax_weight",
+               "broadcast"}
+
+
+def ident(name: str) -> str:
+    """A Python identifier for a buffer or value name."""
+    text = (name.replace("'", "_new").replace("@", "_at_").replace("^T", "T")
+            .replace("+", "_plus_").replace(".", "_"))
+    return "v_" + re.sub(r"\W", "_", text)
+
+
+def dim_expr(dim) -> str:
+    if isinstance(dim, Stacked):
+        return "(" + " + ".join(dim_expr(p) for p in dim.parts) + ")"
+    return str(dim) if isinstance(dim, int) else f"d_{dim}"
+
+
+def offset_expr(dim: Stacked, index: int) -> str:
+    return " + ".join(dim_expr(p) for p in dim.parts[:index]) or "0"
+
+
+class _Printer:
+    def __init__(self, plan: GraphPlan, dtype, dims: list[str]):
+        self.plan, self.dims = plan, dims
+        self.dtype = np.dtype(dtype)
+        self.suffix = "32" if self.dtype == np.float32 else "64"
+        self.lines: list[str] = []
+        self.consts: dict[float, str] = {}
+        self.workspace: dict[str, tuple] = {}  # kernel-local arrays: name -> (rows, dim)
+        self.captured: list[str] = []          # results copied per step by the loop itself
+
+    # -- names and constants ----------------------------------------------------------------------
+    def const(self, value: float) -> str:
+        if value not in self.consts:
+            self.consts[value] = f"C{len(self.consts)}"
+        return self.consts[value]
+
+    def arrays(self) -> list[tuple]:
+        """The function's array arguments, as (argument, what, buffer or shape):
+        ("buffer", name) every buffer that is not a view; ("every_step", name) the [T, B, ...]
+        copy of a stored buffer, of a carried state (the forward trajectory) or of a result no
+        step stores; ("workspace", (rows, width)) kernel-local arrays."""
+        args = [(ident(b.name), "buffer", b.name) for b in self.plan.buffers.values()
+                if b.view_of is None and b.role != "constant"]
+        every = [b.name for b in self.plan.buffers.values() if b.stored and b.view_of is None]
+        if self.plan.kind == "forward":
+            every += [r for r, _ in self.plan.carried.values()]
+        every += self.captured
+        args += [(ident(name) + "_all", "every_step", name) for name in dict.fromkeys(every)]
+        args += [(name, "workspace", spec) for name, spec in sorted(self.workspace.items())]
+        return args
+
+    # -- buffer access ----------------------------------------------------------------------------
+    def base(self, b: Buffer, t: str | None) -> tuple[str, str]:
+        """(array expression, column offset) of a buffer for one phase: per step reads the
+        step's row block of T*B buffers; after the loop, stored copies."""
+        if b.view_of is not None:
+            parent = self.plan.buffers[b.view_of]
+            array, offset = self.base(parent, t)
+            if b.axis == "rows":
+                start = offset_expr(parent.shape[0], b.index)
+                stop = offset_expr(parent.shape[0], b.index + 1)
+                return f"{array}[{start}:{stop}]", offset
+            extra = offset_expr(parent.shape[-1], b.index)
+            return array, extra if offset == "0" else f"{offset} + {extra}"
+        name = ident(b.name)
+        if b.role == "constant":
+            return name, "0"
+        if b.rows == "T*B" and t is not None:
+            return f"{name}[{t}]", "0"
+        if b.rows == "B" and t is None and b.stored:
+            return f"{name}_all", "0"
+        return name, "0"
+
+    def matrix(self, b: Buffer, t: str | None) -> str:
+        """A buffer as a 2-D array for np.dot: [rows, columns]."""
+        array, offset = self.base(b, t)
+        if offset != "0":
+            width = dim_expr(b.shape[-1])
+            array = f"{array}[..., {offset}:{offset} + {width}]"
+        if b.rows == "none":
+            return array
+        rows_all = (b.rows == "T*B" or (b.rows == "B" and b.stored)) and t is None
+        if rows_all:
+            return f"{array}.reshape(T * B, {self.width(b)})" if offset == "0" else \
+                f"np.ascontiguousarray({array}).reshape(T * B, {self.width(b)})"
+        return array
+
+    def width(self, b: Buffer) -> str:
+        return dim_expr(b.shape[-1]) if b.shape else "1"
+
+    # -- printing ---------------------------------------------------------------------------------
+    def emit(self, indent: int, text: str) -> None:
+        self.lines.append("    " * indent + text)
+
+    def gemm(self, step: Gemm, indent: int, t: str | None) -> None:
+        b = self.plan.buffers
+        a_buf, b_buf, out_buf = b[step.a], b[step.b], b[step.out]
+        a, v, out = self.matrix(a_buf, t), self.matrix(b_buf, t), self.matrix(out_buf, t)
+        if step.op == "matmul":
+            product = (v, f"{a}.T")
+        elif step.op == "matmul_t":
+            product = (v, a)
+        else:
+            product = (f"{a}.T", v)
+        self.emit(indent, f"np.dot({product[0]}, {product[1]}, {out})")
+        if step.accumulate:
+            self.emit(indent, f"{out} += {self.matrix(b[step.accumulate], t)}")
+
+    def kernel(self, step: Kernel, indent: int, t: str | None, phase: str) -> None:
+        _Kernel(self, step, indent, t, phase).print()
+
+    def function(self, name: str) -> str:
+        plan = self.plan
+        body_start = len(self.lines)
+        for step in plan.phases["before_loop"]:
+            self.step(step, 1, None, "before")
+        reverse = plan.kind == "backward"
+        self.emit(1, "for s in range(T):")
+        self.emit(2, f"t = {'T - 1 - s' if reverse else 's'}")
+        if plan.kind == "forward":  # the trajectory backward reads: each step's starting state
+            for read, _ in plan.carried.values():
+                self.emit(2, f"{ident(read)}_all[t] = {ident(read)}")
+        for step in plan.phases["per_step"]:
+            self.step(step, 2, "t", "step")
+        self.carry(2)
+        for step in plan.phases["after_loop"]:
+            self.step(step, 1, None, "after")
+        body = self.lines[body_start:]
+        del self.lines[body_start:]
+        args = ", ".join(["T", "B", "lengths"] + [f"d_{d}" for d in self.dims]
+                         + [a for a, _, _ in self.arrays()])
+        head = [f"@njit(cache=True, parallel=True, error_model='numpy', nogil=True)",
+                f"def {name}({args}):"]
+        return "\n".join(head + body)
+
+    def step(self, step, indent: int, t, phase: str) -> None:
+        if step.kind == "gemm":
+            self.gemm(step, indent, t)
+        else:
+            self.kernel(step, indent, t, phase)
+
+    def carry(self, indent: int) -> None:
+        """End of a step: each carried value becomes the next step's, for the rows that ran."""
+        pairs = [(ident(r), w) for r, w in self.plan.carried.values()]
+        self.emit(indent, "for b in prange(B):")
+        self.emit(indent + 1, "if t < lengths[b]:")
+        for read, written in pairs:
+            wb = self.plan.buffers[written]
+            array, offset = self.base(wb, "t")
+            width = self.width(wb)
+            if wb.rows == "none":
+                src = f"{array}[{offset}:{offset} + {width}]" if offset != "0" else array
+            elif wb.rows == "T*B":
+                src = f"{array}[b, {offset}:{offset} + {width}]"
+            else:
+                src = f"{array}[b, {offset}:{offset} + {width}]"
+            self.emit(indent + 2, f"{read}[b, :] = {src}")
+        for name in self.plan.per_step_results:
+            rb = self.plan.buffers[name]
+            if rb.rows == "B" and not rb.stored:  # a result no kernel stores: copy it here
+                array, offset = self.base(rb, "t")
+                self.emit(indent + 2, f"{ident(name)}_all[t, b, :] = "
+                                      f"{array}[b, {offset}:{offset} + {self.width(rb)}]")
+                self.captured.append(name)
+
+
+class _Kernel:
+    """Prints one fused kernel: a loop over its rows, inside each row its ops."""
+
+    def __init__(self, printer: _Printer, step: Kernel, indent: int, t, phase: str):
+        self.p, self.step, self.indent, self.t, self.phase = printer, step, indent, t, phase
+        self.ops = {op.out: op for op in step.ops}
+        self.users: dict[str, list[str]] = {op.out: [] for op in step.ops}
+        for op in step.ops:
+            for a in op.args:
+                if a in self.users:
+                    self.users[a].append(op.out)
+        self.stored: dict[str, str] = {}    # kernel value -> the array it lives in
+        self.scalars: set[str] = set()      # kernel values held in a local variable
+        self.row = "b" if phase == "step" else "tb"
+
+    # -- where values live --------------------------------------------------------------------------
+    def value(self, name: str, j: str | None, group: set) -> str:
+        """The expression for value `name` (element j of a vector; None for a scalar)."""
+        op = self.ops.get(name)
+        if op is None:
+            return self.buffer_element(self.p.plan.buffers[name], j or "0")
+        if op.op == "const":
+            return self.p.const(op.attrs["value"])
+        if op.op == "size":
+            return f"dtype({dim_expr(op.attrs['dim'])})"
+        if op.op == "zeros":
+            return "ZERO"
+        if op.op == "part" and name not in self.stored:
+            offset = offset_expr(op.attrs["stacked"], op.attrs["index"])
+            return self.value(op.args[0], f"{offset} + {j}", group)
+        if name in group or (name in self.scalars and not op.shape):
+            return f"x_{ident(name)[2:]}"
+        return self.stored_element(name, j or "0")
+
+    def buffer_element(self, b: Buffer, col: str) -> str:
+        """Element `col` of buffer b in this kernel's row (t, b per step; tt, b otherwise)."""
+        if b.view_of is not None:
+            parent = self.p.plan.buffers[b.view_of]
+            if b.axis == "rows":
+                raise NotImplementedError("a kernel reading a row block of a matrix")
+            return self.buffer_element(parent, f"{offset_expr(parent.shape[-1], b.index)} + {col}")
+        name = ident(b.name)
+        col = col if b.shape else "0"
+        if b.rows == "none":
+            return f"{name}[{col}]" if b.shape else f"{name}[()]"
+        if b.rows == "B":
+            return f"{name}[b, {col}]" if self.phase == "step" else f"{name}_all[tt, b, {col}]"
+        return f"{name}[t, b, {col}]" if self.phase == "step" else f"{name}[tt, b, {col}]"
+
+    def stored_element(self, name: str, col: str) -> str:
+        op = self.ops[name]
+        if name in self.step.outputs:
+            return self.buffer_element(self.p.plan.buffers[name], col)
+        array = self.stored[name]
+        col = col if op.shape else "0"
+        if not op.per_row:
+            return f"{array}[{col}]"
+        return f"{array}[{self.row}, {col}]"
+
+    def keep(self, name: str) -> None:
+        """Give a kernel value that crosses loops an array: its output buffer, or a workspace."""
+        op = self.ops[name]
+        if name in self.step.outputs:
+            self.stored[name] = ident(name)
+            return
+        array = f"w_{ident(name)[2:]}"
+        rows = "B" if self.phase == "step" else "T*B"
+        self.p.workspace[array] = (rows if op.per_row else "none", op.shape[-1] if op.shape else 1)
+        self.stored[name] = array
+
+    def store(self, name: str, j: str | None, expr: str, indent: int) -> None:
+        self.p.emit(indent, f"{self.stored_element(name, j or '0')} = {expr}")
+        b = self.p.plan.buffers.get(name)
+        if name in self.step.outputs and b.stored and self.phase == "step":
+            col = (j or "0") if b.shape else "0"
+            self.p.emit(indent, f"{ident(name)}_all[t, b, {col}] = {expr}")
+
+    # -- expressions --------------------------------------------------------------------------------
+    def expr(self, op, j: str | None, group: set) -> str:
+        args = [self.value(a, j if self.is_vector(a) else None, group) for a in op.args]
+        f = self.p.suffix
+        name = op.op
+        if name in ("add", "sub", "mul", "div"):
+            sym = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[name]
+            return f"({args[0]} {sym} {args[1]})"
+        if name == "neg":
+            return f"(-{args[0]})"
+        if name == "pow":
+            return self.power(args[0], op.attrs["exponent"])
+        if name in ("max", "min"):
+            cmp = ">" if name == "max" else "<"
+            a, b = args
+            return f"({a} if ({a} {cmp} {b} or {a} != {a}) else {b})"
+        if name in ("sigmoid", "tanh", "exp", "log", "softplus"):
+            return f"{name}{f}({args[0]})"
+        if name == "sqrt":
+            return f"np.sqrt({args[0]})"
+        if name == "abs":
+            return f"abs({args[0]})"
+        if name == "relu":
+            a = args[0]
+            return f"({a} if ({a} > ZERO or {a} != {a}) else ZERO)"
+        if name == "step":
+            return f"(ONE if {args[0]} > ZERO else ZERO)"
+        if name == "sign":
+            a = args[0]
+            return f"(ONE if {a} > ZERO else (-ONE if {a} < ZERO else {a} * ZERO))"
+        if name == "argmax_weight":
+            a, b = args
+            return f"(ONE if {a} > {b} else (HALF if {a} == {b} else ZERO))"
+        if name == "broadcast":
+            return args[0]
+        raise NotImplementedError(f"op {name} in a CPU kernel")
+
+    def power(self, a: str, p: float) -> str:
+        if p == int(p) and 0 < abs(p) <= 8:
+            product = " * ".join([a] * int(abs(p)))
+            return f"({product})" if p > 0 else f"(ONE / ({product}))"
+        if p == 0.5:
+            return f"np.sqrt({a})"
+        if p == -0.5:
+            return f"(ONE / np.sqrt({a}))"
+        if p == 0:
+            return "ONE"
+        f = self.p.suffix
+        return f"exp{f}({self.p.const(p)} * log{f}({a}))"
+
+    def is_vector(self, name: str) -> bool:
+        op = self.ops.get(name)
+        shape = op.shape if op is not None else self.p.plan.buffers[name].shape
+        return bool(shape)
+
+    # -- the kernel -----------------------------------------------------------------------------------
+    def print(self) -> None:
+        p, ind = self.p, self.indent
+        row_ops = [op for op in self.step.ops if op.per_row and op.op not in ("const", "size")]
+        after_ops = [op for op in self.step.ops if not op.per_row
+                     and op.op not in ("const", "size")]
+        if self.step.rows == "none":
+            self.body(row_ops + after_ops, ind, rows=False)
+            return
+        if self.phase == "step":
+            p.emit(ind, "for b in prange(B):")
+            p.emit(ind + 1, "if t < lengths[b]:")
+        else:
+            p.emit(ind, "for tb in prange(T * B):")
+            p.emit(ind + 1, "tt = tb // B")
+            p.emit(ind + 1, "b = tb - tt * B")
+            p.emit(ind + 1, "if tt < lengths[b]:")
+        if row_ops:
+            self.body(row_ops, ind + 2, rows=True)
+        else:
+            del p.lines[-(2 if self.phase == "step" else 4):]
+        if after_ops:
+            self.body(after_ops, ind, rows=False)
+
+    def body(self, ops, indent: int, rows: bool) -> None:
+        group: list = []
+        for op in ops:
+            vector_elementwise = op.op in ELEMENTWISE and op.shape
+            if vector_elementwise and group and group[0].shape[-1] == op.shape[-1]:
+                group.append(op)
+                continue
+            self.flush(group, indent)
+            group = [op] if vector_elementwise else []
+            if not vector_elementwise:
+                self.single(op, indent)
+        self.flush(group, indent)
+
+    def crosses(self, name: str, group_names: set) -> bool:
+        return name in self.step.outputs or any(u not in group_names for u in self.users[name])
+
+    def flush(self, group: list, indent: int) -> None:
+        if not group:
+            return
+        names = {op.out for op in group}
+        width = dim_expr(group[0].shape[-1])
+        for op in group:
+            if self.crosses(op.out, names):
+                self.keep(op.out)
+        self.p.emit(indent, f"for j in range({width}):")
+        for op in group:
+            self.p.emit(indent + 1, f"x_{ident(op.out)[2:]} = {self.expr(op, 'j', names)}")
+            if op.out in self.stored:
+                self.store(op.out, "j", f"x_{ident(op.out)[2:]}", indent + 1)
+
+    def single(self, op, indent: int) -> None:
+        p = self.p
+        local = f"x_{ident(op.out)[2:]}"
+        if op.op in ELEMENTWISE:  # a scalar per row
+            p.emit(indent, f"{local} = {self.expr(op, None, set())}")
+            self.scalars.add(op.out)
+            if self.crosses(op.out, {op.out}) and op.out in self.step.outputs:
+                self.keep(op.out)
+                self.store(op.out, None, local, indent)
+            return
+        if op.op in ("mean", "sum"):
+            (arg,) = op.args
+            if self.is_vector(arg):
+                dim = self.dim_of(arg)
+                p.emit(indent, f"{local} = ZERO")
+                p.emit(indent, f"for j in range({dim_expr(dim)}):")
+                p.emit(indent + 1, f"{local} += {self.value(arg, 'j', set())}")
+                if op.op == "mean":
+                    p.emit(indent, f"{local} = {local} / dtype({dim_expr(dim)})")
+            else:
+                p.emit(indent, f"{local} = {self.value(arg, None, set())}")
+            self.scalars.add(op.out)
+            if op.out in self.step.outputs:
+                self.keep(op.out)
+                self.store(op.out, None, local, indent)
+            return
+        if op.op == "part":
+            if op.out in self.step.outputs or not op.per_row:
+                self.keep(op.out)
+                offset = offset_expr(op.attrs["stacked"], op.attrs["index"])
+                p.emit(indent, f"for j in range({dim_expr(op.shape[-1])}):")
+                self.store(op.out, "j", self.value(op.args[0], f"{offset} + j", set()),
+                           indent + 1)
+            return  # otherwise read through its source
+        if op.op == "concat":
+            self.keep(op.out)
+            stacked = op.shape[-1]
+            for k, arg in enumerate(op.args):
+                offset = offset_expr(stacked, k)
+                p.emit(indent, f"for j in range({dim_expr(stacked.parts[k])}):")
+                self.store(op.out, f"{offset} + j", self.value(arg, "j", set()), indent + 1)
+            return
+        if op.op == "batch_sum":
+            self.keep(op.out)
+            (arg,) = op.args
+            p.emit(indent, f"for j in range({dim_expr(op.shape[-1])}):")
+            p.emit(indent + 1, "acc = ZERO")
+            p.emit(indent + 1, "for tt in range(T):")
+            p.emit(indent + 2, "for b in range(B):")
+            p.emit(indent + 3, "tb = tt * B + b")
+            p.emit(indent + 3, "if tt < lengths[b]:")
+            p.emit(indent + 4, f"acc += {self.value(arg, 'j', set())}")
+            self.store(op.out, "j", "acc", indent + 1)
+            return
+        raise NotImplementedError(f"op {op.op} in a CPU kernel")
+
+    def dim_of(self, name: str):
+        op = self.ops.get(name)
+        return (op.shape if op is not None else self.p.plan.buffers[name].shape)[-1]
+
+
+def generate(plans: dict, dtype, dims: list[str]) -> tuple[str, dict]:
+    """The module's source for GraphPlans {function name: plan}, and each function's argument
+    list (see _Printer.arrays)."""
+    dtype = np.dtype(dtype)
+    suffix = "32" if dtype == np.float32 else "64"
+    functions, signatures, consts = [], {}, {}
+    for name, plan in plans.items():
+        printer = _Printer(plan, dtype, dims)
+        printer.consts = consts
+        functions.append(printer.function(name))
+        signatures[name] = printer.arrays()
+    names = ", ".join(f"{f}{suffix}" for f in ("exp", "log", "sigmoid", "softplus", "tanh"))
+    head = [
+        '"""Generated by rnncc from a cell\'s plan; do not edit (the cache regenerates it)."""',
+        "import numpy as np",
+        "from numba import njit, prange",
+        f"from rnncc.backends.cpu.fastmath import {names}",
+        "",
+        f"dtype = np.{dtype.name}",
+        "ZERO, HALF, ONE = dtype(0.0), dtype(0.5), dtype(1.0)",
+    ]
+    head += [f"{c} = dtype({value!r})" for value, c in consts.items()]
+    return "\n".join(head + ["", ""] + ["\n\n\n".join(functions)]) + "\n", signatures

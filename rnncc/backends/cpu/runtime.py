@@ -1,0 +1,189 @@
+"""Compiling generated modules (with a disk cache) and calling them.
+
+Numba cannot cache functions made by exec() from a string (numba issue 3501), so the generated
+source is written to a real file in the cache directory, named by a hash of everything that
+decides the compiled code: the source, the fastmath module it imports, and the versions of
+rnncc, Numba and numpy. Numba's own cache (cache=True) keeps the machine code beside it, so a
+second process loads a compiled cell instead of compiling it. RNNCC_CACHE_DIR moves the cache
+(default ~/.cache/rnncc).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from ...graph.ops import dim_size
+from . import fastmath
+from .codegen import generate
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("RNNCC_CACHE_DIR", Path.home() / ".cache" / "rnncc"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _fingerprint(source: str) -> str:
+    from ... import __version__
+    h = hashlib.sha256()
+    for part in (source, Path(fastmath.__file__).read_text(), __version__, numba.__version__,
+                 np.__version__):
+        h.update(part.encode())
+    return h.hexdigest()[:24]
+
+
+def load(source: str):
+    """Import generated `source` from its file in the cache (writing the file if new)."""
+    key = _fingerprint(source)
+    name = f"rnncc_cell_{key}"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = cache_dir() / f"{name}.py"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(source)
+        os.replace(tmp, path)  # atomic: another process may be writing the same file
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class Compiled:
+    """A cell's plan compiled for one dtype: forward() and backward() over numpy arrays."""
+
+    def __init__(self, cell, dtype):
+        self.cell, self.dtype = cell, np.dtype(dtype)
+        plan = cell.plan
+        self.plans = {"forward": plan.forward, "backward": plan.backward}
+        self.source, self.signatures = generate(self.plans, self.dtype, cell.dims)
+        self.module = load(self.source)
+
+    # -- arrays ---------------------------------------------------------------------------------------
+    def _shape(self, b, sizes, T, B) -> tuple:
+        per_row = tuple(dim_size(d, sizes) for d in b.shape)
+        if b.rows == "none":
+            return per_row
+        per_row = per_row or (1,)
+        return (B, *per_row) if b.rows == "B" else (T, B, *per_row)
+
+    def _arrays(self, direction: str, bound: dict, sizes, T, B) -> dict:
+        plan = self.plans[direction]
+        arrays = {}
+        for arg, what, spec in self.signatures[direction]:
+            if what == "buffer":
+                b = plan.buffers[spec]
+                shape = self._shape(b, sizes, T, B)
+                if spec in bound:
+                    value = np.ascontiguousarray(bound[spec], dtype=self.dtype)
+                    arrays[arg] = np.array(np.broadcast_to(value, shape), dtype=self.dtype)
+                elif b.role == "packed":
+                    arrays[arg] = np.ascontiguousarray(np.concatenate(
+                        [bound[plan.leaves["param"][p]] for p in b.pack], axis=0),
+                        dtype=self.dtype)
+                else:
+                    arrays[arg] = np.zeros(shape, dtype=self.dtype)
+            elif what == "every_step":
+                b = plan.buffers[spec]
+                per_row = tuple(dim_size(d, sizes) for d in b.shape) or (1,)
+                arrays[arg] = np.zeros((T, B, *per_row), dtype=self.dtype)
+            else:
+                rows, width = spec
+                w = dim_size(width, sizes) if not isinstance(width, int) else width
+                shape = {"B": (B, w), "T*B": (T * B, w), "none": (w,)}[rows]
+                arrays[arg] = np.zeros(shape, dtype=self.dtype)
+        return arrays
+
+    def _run(self, direction: str, arrays: dict, sizes, T, B, lengths) -> None:
+        lengths = (np.full(B, T, dtype=np.int64) if lengths is None
+                   else np.ascontiguousarray(lengths, dtype=np.int64))
+        fn = getattr(self.module, direction)
+        fn(T, B, lengths, *(sizes[d] for d in self.cell.dims),
+           *(arrays[arg] for arg, _, _ in self.signatures[direction]))
+
+    def _whole(self, direction: str, arrays: dict, name: str, sizes) -> np.ndarray:
+        """A buffer's value for every step ([T, B, ...]), or its only value ("none" rows)."""
+        from .codegen import ident, offset_expr  # noqa: F401
+        plan = self.plans[direction]
+        b = plan.buffers[name]
+        every = ident(name) + "_all"
+        if every in arrays:
+            return arrays[every]
+        if b.view_of is not None:
+            parent = plan.buffers[b.view_of]
+            axis = 0 if b.axis == "rows" else -1
+            from ...graph.ops.base import part_offsets
+            start, stop = part_offsets(parent.shape[axis], sizes)[b.index]
+            whole = self._whole(direction, arrays, b.view_of, sizes)
+            return whole[start:stop] if b.axis == "rows" else whole[..., start:stop]
+        return arrays[ident(name)]
+
+    # -- the directions --------------------------------------------------------------------------------
+    def forward(self, call, keep: bool = False):
+        from .codegen import ident
+        plan = self.plans["forward"]
+        bound = {plan.leaves["param"][n]: v for n, v in call.params.items()}
+        bound.update({plan.leaves["input"][n]: _mask(v, call.lengths, call.T)
+                      for n, v in call.xs.items()})
+        bound.update({plan.leaves["state"][n]: v for n, v in call.state.items()})
+        arrays = self._arrays("forward", bound, call.sizes, call.T, call.B)
+        self._run("forward", arrays, call.sizes, call.T, call.B, call.lengths)
+        out = next(iter(plan.results["output"].values()))
+        d_out = arrays_shape_last(plan.buffers[out], call.sizes)
+        ys = _mask(np.array(np.broadcast_to(self._whole("forward", arrays, out, call.sizes),
+                                            (call.T, call.B, d_out)), dtype=self.dtype),
+                   call.lengths, call.T)
+        final = {s: arrays[ident(plan.leaves["state"][s])].copy() for s in call.state}
+        if not keep:
+            return ys, final
+        states = {s: arrays[ident(plan.leaves["state"][s]) + "_all"] for s in call.state}
+        saved = {label: np.array(self._whole("forward", arrays, buf, call.sizes))
+                 for label, buf in plan.results.get("saved", {}).items()}
+        return ys, final, {"states": states, "saved": saved}
+
+    def backward(self, call, tape, dys, dfinal):
+        from .codegen import ident
+        plan = self.plans["backward"]
+        bound = {plan.leaves["param"][n]: v for n, v in call.params.items()}
+        bound.update({plan.leaves["input"][n]: _mask(v, call.lengths, call.T)
+                      for n, v in call.xs.items()})
+        bound.update({plan.leaves["state"][n]: v for n, v in tape["states"].items()})
+        bound.update({plan.leaves["saved"][n]: v for n, v in tape["saved"].items()})
+        for name, buf in plan.leaves["grad"].items():
+            if name == "dy":
+                dy = _mask(dys, call.lengths, call.T)
+                bound[buf] = dy if plan.buffers[buf].shape else dy[..., :1]
+            else:
+                bound[buf] = dfinal[name[1:-1]]
+        arrays = self._arrays("backward", bound, call.sizes, call.T, call.B)
+        self._run("backward", arrays, call.sizes, call.T, call.B, call.lengths)
+        dparams = {n: np.array(np.broadcast_to(self._whole("backward", arrays, buf, call.sizes),
+                                               call.params[n].shape), dtype=self.dtype)
+                   for n, buf in plan.results["params"].items()}
+        dxs = {}
+        for n, buf in plan.results["x"].items():
+            full = np.broadcast_to(self._whole("backward", arrays, buf, call.sizes),
+                                   call.xs[n].shape)
+            dxs[n] = _mask(np.array(full, dtype=self.dtype), call.lengths, call.T)
+        dstate = {s: arrays[ident(plan.carried[s][0])].copy() for s in plan.carried}
+        return dparams, dxs, dstate
+
+
+def arrays_shape_last(b, sizes) -> int:
+    return dim_size(b.shape[-1], sizes) if b.shape else 1
+
+
+def _mask(array: np.ndarray, lengths, T: int) -> np.ndarray:
+    """Zero every position past its row's length (so no padding reaches a GEMM over all rows)."""
+    if lengths is None:
+        return array
+    alive = np.arange(T)[:, None] < lengths[None, :]
+    return np.where(alive.reshape(alive.shape + (1,) * (array.ndim - 2)), array, 0).astype(
+        array.dtype)
