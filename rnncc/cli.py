@@ -150,7 +150,7 @@ def _common_options(command: argparse.ArgumentParser, T: int, B: int) -> None:
     command.add_argument("--B", type=_positive_int, default=B, help=f"batch rows (default {B})")
     command.add_argument("--seed", type=int, default=0, help="parameter and data seed (default 0)")
     command.add_argument("--target", default="reference",
-                         help="backend: reference (default) or plan")
+                         help="backend: reference (default), plan or cpu")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--stage", choices=list(STAGES), default="forward", metavar="STAGE",
                       help="forward (the graph the spec becomes), backward (its derivative), a "
                       "pass name (the forward graph after it; backward:NAME the backward one), "
-                      f"or plan. Passes: {', '.join(PASS_NAMES)}")
+                      f"plan, or cpu (the generated Numba source). Passes: {', '.join(PASS_NAMES)}")
     show.set_defaults(func=_show, subparser=show)
 
     run = commands.add_parser(

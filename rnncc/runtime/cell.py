@@ -18,7 +18,8 @@ from ..plan import Plan, make_plan, with_saved
 from .arguments import check_backward, check_forward, float_dtype
 
 # What `show` can print: the graphs as built, after any pass, scheduled, and the plan.
-STAGES = ("forward", "backward", *PASS_NAMES, *(f"backward:{p}" for p in PASS_NAMES), "plan")
+STAGES = ("forward", "backward", *PASS_NAMES, *(f"backward:{p}" for p in PASS_NAMES), "plan",
+          "cpu")
 
 SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
 
@@ -63,10 +64,17 @@ class Cell:
 
         stage: "forward" (the graph the spec becomes), "backward" (its derivative), a pass name
         ("cse", "stack", ..., "fuse": the forward graph after that pass, "backward:cse" the
-        backward one; after hoist and fuse each node shows its phase and kernel), or "plan".
+        backward one; after hoist and fuse each node shows its phase and kernel), "plan", or
+        "cpu" (the Numba source the cpu target compiles, for float32).
         """
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
+        if stage == "cpu":
+            if format != "text":
+                raise ValueError(f"the generated source prints as text, not {format!r}")
+            from ..backends.cpu.codegen import generate
+            plans = {"forward": self.plan.forward, "backward": self.plan.backward}
+            return generate(plans, np.float32, self.dims)[0]
         if stage == "plan":
             if format not in ("text", "json"):
                 raise ValueError(f"the plan prints as text or json, not {format!r}")

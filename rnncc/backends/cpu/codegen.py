@@ -101,14 +101,14 @@ class _Printer:
     def matrix(self, b: Buffer, t: str | None) -> str:
         """A buffer as a 2-D array for np.dot: [rows, columns]."""
         array, offset = self.base(b, t)
-        if offset != "0":
-            width = dim_expr(b.shape[-1])
-            array = f"{array}[..., {offset}:{offset} + {width}]"
+        column_view = b.view_of is not None and b.axis == "cols"
+        if column_view:
+            array = f"{array}[..., {offset}:{offset} + {dim_expr(b.shape[-1])}]"
         if b.rows == "none":
             return array
         rows_all = (b.rows == "T*B" or (b.rows == "B" and b.stored)) and t is None
         if rows_all:
-            return f"{array}.reshape(T * B, {self.width(b)})" if offset == "0" else \
+            return f"{array}.reshape(T * B, {self.width(b)})" if not column_view else \
                 f"np.ascontiguousarray({array}).reshape(T * B, {self.width(b)})"
         return array
 
