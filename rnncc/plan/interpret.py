@@ -140,7 +140,8 @@ class _Executor:
             self.carried.update(new)
 
 
-def _mask(array: np.ndarray, lengths, T: int) -> np.ndarray:
+def mask_padding(array: np.ndarray, lengths, T: int) -> np.ndarray:
+    """Zero every position [t, b] past row b's length (a copy; None: the array itself)."""
     if lengths is None:
         return array
     alive = (np.arange(T)[:, None] < lengths[None, :])
@@ -177,7 +178,7 @@ def run_forward(plan: GraphPlan, params: dict, xs: dict, state: dict, lengths,
     ex.loop(lengths, reverse=False, on_step=record if keep else None)
     ex.run(plan.phases["after_loop"], {})
     out_name = next(iter(plan.results["output"].values()))
-    ys = _mask(_full(ex, out_name), lengths, T)
+    ys = mask_padding(_full(ex, out_name), lengths, T)
     final = {s: ex.carried[plan.leaves["state"][s]] for s in plan.leaves["state"]}
     if not keep:
         return ys, final
@@ -225,6 +226,6 @@ def run_backward(plan: GraphPlan, tape: dict, params: dict, xs: dict, dys,
     ex.run(plan.phases["after_loop"], {})
     dparams = {name: np.array(np.broadcast_to(ex.read(buf, {}), params[name].shape), dtype=dtype)
                for name, buf in plan.results["params"].items()}
-    dxs = {name: _mask(_full(ex, buf), lengths, ex.T) for name, buf in plan.results["x"].items()}
+    dxs = {name: mask_padding(_full(ex, buf), lengths, ex.T) for name, buf in plan.results["x"].items()}
     dstate = {s: ex.carried[plan.carried[s][0]] for s in plan.carried}
     return dparams, dxs, dstate

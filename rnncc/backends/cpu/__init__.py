@@ -1,1 +1,2 @@
-"""The CPU backend: Numba code generated from the Plan (in progress; see fastmath.py)."""
+"""The CPU backend: Numba code generated from the Plan (fastmath.py: vectorizable elementary
+functions; codegen.py: Plan -> source; runtime.py: compiling with a disk cache, calling)."""

@@ -1,0 +1,195 @@
+"""CPU benchmark: rnncc's cpu target against PyTorch and against the GEMM floor.
+
+Side by side in one process, rounds interleaved, medians, reported as ratios:
+    rnncc / torch   torch.nn.LSTM/GRU/RNN (torch.set_num_threads(threads)) for the shipped
+                    cells, the same cell as an eager PyTorch module for the others
+    rnncc / floor   the cell's matrix products alone, in numpy: the input GEMM over all T*B rows
+                    and one recurrent GEMM per step (forward); for forward+backward also the
+                    backward step's GEMM and the three weight/input gradient GEMMs
+
+    python bench/cpu.py                          # the issue's configurations, float32
+    python bench/cpu.py --cells lstm --configs 100,64,256 --rounds 5 --write
+
+--write appends the table to bench/RESULTS.md with the machine and the command.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import rnncc
+
+GATES = {"rnn": 1, "gru": 3, "lstm": 4, "lnlstm": 4}
+
+
+def torch_builtin(name, I, H, dtype):
+    import torch
+    module = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[name](I, H)
+    return module.to(dtype=torch.float32 if dtype == np.float32 else torch.float64)
+
+
+def torch_lnlstm(I, H, dtype):
+    """haste's LayerNormLSTM as an eager PyTorch module (the 'custom cell' users write today)."""
+    import torch
+
+    class LNLSTM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.W = torch.nn.Linear(I, 4 * H, bias=False)
+            self.U = torch.nn.Linear(H, 4 * H, bias=False)
+            self.ln_x = torch.nn.LayerNorm(4 * H, elementwise_affine=True, bias=False)
+            self.ln_h = torch.nn.LayerNorm(4 * H, elementwise_affine=True, bias=False)
+            self.ln_c = torch.nn.LayerNorm(H)
+            self.b = torch.nn.Parameter(torch.zeros(4 * H))
+
+        def forward(self, x):
+            T, B = x.shape[:2]
+            h = x.new_zeros(B, H)
+            c = x.new_zeros(B, H)
+            wx = self.ln_x(self.W(x))
+            ys = []
+            for t in range(T):
+                gates = wx[t] + self.ln_h(self.U(h)) + self.b
+                i, f, g, o = gates.chunk(4, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(self.ln_c(c))
+                ys.append(h)
+            return torch.stack(ys), (h, c)
+
+    module = LNLSTM()
+    return module.to(dtype=torch.float32 if dtype == np.float32 else torch.float64)
+
+
+def floor(name, T, B, I, H, dtype, backward):
+    """The matrix products the cell needs, alone."""
+    G = GATES[name] * H
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T * B, I)).astype(dtype)
+    W = rng.standard_normal((I, G)).astype(dtype)
+    U = rng.standard_normal((H, G)).astype(dtype)
+    h = rng.standard_normal((B, H)).astype(dtype)
+    xw = np.empty((T * B, G), dtype)
+    hu = np.empty((B, G), dtype)
+    dg = rng.standard_normal((T * B, G)).astype(dtype)
+    dh = np.empty((B, H), dtype)
+    dx = np.empty((T * B, I), dtype)
+    hs = rng.standard_normal((T * B, H)).astype(dtype)
+
+    def run():
+        np.dot(x, W, out=xw)
+        for _ in range(T):
+            np.dot(h, U, out=hu)
+        if backward:
+            for t in range(T):
+                np.dot(dg[t * B:(t + 1) * B], U.T, out=dh)
+            np.dot(dg, W.T, out=dx)
+            np.dot(dg.T, x)
+            np.dot(dg.T, hs)
+    return run
+
+
+def contenders(name, T, B, I, H, dtype, backward, threads):
+    import torch
+    torch.set_num_threads(threads)
+    cell = rnncc.load(name)
+    p = cell.init_params(seed=0, dtype=dtype, I=I, H=H)
+    x = np.random.default_rng(1).standard_normal((T, B, I)).astype(dtype)
+    dys = np.random.default_rng(2).standard_normal((T, B, H)).astype(dtype)
+    if backward:
+        def ours():
+            cell.backward(p, x, dys, target="cpu")
+    else:
+        def ours():
+            cell.forward(p, x, target="cpu")
+    module = torch_builtin(name, I, H, dtype) if name in ("rnn", "gru", "lstm") else \
+        torch_lnlstm(I, H, dtype)
+    xt = torch.from_numpy(x)
+    dyt = torch.from_numpy(dys)
+    if backward:
+        xt.requires_grad_(True)
+
+        def theirs():
+            module.zero_grad(set_to_none=True)
+            out, _ = module(xt)
+            out.backward(dyt)
+    else:
+        def theirs():
+            with torch.no_grad():
+                module(xt)
+    return {"rnncc": ours, "torch": theirs, "floor": floor(name, T, B, I, H, dtype, backward)}
+
+
+def measure(fns: dict, rounds: int) -> dict:
+    for fn in fns.values():  # warm up: compile, allocate, fault pages in
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():  # interleaved, so drift hits all alike
+            start = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", nargs="+", default=["lstm", "gru", "rnn", "lnlstm"])
+    parser.add_argument("--configs", nargs="+", default=["100,64,256", "50,128,512", "200,1,128"],
+                        help="T,B,I=H triples")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--no-backward", action="store_true", help="forward only")
+    parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
+    args = parser.parse_args(argv)
+    dtype = np.dtype(args.dtype)
+    rows = []
+    header = ("| cell | T, B, I=H | pass | rnncc ms | torch ms | floor ms | rnncc/torch | "
+              "rnncc/floor |")
+    print(header)
+    print("|" + "---|" * 8)
+    for name in args.cells:
+        for config in args.configs:
+            T, B, H = (int(v) for v in config.split(","))
+            for backward in ([False] if args.no_backward else [False, True]):
+                med = measure(contenders(name, T, B, H, H, dtype, backward, args.threads),
+                              args.rounds)
+                row = (f"| {name} | {T}, {B}, {H} | {'fwd+bwd' if backward else 'fwd'} | "
+                       f"{1e3 * med['rnncc']:.1f} | {1e3 * med['torch']:.1f} | "
+                       f"{1e3 * med['floor']:.1f} | {med['rnncc'] / med['torch']:.2f} | "
+                       f"{med['rnncc'] / med['floor']:.2f} |")
+                print(row, flush=True)
+                rows.append(row)
+    if args.write:
+        import torch
+        path = Path(__file__).with_name("RESULTS.md")
+        machine = (f"{_cpu_model()}, {os.cpu_count()} cores, "
+                   f"Python {platform.python_version()}, numpy {np.__version__}, "
+                   f"torch {torch.__version__}, {args.threads} threads, {args.dtype}")
+        with path.open("a") as out:
+            out.write(f"\n## {time.strftime('%Y-%m-%d')}: `python bench/cpu.py "
+                      f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
+                      f"{machine}; medians of {args.rounds} interleaved rounds\n\n"
+                      f"{header}\n|{'---|' * 8}\n" + "\n".join(rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
