@@ -6,7 +6,6 @@ file only names buffers and writes the decisions down as steps.
 from __future__ import annotations
 
 from ..graph import Graph
-from ..passes.hoist import GEMMS
 from .plan import PHASES, Buffer, Gemm, GraphPlan, Kernel, Op
 
 _PHASE_ROWS = {"invariant": "none", "before": "T*B", "step": "B", "after": "T*B"}

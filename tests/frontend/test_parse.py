@@ -1,6 +1,5 @@
 """What the front end accepts, and the Spec it produces."""
 import numpy as np
-import pytest
 
 import rnncc
 from rnncc.frontend import Source, parse_spec

@@ -9,7 +9,7 @@ import pytest
 
 import rnncc
 from rnncc.graph import Graph, GraphError, verify
-from rnncc.graph.printing import to_dot, to_json, to_text
+from rnncc.graph.printing import to_dot, to_json
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 

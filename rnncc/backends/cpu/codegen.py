@@ -156,7 +156,7 @@ class _Printer:
         del self.lines[body_start:]
         args = ", ".join(["T", "B", "lengths"] + [f"d_{d}" for d in self.dims]
                          + [a for a, _, _ in self.arrays()])
-        head = [f"@njit(cache=True, parallel=True, error_model='numpy', nogil=True)",
+        head = ["@njit(cache=True, parallel=True, error_model='numpy', nogil=True)",
                 f"def {name}({args}):"]
         return "\n".join(head + body)
 
