@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph.ops import REGISTRY
-from ..graph.ops.base import EvalContext, dim_size, part_offsets
+from ..graph.ops.base import EvalContext, dim_size
 from .plan import Buffer, GraphPlan
 
 
@@ -63,10 +63,8 @@ class _Executor:
             return local[name]
         b = self.plan.buffers[name]
         if b.view_of is not None:
-            parent = self.read(b.view_of, local, t, rows)
-            start, stop = part_offsets(self.plan.buffers[b.view_of].shape[
-                0 if b.axis == "rows" else -1], self.sizes)[b.index]
-            return parent[start:stop] if b.axis == "rows" else parent[..., start:stop]
+            return b.take(self.read(b.view_of, local, t, rows), self.plan.buffers[b.view_of],
+                          self.sizes)
         if b.rows == "B":
             if t is None and b.stored:  # after the loop: every step's value
                 return self.arrays[name] if self.valid is None else self.arrays[name][self.valid]
@@ -148,14 +146,36 @@ def mask_padding(array: np.ndarray, lengths, T: int) -> np.ndarray:
     return np.where(alive.reshape(alive.shape + (1,) * (array.ndim - 2)), array, 0)
 
 
-def _executor(plan: GraphPlan, params: dict, xs: dict, lengths, sizes: dict, dtype) -> _Executor:
-    """An executor with the parameters and inputs bound (both directions read them)."""
+def forward_leaves(plan: GraphPlan, params: dict, xs: dict, state: dict) -> dict:
+    """buffer -> value for every leaf a forward plan reads."""
+    bound = {buf: params[n] for n, buf in plan.leaves["param"].items()}
+    bound.update({buf: xs[n] for n, buf in plan.leaves["input"].items()})
+    bound.update({buf: state[n] for n, buf in plan.leaves["state"].items()})
+    return bound
+
+
+def backward_leaves(plan: GraphPlan, tape: dict, params: dict, xs: dict, dys,
+                    dfinal: dict) -> dict:
+    """buffer -> value for every leaf a backward plan reads."""
+    bound = {buf: params[n] for n, buf in plan.leaves["param"].items()}
+    bound.update({buf: xs[n] for n, buf in plan.leaves["input"].items()})
+    bound.update({buf: tape["states"][n] for n, buf in plan.leaves["state"].items()})
+    bound.update({buf: tape["saved"][n] for n, buf in plan.leaves["saved"].items()})
+    for name, buf in plan.leaves["grad"].items():
+        if name == "dy":  # a scalar output's dy is [T, B, 1] already
+            bound[buf] = dys if plan.buffers[buf].shape else dys[..., :1]
+        else:
+            bound[buf] = dfinal[name[1:-1]]  # "dh'" is the upstream gradient of state h
+    return bound
+
+
+def _executor(plan: GraphPlan, bound: dict, xs: dict, lengths, sizes: dict,
+              dtype) -> _Executor:
     T, B = next(iter(xs.values())).shape[:2]
     ex = _Executor(plan, sizes, dtype, T, B, lengths)
-    for name, buf in plan.leaves["param"].items():
-        ex.bind(buf, params[name])
-    for name, buf in plan.leaves["input"].items():
-        ex.bind(buf, xs[name])
+    for buf, value in bound.items():
+        ex.bind(buf, value)
+    ex.prepare()
     return ex
 
 
@@ -163,11 +183,8 @@ def run_forward(plan: GraphPlan, params: dict, xs: dict, state: dict, lengths,
                 sizes: dict, dtype, keep: bool = False):
     """Execute a forward plan. Returns (ys, final) or, with keep=True, (ys, final, tape): the
     tape holds what the backward plan reads (state trajectory and saved values)."""
-    ex = _executor(plan, params, xs, lengths, sizes, dtype)
+    ex = _executor(plan, forward_leaves(plan, params, xs, state), xs, lengths, sizes, dtype)
     T, B = ex.T, ex.B
-    for name, buf in plan.leaves["state"].items():
-        ex.bind(buf, state[name])
-    ex.prepare()
     ex.run(plan.phases["before_loop"], {})
     trajectory = {s: np.zeros((T, B, *v.shape[1:]), dtype) for s, v in state.items()}
 
@@ -192,11 +209,7 @@ def _whole(ex: _Executor, name: str) -> np.ndarray:
     if name in ex.capture:
         return ex.capture[name]
     if b.view_of is not None:
-        parent = ex.plan.buffers[b.view_of]
-        axis = 0 if b.axis == "rows" else -1
-        start, stop = part_offsets(parent.shape[axis], ex.sizes)[b.index]
-        whole = _whole(ex, b.view_of)
-        return whole[start:stop] if b.axis == "rows" else whole[..., start:stop]
+        return b.take(_whole(ex, b.view_of), ex.plan.buffers[b.view_of], ex.sizes)
     return ex.arrays[name]
 
 
@@ -210,22 +223,14 @@ def _full(ex: _Executor, name: str) -> np.ndarray:
 def run_backward(plan: GraphPlan, tape: dict, params: dict, xs: dict, dys,
                  dfinal: dict, lengths, sizes: dict, dtype):
     """Execute a backward plan: (parameter gradients, input gradients, initial-state gradients)."""
-    ex = _executor(plan, params, xs, lengths, sizes, dtype)
-    for name, buf in plan.leaves["state"].items():
-        ex.bind(buf, tape["states"][name])
-    for name, buf in plan.leaves["saved"].items():
-        ex.bind(buf, tape["saved"][name])
-    for name, buf in plan.leaves["grad"].items():
-        if name == "dy":
-            ex.bind(buf, dys if plan.buffers[buf].shape else dys[..., :1])
-        else:
-            ex.bind(buf, dfinal[name[1:-1]])  # "dh'" is the upstream gradient of state h
-    ex.prepare()
+    ex = _executor(plan, backward_leaves(plan, tape, params, xs, dys, dfinal), xs, lengths,
+                   sizes, dtype)
     ex.run(plan.phases["before_loop"], {})
     ex.loop(lengths, reverse=True)
     ex.run(plan.phases["after_loop"], {})
     dparams = {name: np.array(np.broadcast_to(ex.read(buf, {}), params[name].shape), dtype=dtype)
                for name, buf in plan.results["params"].items()}
-    dxs = {name: mask_padding(_full(ex, buf), lengths, ex.T) for name, buf in plan.results["x"].items()}
+    dxs = {name: mask_padding(_full(ex, buf), lengths, ex.T)
+           for name, buf in plan.results["x"].items()}
     dstate = {s: ex.carried[plan.carried[s][0]] for s in plan.carried}
     return dparams, dxs, dstate

@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass, field
 
 from ..graph.ops import Stacked
+from ..graph.ops.base import part_offsets
 
 
 def dims_text(shape) -> str:
@@ -39,6 +40,12 @@ class Buffer:
     axis: str = ""             # "cols" (part of a vector) or "rows" (row block of a matrix)
     pack: tuple = ()           # the parameters a packed buffer stacks
     value: tuple = ()          # (op, attrs) of a constant buffer
+
+    def take(self, parent_value, parent: "Buffer", sizes: dict):
+        """This view's block of its parent's value (rows of a matrix, or columns per row)."""
+        axis = 0 if self.axis == "rows" else -1
+        start, stop = part_offsets(parent.shape[axis], sizes)[self.index]
+        return parent_value[start:stop] if self.axis == "rows" else parent_value[..., start:stop]
 
     def describe(self) -> str:
         rows = {"none": "", "B": "B, ", "T*B": "T*B, "}[self.rows]

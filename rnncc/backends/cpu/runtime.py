@@ -20,8 +20,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from ...graph.ops import dim_size
-from ...graph.ops.base import part_offsets
-from ...plan.interpret import mask_padding
+from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
 from . import fastmath
 from .codegen import generate, ident
 
@@ -135,20 +134,22 @@ class Compiled:
         if every in arrays:
             return arrays[every]
         if b.view_of is not None:
-            parent = plan.buffers[b.view_of]
-            axis = 0 if b.axis == "rows" else -1
-            start, stop = part_offsets(parent.shape[axis], sizes)[b.index]
-            whole = self._whole(direction, arrays, b.view_of, sizes)
-            return whole[start:stop] if b.axis == "rows" else whole[..., start:stop]
+            return b.take(self._whole(direction, arrays, b.view_of, sizes),
+                          plan.buffers[b.view_of], sizes)
         return arrays[ident(name)]
+
+    @staticmethod
+    def _masked(plan, bound: dict, call) -> dict:
+        """Inputs and dy zeroed past each row's length: the GEMMs over all T*B rows read them."""
+        caller = [*plan.leaves["input"].values(), *(b for n, b in plan.leaves["grad"].items()
+                                                    if n == "dy")]
+        return {buf: mask_padding(v, call.lengths, call.T) if buf in caller else v
+                for buf, v in bound.items()}
 
     # -- the directions --------------------------------------------------------------------------------
     def forward(self, call, keep: bool = False):
         plan = self.plans["forward"]
-        bound = {plan.leaves["param"][n]: v for n, v in call.params.items()}
-        bound.update({plan.leaves["input"][n]: mask_padding(v, call.lengths, call.T)
-                      for n, v in call.xs.items()})
-        bound.update({plan.leaves["state"][n]: v for n, v in call.state.items()})
+        bound = self._masked(plan, forward_leaves(plan, call.params, call.xs, call.state), call)
         arrays = self._arrays("forward", bound, call.sizes, call.T, call.B)
         self._run("forward", arrays, call.sizes, call.T, call.B, call.lengths)
         out = next(iter(plan.results["output"].values()))
@@ -166,17 +167,8 @@ class Compiled:
 
     def backward(self, call, tape, dys, dfinal):
         plan = self.plans["backward"]
-        bound = {plan.leaves["param"][n]: v for n, v in call.params.items()}
-        bound.update({plan.leaves["input"][n]: mask_padding(v, call.lengths, call.T)
-                      for n, v in call.xs.items()})
-        bound.update({plan.leaves["state"][n]: v for n, v in tape["states"].items()})
-        bound.update({plan.leaves["saved"][n]: v for n, v in tape["saved"].items()})
-        for name, buf in plan.leaves["grad"].items():
-            if name == "dy":
-                dy = mask_padding(dys, call.lengths, call.T)
-                bound[buf] = dy if plan.buffers[buf].shape else dy[..., :1]
-            else:
-                bound[buf] = dfinal[name[1:-1]]
+        bound = self._masked(
+            plan, backward_leaves(plan, tape, call.params, call.xs, dys, dfinal), call)
         arrays = self._arrays("backward", bound, call.sizes, call.T, call.B)
         self._run("backward", arrays, call.sizes, call.T, call.B, call.lengths)
         dparams = {n: np.array(np.broadcast_to(self._whole("backward", arrays, buf, call.sizes),
