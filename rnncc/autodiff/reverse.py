@@ -19,11 +19,8 @@ from __future__ import annotations
 import networkx as nx
 
 from ..graph import Graph, verify
+from ..graph.graph import upstream_grad_name
 from .emitter import Emitter
-
-
-def grad_name(name: str) -> str:
-    return "d" + name
 
 
 def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
@@ -64,7 +61,7 @@ def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
         backward.add("grad", (), forward.node(out_node).shape, name="dy"))
     for state, nid in forward.updates.items():
         pending.setdefault(nid, []).append(
-            backward.add("grad", (), forward.node(nid).shape, name=grad_name(state + "'")))
+            backward.add("grad", (), forward.node(nid).shape, name=upstream_grad_name(state)))
 
     def add_all(nodes: list[int]) -> int:
         g = nodes[0]

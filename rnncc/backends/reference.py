@@ -106,6 +106,7 @@ def backward(graph: Graph, bgraph: Graph, tape: Tape, params: dict, xs: dict, dy
     leaves = {op: bgraph.leaves(op) for op in ("input", "state", "param", "grad", "saved")}
     fixed = {nid: params[name] for name, nid in leaves["param"].items()}
     dy_leaf = leaves["grad"]["dy"]
+    carried = bgraph.carried[0]  # state -> leaf of its new value's upstream gradient
     out_shape = graph.node(graph.output).shape
     dparams = {name: np.zeros_like(value) for name, value in params.items()}
     dxs = {name: np.zeros_like(x) for name, x in xs.items()}
@@ -118,8 +119,8 @@ def backward(graph: Graph, bgraph: Graph, tape: Tape, params: dict, xs: dict, dy
         bound.update({nid: tape.saved[t][name] for name, nid in leaves["saved"].items()})
         dy = dys[t][rows]
         bound[dy_leaf] = dy if out_shape else dy[:, :1]
-        for s in graph.updates:
-            bound[leaves["grad"]["d" + s + "'"]] = dstate[s][rows]
+        for s, nid in carried.items():
+            bound[nid] = dstate[s][rows]
         values = evaluate(bgraph, bound, ctx, order)
         for name, nid in bgraph.results["params"].items():
             dparams[name] += values[nid]

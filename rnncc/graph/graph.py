@@ -40,6 +40,11 @@ class Node:
         return self.opdef.arity == 0
 
 
+def upstream_grad_name(state: str) -> str:
+    """The backward graph's leaf for the upstream gradient of a state's new value: dh'."""
+    return f"d{state}'"
+
+
 class Graph:
     """A step graph. `results` names its roots in groups:
 
@@ -135,7 +140,7 @@ class Graph:
         if self.kind == "forward":
             return self.states, self.updates
         grads = self.leaves("grad")
-        return {s: grads["d" + s + "'"] for s in self.states}, self.results["state"]
+        return {s: grads[upstream_grad_name(s)] for s in self.states}, self.results["state"]
 
     # forward graphs
     @property

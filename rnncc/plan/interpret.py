@@ -161,11 +161,9 @@ def backward_leaves(plan: GraphPlan, tape: dict, params: dict, xs: dict, dys,
     bound.update({buf: xs[n] for n, buf in plan.leaves["input"].items()})
     bound.update({buf: tape["states"][n] for n, buf in plan.leaves["state"].items()})
     bound.update({buf: tape["saved"][n] for n, buf in plan.leaves["saved"].items()})
-    for name, buf in plan.leaves["grad"].items():
-        if name == "dy":  # a scalar output's dy is [T, B, 1] already
-            bound[buf] = dys if plan.buffers[buf].shape else dys[..., :1]
-        else:
-            bound[buf] = dfinal[name[1:-1]]  # "dh'" is the upstream gradient of state h
+    dy = plan.leaves["grad"]["dy"]
+    bound[dy] = dys if plan.buffers[dy].shape else dys[..., :1]  # a scalar output: [T, B, 1]
+    bound.update({read: dfinal[s] for s, (read, _) in plan.carried.items()})
     return bound
 
 
