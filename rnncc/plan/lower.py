@@ -28,6 +28,7 @@ class _Lowering:
         self.names = self._names()
         self.buffers: dict[str, Buffer] = {}
         self.stored = self._stored()
+        self.roots = set(graph.roots())
 
     # -- names ---------------------------------------------------------------------------------------
     def _names(self) -> dict[int, str]:
@@ -140,7 +141,7 @@ class _Lowering:
     def needs_buffer(self, n: int, kernel: set) -> bool:
         """Is kernel node n's value used outside its kernel?"""
         g = self.g
-        if n in self.stored or n in set(g.roots()):
+        if n in self.stored or n in self.roots:
             return True
         return any(u not in kernel for u in g.users(n))
 
