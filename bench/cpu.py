@@ -26,6 +26,9 @@ from pathlib import Path
 # next in the same process; interleaved rounds would charge that to rnncc (measured: rnn fwd at
 # T=100, B=64, H=256 took 128 ms after torch's spinning threads, 38 ms with them asleep).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The same for OpenBLAS (numpy's, for the floor, and SciPy's, for rnncc): rnncc sets this too,
+# but numpy's BLAS loads before rnncc is imported.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import numpy as np  # noqa: E402
 
@@ -103,16 +106,18 @@ def floor(name, T, B, I, H, dtype, backward):
 def contenders(name, T, B, I, H, dtype, backward, threads):
     import torch
     torch.set_num_threads(threads)
-    cell = rnncc.load(name)
-    p = cell.init_params(seed=0, dtype=dtype, I=I, H=H)
+    layer = rnncc.RNN(name, I, H, dtype=dtype, seed=0)
     x = np.random.default_rng(1).standard_normal((T, B, I)).astype(dtype)
     dys = np.random.default_rng(2).standard_normal((T, B, H)).astype(dtype)
     if backward:
         def ours():
-            cell.backward(p, x, dys, target="cpu")
+            layer(x)
+            layer.backward(dys)
     else:
+        layer.eval()  # as torch's forward under no_grad: nothing kept for backward
+
         def ours():
-            cell.forward(p, x, target="cpu")
+            layer(x)
     module = torch_builtin(name, I, H, dtype) if name in ("rnn", "gru", "lstm") else \
         torch_lnlstm(I, H, dtype)
     xt = torch.from_numpy(x)

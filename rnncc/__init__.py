@@ -3,9 +3,23 @@
     cell = rnncc.compile("specs/lstm.cell")   # or spec text, or rnncc.load("lstm")
     p = cell.init_params(seed=0, I=16, H=32)
     ys, final = cell.forward(p, x)           # x: [T, B, I]
+
+    layer = rnncc.RNN("lstm", 16, 32)        # a layer on the cpu target: params, workspace
+    y, final = layer(x, lengths=lengths)
+    dx = layer.backward(dy)                  # fills layer.grads
 """
-from .errors import SpecError
-from .runtime import Cell, compile, load, shipped  # noqa: A004
+import os
+
+# The cpu target's GEMMs run on OpenBLAS's threads (SciPy's, which Numba calls), and between them
+# its kernels run on the calling thread. OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s)
+# after each GEMM and take the cores from everything else in the process; 2^4 ends that
+# (measured, bench/cpu.py, 2 cores: torch's lstm forward beside rnncc 122 ms -> 90 ms, rnncc's
+# own rounds steadier). It only takes effect if SciPy's BLAS is not loaded yet; a value the user
+# set wins.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+from .errors import SpecError  # noqa: E402
+from .runtime import RNN, Cell, compile, load, shipped  # noqa: A004, E402
 
 __version__ = "0.1.0"
-__all__ = ["SpecError", "Cell", "compile", "load", "shipped", "__version__"]
+__all__ = ["SpecError", "Cell", "RNN", "compile", "load", "shipped", "__version__"]

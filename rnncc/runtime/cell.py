@@ -58,6 +58,17 @@ class Cell:
         """The optimized execution plan, forward and backward (built on first use)."""
         return make_plan(self.graph, self.backward_graph)
 
+    @cached_property
+    def inference_plan(self):
+        """The forward GraphPlan without the values backward reads (forward-only calls)."""
+        from ..plan import lower
+        return lower(optimize(self.graph))
+
+    def compiled_plans(self) -> dict:
+        """The GraphPlans a compiled backend generates a function for, by function name."""
+        return {"forward": self.plan.forward, "backward": self.plan.backward,
+                "infer": self.inference_plan}
+
     def show(self, format: str = "text", stage: str = "forward") -> str:
         """A step graph, or the plan, as text; graphs also as Graphviz dot or json, the plan
         as json.
@@ -73,8 +84,7 @@ class Cell:
             if format != "text":
                 raise ValueError(f"the generated source prints as text, not {format!r}")
             from ..backends.cpu.codegen import generate
-            plans = {"forward": self.plan.forward, "backward": self.plan.backward}
-            return generate(plans, np.float32, self.dims)[0]
+            return generate(self.compiled_plans(), np.float32, self.dims)[0]
         if stage == "plan":
             if format not in ("text", "json"):
                 raise ValueError(f"the plan prints as text or json, not {format!r}")

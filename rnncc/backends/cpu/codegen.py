@@ -3,12 +3,18 @@
 The code printer makes no decisions: phases, GEMMs, kernels and buffers come from the Plan.
 What it chooses is only how to print them:
 
-- a GEMM is np.dot into its output buffer (BLAS), plus an in-place add when it accumulates;
-- a kernel is a loop over its rows (prange: rows spread over Numba's threads), skipping rows
-  past their length, and inside a row its ops in order: consecutive elementwise ops over the same
-  dimension share one inner loop whose intermediates are scalars (LLVM vectorizes it: no libm,
-  see fastmath.py); reductions, concats and batch sums are loops of their own; a value that
-  crosses loops is kept in a workspace array;
+- a GEMM is np.dot into its output buffer (BLAS, on BLAS's threads), plus an in-place add when
+  it accumulates;
+- a kernel is a loop over its rows, skipping rows past their length, and inside a row its ops in
+  order: consecutive elementwise ops over the same dimension share one inner loop over the row's
+  1-D views whose intermediates are scalars (LLVM vectorizes it: no libm, see fastmath.py);
+  reductions, concats and batch sums are loops of their own; a value that crosses loops is kept
+  in a workspace array;
+- kernels run on the calling thread. Measured on 2 cores (lstm, T=100, B=64, H=256, float32):
+  kernels over Numba's threads beside single-threaded BLAS 145 ms, serial kernels beside
+  2-thread BLAS 101-110 ms, both threaded 1000+ ms (OpenBLAS's and OpenMP's idle threads spin
+  and take each other's cores; 98-115 ms even with both told to sleep); parallel=True also
+  doubled compile time. The GEMMs are most of the work, so they get the cores;
 - constants are typed in the run's dtype, so float32 code stays float32.
 
 The generated module is plain text (readable; `rnncc show SPEC --stage cpu` prints it); its
@@ -67,14 +73,24 @@ class _Printer:
         copy of a stored buffer, of a carried state (the forward trajectory) or of a result no
         step stores; ("workspace", (rows, width)) kernel-local arrays."""
         args = [(ident(b.name), "buffer", b.name) for b in self.plan.buffers.values()
-                if b.view_of is None and b.role != "constant"]
+                if b.view_of is None and b.role != "constant" and not self.write_once(b)]
         every = [b.name for b in self.plan.buffers.values() if b.stored and b.view_of is None]
-        if self.plan.kind == "forward":
+        if self.records_states():
             every += [r for r, _ in self.plan.carried.values()]
         every += self.captured
         args += [(ident(name) + "_all", "every_step", name) for name in dict.fromkeys(every)]
         args += [(name, "workspace", spec) for name, spec in sorted(self.workspace.items())]
         return args
+
+    def records_states(self) -> bool:
+        """A training forward plan (one returning saved values) keeps every step's state."""
+        return self.plan.kind == "forward" and "saved" in self.plan.results
+
+    @staticmethod
+    def write_once(b: Buffer) -> bool:
+        """A step's buffer kept for every step lives only in its [T, B, ...] array: the step
+        writes row block t of it, once."""
+        return b.rows == "B" and b.stored and b.view_of is None
 
     # -- buffer access ----------------------------------------------------------------------------
     def base(self, b: Buffer, t: str | None) -> tuple[str, str]:
@@ -94,6 +110,8 @@ class _Printer:
             return name, "0"
         if b.rows == "T*B" and t is not None:
             return f"{name}[{t}]", "0"
+        if self.write_once(b) and t is not None:
+            return f"{name}_all[{t}]", "0"
         if b.rows == "B" and t is None and b.stored:
             return f"{name}_all", "0"
         return name, "0"
@@ -144,7 +162,7 @@ class _Printer:
         reverse = plan.kind == "backward"
         self.emit(1, "for s in range(T):")
         self.emit(2, f"t = {'T - 1 - s' if reverse else 's'}")
-        if plan.kind == "forward":  # the trajectory backward reads: each step's starting state
+        if self.records_states():  # the trajectory backward reads: each step's starting state
             for read, _ in plan.carried.values():
                 self.emit(2, f"{ident(read)}_all[t] = {ident(read)}")
         for step in plan.phases["per_step"]:
@@ -156,7 +174,7 @@ class _Printer:
         del self.lines[body_start:]
         args = ", ".join(["T", "B", "lengths"] + [f"d_{d}" for d in self.dims]
                          + [a for a, _, _ in self.arrays()])
-        head = ["@njit(cache=True, parallel=True, error_model='numpy', nogil=True)",
+        head = ["@njit(cache=True, error_model='numpy', nogil=True)",
                 f"def {name}({args}):"]
         return "\n".join(head + body)
 
@@ -169,7 +187,7 @@ class _Printer:
     def carry(self, indent: int) -> None:
         """End of a step: each carried value becomes the next step's, for the rows that ran."""
         pairs = [(ident(r), w) for r, w in self.plan.carried.values()]
-        self.emit(indent, "for b in prange(B):")
+        self.emit(indent, "for b in range(B):")
         self.emit(indent + 1, "if t < lengths[b]:")
         for read, written in pairs:
             wb = self.plan.buffers[written]
@@ -205,6 +223,8 @@ class _Kernel:
         self.stored: dict[str, str] = {}    # kernel value -> the array it lives in
         self.scalars: set[str] = set()      # kernel values held in a local variable
         self.row = "b" if phase == "step" else "tb"
+        self.views: dict[str, str] = {}     # "array[row index]" -> its row view's local name
+        self.in_rows = False
 
     # -- where values live --------------------------------------------------------------------------
     def value(self, name: str, j: str | None, group: set) -> str:
@@ -236,9 +256,27 @@ class _Kernel:
         col = col if b.shape else "0"
         if b.rows == "none":
             return f"{name}[{col}]" if b.shape else f"{name}[()]"
-        if b.rows == "B":
-            return f"{name}[b, {col}]" if self.phase == "step" else f"{name}_all[tt, b, {col}]"
-        return f"{name}[t, b, {col}]" if self.phase == "step" else f"{name}[tt, b, {col}]"
+        if b.rows == "B" and self.phase == "step":
+            array, index = (f"{name}_all", "t, b") if b.stored else (name, "b")
+        else:  # every step's rows; after the loop a stored step buffer is read from its copy
+            array, index = (f"{name}_all" if b.rows == "B" else name), \
+                ("t, b" if self.phase == "step" else "tt, b")
+        return self.row_element(array, index, col)
+
+    def row_element(self, array: str, index: str, col: str) -> str:
+        """Inside the loop over rows, elements are read through the row's 1-D view, taken once
+        per row: LLVM then sees unit-stride loops over a few base pointers and vectorizes them
+        (indexing the 2-D/3-D arrays in the inner loop left it to runtime alias checks it
+        gave up on: "too many memory checks needed")."""
+        if not self.in_rows:
+            return f"{array}[{index}, {col}]"
+        key = f"{array}[{index}]"
+        if key not in self.views:
+            view = f"r_{array[2:] if array[1] == '_' else array}"
+            while view in self.views.values():
+                view += "_"
+            self.views[key] = view
+        return f"{self.views[key]}[{col}]"
 
     def stored_element(self, name: str, col: str) -> str:
         op = self.ops[name]
@@ -248,7 +286,7 @@ class _Kernel:
         col = col if op.shape else "0"
         if not op.per_row:
             return f"{array}[{col}]"
-        return f"{array}[{self.row}, {col}]"
+        return self.row_element(array, self.row, col)
 
     def keep(self, name: str) -> None:
         """Give a kernel value that crosses loops an array: its output buffer, or a workspace."""
@@ -263,10 +301,6 @@ class _Kernel:
 
     def store(self, name: str, j: str | None, expr: str, indent: int) -> None:
         self.p.emit(indent, f"{self.stored_element(name, j or '0')} = {expr}")
-        b = self.p.plan.buffers.get(name)
-        if name in self.step.outputs and b.stored and self.phase == "step":
-            col = (j or "0") if b.shape else "0"
-            self.p.emit(indent, f"{ident(name)}_all[t, b, {col}] = {expr}")
 
     # -- expressions --------------------------------------------------------------------------------
     def expr(self, op, j: str | None, group: set) -> str:
@@ -333,15 +367,20 @@ class _Kernel:
             self.body(row_ops + after_ops, ind, rows=False)
             return
         if self.phase == "step":
-            p.emit(ind, "for b in prange(B):")
+            p.emit(ind, "for b in range(B):")
             p.emit(ind + 1, "if t < lengths[b]:")
         else:
-            p.emit(ind, "for tb in prange(T * B):")
+            p.emit(ind, "for tb in range(T * B):")
             p.emit(ind + 1, "tt = tb // B")
             p.emit(ind + 1, "b = tb - tt * B")
             p.emit(ind + 1, "if tt < lengths[b]:")
         if row_ops:
+            first = len(p.lines)
+            self.in_rows = True
             self.body(row_ops, ind + 2, rows=True)
+            self.in_rows = False
+            p.lines[first:first] = ["    " * (ind + 2) + f"{view} = {key}"
+                                    for key, view in self.views.items()]
         else:
             del p.lines[-(2 if self.phase == "step" else 4):]
         if after_ops:
@@ -453,7 +492,7 @@ def generate(plans: dict, dtype, dims: list[str]) -> tuple[str, dict]:
     head = [
         '"""Generated by rnncc from a cell\'s plan; do not edit (the cache regenerates it)."""',
         "import numpy as np",
-        "from numba import njit, prange",
+        "from numba import njit",
         f"from rnncc.backends.cpu.fastmath import {names}",
         "",
         f"dtype = np.{dtype.name}",

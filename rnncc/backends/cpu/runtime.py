@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from ...graph.ops import dim_size
 from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
@@ -58,28 +57,14 @@ def load(source: str):
     return module
 
 
-_controller: ThreadpoolController | None = None
-
-
-def _blas_single_threaded():
-    """BLAS on one thread while a generated function runs: its GEMMs alternate with kernels on
-    Numba's threads, and OpenBLAS's threads spin after each GEMM, taking the cores the kernel
-    needs (measured, lstm T=100, B=64, H=256, 2 cores: 1207 ms with both at 2 threads, 210 ms
-    with BLAS at 1, 238 ms with Numba at 1)."""
-    global _controller
-    if _controller is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (Numba's np.dot calls SciPy's BLAS)
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
-
-
 class Compiled:
     """A cell's plan compiled for one dtype: forward() and backward() over numpy arrays."""
 
     def __init__(self, cell, dtype):
         self.cell, self.dtype = cell, np.dtype(dtype)
-        plan = cell.plan
-        self.plans = {"forward": plan.forward, "backward": plan.backward}
+        # forward keeps what backward reads; infer (forward-only calls) stores only the output.
+        # Numba compiles each function at its first call, so an unused one costs nothing.
+        self.plans = cell.compiled_plans()
         self.source, self.signatures = generate(self.plans, self.dtype, cell.dims)
         self.module = load(self.source)
 
@@ -91,40 +76,79 @@ class Compiled:
         per_row = per_row or (1,)
         return (B, *per_row) if b.rows == "B" else (T, B, *per_row)
 
-    def _arrays(self, direction: str, bound: dict, sizes, T, B) -> dict:
+    def packs(self) -> dict:
+        """Packed parameter buffers of both directions: name -> the parameters it stacks (rows,
+        in order). Forward and backward pack the same parameters alike under the same name."""
+        packs = {}
+        for plan in self.plans.values():
+            for name, b in plan.buffers.items():
+                if b.role == "packed":
+                    if packs.setdefault(name, b.pack) != b.pack:
+                        raise AssertionError(f"plans stack {name} differently")
+        return packs
+
+    def _arrays(self, direction: str, bound: dict, sizes, T, B, ragged: bool,
+                workspace: dict | None = None, packed: dict | None = None) -> dict:
+        """The function's arrays. With a `workspace` (a dict the caller keeps between calls),
+        arrays of the same shapes are reused instead of allocated: the caller's values are
+        copied in, and the rest is zeroed only for ragged rows (with full rows every step
+        writes every row before anything reads it). `packed`: stacked parameters the caller
+        keeps (name -> array); missing ones are stacked here from the bound parameters."""
         plan = self.plans[direction]
-        arrays = {}
+        key = (direction, T, B, tuple(sorted(sizes.items())))
+        reused = workspace is not None and key in workspace
+        arrays = workspace[key] if reused else {}
         for arg, what, spec in self.signatures[direction]:
-            if what == "buffer":
+            if what == "buffer" and spec in bound:
                 b = plan.buffers[spec]
                 shape = self._shape(b, sizes, T, B)
-                if spec in bound:
-                    value = np.ascontiguousarray(bound[spec], dtype=self.dtype)
-                    arrays[arg] = np.array(np.broadcast_to(value, shape), dtype=self.dtype)
-                elif b.role == "packed":
+                value = bound[spec]
+                if b.rows == "B":  # a carried state: the generated code writes it
+                    value = np.broadcast_to(np.asarray(value, dtype=self.dtype), shape)
+                    if reused:
+                        np.copyto(arrays[arg], value)
+                    else:
+                        arrays[arg] = np.array(value, dtype=self.dtype)
+                elif (isinstance(value, np.ndarray) and value.dtype == self.dtype
+                      and value.shape == shape and value.flags.c_contiguous):
+                    arrays[arg] = value  # read only: no copy
+                else:
+                    arrays[arg] = np.array(np.broadcast_to(np.asarray(value, dtype=self.dtype),
+                                                           shape), dtype=self.dtype)
+                continue
+            if what == "buffer" and plan.buffers[spec].role == "packed":
+                b = plan.buffers[spec]
+                if packed is not None and spec in packed:
+                    arrays[arg] = packed[spec]
+                else:
                     arrays[arg] = np.ascontiguousarray(np.concatenate(
                         [bound[plan.leaves["param"][p]] for p in b.pack], axis=0),
                         dtype=self.dtype)
-                else:
-                    arrays[arg] = np.zeros(shape, dtype=self.dtype)
+                continue
+            if reused:
+                if ragged:
+                    arrays[arg].fill(0)
+                continue
+            if what == "buffer":
+                shape = self._shape(plan.buffers[spec], sizes, T, B)
             elif what == "every_step":
                 b = plan.buffers[spec]
-                per_row = tuple(dim_size(d, sizes) for d in b.shape) or (1,)
-                arrays[arg] = np.zeros((T, B, *per_row), dtype=self.dtype)
+                shape = (T, B, *(tuple(dim_size(d, sizes) for d in b.shape) or (1,)))
             else:
                 rows, width = spec
                 w = dim_size(width, sizes) if not isinstance(width, int) else width
                 shape = {"B": (B, w), "T*B": (T * B, w), "none": (w,)}[rows]
-                arrays[arg] = np.zeros(shape, dtype=self.dtype)
+            arrays[arg] = np.zeros(shape, dtype=self.dtype)
+        if workspace is not None:
+            workspace[key] = arrays
         return arrays
 
     def _run(self, direction: str, arrays: dict, sizes, T, B, lengths) -> None:
         lengths = (np.full(B, T, dtype=np.int64) if lengths is None
                    else np.ascontiguousarray(lengths, dtype=np.int64))
         fn = getattr(self.module, direction)
-        with _blas_single_threaded():
-            fn(T, B, lengths, *(sizes[d] for d in self.cell.dims),
-               *(arrays[arg] for arg, _, _ in self.signatures[direction]))
+        fn(T, B, lengths, *(sizes[d] for d in self.cell.dims),
+           *(arrays[arg] for arg, _, _ in self.signatures[direction]))
 
     def _whole(self, direction: str, arrays: dict, name: str, sizes) -> np.ndarray:
         """A buffer's value for every step ([T, B, ...]), or its only value ("none" rows)."""
@@ -147,29 +171,36 @@ class Compiled:
                 for buf, v in bound.items()}
 
     # -- the directions --------------------------------------------------------------------------------
-    def forward(self, call, keep: bool = False):
-        plan = self.plans["forward"]
+    def forward(self, call, keep: bool = False, workspace: dict | None = None,
+                packed: dict | None = None):
+        """(ys, final) or, with keep, (ys, final, tape). With a workspace (see _arrays) the
+        tape's arrays live in it: valid until the next forward call with that workspace."""
+        direction = "forward" if keep else "infer"
+        plan = self.plans[direction]
         bound = self._masked(plan, forward_leaves(plan, call.params, call.xs, call.state), call)
-        arrays = self._arrays("forward", bound, call.sizes, call.T, call.B)
-        self._run("forward", arrays, call.sizes, call.T, call.B, call.lengths)
+        arrays = self._arrays(direction, bound, call.sizes, call.T, call.B,
+                              call.lengths is not None, workspace, packed)
+        self._run(direction, arrays, call.sizes, call.T, call.B, call.lengths)
         out = next(iter(plan.results["output"].values()))
         d_out = _width(plan.buffers[out], call.sizes)
-        ys = mask_padding(np.array(np.broadcast_to(self._whole("forward", arrays, out, call.sizes),
+        ys = mask_padding(np.array(np.broadcast_to(self._whole(direction, arrays, out, call.sizes),
                                             (call.T, call.B, d_out)), dtype=self.dtype),
                    call.lengths, call.T)
         final = {s: arrays[ident(plan.leaves["state"][s])].copy() for s in call.state}
         if not keep:
             return ys, final
         states = {s: arrays[ident(plan.leaves["state"][s]) + "_all"] for s in call.state}
-        saved = {label: np.array(self._whole("forward", arrays, buf, call.sizes))
+        saved = {label: np.ascontiguousarray(self._whole("forward", arrays, buf, call.sizes))
                  for label, buf in plan.results.get("saved", {}).items()}
         return ys, final, {"states": states, "saved": saved}
 
-    def backward(self, call, tape, dys, dfinal):
+    def backward(self, call, tape, dys, dfinal, workspace: dict | None = None,
+                 packed: dict | None = None):
         plan = self.plans["backward"]
         bound = self._masked(
             plan, backward_leaves(plan, tape, call.params, call.xs, dys, dfinal), call)
-        arrays = self._arrays("backward", bound, call.sizes, call.T, call.B)
+        arrays = self._arrays("backward", bound, call.sizes, call.T, call.B,
+                              call.lengths is not None, workspace, packed)
         self._run("backward", arrays, call.sizes, call.T, call.B, call.lengths)
         dparams = {n: np.array(np.broadcast_to(self._whole("backward", arrays, buf, call.sizes),
                                                call.params[n].shape), dtype=self.dtype)
