@@ -196,3 +196,23 @@ def test_random_specs_passes_and_plan_preserve_meaning(gen, seed):
     for s in cell.states:
         np.testing.assert_allclose(g["state"][s], g_r["state"][s], rtol=1e-9, atol=1e-11,
                                    err_msg=gen.text)
+
+
+# --- the cpu target -----------------------------------------------------------------------------
+
+# Few examples (each spec compiles three Numba functions per dtype, seconds each), derandomized so
+# CI compiles the same specs every run; RNNCC_EXAMPLES scales them for a deeper search.
+@settings(max_examples=4 * SCALE, derandomize=True, **SETTINGS)
+@given(gen=cell_specs(), seed=st.integers(0, 2**16))
+def test_random_specs_on_the_cpu_target_equal_the_reference(gen, seed):
+    """Generated Numba code computes what the reference interpreter computes, forward and
+    backward, float64 and float32, with and without ragged lengths."""
+    from .backends.test_cpu import compare
+    from rnncc.runtime.gradcheck import random_problem
+
+    cell = rnncc.compile(gen.text)
+    sizes = {d: gen.sizes[d] for d in cell.dims}
+    for ragged in (False, True):
+        prob = random_problem(cell, sizes, T=4, B=3, seed=seed, ragged=ragged)
+        compare(cell, prob, np.float64, 1e-10, err_msg=gen.text)
+        compare(cell, prob, np.float32, 1e-4, err_msg=gen.text)

@@ -15,32 +15,47 @@ import rnncc
 from rnncc.runtime.gradcheck import random_problem
 
 
-def compare(cell, prob, dtype, rtol):
-    p = {k: v.astype(dtype) for k, v in prob.p.items()}
-    xs = {k: v.astype(dtype) for k, v in prob.xs.items()}
-    x = xs if len(xs) > 1 else xs[cell.inputs[0]]
-    kwargs = dict(state=prob.state, lengths=prob.lengths)
-    ys, final = cell.forward(p, x, target="cpu", **kwargs)
-    ys_r, final_r = cell.forward(p, x, **kwargs)
+def compare(cell, prob, dtype, rtol, err_msg=""):
+    """cpu in `dtype` against the reference interpreter in float64 on the same values (every
+    argument rounded to `dtype` first), forward and backward."""
+    def rounded(tree):
+        return None if tree is None else {k: v.astype(dtype).astype(np.float64)
+                                          for k, v in tree.items()}
+
+    p, xs, state, dfinal = (rounded(t) for t in (prob.p, prob.xs, prob.state, prob.dfinal))
+    dys = prob.dys.astype(dtype).astype(np.float64)
+    lengths = prob.lengths
+
+    def arg(tree):
+        return {k: v.astype(dtype) for k, v in tree.items()}
+
+    def x_arg(tree):
+        return tree if len(tree) > 1 else tree[cell.inputs[0]]
+
+    ys, final = cell.forward(arg(p), x_arg(arg(xs)), state=arg(state), lengths=lengths,
+                             target="cpu")
+    ys_r, final_r = cell.forward(p, x_arg(xs), state=state, lengths=lengths)
     assert ys.dtype == np.dtype(dtype)
 
-    def close(a, b):
+    def close(a, b, what):
         scale = max(float(np.abs(b).max(initial=0)), 1.0)
-        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale)
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale,
+                                   err_msg=f"{what} {err_msg}")
 
-    close(ys, ys_r)
+    close(ys, ys_r, "ys")
     for s in cell.states:
-        close(final[s], final_r[s])
-    g = cell.backward(p, x, prob.dys, dfinal=prob.dfinal, target="cpu", **kwargs)
-    g_r = cell.backward(p, x, prob.dys, dfinal=prob.dfinal, **kwargs)
+        close(final[s], final_r[s], f"final {s}")
+    g = cell.backward(arg(p), x_arg(arg(xs)), dys.astype(dtype), state=arg(state),
+                      dfinal=arg(dfinal), lengths=lengths, target="cpu")
+    g_r = cell.backward(p, x_arg(xs), dys, state=state, dfinal=dfinal, lengths=lengths)
     for k in cell.params:
-        close(g["params"][k], g_r["params"][k])
+        close(g["params"][k], g_r["params"][k], f"d{k}")
     gx = g["x"] if isinstance(g["x"], dict) else {"x": g["x"]}
     gx_r = g_r["x"] if isinstance(g_r["x"], dict) else {"x": g_r["x"]}
     for k in gx:
-        close(gx[k], gx_r[k])
+        close(gx[k], gx_r[k], f"d{k}")
     for s in cell.states:
-        close(g["state"][s], g_r["state"][s])
+        close(g["state"][s], g_r["state"][s], f"d{s} (initial)")
 
 
 @pytest.mark.parametrize("name", rnncc.shipped())
@@ -50,7 +65,7 @@ def test_float64_equals_reference(shipped_cells, name):
         compare(cell, random_problem(cell, T=5, B=3, seed=3, ragged=ragged), np.float64, 1e-10)
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm", "gru", "mgu"])
+@pytest.mark.parametrize("name", rnncc.shipped())
 def test_float32_equals_reference(shipped_cells, name):
     cell = shipped_cells[name]
     for ragged in (False, True):
@@ -83,7 +98,7 @@ def test_a_second_process_loads_the_compiled_cell_from_the_disk_cache(tmp_path):
         x = np.ones((2, 1, 3), np.float32)
         start = time.perf_counter()
         cell.forward(p, x, target="cpu")
-        compiled = cell._cpu_compiled[np.dtype(np.float32)].module.forward
+        compiled = cell._cpu_compiled[np.dtype(np.float32)].module.infer
         print(time.perf_counter() - start, sum(compiled.stats.cache_hits.values()))
     """)
     env = dict(os.environ, RNNCC_CACHE_DIR=str(tmp_path))
@@ -101,5 +116,6 @@ def test_a_second_process_loads_the_compiled_cell_from_the_disk_cache(tmp_path):
 
 def test_show_cpu_prints_the_generated_source(shipped_cells):
     source = shipped_cells["gru"].show("text", stage="cpu")
-    assert source.count("@njit(") == 2 and "def forward(" in source and "def backward(" in source
+    assert source.count("@njit(") == 3
+    assert all(f"def {f}(" in source for f in ("forward", "backward", "infer"))
     compile(source, "<generated>", "exec")  # it is Python

@@ -145,9 +145,17 @@ class _Printer:
             product = (v, f"{a}.T")
         elif step.op == "matmul_t":
             product = (v, a)
+        elif (a_buf.rows == "none") != (b_buf.rows == "none"):
+            # an outer sum of per-row gradients with a vector that has no rows (a parameter):
+            # the rows' sum times it
+            g = f"np.sum({a}, axis=0)" if a_buf.rows != "none" else a
+            w = f"np.sum({v}, axis=0)" if b_buf.rows != "none" else v
+            self.emit(indent, f"{out}[:, :] = np.outer({g}, {w})")
+            product = None
         else:
             product = (f"{a}.T", v)
-        self.emit(indent, f"np.dot({product[0]}, {product[1]}, {out})")
+        if product is not None:
+            self.emit(indent, f"np.dot({product[0]}, {product[1]}, {out})")
         if step.accumulate:
             self.emit(indent, f"{out} += {self.matrix(b[step.accumulate], t)}")
 
@@ -185,28 +193,41 @@ class _Printer:
             self.kernel(step, indent, t, phase)
 
     def carry(self, indent: int) -> None:
-        """End of a step: each carried value becomes the next step's, for the rows that ran."""
-        pairs = [(ident(r), w) for r, w in self.plan.carried.values()]
+        """End of a step, for the rows that ran: results wanted for every step that no kernel
+        stores are copied out (first: a carried state read this step is about to change), then
+        each carried value becomes the next step's."""
         self.emit(indent, "for b in range(B):")
         self.emit(indent + 1, "if t < lengths[b]:")
-        for read, written in pairs:
-            wb = self.plan.buffers[written]
-            array, offset = self.base(wb, "t")
-            width = self.width(wb)
-            if wb.rows == "none":
-                src = f"{array}[{offset}:{offset} + {width}]" if offset != "0" else array
-            elif wb.rows == "T*B":
-                src = f"{array}[b, {offset}:{offset} + {width}]"
-            else:
-                src = f"{array}[b, {offset}:{offset} + {width}]"
-            self.emit(indent + 2, f"{read}[b, :] = {src}")
         for name in self.plan.per_step_results:
             rb = self.plan.buffers[name]
-            if rb.rows == "B" and not rb.stored:  # a result no kernel stores: copy it here
+            if rb.rows == "B" and not rb.stored:
                 array, offset = self.base(rb, "t")
                 self.emit(indent + 2, f"{ident(name)}_all[t, b, :] = "
                                       f"{array}[b, {offset}:{offset} + {self.width(rb)}]")
                 self.captured.append(name)
+        for read, written in self.plan.carried.values():
+            wb = self.plan.buffers[written]
+            if wb.role == "constant":  # a state whose next value is a constant (zeros)
+                self.emit(indent + 2, f"{ident(read)}[b, :] = {self.constant(wb)}")
+                continue
+            array, offset = self.base(wb, "t")
+            width = self.width(wb)
+            if wb.rows == "none":
+                src = f"{array}[{offset}:{offset} + {width}]" if offset != "0" else array
+            else:
+                src = f"{array}[b, {offset}:{offset} + {width}]"
+            self.emit(indent + 2, f"{ident(read)}[b, :] = {src}")
+
+    def constant(self, b: Buffer) -> str:
+        """A constant buffer's value, as a scalar expression (every element equal)."""
+        op, attrs = b.value
+        if op == "zeros":
+            return "ZERO"
+        if op == "const":
+            return self.const(attrs["value"])
+        if op == "size":
+            return f"dtype({dim_expr(attrs['dim'])})"
+        raise NotImplementedError(f"constant {op}")
 
 
 class _Kernel:
@@ -224,6 +245,17 @@ class _Kernel:
         self.scalars: set[str] = set()      # kernel values held in a local variable
         self.row = "b" if phase == "step" else "tb"
         self.views: dict[str, str] = {}     # "array[row index]" -> its row view's local name
+        # values only a concat reads are computed straight into their block of it
+        self.into_concat: dict[str, tuple] = {}  # value -> (concat, column offset)
+        for op in step.ops:
+            if op.op != "concat":
+                continue
+            for k, arg in enumerate(op.args):
+                src = self.ops.get(arg)
+                if (src is not None and self.users[arg] == [op.out] and op.args.count(arg) == 1
+                        and arg not in step.outputs and src.per_row == op.per_row
+                        and src.op in ELEMENTWISE):
+                    self.into_concat[arg] = (op.out, offset_expr(op.shape[-1], k))
         self.in_rows = False
 
     # -- where values live --------------------------------------------------------------------------
@@ -280,6 +312,9 @@ class _Kernel:
 
     def stored_element(self, name: str, col: str) -> str:
         op = self.ops[name]
+        if name in self.into_concat:
+            concat, offset = self.into_concat[name]
+            return self.stored_element(concat, f"{offset} + {col}" if offset != "0" else col)
         if name in self.step.outputs:
             return self.buffer_element(self.p.plan.buffers[name], col)
         array = self.stored[name]
@@ -289,8 +324,15 @@ class _Kernel:
         return self.row_element(array, self.row, col)
 
     def keep(self, name: str) -> None:
-        """Give a kernel value that crosses loops an array: its output buffer, or a workspace."""
+        """Give a kernel value that crosses loops an array: its output buffer, a block of the
+        concat that reads it, or a workspace."""
         op = self.ops[name]
+        if name in self.into_concat:
+            concat, _ = self.into_concat[name]
+            if concat not in self.stored:
+                self.keep(concat)
+            self.stored[name] = self.stored[concat]
+            return
         if name in self.step.outputs:
             self.stored[name] = ident(name)
             return
@@ -451,24 +493,34 @@ class _Kernel:
                            indent + 1)
             return  # otherwise read through its source
         if op.op == "concat":
-            self.keep(op.out)
+            if op.out not in self.stored:
+                self.keep(op.out)
             stacked = op.shape[-1]
             for k, arg in enumerate(op.args):
+                if arg in self.into_concat:
+                    continue  # already written into its block
                 offset = offset_expr(stacked, k)
                 p.emit(indent, f"for j in range({dim_expr(stacked.parts[k])}):")
                 self.store(op.out, f"{offset} + j", self.value(arg, "j", set()), indent + 1)
             return
-        if op.op == "batch_sum":
+        if op.op == "batch_sum":  # row by row, so the reads stream through memory
             self.keep(op.out)
             (arg,) = op.args
-            p.emit(indent, f"for j in range({dim_expr(op.shape[-1])}):")
-            p.emit(indent + 1, "acc = ZERO")
-            p.emit(indent + 1, "for tt in range(T):")
-            p.emit(indent + 2, "for b in range(B):")
-            p.emit(indent + 3, "tb = tt * B + b")
-            p.emit(indent + 3, "if tt < lengths[b]:")
-            p.emit(indent + 4, f"acc += {self.value(arg, 'j', set())}")
-            self.store(op.out, "j", "acc", indent + 1)
+            width = dim_expr(op.shape[-1])
+            p.emit(indent, f"for j in range({width}):")
+            self.store(op.out, "j", "ZERO", indent + 1)
+            p.emit(indent, "for tt in range(T):")
+            p.emit(indent + 1, "for b in range(B):")
+            p.emit(indent + 2, "tb = tt * B + b")
+            p.emit(indent + 2, "if tt < lengths[b]:")
+            outer_views, self.views, self.in_rows = self.views, {}, True
+            first = len(p.lines)
+            p.emit(indent + 3, f"for j in range({width}):")
+            p.emit(indent + 4, f"{self.stored_element(op.out, 'j')} += "
+                               f"{self.value(arg, 'j', set())}")
+            p.lines[first:first] = ["    " * (indent + 3) + f"{view} = {key}"
+                                    for key, view in self.views.items()]
+            self.views, self.in_rows = outer_views, False
             return
         raise NotImplementedError(f"op {op.op} in a CPU kernel")
 
