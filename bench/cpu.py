@@ -1,8 +1,11 @@
 """CPU benchmark: rnncc's cpu target against PyTorch and against the GEMM floor.
 
 Side by side in one process, rounds interleaved, medians, reported as ratios:
+    rnncc           an rnncc.RNN layer on the cpu target (forward: eval mode, like torch's
+                    forward under no_grad; forward+backward: training mode, then backward)
     rnncc / torch   torch.nn.LSTM/GRU/RNN (torch.set_num_threads(threads)) for the shipped
                     cells, the same cell as an eager PyTorch module for the others
+    rnncc / script  custom cells only: that module compiled with torch.jit.script
     rnncc / floor   the cell's matrix products alone, in numpy: the input GEMM over all T*B rows
                     and one recurrent GEMM per step (forward); for forward+backward also the
                     backward step's GEMM and the three weight/input gradient GEMMs
@@ -50,6 +53,7 @@ def torch_lnlstm(I, H, dtype):
     class LNLSTM(torch.nn.Module):
         def __init__(self):
             super().__init__()
+            self.hidden = H
             self.W = torch.nn.Linear(I, 4 * H, bias=False)
             self.U = torch.nn.Linear(H, 4 * H, bias=False)
             self.ln_x = torch.nn.LayerNorm(4 * H, elementwise_affine=True, bias=False)
@@ -58,11 +62,11 @@ def torch_lnlstm(I, H, dtype):
             self.b = torch.nn.Parameter(torch.zeros(4 * H))
 
         def forward(self, x):
-            T, B = x.shape[:2]
-            h = x.new_zeros(B, H)
-            c = x.new_zeros(B, H)
+            T, B = x.shape[0], x.shape[1]
+            h = x.new_zeros(B, self.hidden)
+            c = x.new_zeros(B, self.hidden)
             wx = self.ln_x(self.W(x))
-            ys = []
+            ys: list[torch.Tensor] = []
             for t in range(T):
                 gates = wx[t] + self.ln_h(self.U(h)) + self.b
                 i, f, g, o = gates.chunk(4, dim=1)
@@ -118,22 +122,30 @@ def contenders(name, T, B, I, H, dtype, backward, threads):
 
         def ours():
             layer(x)
-    module = torch_builtin(name, I, H, dtype) if name in ("rnn", "gru", "lstm") else \
-        torch_lnlstm(I, H, dtype)
+    builtin = name in ("rnn", "gru", "lstm")
+    module = torch_builtin(name, I, H, dtype) if builtin else torch_lnlstm(I, H, dtype)
     xt = torch.from_numpy(x)
     dyt = torch.from_numpy(dys)
     if backward:
         xt.requires_grad_(True)
 
-        def theirs():
-            module.zero_grad(set_to_none=True)
-            out, _ = module(xt)
-            out.backward(dyt)
-    else:
-        def theirs():
-            with torch.no_grad():
-                module(xt)
-    return {"rnncc": ours, "torch": theirs, "floor": floor(name, T, B, I, H, dtype, backward)}
+    def run(m):
+        if backward:
+            def theirs():
+                m.zero_grad(set_to_none=True)
+                out, _ = m(xt)
+                out.backward(dyt)
+        else:
+            def theirs():
+                with torch.no_grad():
+                    m(xt)
+        return theirs
+
+    fns = {"rnncc": ours, "torch": run(module)}
+    if not builtin:  # a custom cell: also as TorchScript, the usual way to speed one up
+        fns["script"] = run(torch.jit.script(module))
+    fns["floor"] = floor(name, T, B, I, H, dtype, backward)
+    return fns
 
 
 def measure(fns: dict, rounds: int) -> dict:
@@ -171,20 +183,23 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     dtype = np.dtype(args.dtype)
     rows = []
-    header = ("| cell | T, B, I=H | pass | rnncc ms | torch ms | floor ms | rnncc/torch | "
-              "rnncc/floor |")
+    header = ("| cell | T, B, I=H | pass | rnncc ms | torch ms | script ms | floor ms | "
+              "rnncc/torch | rnncc/script | rnncc/floor |")
     print(header)
-    print("|" + "---|" * 8)
+    print("|" + "---|" * 10)
     for name in args.cells:
         for config in args.configs:
             T, B, H = (int(v) for v in config.split(","))
             for backward in ([False] if args.no_backward else [False, True]):
                 med = measure(contenders(name, T, B, H, H, dtype, backward, args.threads),
                               args.rounds)
+                script = med.get("script")
+                script_ms = "-" if script is None else f"{1e3 * script:.1f}"
+                vs_script = "-" if script is None else f"{med['rnncc'] / script:.2f}"
                 row = (f"| {name} | {T}, {B}, {H} | {'fwd+bwd' if backward else 'fwd'} | "
-                       f"{1e3 * med['rnncc']:.1f} | {1e3 * med['torch']:.1f} | "
+                       f"{1e3 * med['rnncc']:.1f} | {1e3 * med['torch']:.1f} | {script_ms} | "
                        f"{1e3 * med['floor']:.1f} | {med['rnncc'] / med['torch']:.2f} | "
-                       f"{med['rnncc'] / med['floor']:.2f} |")
+                       f"{vs_script} | {med['rnncc'] / med['floor']:.2f} |")
                 print(row, flush=True)
                 rows.append(row)
     if args.write:
@@ -197,7 +212,7 @@ def main(argv=None) -> int:
             out.write(f"\n## {time.strftime('%Y-%m-%d')}: `python bench/cpu.py "
                       f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
                       f"{machine}; medians of {args.rounds} interleaved rounds\n\n"
-                      f"{header}\n|{'---|' * 8}\n" + "\n".join(rows) + "\n")
+                      f"{header}\n|{'---|' * 10}\n" + "\n".join(rows) + "\n")
     return 0
 
 

@@ -8,7 +8,11 @@ def test_cpu_benchmark_runs(capsys):
     spec = importlib.util.spec_from_file_location("bench_cpu", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    assert bench.main(["--cells", "rnn", "--configs", "3,2,4", "--rounds", "1"]) == 0
+    assert bench.main(["--cells", "rnn", "lnlstm", "--configs", "3,2,4", "--rounds", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("| cell |") and len(out) == 4  # header, rule, fwd, fwd+bwd
-    assert all(line.startswith("| rnn | 3, 2, 4 |") for line in out[2:])
+    assert out[0].startswith("| cell |") and len(out) == 6  # header, rule, 2 cells x 2 passes
+    assert all(line.startswith("| rnn | 3, 2, 4 |") for line in out[2:4])
+    assert all(line.startswith("| lnlstm | 3, 2, 4 |") for line in out[4:])
+    assert all(line.count("|") == 11 for line in out)
+    # the custom cell has a TorchScript column, the builtin one none
+    assert out[2].split("|")[6].strip() == "-" and out[4].split("|")[6].strip() != "-"

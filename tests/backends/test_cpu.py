@@ -72,6 +72,33 @@ def test_float32_equals_reference(shipped_cells, name):
         compare(cell, random_problem(cell, T=5, B=3, seed=4, ragged=ragged), np.float32, 1e-4)
 
 
+# Specs on which hypothesis found code generation bugs (float64: the bugs were not dtype's).
+REGRESSIONS = {
+    # an input no equation reads: its gradient is a constant (zeros) result
+    "unused_input": "cell u\ninput x[I]\nstate h[H]\nh' = tanh(h)\n",
+    # the output is a state as read (before its update): copied out before the carry; a
+    # parameter-only product (W1 @ b2) whose weight gradient is an outer sum with no rows; a
+    # state whose next value is constant
+    "output_is_old_state": (
+        "cell s\ninput x[I], y[H]\nstate h[H], m[H], c[K]\nparam W1[K, I]\noutput a1\n"
+        "a0 = 2.0\na1 = c\nm' = tanh(m)\nh' = tanh((W0 @ a1))\n"
+        "c' = tanh(min(((a0 / (1 + abs(a0))) / (1 + abs((W1 @ b2)))), softplus((W3 @ x))))\n"),
+    # a hoisted product's gradient: per-step part plus a GEMM after the loop, accumulated
+    "accumulate_after_loop": (
+        "cell a\ninput x[I]\nstate h[H], c[K]\na0 = W0 @ x\nc' = tanh(W1 @ a0)\n"
+        "h' = tanh(a0 + h)\n"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGRESSIONS))
+def test_specs_that_once_broke_code_generation(name):
+    cell = rnncc.compile(REGRESSIONS[name])
+    sizes = {d: 3 + k for k, d in enumerate(cell.dims)}
+    for ragged in (False, True):
+        compare(cell, random_problem(cell, sizes, T=4, B=3, seed=5, ragged=ragged), np.float64,
+                1e-10, err_msg=name)
+
+
 def test_huge_inputs_saturate_nan_stays_in_its_row_same_bits_twice(shipped_cells):
     cell = shipped_cells["lstm"]
     prob = random_problem(cell, T=4, B=3, seed=8)

@@ -156,8 +156,8 @@ class _Printer:
             product = (f"{a}.T", v)
         if product is not None:
             self.emit(indent, f"np.dot({product[0]}, {product[1]}, {out})")
-        if step.accumulate:
-            self.emit(indent, f"{out} += {self.matrix(b[step.accumulate], t)}")
+        if step.accumulate:  # np.add with out=: `out` may be a reshape, no assignment target
+            self.emit(indent, f"np.add({out}, {self.matrix(b[step.accumulate], t)}, {out})")
 
     def kernel(self, step: Kernel, indent: int, t: str | None, phase: str) -> None:
         _Kernel(self, step, indent, t, phase).print()
