@@ -17,6 +17,9 @@ import os
 # own rounds steadier). It only takes effect if SciPy's BLAS is not loaded yet; a value the user
 # set wins.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# The same for the OpenMP runtime that runs the kernels' parallel loops (Numba's omp threading
+# layer), read when it starts, at the first parallel kernel.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import SpecError  # noqa: E402
 from .runtime import RNN, Cell, compile, load, shipped  # noqa: A004, E402

@@ -99,6 +99,16 @@ def test_specs_that_once_broke_code_generation(name):
                 1e-10, err_msg=name)
 
 
+def test_kernels_on_several_threads_equal_the_reference(shipped_cells, monkeypatch):
+    """Small problems run their kernels on one thread; force every call onto all of Numba's."""
+    from rnncc.backends.cpu import runtime
+    monkeypatch.setattr(runtime, "PARALLEL_MIN_WORK", 0)
+    assert runtime.kernel_threads(2, {"H": 3}, 2) == 2
+    for name in ("lstm", "gru"):
+        cell = shipped_cells[name]
+        compare(cell, random_problem(cell, T=5, B=7, seed=9, ragged=True), np.float32, 1e-4)
+
+
 def test_huge_inputs_saturate_nan_stays_in_its_row_same_bits_twice(shipped_cells):
     cell = shipped_cells["lstm"]
     prob = random_problem(cell, T=4, B=3, seed=8)
