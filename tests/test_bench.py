@@ -16,3 +16,13 @@ def test_cpu_benchmark_runs(capsys):
     assert all(line.count("|") == 11 for line in out)
     # the custom cell has a TorchScript column, the builtin one none
     assert out[2].split("|")[6].strip() == "-" and out[4].split("|")[6].strip() != "-"
+
+
+def test_cpu_profile_runs(capsys):
+    path = Path(__file__).parents[1] / "bench" / "profile_cpu.py"
+    spec = importlib.util.spec_from_file_location("bench_profile_cpu", path)
+    profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile)
+    assert profile.main(["rnn", "3,2,4", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert all(part in out for part in ("whole", "gemms only", "kernels only", "layer(x)"))

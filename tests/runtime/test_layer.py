@@ -201,3 +201,19 @@ def test_the_caller_arrays_are_never_modified(layers):
     layer.backward(dy, {"c": state["c"]})
     for before, after in zip(copies, [x, state["h"], state["c"], dy]):
         np.testing.assert_array_equal(before, after)
+
+
+def test_dimensions_beyond_input_and_hidden_are_keywords():
+    spec = ("cell proj\ninput x[I]\nstate h[H], p[P]\n"
+            "h' = tanh(W @ x + U @ h + V @ p)\np' = tanh(R @ h')\n")
+    layer = rnncc.RNN(spec, I, H, P=3, dtype=np.float64, target="reference")
+    assert layer.params["V"].shape == (H, 3) and layer.params["R"].shape == (3, H)
+    x = np.random.default_rng(6).standard_normal((T, B, I))
+    y, final = layer(x)
+    assert y.shape == (T, B, H) and final["p"].shape == (B, 3)
+    y_ref, _ = layer.cell.forward(dict(layer.params), x)
+    np.testing.assert_array_equal(y, y_ref)
+    with pytest.raises(ValueError, match="missing P"):
+        rnncc.RNN(spec, I, H, target="reference")
+    with pytest.raises(ValueError, match="pass it once, as hidden_size"):
+        rnncc.RNN(spec, I, H, H=4, P=3, target="reference")
