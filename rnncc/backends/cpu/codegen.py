@@ -186,7 +186,9 @@ class _Printer:
         del self.lines[body_start:]
         args = ", ".join(["T", "B", "lengths"] + [f"d_{d}" for d in self.dims]
                          + [a for a, _, _ in self.arrays()])
-        head = [f"@njit(cache=True, parallel={PRANGE_ONLY}, error_model='numpy', nogil=True)",
+        # parallel only where a kernel loops over rows (else Numba warns it found nothing to do)
+        parallel = f"parallel={PRANGE_ONLY}, " if any("prange(" in line for line in body) else ""
+        head = [f"@njit(cache=True, {parallel}error_model='numpy', nogil=True)",
                 f"def {name}({args}):"]
         return "\n".join(head + body)
 
