@@ -149,7 +149,7 @@ class RNN:
         its own last step. In training mode (the default) it keeps what backward() needs; in
         eval mode (layer.eval()) it keeps nothing and stores only the output: faster."""
         xt = self._time_major("x", x, self.input_size)
-        if self.dtype != np.asarray(x).dtype:
+        if xt.dtype != self.dtype:
             xt = xt.astype(self.dtype)
         call = check_forward(self.cell, self.params, xt, state, lengths)
         if self._compiled is not None:

@@ -20,6 +20,7 @@ function arguments are the dimension sizes, T, B, the row lengths and every buff
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -316,6 +317,19 @@ class _Kernel:
             self.views[key] = view
         return f"{self.views[key]}[{col}]"
 
+    @contextmanager
+    def row_views(self, indent: int):
+        """Code printed inside is in a loop over rows: the row views it uses (row_element) are
+        taken at its top, once per row."""
+        first, outer = len(self.p.lines), self.views
+        self.views, self.in_rows = {}, True
+        try:
+            yield
+        finally:
+            self.p.lines[first:first] = ["    " * indent + f"{view} = {key}"
+                                         for key, view in self.views.items()]
+            self.views, self.in_rows = outer, False
+
     def stored_element(self, name: str, col: str) -> str:
         op = self.ops[name]
         if name in self.into_concat:
@@ -423,12 +437,8 @@ class _Kernel:
             p.emit(ind + 1, "b = tb - tt * B")
             p.emit(ind + 1, "if tt < lengths[b]:")
         if row_ops:
-            first = len(p.lines)
-            self.in_rows = True
-            self.body(row_ops, ind + 2, rows=True)
-            self.in_rows = False
-            p.lines[first:first] = ["    " * (ind + 2) + f"{view} = {key}"
-                                    for key, view in self.views.items()]
+            with self.row_views(ind + 2):
+                self.body(row_ops, ind + 2, rows=True)
         else:
             del p.lines[-(2 if self.phase == "step" else 4):]
         if after_ops:
@@ -519,14 +529,10 @@ class _Kernel:
             p.emit(indent + 1, "for b in range(B):")
             p.emit(indent + 2, "tb = tt * B + b")
             p.emit(indent + 2, "if tt < lengths[b]:")
-            outer_views, self.views, self.in_rows = self.views, {}, True
-            first = len(p.lines)
-            p.emit(indent + 3, f"for j in range({width}):")
-            p.emit(indent + 4, f"{self.stored_element(op.out, 'j')} += "
-                               f"{self.value(arg, 'j', set())}")
-            p.lines[first:first] = ["    " * (indent + 3) + f"{view} = {key}"
-                                    for key, view in self.views.items()]
-            self.views, self.in_rows = outer_views, False
+            with self.row_views(indent + 3):
+                p.emit(indent + 3, f"for j in range({width}):")
+                p.emit(indent + 4, f"{self.stored_element(op.out, 'j')} += "
+                                   f"{self.value(arg, 'j', set())}")
             return
         raise NotImplementedError(f"op {op.op} in a CPU kernel")
 

@@ -62,8 +62,9 @@ def load(source: str):
     return module
 
 
-# Rows x widest dimension below which a kernel runs on the calling thread alone: waking
-# Numba's threads costs ~10-20 us per kernel launch, more than a small step's kernel takes.
+# Rows x widest dimension below which a kernel runs on the calling thread alone: waking Numba's
+# threads for each kernel launch costs more than a small step's kernel takes (threshold set from
+# the 2-core runs in bench/RESULTS.md: B=1 latency kept, B=64 faster; not tuned further).
 PARALLEL_MIN_WORK = 4096
 
 
@@ -152,9 +153,8 @@ class Compiled:
                 continue
             if what == "buffer":
                 shape = self._shape(plan.buffers[spec], sizes, T, B)
-            elif what == "every_step":
-                b = plan.buffers[spec]
-                shape = (T, B, *(tuple(dim_size(d, sizes) for d in b.shape) or (1,)))
+            elif what == "every_step":  # a "B" buffer's [T, B, ...] array
+                shape = (T, *self._shape(plan.buffers[spec], sizes, T, B))
             else:
                 rows, width = spec
                 w = dim_size(width, sizes) if not isinstance(width, int) else width
