@@ -170,6 +170,12 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine(threads: int, dtype: str, torch_version: str) -> str:
+    """The line bench/RESULTS.md records under each command."""
+    return (f"{_cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"numpy {np.__version__}, torch {torch_version}, {threads} threads, {dtype}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", nargs="+", default=["lstm", "gru", "rnn", "lnlstm"])
@@ -205,13 +211,11 @@ def main(argv=None) -> int:
     if args.write:
         import torch
         path = Path(__file__).with_name("RESULTS.md")
-        machine = (f"{_cpu_model()}, {os.cpu_count()} cores, "
-                   f"Python {platform.python_version()}, numpy {np.__version__}, "
-                   f"torch {torch.__version__}, {args.threads} threads, {args.dtype}")
+        machine_text = machine(args.threads, args.dtype, torch.__version__)
         with path.open("a") as out:
             out.write(f"\n## {time.strftime('%Y-%m-%d')}: `python bench/cpu.py "
                       f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
-                      f"{machine}; medians of {args.rounds} interleaved rounds\n\n"
+                      f"{machine_text}; medians of {args.rounds} interleaved rounds\n\n"
                       f"{header}\n|{'---|' * 10}\n" + "\n".join(rows) + "\n")
     return 0
 

@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     T, B, H = (int(v) for v in args.config.split(","))
     layer = rnncc.RNN(args.cell, H, H).eval()
     x = np.random.default_rng(0).standard_normal((T, B, H)).astype(np.float32)
-    compiled = layer._compiled
+    unit = layer._units[0][0]   # the one layer, one direction
+    compiled = unit._compiled
     source = compiled.source
     start = source.rindex("@njit", 0, source.index("def infer("))
     end = source.find("\n\n\n@njit", start)
@@ -74,11 +75,11 @@ def main(argv=None) -> int:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
 
-    call = check_forward(layer.cell, layer.params, x, None, None)
+    call = check_forward(layer.cell, unit.params, x, None, None)
     plan = compiled.plans["infer"]
     bound = compiled._masked(plan, forward_leaves(plan, call.params, call.xs, call.state), call)
     arrays = compiled._arrays("infer", bound, call.sizes, T, B, False, None,
-                              layer._packed_now())
+                              unit._packed_now())
     fn_args = [T, B, np.full(B, T, np.int64), *(call.sizes[d] for d in layer.cell.dims),
                *(arrays[a] for a, _, _ in compiled.signatures["infer"])]
     import numba

@@ -26,3 +26,16 @@ def test_cpu_profile_runs(capsys):
     assert profile.main(["rnn", "3,2,4", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
     assert all(part in out for part in ("whole", "gemms only", "kernels only", "layer(x)"))
+
+
+def test_stack_benchmark_runs(capsys):
+    path = Path(__file__).parents[1] / "bench" / "stacks.py"
+    spec = importlib.util.spec_from_file_location("bench_stacks", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--configs", "rnn,2,bi,3,2,4", "gru,3,uni,5,2,4", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| cell | layers |") and len(out) == 6  # 2 configs x 2 passes
+    assert all(line.startswith("| rnn | 2 | bi | 3, 2, 4 |") for line in out[2:4])
+    assert all(line.startswith("| gru | 3 | uni | 5, 2, 4 |") for line in out[4:])
+    assert all(line.count("|") == out[0].count("|") for line in out)

@@ -1,6 +1,9 @@
-"""Weight exchange with PyTorch's nn.RNN / nn.LSTM / nn.GRU for the shipped rnn, lstm, gru specs.
+"""Weight exchange with PyTorch's nn.RNN / nn.LSTM / nn.GRU for the shipped rnn, rnn_relu, lstm
+and gru specs.
 
-Plain numpy on both sides: torch is never imported here. PyTorch stacks the gates of one layer
+params_from_torch / params_to_torch work on plain numpy state dicts; layer_from_torch /
+layer_to_torch (rnncc.RNN.from_torch, layer.to_torch()) import torch when called: torch stays
+an optional dependency. PyTorch stacks the gates of one layer
 into `weight_ih_l{k}` [G*H, I], `weight_hh_l{k}` [G*H, H], `bias_ih_l{k}` and `bias_hh_l{k}` [G*H],
 gate blocks in the order below. rnncc's specs name one matrix per gate and (where the equations
 allow it) one bias, the sum of PyTorch's two; the GRU's candidate gate keeps its recurrent bias
@@ -14,6 +17,7 @@ import numpy as np
 # in PyTorch's block order.
 LAYOUTS = {
     "rnn": [("W", "U", "b", None)],
+    "rnn_relu": [("W", "U", "b", None)],
     "lstm": [("W_i", "U_i", "b_i", None), ("W_f", "U_f", "b_f", None),
              ("W_g", "U_g", "b_g", None), ("W_o", "U_o", "b_o", None)],
     "gru": [("W_r", "U_r", "b_r", None), ("W_z", "U_z", "b_z", None),
@@ -72,3 +76,72 @@ def params_to_torch(cell, p: dict, suffix: str = "_l0") -> dict:
                                             for _, _, b, d in layout]),
     }
     return out
+
+
+# torch module mode -> the shipped spec computing the same cell
+CELL_OF_MODE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn", "RNN_RELU": "rnn_relu"}
+MODULE_OF_CELL = {"lstm": ("LSTM", {}), "gru": ("GRU", {}), "rnn": ("RNN", {"nonlinearity": "tanh"}),
+                  "rnn_relu": ("RNN", {"nonlinearity": "relu"})}
+
+
+def _numpy_dtype(torch_dtype):
+    import torch
+    dtypes = {torch.float32: np.float32, torch.float64: np.float64}
+    if torch_dtype not in dtypes:
+        raise ValueError(f"the module's weights are {torch_dtype}; rnncc runs in float32 or "
+                         f"float64 (convert the module with .float() or .double())")
+    return dtypes[torch_dtype]
+
+
+def layer_from_torch(module, target: str = "cpu"):
+    """rnncc.RNN with the configuration (sizes, num_layers, bidirectional, dropout,
+    batch_first, training mode) and weights of a torch.nn.LSTM, GRU or RNN."""
+    import torch
+
+    from ..runtime.layer import RNN, suffix
+    if not isinstance(module, torch.nn.RNNBase):
+        raise TypeError(f"from_torch takes a torch.nn.LSTM, GRU or RNN, not "
+                        f"{type(module).__name__}")
+    if module.mode not in CELL_OF_MODE:
+        raise ValueError(f"torch module mode {module.mode!r} has no rnncc cell")
+    if getattr(module, "proj_size", 0):
+        raise ValueError(f"the module has proj_size={module.proj_size}; rnncc's lstm has no "
+                         f"projection (write a spec with one)")
+    weights = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    layer = RNN(CELL_OF_MODE[module.mode], module.input_size, module.hidden_size,
+                num_layers=module.num_layers, bidirectional=module.bidirectional,
+                dropout=module.dropout if module.num_layers > 1 else 0.0,
+                batch_first=module.batch_first, target=target,
+                dtype=_numpy_dtype(module.weight_ih_l0.dtype))
+    for k in range(layer.num_layers):
+        for d in range(layer.num_directions):
+            end = suffix(k, d)
+            for name, value in params_from_torch(layer.cell, weights, end).items():
+                layer.params[name + end] = value
+    return layer.train(module.training)
+
+
+def layer_to_torch(layer):
+    """A torch.nn.LSTM, GRU or RNN computing what `layer` computes (a summed bias goes to
+    bias_ih, with bias_hh zero there), in the layer's dtype and training mode."""
+    import torch
+
+    from ..runtime.layer import suffix
+    if layer.cell.name not in MODULE_OF_CELL:
+        raise ValueError(f"cell {layer.cell.name!r} has no PyTorch counterpart; the mapped cells "
+                         f"are {', '.join(MODULE_OF_CELL)}")
+    _layout(layer.cell)
+    kind, extra = MODULE_OF_CELL[layer.cell.name]
+    torch_dtype = torch.float64 if layer.dtype == np.float64 else torch.float32
+    module = getattr(torch.nn, kind)(layer.input_size, layer.hidden_size,
+                                     num_layers=layer.num_layers, bias=True,
+                                     batch_first=layer.batch_first, dropout=layer.dropout,
+                                     bidirectional=layer.bidirectional, dtype=torch_dtype, **extra)
+    weights = {}
+    for k in range(layer.num_layers):
+        for d in range(layer.num_directions):
+            end = suffix(k, d)
+            own = {name: layer.params[name + end] for name in layer.cell.params}
+            weights.update(params_to_torch(layer.cell, own, end))
+    module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
+    return module.train(layer.training)

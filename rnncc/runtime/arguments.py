@@ -165,20 +165,25 @@ def check_forward(cell, p, x, state, lengths) -> Call:
     else:
         init = {name: np.asarray(raw_state[name], dtype=dtype) for name in cell.states}
 
-    checked_lengths = None
-    if lengths is not None:
-        lengths_array = _as_array("lengths", lengths)
-        if not np.issubdtype(lengths_array.dtype, np.integer):
-            raise ValueError(f"lengths has dtype {lengths_array.dtype}; expected integers")
-        if lengths_array.shape != (B,):
-            raise ValueError(f"lengths has shape {_fmt(lengths_array.shape)} but the expected "
-                             f"shape is [B] = ({B},)")
-        if B and (lengths_array.min() < 0 or lengths_array.max() > T):
-            raise ValueError(f"lengths must lie in 0..T = 0..{T}; got values from "
-                             f"{lengths_array.min()} to {lengths_array.max()}")
-        checked_lengths = lengths_array.astype(np.int64)
+    checked_lengths = check_lengths(lengths, T, B)
 
     return Call(params, xs, init, checked_lengths, dict(sizes.size), dtype, T, B)
+
+
+def check_lengths(lengths, T: int, B: int) -> np.ndarray | None:
+    """Row lengths as int64 [B], each in 0..T (None: every row runs all T steps)."""
+    if lengths is None:
+        return None
+    lengths_array = _as_array("lengths", lengths)
+    if not np.issubdtype(lengths_array.dtype, np.integer):
+        raise ValueError(f"lengths has dtype {lengths_array.dtype}; expected integers")
+    if lengths_array.shape != (B,):
+        raise ValueError(f"lengths has shape {_fmt(lengths_array.shape)} but the expected "
+                         f"shape is [B] = ({B},)")
+    if B and (lengths_array.min() < 0 or lengths_array.max() > T):
+        raise ValueError(f"lengths must lie in 0..T = 0..{T}; got values from "
+                         f"{lengths_array.min()} to {lengths_array.max()}")
+    return lengths_array.astype(np.int64)
 
 
 def check_backward(cell, call: Call, dys, dfinal) -> tuple:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from .. import backends
 from ..autodiff import differentiate
@@ -188,9 +188,15 @@ def shipped() -> list[str]:
 
 
 def load(name: str) -> Cell:
-    """A shipped spec by name: rnncc.load("lstm")."""
+    """A shipped spec by name: rnncc.load("lstm"). A process builds each shipped cell once and
+    hands out the same Cell (and so the same compiled code) to every later load."""
     stem = name[:-5] if name.endswith(".cell") else name
     path = SPECS_DIR / f"{stem}.cell"
     if "/" in stem or "\\" in stem or not path.is_file():
         raise ValueError(f"no shipped spec named {name!r}; shipped: {', '.join(shipped())}")
-    return _cell_from_source(read_source(path))
+    return _load_shipped(stem)
+
+
+@lru_cache(maxsize=None)
+def _load_shipped(stem: str) -> Cell:
+    return _cell_from_source(read_source(SPECS_DIR / f"{stem}.cell"))

@@ -1,29 +1,41 @@
-"""rnncc.RNN: a recurrent layer of any cell, with its parameters, workspace and gradients.
+"""rnncc.RNN: a recurrent layer stack of any cell, with its parameters, workspace and gradients.
 
-    layer = rnncc.RNN("lstm", input_size=32, hidden_size=64)      # or a Cell, or a spec path
+    layer = rnncc.RNN("lstm", input_size=32, hidden_size=64, num_layers=2, bidirectional=True)
     y, final = layer(x, lengths=lengths)      # x [T, B, I] (batch_first: [B, T, I])
     dx = layer.backward(dy, dfinal)           # fills layer.grads (overwrites, not accumulates)
 
-The layer owns:
-- its parameters, `layer.params` (name -> array, as cell.init_params). On the cpu target each
-  parameter is a view into the stacked matrix the plan multiplies with (W_ifgo = the four gates'
-  W stacked), so the stacking happens once, at construction, and updating a parameter in place
-  (`p -= lr * g`) updates what the kernels read. Assigning `layer.params[name] = array` copies the
-  values in (shape checked) and keeps the view. A parameter that a second stacked matrix also
-  holds (no shipped cell has one) is stacked again at each call.
-- its workspace: the arrays of the generated functions, allocated at the first call of a shape
-  (T, B) and reused by later calls of that shape.
-- what backward needs from the last forward call (so backward follows the forward it belongs to,
-  and a second forward call replaces it).
+PyTorch's nn.LSTM/GRU/RNN conventions throughout:
+- layer k > 0 reads layer k-1's output (both directions side by side, forward first: 2 x the
+  cell's output width when bidirectional); in training calls with dropout > 0, that input is
+  multiplied by a fresh mask (zeros with probability `dropout`, else 1 / (1 - dropout));
+- the reverse direction reads each row reversed within its own length (as packed sequences do),
+  and its outputs are put back in time order;
+- states: `state[name]` and `final[name]` are [num_layers * num_directions, B, dim], index
+  k * num_directions + d (d = 0 forward, 1 reverse);
+- parameters: the cell's names with a suffix per layer and direction, `W_i_l0`, `W_i_l0_reverse`,
+  `W_i_l1`, ... (PyTorch's `weight_ih_l1_reverse` becomes the cell's own names;
+  rnncc.interop.pytorch maps them).
+
+The layer owns its parameters (`layer.params`; on the cpu target views into the stacked matrices
+the plan multiplies with, so in-place updates need no re-packing, and `layer.params[name] = a`
+copies in), its workspace (arrays reused per call shape) and what backward needs from the last
+training call. On the cpu target, independent work runs on threads at once (schedule.py): the
+two directions of a layer, and for stacks, layer k+1 on the steps layer k has finished
+(`layer.wavefront = False` runs one piece after another instead).
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .. import backends
-from .arguments import _as_array, _fmt, check_backward, check_forward, float_dtype
+from . import schedule
+from .arguments import _as_array, _fmt, check_lengths, float_dtype
+from .sublayer import SubLayer, reverse_within_lengths
+
+DROPOUT_STREAM = 0x64726F70  # the dropout masks' random stream, apart from the parameters'
 
 
 class _Params(dict):
@@ -57,25 +69,75 @@ def _as_cell(cell):
                     f"text, not {type(cell).__name__}")
 
 
+def suffix(k: int, d: int) -> str:
+    """The parameter-name suffix of layer k, direction d (PyTorch's)."""
+    return f"_l{k}" + ("_reverse" if d else "")
+
+
 class RNN:
-    """A recurrent layer running `cell` over sequences (see the module docstring).
+    """A stack of recurrent layers running `cell` over sequences (see the module docstring).
 
     input_size and hidden_size set the sizes of the cell's input dimension and of its first
     state's dimension (I and H in the shipped specs); further dimensions are keyword arguments
-    (`P=...`). Parameters are drawn by cell.init_params(seed).
+    (`P=...`). Parameters are drawn by cell.init_params: layer 0's forward direction with
+    `seed`, the others with seeds derived from (seed, layer, direction).
     """
 
-    def __init__(self, cell, input_size: int, hidden_size: int, *, batch_first: bool = False,
+    def __init__(self, cell, input_size: int, hidden_size: int, *, num_layers: int = 1,
+                 bidirectional: bool = False, dropout: float = 0.0, batch_first: bool = False,
                  target: str = "cpu", dtype=np.float32, seed: int = 0, **sizes):
-        self.cell = _as_cell(cell)
+        self.cell = cell = _as_cell(cell)
         self.backend = backends.get(target)
         self.target, self.dtype, self.batch_first = target, float_dtype(dtype), bool(batch_first)
-        cell = self.cell
+        if isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer)) \
+                or num_layers < 1:
+            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+                or not 0 <= dropout <= 1:
+            raise ValueError(f"dropout must be a probability in [0, 1], got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn("dropout acts between layers: with num_layers=1 it does nothing",
+                          stacklevel=2)
+        self.num_layers, self.bidirectional = int(num_layers), bool(bidirectional)
+        self.num_directions = 2 if self.bidirectional else 1
+        self.dropout = float(dropout)
         if len(cell.inputs) != 1:
             raise ValueError(f"cell {cell.name!r} has several inputs ({', '.join(cell.inputs)}); "
                              f"a layer takes one: call cell.forward with a dict of inputs")
+        self.input_size, self.hidden_size = input_size, hidden_size
+        first = self._sizes(input_size, hidden_size, sizes)
+        self.sizes = first
+        out_shape = cell.graph.node(cell.graph.output).shape
+        self.output_size = int(np.prod(cell.shape_of_dims(out_shape, first)))
+        self._units = []
+        params = {}
+        for k in range(self.num_layers):
+            layer_sizes = first if k == 0 else self._deeper_sizes(first)
+            row = []
+            for d in range(self.num_directions):
+                unit_seed = seed if k == d == 0 else int(
+                    np.random.SeedSequence([seed, k, d]).generate_state(1)[0])
+                p = cell.init_params(seed=unit_seed, dtype=self.dtype, **layer_sizes)
+                unit = SubLayer(cell, self.backend, target, self.dtype, layer_sizes, p)
+                row.append(unit)
+                params.update({name + suffix(k, d): v for name, v in unit.params.items()})
+            self._units.append(row)
+        self.params = _Params(params)
+        self.grads = {name + suffix(k, d): g for k, row in enumerate(self._units)
+                      for d, unit in enumerate(row) for name, g in unit.grads.items()}
+        self._state_dims = self._stacked_state_dims()
+        self._dropout_rng = np.random.default_rng([DROPOUT_STREAM, seed])
+        self.dropout_masks: list | None = None
+        self._last = None
+        self.dstate: dict = {}
+        self.training = True
+        self.wavefront = target == "cpu"
+
+    def _sizes(self, input_size, hidden_size, sizes: dict) -> dict:
+        cell = self.cell
         x_dim = cell.symbolic_shapes[cell.inputs[0]][0]
         h_dim = cell.symbolic_shapes[cell.states[0]][0]
+        sizes = dict(sizes)
         for what, dim, size in (("input_size", x_dim, input_size),
                                 ("hidden_size", h_dim, hidden_size)):
             if isinstance(dim, int):
@@ -85,115 +147,294 @@ class RNN:
                 raise ValueError(f"dimension {dim} is the {what}; pass it once, as {what}")
             else:
                 sizes[dim] = size
-        params = cell.init_params(seed=seed, dtype=self.dtype, **sizes)
-        self.sizes = {d: sizes[d] for d in cell.dims}
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self._workspace: dict = {}
-        self._packed: dict | None = None
-        self._shared: dict = {}       # stacked matrices re-stacked per call (a parameter twice)
-        self._compiled = None
-        if target == "cpu":
-            self._compiled = self.backend.compiled(cell, self.dtype)
-            params = self._pack(params)
-        self.params = _Params(params)
-        self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
-        self._last = None
-        self.dstate: dict = {}
-        self.training = True
+        missing = [d for d in cell.dims if d not in sizes]
+        unknown = [d for d in sizes if d not in cell.dims]
+        if missing or unknown:  # init_params words the error
+            cell.init_params(**sizes)
+        return {d: sizes[d] for d in cell.dims}
+
+    def _deeper_sizes(self, first: dict) -> dict:
+        """Sizes of layers k > 0: the input is the layer below's output, both directions."""
+        cell = self.cell
+        x_dim = cell.symbolic_shapes[cell.inputs[0]][0]
+        width = self.num_directions * self.output_size
+        if isinstance(x_dim, int) or any(x_dim in cell.symbolic_shapes[s] for s in cell.states):
+            if (x_dim if isinstance(x_dim, int) else first[x_dim]) != width:
+                raise ValueError(
+                    f"cell {cell.name!r} ties its input size ({x_dim}) to a fixed size or a "
+                    f"state's size, so layer 1 cannot read layer 0's output ({width} wide)")
+            return first
+        return {**first, x_dim: width}
+
+    def _stacked_state_dims(self) -> dict:
+        dims = {}
+        for name in self.cell.states:
+            shapes = {self.cell.shape(name, **u.sizes) for row in self._units for u in row}
+            if len(shapes) != 1:
+                raise ValueError(f"state {name!r} has a different shape in different layers "
+                                 f"({sorted(shapes)}): the layers' states cannot be stacked")
+            dims[name] = shapes.pop()
+        return dims
 
     def __repr__(self) -> str:
         return (f"rnncc.RNN({self.cell.name!r}, input_size={self.input_size}, "
-                f"hidden_size={self.hidden_size}, batch_first={self.batch_first}, "
-                f"target={self.target!r}, dtype={self.dtype.name})")
+                f"hidden_size={self.hidden_size}, num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}, dropout={self.dropout}, "
+                f"batch_first={self.batch_first}, target={self.target!r}, "
+                f"dtype={self.dtype.name})")
 
-    def _pack(self, params: dict) -> dict:
-        """Stack each packed matrix once and make its parameters views of it."""
-        self._packed, views = {}, {}
-        for name, members in self._compiled.packs().items():
-            if any(m in views for m in members):
-                self._shared[name] = members
-                continue
-            stacked = np.ascontiguousarray(np.concatenate([params[m] for m in members], axis=0))
-            self._packed[name] = stacked
-            row = 0
-            for m in members:
-                rows = params[m].shape[0]
-                views[m] = stacked[row:row + rows]
-                row += rows
-        return {name: views.get(name, params[name]) for name in params}
+    # -- PyTorch -----------------------------------------------------------------------------------
+    @classmethod
+    def from_torch(cls, module, target: str = "cpu") -> "RNN":
+        """A layer with the configuration and weights of a torch.nn.LSTM, GRU or RNN."""
+        from ..interop.pytorch import layer_from_torch
+        return layer_from_torch(module, target=target)
 
-    def _packed_now(self) -> dict | None:
-        if self._packed is None:
-            return None
-        packed = dict(self._packed)
-        for name, members in self._shared.items():
-            packed[name] = np.ascontiguousarray(
-                np.concatenate([self.params[m] for m in members], axis=0))
-        return packed
+    def to_torch(self):
+        """An equivalent torch.nn.LSTM, GRU or RNN (shipped rnn, lstm, gru, rnn_relu cells)."""
+        from ..interop.pytorch import layer_to_torch
+        return layer_to_torch(self)
 
-    # -- forward and backward --------------------------------------------------------------------
+    # -- arguments -----------------------------------------------------------------------------------
     def _time_major(self, what: str, array, width):
         array = _as_array(what, array)
         if array.ndim != 3 or (width is not None and array.shape[2] != width):
             layout = "[B, T, " if self.batch_first else "[T, B, "
             raise ValueError(f"{what} has shape {_fmt(array.shape)} but the expected shape is "
                              f"{layout}{width if width is not None else 'd'}]")
-        return np.swapaxes(array, 0, 1) if self.batch_first else array
+        array = np.swapaxes(array, 0, 1) if self.batch_first else array
+        return array if array.dtype == self.dtype else array.astype(self.dtype)
 
     def _batch_major(self, array):
         return np.ascontiguousarray(np.swapaxes(array, 0, 1)) if self.batch_first else array
 
-    def __call__(self, x, state=None, lengths=None):
-        """Run the layer: returns (y, final). y is [T, B, H] ([B, T, H] with batch_first), zero
-        past each row's length; final maps each state name to [B, dim], each row's state after
-        its own last step. In training mode (the default) it keeps what backward() needs; in
-        eval mode (layer.eval()) it keeps nothing and stores only the output: faster."""
+    def _split(self, what: str, given, B: int, zeros: bool) -> list[dict]:
+        """state/dfinal {name: [L*D, B, dim]} -> one {name: [B, dim]} per layer and direction
+        (absent names: zeros, or left out when not `zeros`)."""
+        units = self.num_layers * self.num_directions
+        if given is None:
+            given = {}
+        if not isinstance(given, dict):
+            raise ValueError(f"{what} must be a dict: state name -> [num_layers * "
+                             f"num_directions, B, dim]")
+        for name in given:
+            if name not in self._state_dims:
+                raise KeyError(f"unknown state {name!r} in {what}; this cell's states are: "
+                               f"{', '.join(self.cell.states)}")
+        out = [{} for _ in range(units)]
+        for name, dims in self._state_dims.items():
+            if name not in given:
+                if zeros:
+                    for u in out:
+                        u[name] = np.zeros((B, *dims), dtype=self.dtype)
+                continue
+            array = _as_array(f"{what}[{name!r}]", given[name])
+            if array.shape != (units, B, *dims):
+                raise ValueError(
+                    f"{what}[{name!r}] has shape {_fmt(array.shape)} but the expected shape is "
+                    f"[num_layers * num_directions, B, {', '.join(map(str, dims))}] = "
+                    f"{_fmt((units, B, *dims))}")
+            array = array.astype(self.dtype, copy=False)
+            for u in range(units):
+                out[u][name] = array[u]
+        return out
+
+    def _draw_masks(self, T: int, B: int) -> list[np.ndarray]:
+        """Dropout masks for the inputs of layers 1 .. L-1 (scaled: 0 or 1 / (1 - p))."""
+        p, shape = self.dropout, (T, B, self.num_directions * self.output_size)
+        keep = 1.0 - p
+        return [(self._dropout_rng.random(shape) >= p).astype(self.dtype)
+                * self.dtype.type(1.0 / keep if keep else 0.0)
+                for _ in range(self.num_layers - 1)]
+
+    def _workers(self, parallel: int) -> int:
+        return min(schedule.cores(), parallel) if self.wavefront else 1
+
+    # -- forward and backward --------------------------------------------------------------------
+    def __call__(self, x, state=None, lengths=None, *, train: bool | None = None):
+        """Run the stack: returns (y, final). y is [T, B, D*out] ([B, T, D*out] with
+        batch_first; D = 2 when bidirectional), zero past each row's length; final maps each
+        state name to [num_layers * D, B, dim], each row's state after its own last step (the
+        reverse direction's last step is the row's first position). In training mode (the
+        default, or train=True) it applies dropout and keeps what backward() needs; in eval
+        mode (layer.eval(), or train=False) it does neither and stores only the output."""
+        training = self.training if train is None else bool(train)
         xt = self._time_major("x", x, self.input_size)
-        if xt.dtype != self.dtype:
-            xt = xt.astype(self.dtype)
-        call = check_forward(self.cell, self.params, xt, state, lengths)
-        if self._compiled is not None:
-            result = self._compiled.forward(call, keep=self.training, workspace=self._workspace,
-                                            packed=self._packed_now())
-        elif self.training:
-            result = self.backend.train(self.cell, call)
+        T, B = xt.shape[:2]
+        lengths = check_lengths(lengths, T, B)
+        states = self._split("state", state, B, zeros=True)
+        masks = (self._draw_masks(T, B) if training and self.dropout > 0
+                 and self.num_layers > 1 else None)
+        L, D = self.num_layers, self.num_directions
+        pieces = self._pieces(T)
+        if pieces > 1:
+            y, finals = self._forward_pipelined(xt, states, lengths, training, masks, pieces)
         else:
-            result = self.backend.forward(self.cell, call)
-        ys, final = result[:2]
-        self._last = (call, result[2]) if self.training else None
-        return self._batch_major(ys), final
+            y, finals = self._forward_layers(xt, states, lengths, training, masks)
+        self.dropout_masks = masks
+        self._last = (T, B, lengths, masks) if training else None
+        final = {name: np.stack([finals[u][name] for u in range(L * D)])
+                 for name in self.cell.states}
+        return self._batch_major(y), final
 
     forward = __call__
 
+    def _pieces(self, T: int) -> int:
+        """Pieces of time a unidirectional stack's forward and backward run in, pipelined
+        across layers (1: whole layers, one after another). Eight pieces keep two cores busy in
+        a 2-layer stack for 8/9 of the time; shorter pieces than 4 steps cost more than they
+        overlap."""
+        if (self.num_directions > 1 or self.num_layers == 1 or self._workers(2) < 2
+                or not self._units[0][0].chunkable):
+            return 1
+        return max(1, min(8, T // 4))
+
+    def _forward_layers(self, xt, states, lengths, keep, masks):
+        """Whole layers, lowest first; the directions of a layer at the same time."""
+        L, D = self.num_layers, self.num_directions
+        inputs, outs, finals = {0: xt}, {}, {}
+        tasks = {}
+        for k in range(L):
+            for d in range(D):
+                def run(threads, k=k, d=d):
+                    x_in = inputs[k] if d == 0 else reverse_within_lengths(inputs[k], lengths)
+                    ys, finals[k * D + d] = self._units[k][d].forward(
+                        x_in, states[k * D + d], lengths, keep, threads)
+                    outs[k, d] = ys if d == 0 else reverse_within_lengths(ys, lengths)
+                tasks[k, d] = schedule.Task(run, after=(("input", k),) if k else (),
+                                            priority=(k, d))
+            def join(threads, k=k):
+                y = outs[k, 0] if D == 1 else np.concatenate([outs[k, d] for d in range(D)], -1)
+                inputs[k + 1] = y * masks[k] if masks is not None and k + 1 < L else y
+            tasks["input", k + 1] = schedule.Task(join, after=tuple((k, d) for d in range(D)),
+                                                  priority=(k, D))
+        schedule.run(tasks, self._workers(D))
+        return inputs[L], finals
+
+    def _forward_pipelined(self, xt, states, lengths, keep, masks, pieces):
+        """A unidirectional stack in pieces of time: layer k runs piece c once it has run
+        piece c-1 and layer k-1 has run piece c (the layer wavefront)."""
+        L = self.num_layers
+        T, B = xt.shape[:2]
+        runs = []
+        for k, (unit,) in enumerate(self._units):
+            x_in = xt if k == 0 else np.zeros((T, B, self.output_size), dtype=self.dtype)
+            runs.append(unit.start(x_in, states[k], lengths, keep))
+        bounds = [T * c // pieces for c in range(pieces + 1)]
+        tasks = {}
+        for k in range(L):
+            for c in range(pieces):
+                def run(threads, k=k, c=c):
+                    t0, t1 = bounds[c], bounds[c + 1]
+                    if k:
+                        below = runs[k - 1].output(t0, t1)
+                        into = runs[k].input_array()[t0:t1]
+                        if masks is None:
+                            np.copyto(into, below)
+                        else:
+                            np.multiply(below, masks[k - 1][t0:t1], out=into)
+                    runs[k].advance(t0, t1, threads)
+                after = ((k, c - 1),) * (c > 0) + ((k - 1, c),) * (k > 0)
+                tasks[k, c] = schedule.Task(run, after=after, priority=(k + c, k))
+        schedule.run(tasks, self._workers(L))
+        finals = {}
+        for k, (unit,) in enumerate(self._units):
+            ys, finals[k] = unit.finish(runs[k])
+        return ys, finals
+
     def train(self, mode: bool = True) -> "RNN":
-        """Training mode (the default): forward calls keep what backward needs."""
+        """Training mode (the default): dropout on, forward calls keep what backward needs."""
         self.training = bool(mode)
         return self
 
     def eval(self) -> "RNN":
-        """Inference mode: forward calls keep nothing (backward is unavailable)."""
+        """Inference mode: no dropout, forward calls keep nothing (backward is unavailable)."""
         return self.train(False)
 
     def backward(self, dy, dfinal=None):
-        """BPTT through the last forward call: dy like y, dfinal a dict state -> [B, dim]
-        (missing states: zero). Fills self.grads (overwriting them) and self.dstate (state name
-        -> gradient of the initial state, the dfinal of the previous chunk in truncated BPTT),
-        and returns dx, like x."""
+        """BPTT through the last training call: dy like y, dfinal a dict state ->
+        [num_layers * D, B, dim] (missing states: zero). Fills self.grads (overwriting them)
+        and self.dstate (state name -> gradient of the initial state, same layout: the dfinal
+        of the previous chunk in truncated BPTT), and returns dx, like x."""
         if self._last is None:
             raise RuntimeError("backward() needs a forward call in training mode first: "
                                "y, final = layer(x)" + ("" if self.training else
                                                         " (the layer is in eval mode: "
                                                         "layer.train())"))
-        call, tape = self._last
-        dyt = self._time_major("dy", dy, None)
-        dys, dfinal = check_backward(self.cell, call, dyt, dfinal)
-        if self._compiled is not None:
-            dparams, dxs, dstate = self._compiled.backward(call, tape, dys, dfinal,
-                                                      workspace=self._workspace,
-                                                      packed=self._packed_now())
+        T, B, lengths, masks = self._last
+        L, D = self.num_layers, self.num_directions
+        width = D * self.output_size
+        dyt = self._time_major("dy", dy, width)
+        if dyt.shape[:2] != (T, B):
+            layout = "[B, T, " if self.batch_first else "[T, B, "
+            raise ValueError(f"dy has shape {_fmt(np.shape(dy))} but the expected shape is "
+                             f"{layout}{width}] with T, B = {T}, {B} (the forward call's)")
+        dfinals = self._split("dfinal", dfinal, B, zeros=False)
+        pieces = self._pieces(T)
+        if pieces > 1:
+            dx, dstates = self._backward_pipelined(dyt, dfinals, masks, pieces)
         else:
-            dparams, dxs, dstate = self.backend.backward(self.cell, call, tape, dys, dfinal)
-        for name, g in dparams.items():
-            np.copyto(self.grads[name], g)
-        self.dstate = dstate
-        return self._batch_major(dxs[self.cell.inputs[0]])
+            dx, dstates = self._backward_layers(dyt, dfinals, lengths, masks)
+        self.dstate = {name: np.stack([dstates[u][name] for u in range(L * D)])
+                       for name in self.cell.states}
+        return self._batch_major(dx)
+
+    def _backward_layers(self, dyt, dfinals, lengths, masks):
+        """Whole layers, highest first; the directions of a layer at the same time."""
+        L, D = self.num_layers, self.num_directions
+        douts, dxs, dstates = {L - 1: dyt}, {}, {}
+        tasks = {}
+        w = self.output_size
+        for k in reversed(range(L)):
+            for d in range(D):
+                def run(threads, k=k, d=d):
+                    g = douts[k] if D == 1 else douts[k][..., d * w:(d + 1) * w]
+                    if d:
+                        g = reverse_within_lengths(g, lengths)
+                    dx, dstates[k * D + d] = self._units[k][d].backward(
+                        g, dfinals[k * D + d], threads)
+                    dxs[k, d] = dx if d == 0 else reverse_within_lengths(dx, lengths)
+                tasks[k, d] = schedule.Task(run, after=(("dinput", k),) if k < L - 1 else (),
+                                            priority=(L - k, d))
+            def join(threads, k=k):
+                g = dxs[k, 0] if D == 1 else sum(dxs[k, d] for d in range(D))
+                douts[k - 1] = g * masks[k - 1] if masks is not None and k > 0 else g
+            tasks["dinput", k - 1] = schedule.Task(join, after=tuple((k, d) for d in range(D)),
+                                                   priority=(L - k, D))
+        schedule.run(tasks, self._workers(D))
+        return douts[-1], dstates
+
+    def _backward_pipelined(self, dyt, dfinals, masks, pieces):
+        """A unidirectional stack's BPTT in pieces of time, last piece first: layer k runs
+        piece c once it has run piece c+1 and layer k+1 has run piece c (whose input gradient
+        is layer k's output gradient there)."""
+        L = self.num_layers
+        T = dyt.shape[0]
+        runs = [None] * L
+        for k in reversed(range(L)):
+            (unit,) = self._units[k]
+            dy = dyt if k == L - 1 else np.zeros((T, *dyt.shape[1:-1], self.output_size),
+                                                 dtype=self.dtype)
+            runs[k] = unit.start_backward(dy, dfinals[k])
+        bounds = [T * c // pieces for c in range(pieces + 1)]
+        tasks = {}
+        for k in range(L):
+            for c in range(pieces):
+                def run(threads, k=k, c=c):
+                    t0, t1 = bounds[c], bounds[c + 1]
+                    if k < L - 1:
+                        above = runs[k + 1].dinput(t0, t1)
+                        into = runs[k].grad_array()[t0:t1]
+                        if masks is None:
+                            np.copyto(into, above)
+                        else:
+                            np.multiply(above, masks[k][t0:t1], out=into)
+                    runs[k].advance(t0, t1, threads)
+                after = ((k, c + 1),) * (c < pieces - 1) + ((k + 1, c),) * (k < L - 1)
+                tasks[k, c] = schedule.Task(run, after=after,
+                                            priority=(L - 1 - k + pieces - 1 - c, -k))
+        schedule.run(tasks, self._workers(L))
+        dxs, dstates = {}, {}
+        for k, (unit,) in enumerate(self._units):
+            dxs[k], dstates[k] = unit.finish_backward(runs[k])
+        return dxs[0], dstates

@@ -278,7 +278,7 @@ def test_recomputing_instead_of_saving_gives_the_same_gradients(shipped_cells):
     np.testing.assert_allclose(x1["x"], x2["x"], rtol=1e-12, atol=1e-14)
 
 
-def test_checker_fails_on_a_wrong_derivative_rule(monkeypatch, capsys):
+def test_checker_fails_on_a_wrong_derivative_rule(monkeypatch, capsys, tmp_path):
     """Corrupt tanh's rule (forget the square): the checker must say FAIL."""
     from rnncc.cli import main
 
@@ -286,9 +286,12 @@ def test_checker_fails_on_a_wrong_derivative_rule(monkeypatch, capsys):
         return [e.mul(g, e.sub(e.const(1.0), out()))]
 
     monkeypatch.setitem(REGISTRY, "tanh", replace(REGISTRY["tanh"], vjp=wrong))
-    cell = rnncc.compile("cell rnn\ninput x[I]\nstate h[H]\nh' = tanh(W @ x + U @ h + b)\n")
+    spec = "cell rnn\ninput x[I]\nstate h[H]\nh' = tanh(W @ x + U @ h + b)\n"
+    cell = rnncc.compile(spec)
     report = check_gradients(cell, random_problem(cell))
     assert not report.passed and report.worst > 1e-2
-    assert main(["check", "rnn"]) == 1
+    # a spec file, not the shipped name: rnncc.load hands out the process's one (correct) rnn
+    (tmp_path / "rnn.cell").write_text(spec)
+    assert main(["check", str(tmp_path / "rnn.cell")]) == 1
     out = capsys.readouterr().out
     assert out.rstrip().splitlines()[-1].startswith("FAIL") and "<-- FAIL" in out

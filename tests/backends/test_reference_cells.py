@@ -1,5 +1,5 @@
 """Every shipped cell beyond rnn/lstm/gru equals a numpy version written here by hand from the
-paper's equations, independently of rnncc's graph."""
+paper's equations (rnn_relu: PyTorch's nn.RNN documentation), independently of rnncc's graph."""
 import numpy as np
 import pytest
 
@@ -56,7 +56,12 @@ def indrnn_step(p, x, h, c=None):
     return h2, {"h": h2}
 
 
-STEPS = {"lnlstm": lnlstm_step, "peephole_lstm": peephole_step, "mgu": mgu_step,
+def rnn_relu_step(p, x, h, c=None):
+    h2 = np.maximum(x @ p["W"].T + h @ p["U"].T + p["b"], 0)
+    return h2, {"h": h2}
+
+
+STEPS = {"lnlstm": lnlstm_step, "rnn_relu": rnn_relu_step, "peephole_lstm": peephole_step, "mgu": mgu_step,
          "indrnn": indrnn_step}
 
 

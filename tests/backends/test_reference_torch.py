@@ -1,4 +1,5 @@
-"""The shipped rnn, lstm and gru equal PyTorch's nn.RNN, nn.LSTM and nn.GRU (float64, 1e-10),
+"""The shipped rnn, rnn_relu, lstm and gru equal PyTorch's nn.RNN (tanh, relu), nn.LSTM and nn.GRU
+(float64, 1e-10),
 with weights moved by the documented mapping, initial states, and ragged lengths through
 PyTorch's packed sequences."""
 import numpy as np
@@ -8,7 +9,9 @@ torch = pytest.importorskip("torch")
 
 from rnncc.interop.pytorch import params_from_torch, params_to_torch  # noqa: E402
 
-TORCH_MODULES = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
+TORCH_MODULES = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU,
+                 "rnn_relu": lambda I, H: torch.nn.RNN(I, H, nonlinearity="relu")}
+NAMES = ["rnn", "rnn_relu", "lstm", "gru"]
 I, H, T, B = 5, 7, 6, 4
 
 
@@ -41,7 +44,7 @@ def torch_run(name, module, x, state, lengths=None):
     return out.detach().numpy(), {k: v.detach().numpy() for k, v in final.items()}
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("ragged", [False, True], ids=["full", "ragged"])
 def test_forward_equals_torch(shipped_cells, rng, name, ragged):
     cell = shipped_cells[name]
@@ -60,7 +63,7 @@ def test_forward_equals_torch(shipped_cells, rng, name, ragged):
         np.testing.assert_allclose(final[s], final_t[s], rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("name", NAMES)
 def test_zero_initial_state_and_float32(shipped_cells, rng, name):
     cell = shipped_cells[name]
     module = torch_module(name, seed=3)
@@ -77,7 +80,7 @@ def test_zero_initial_state_and_float32(shipped_cells, rng, name):
     np.testing.assert_allclose(ys32, ys_t, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("name", NAMES)
 def test_mapping_round_trips_through_torch(shipped_cells, rng, name):
     """params_to_torch gives a torch module computing the same function."""
     cell = shipped_cells[name]

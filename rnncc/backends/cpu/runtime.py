@@ -135,8 +135,10 @@ class Compiled:
                       and value.shape == shape and value.flags.c_contiguous):
                     arrays[arg] = value  # read only: no copy
                 else:
+                    # order="C": the generated code reshapes it (a transposed caller's array,
+                    # batch_first, would otherwise keep its strides through the copy)
                     arrays[arg] = np.array(np.broadcast_to(np.asarray(value, dtype=self.dtype),
-                                                           shape), dtype=self.dtype)
+                                                           shape), dtype=self.dtype, order="C")
                 continue
             if what == "buffer" and plan.buffers[spec].role == "packed":
                 b = plan.buffers[spec]
@@ -164,17 +166,30 @@ class Compiled:
             workspace[key] = arrays
         return arrays
 
-    def _run(self, direction: str, arrays: dict, sizes, T, B, lengths) -> None:
-        lengths = (np.full(B, T, dtype=np.int64) if lengths is None
-                   else np.ascontiguousarray(lengths, dtype=np.int64))
+    def _call(self, direction: str, args, sizes, T, B, lengths, threads=None) -> None:
+        """Call the generated function on `args` (its array arguments, in order). threads:
+        Numba threads for the kernels (default: kernel_threads' choice)."""
         fn = getattr(self.module, direction)
         previous = numba.get_num_threads()
-        numba.set_num_threads(kernel_threads(B, sizes, previous))
+        numba.set_num_threads(threads or kernel_threads(B, sizes, previous))
         try:
-            fn(T, B, lengths, *(sizes[d] for d in self.cell.dims),
-               *(arrays[arg] for arg, _, _ in self.signatures[direction]))
+            fn(T, B, lengths, *(sizes[d] for d in self.cell.dims), *args)
         finally:
             numba.set_num_threads(previous)
+
+    def time_axes(self, direction: str) -> list[str | None]:
+        """Per argument of the function, how it is indexed by time: "steps" (a leading T axis:
+        [T, B, ...]), "rows" (T*B rows, step-major) or None (not at all)."""
+        plan = self.plans[direction]
+        out = []
+        for _, what, spec in self.signatures[direction]:
+            if what == "every_step":
+                out.append("steps")
+            elif what == "buffer":
+                out.append("steps" if plan.buffers[spec].rows == "T*B" else None)
+            else:
+                out.append("rows" if spec[0] == "T*B" else None)
+        return out
 
     def _whole(self, direction: str, arrays: dict, name: str, sizes) -> np.ndarray:
         """A buffer's value for every step ([T, B, ...]), or its only value ("none" rows)."""
@@ -200,48 +215,181 @@ class Compiled:
                 for buf, v in bound.items()}
 
     # -- the directions --------------------------------------------------------------------------------
+    def start(self, call, keep: bool = False, workspace: dict | None = None,
+              packed: dict | None = None) -> "ForwardRun":
+        """A forward call that runs in pieces of time (ForwardRun.advance): layer-parallel
+        scheduling runs layer k+1 on the steps layer k has finished."""
+        return ForwardRun(self, call, keep, workspace, packed)
+
     def forward(self, call, keep: bool = False, workspace: dict | None = None,
                 packed: dict | None = None):
         """(ys, final) or, with keep, (ys, final, tape). With a workspace (see _arrays) the
         tape's arrays live in it: valid until the next forward call with that workspace."""
-        direction = "forward" if keep else "infer"
-        plan = self.plans[direction]
-        bound = self._masked(plan, forward_leaves(plan, call.params, call.xs, call.state), call)
-        arrays = self._arrays(direction, bound, call.sizes, call.T, call.B,
-                              call.lengths is not None, workspace, packed)
-        self._run(direction, arrays, call.sizes, call.T, call.B, call.lengths)
-        out = next(iter(plan.results["output"].values()))
-        d_out = _width(plan.buffers[out], call.sizes)
-        ys = mask_padding(np.array(np.broadcast_to(self._whole(direction, arrays, out, call.sizes),
-                                            (call.T, call.B, d_out)), dtype=self.dtype),
-                   call.lengths, call.T)
-        final = {s: arrays[ident(plan.leaves["state"][s])].copy() for s in call.state}
-        if not keep:
-            return ys, final
-        states = {s: arrays[ident(plan.leaves["state"][s]) + "_all"] for s in call.state}
-        saved = {label: np.ascontiguousarray(self._whole("forward", arrays, buf, call.sizes))
-                 for label, buf in plan.results.get("saved", {}).items()}
-        return ys, final, {"states": states, "saved": saved}
+        run = self.start(call, keep, workspace, packed)
+        run.advance(0, call.T)
+        return run.results()
+
+    def start_backward(self, call, tape, dys, dfinal, workspace: dict | None = None,
+                       packed: dict | None = None) -> "BackwardRun":
+        """A backward call that runs in pieces of time (BackwardRun.advance, last piece
+        first)."""
+        return BackwardRun(self, call, tape, dys, dfinal, workspace, packed)
 
     def backward(self, call, tape, dys, dfinal, workspace: dict | None = None,
-                 packed: dict | None = None):
-        plan = self.plans["backward"]
-        bound = self._masked(
-            plan, backward_leaves(plan, tape, call.params, call.xs, dys, dfinal), call)
-        arrays = self._arrays("backward", bound, call.sizes, call.T, call.B,
-                              call.lengths is not None, workspace, packed)
-        self._run("backward", arrays, call.sizes, call.T, call.B, call.lengths)
-        dparams = {n: np.array(np.broadcast_to(self._whole("backward", arrays, buf, call.sizes),
-                                               call.params[n].shape), dtype=self.dtype)
-                   for n, buf in plan.results["params"].items()}
-        dxs = {}
-        for n, buf in plan.results["x"].items():
-            full = np.broadcast_to(self._whole("backward", arrays, buf, call.sizes),
-                                   call.xs[n].shape)
-            dxs[n] = mask_padding(np.array(full, dtype=self.dtype), call.lengths, call.T)
-        dstate = {s: arrays[ident(plan.carried[s][0])].copy() for s in plan.carried}
-        return dparams, dxs, dstate
+                 packed: dict | None = None, threads: int | None = None):
+        """(param grads, input grads, initial-state grads) of the call that made `tape`."""
+        run = self.start_backward(call, tape, dys, dfinal, workspace, packed)
+        run.advance(0, call.T, threads)
+        return run.results()
 
 
 def _width(b, sizes) -> int:
     return dim_size(b.shape[-1], sizes) if b.shape else 1
+
+
+class _PiecedRun:
+    """One call of a generated function, run through time in pieces.
+
+    The carried values (states forward, their gradients backward) live in the call's arrays, so
+    running steps [0, t1) and then [t1, T) computes what one call over [0, T) does: each piece
+    is a call of the generated function on the piece's rows of every time-indexed array, with
+    each row's length counted from the piece's first step. What the function reads per step
+    (input_array, grad_array) may be filled piece by piece, as long as a piece's rows are
+    written before the piece runs: layer-parallel scheduling runs layer k+1 on the steps layer
+    k has finished.
+    """
+
+    def __init__(self, compiled: Compiled, direction: str, call, bound: dict, workspace,
+                 packed):
+        self.compiled, self.call, self.direction = compiled, call, direction
+        self.plan = plan = compiled.plans[direction]
+        self.arrays = compiled._arrays(direction, compiled._masked(plan, bound, call),
+                                       call.sizes, call.T, call.B, call.lengths is not None,
+                                       workspace, packed)
+        self.lengths = (np.full(call.B, call.T, dtype=np.int64) if call.lengths is None
+                        else np.ascontiguousarray(call.lengths, dtype=np.int64))
+        self._args = [self.arrays[arg] for arg, _, _ in compiled.signatures[direction]]
+        self._axes = compiled.time_axes(direction)
+
+    def _run_piece(self, t0: int, t1: int, threads: int | None) -> None:
+        T, B = self.call.T, self.call.B
+        if not 0 <= t0 < t1 <= T:
+            raise ValueError(f"steps {t0}..{t1} lie outside 0..{T}")
+        if t0 == 0 and t1 == T:
+            args, lengths = self._args, self.lengths
+        else:
+            args = [a[t0:t1] if axis == "steps" else a[t0 * B:t1 * B] if axis == "rows" else a
+                    for a, axis in zip(self._args, self._axes)]
+            lengths = np.clip(self.lengths - t0, 0, t1 - t0)
+        self.compiled._call(self.direction, args, self.call.sizes, t1 - t0, B, lengths, threads)
+
+    def _leaf_array(self, kind: str, name: str) -> np.ndarray:
+        return self.arrays[ident(self.plan.leaves[kind][name])]
+
+    def _steps(self, buf: str, t0: int, t1: int) -> np.ndarray:
+        """A result's values at steps t0 .. t1-1 as [t1-t0, B, width]: a view where it is
+        stored every step, else (a value computed once) broadcast."""
+        c, call = self.compiled, self.call
+        whole = c._whole(self.direction, self.arrays, buf, call.sizes)
+        width = _width(self.plan.buffers[buf], call.sizes)
+        if whole.ndim >= 2 and whole.shape[:2] == (call.T, call.B):
+            return whole[t0:t1].reshape(t1 - t0, call.B, width)
+        return np.broadcast_to(whole, (t1 - t0, call.B, width))
+
+
+class ForwardRun(_PiecedRun):
+    """A forward call (training: keep, else inference) run in pieces, first to last."""
+
+    def __init__(self, compiled: Compiled, call, keep: bool, workspace, packed):
+        direction = "forward" if keep else "infer"
+        plan = compiled.plans[direction]
+        super().__init__(compiled, direction, call,
+                         forward_leaves(plan, call.params, call.xs, call.state), workspace,
+                         packed)
+        self.keep = keep
+        self.done = 0   # steps 0 .. done-1 have run
+
+    def input_array(self) -> np.ndarray:
+        """The [T, B, I] array the function reads the cell's input from (write-through)."""
+        return self._leaf_array("input", self.compiled.cell.inputs[0])
+
+    def advance(self, t0: int, t1: int, threads: int | None = None) -> None:
+        """Run steps t0 .. t1-1, continuing where the last piece stopped (t0 == done)."""
+        if t0 != self.done:
+            raise ValueError(f"steps {t0}..{t1} do not continue a forward run at step "
+                             f"{self.done} of {self.call.T}")
+        self._run_piece(t0, t1, threads)
+        self.done = t1
+
+    def output(self, t0: int, t1: int) -> np.ndarray:
+        """The outputs of steps t0 .. t1-1 ([t1-t0, B, d_out]; rows past their length: zero
+        when the call is ragged, unspecified otherwise), a view where the output is stored."""
+        return self._steps(next(iter(self.plan.results["output"].values())), t0, t1)
+
+    def results(self):
+        """(ys, final) or, when keeping, (ys, final, tape), once every step has run."""
+        if self.done != self.call.T:
+            raise ValueError(f"the run stopped at step {self.done} of {self.call.T}")
+        c, call, arrays, plan = self.compiled, self.call, self.arrays, self.plan
+        ys = mask_padding(np.array(self.output(0, call.T), dtype=c.dtype), call.lengths, call.T)
+        final = {s: arrays[ident(plan.leaves["state"][s])].copy() for s in call.state}
+        if not self.keep:
+            return ys, final
+        states = {s: arrays[ident(plan.leaves["state"][s]) + "_all"] for s in call.state}
+        saved = {label: np.ascontiguousarray(c._whole("forward", arrays, buf, call.sizes))
+                 for label, buf in plan.results.get("saved", {}).items()}
+        return ys, final, {"states": states, "saved": saved}
+
+
+class BackwardRun(_PiecedRun):
+    """BPTT through a forward call, run in pieces, last to first. Each piece's after-loop
+    work covers its own rows: the input gradient's rows are written in place, the parameter
+    gradients (sums over rows) are added up over the pieces."""
+
+    def __init__(self, compiled: Compiled, call, tape, dys, dfinal, workspace, packed):
+        plan = compiled.plans["backward"]
+        super().__init__(compiled, "backward", call,
+                         backward_leaves(plan, tape, call.params, call.xs, dys, dfinal),
+                         workspace, packed)
+        self.done = call.T   # steps done .. T-1 have run
+        self._dparams: dict | None = None
+
+    def grad_array(self) -> np.ndarray:
+        """The [T, B, d_out] array the function reads the output's gradient from
+        (write-through)."""
+        return self._leaf_array("grad", "dy")
+
+    def advance(self, t0: int, t1: int, threads: int | None = None) -> None:
+        """Run steps t1-1 down to t0, continuing where the last piece stopped (t1 == done)."""
+        if t1 != self.done:
+            raise ValueError(f"steps {t0}..{t1} do not continue a backward run at step "
+                             f"{self.done} of {self.call.T}")
+        self._run_piece(t0, t1, threads)
+        self.done = t0
+        c, call = self.compiled, self.call
+        pieces = {n: np.broadcast_to(c._whole("backward", self.arrays, buf, call.sizes),
+                                     call.params[n].shape)
+                  for n, buf in self.plan.results["params"].items()}
+        if self._dparams is None:
+            self._dparams = {n: np.array(g, dtype=c.dtype) for n, g in pieces.items()}
+        else:
+            for n, g in pieces.items():
+                self._dparams[n] += g
+
+    def dinput(self, t0: int, t1: int) -> np.ndarray:
+        """The input gradient at steps t0 .. t1-1 ([t1-t0, B, I]; rows past their length: zero
+        when the call is ragged), a view where it is stored."""
+        return self._steps(self.plan.results["x"][self.compiled.cell.inputs[0]], t0, t1)
+
+    def results(self):
+        """(param grads, input grads, initial-state grads), once every step has run."""
+        if self.done != 0:
+            raise ValueError(f"the backward run stopped at step {self.done}")
+        c, call, plan = self.compiled, self.call, self.plan
+        dxs = {}
+        for n, buf in plan.results["x"].items():
+            full = np.broadcast_to(c._whole("backward", self.arrays, buf, call.sizes),
+                                   call.xs[n].shape)
+            dxs[n] = mask_padding(np.array(full, dtype=c.dtype), call.lengths, call.T)
+        dstate = {s: self.arrays[ident(plan.carried[s][0])].copy() for s in plan.carried}
+        return self._dparams, dxs, dstate

@@ -1,0 +1,147 @@
+"""CPU benchmark of layer stacks: rnncc.RNN with num_layers / bidirectional against
+torch.nn.LSTM/GRU/RNN with the same options, and against the GEMM floor.
+
+Side by side in one process, rounds interleaved, medians, reported as ratios:
+    rnncc           rnncc.RNN on the cpu target, its threaded schedule on (the directions of a
+                    layer at once; unidirectional stacks in the layer wavefront)
+    serial          the same layer with layer.wavefront = False: one layer and direction after
+                    another, each with every core (what the schedule gains is rnncc/serial)
+    torch           the torch module with the same configuration (torch.set_num_threads)
+    floor           the stack's matrix products alone, in numpy, one layer after another
+
+    python bench/stacks.py                                   # the issue's configurations
+    python bench/stacks.py --configs lstm,4,uni,100,16,128 --rounds 9 --write
+
+A configuration is CELL,LAYERS,uni|bi,T,B,H (input size = H). --write appends the table to
+bench/RESULTS.md with the machine and the command.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/cpu.py
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+sys.path.insert(0, str(Path(__file__).parent))
+import cpu as single  # noqa: E402  (bench/cpu.py: measure, floor, machine description)
+
+import numpy as np  # noqa: E402
+
+import rnncc  # noqa: E402
+
+TORCH = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}
+
+
+def parse_config(text: str):
+    try:
+        name, layers, dirs, T, B, H = text.split(",")
+        if dirs not in ("uni", "bi") or name not in TORCH:
+            raise ValueError
+        return name, int(layers), dirs == "bi", int(T), int(B), int(H)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected CELL,LAYERS,uni|bi,T,B,H with CELL one of "
+            f"{', '.join(TORCH)}") from None
+
+
+def stack_floor(name, layers, bi, T, B, H, dtype, backward):
+    """The products of every layer and direction, one after another (bench/cpu.py's floor)."""
+    D = 2 if bi else 1
+    parts = [single.floor(name, T, B, H if k == 0 else D * H, H, dtype, backward)
+             for k in range(layers) for _ in range(D)]
+
+    def run():
+        for part in parts:
+            part()
+    return run
+
+
+def contenders(name, layers, bi, T, B, H, dtype, backward, threads):
+    import torch
+    torch.set_num_threads(threads)
+    D = 2 if bi else 1
+    x = np.random.default_rng(1).standard_normal((T, B, H)).astype(dtype)
+    dy = np.random.default_rng(2).standard_normal((T, B, D * H)).astype(dtype)
+    module = getattr(torch.nn, TORCH[name])(H, H, num_layers=layers, bidirectional=bi)
+    module = module.to(dtype=torch.float32 if dtype == np.float32 else torch.float64)
+    fns = {}
+    for label, wavefront in (("rnncc", True), ("serial", False)):
+        layer = rnncc.RNN.from_torch(module)
+        layer.wavefront = wavefront
+        if backward:
+            def ours(layer=layer):
+                layer(x)
+                layer.backward(dy)
+        else:
+            layer.eval()  # as torch's forward under no_grad: nothing kept for backward
+
+            def ours(layer=layer):
+                layer(x)
+        fns[label] = ours
+    xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
+    if backward:
+        xt.requires_grad_(True)
+
+        def theirs():
+            module.zero_grad(set_to_none=True)
+            out, _ = module(xt)
+            out.backward(dyt)
+    else:
+        def theirs():
+            with torch.no_grad():
+                module(xt)
+    fns["torch"] = theirs
+    fns["floor"] = stack_floor(name, layers, bi, T, B, H, dtype, backward)
+    return fns
+
+
+HEADER = ("| cell | layers | dirs | T, B, I=H | pass | rnncc ms | serial ms | torch ms | floor ms "
+          "| rnncc/torch | rnncc/serial | rnncc/floor |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", type=parse_config,
+                        default=[parse_config("lstm,2,bi,100,64,256"),
+                                 parse_config("lstm,4,uni,100,16,128")],
+                        help="CELL,LAYERS,uni|bi,T,B,H")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--no-backward", action="store_true", help="forward only")
+    parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
+    args = parser.parse_args(argv)
+    dtype = np.dtype(args.dtype)
+    columns = HEADER.count("|") - 1
+    print(HEADER)
+    print("|" + "---|" * columns)
+    rows = []
+    for name, layers, bi, T, B, H in args.configs:
+        for backward in ([False] if args.no_backward else [False, True]):
+            med = single.measure(contenders(name, layers, bi, T, B, H, dtype, backward,
+                                            args.threads), args.rounds)
+            row = (f"| {name} | {layers} | {'bi' if bi else 'uni'} | {T}, {B}, {H} | "
+                   f"{'fwd+bwd' if backward else 'fwd'} | "
+                   + " | ".join(f"{1e3 * med[k]:.1f}" for k in ("rnncc", "serial", "torch",
+                                                                "floor"))
+                   + " | " + " | ".join(f"{med['rnncc'] / med[k]:.2f}"
+                                        for k in ("torch", "serial", "floor")) + " |")
+            print(row, flush=True)
+            rows.append(row)
+    if args.write:
+        import torch
+        machine = single.machine(args.threads, args.dtype, torch.__version__)
+        with Path(__file__).with_name("RESULTS.md").open("a") as out:
+            out.write(f"\n## {time.strftime('%Y-%m-%d')}: `python bench/stacks.py "
+                      f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
+                      f"{machine}; medians of {args.rounds} interleaved rounds\n\n"
+                      f"{HEADER}\n|{'---|' * columns}\n" + "\n".join(rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Running independent pieces of a layer stack at the same time, on threads.
+
+A single recurrent layer is a chain: step t needs step t-1. With several layers or directions
+there is more to do at once (Appleyard et al. 2016, "layer wavefront"): layer k+1 can run the
+steps layer k has finished while layer k runs the next ones, and the two directions of a
+bidirectional layer are independent. The generated functions release the GIL (nogil=True), so
+Python threads run them on separate cores.
+
+run() takes tasks with dependencies and runs each as soon as its dependencies are done, on
+`workers` threads; among ready tasks, the one with the smallest priority first (the wavefront
+order: layer + piece). Each worker gives its kernels and GEMMs cores/workers threads, so the
+workers together use the cores a single layer's small GEMMs would leave idle.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Hashable
+
+import numba
+
+
+@dataclass
+class Task:
+    run: Callable[[int], None]          # called with the number of threads it may use
+    after: tuple = ()                   # keys of the tasks it needs
+    priority: tuple = ()                # smaller first among ready tasks
+    waiting: set = field(default_factory=set)
+
+
+def cores() -> int:
+    """The threads rnncc may use: Numba's thread count (NUMBA_NUM_THREADS, default all cores)."""
+    return max(1, min(numba.config.NUMBA_NUM_THREADS, os.cpu_count() or 1))
+
+
+_blas = None
+
+
+def _blas_controller():
+    """threadpoolctl's handle on the loaded BLAS libraries (numpy's and SciPy's, which Numba's
+    np.dot calls), made once, after SciPy's BLAS is loaded."""
+    global _blas
+    if _blas is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls)
+        from threadpoolctl import ThreadpoolController
+        _blas = ThreadpoolController()
+    return _blas
+
+
+def run(tasks: dict[Hashable, Task], workers: int) -> None:
+    """Run every task once, each after the tasks it names in `after`, on `workers` threads
+    (1: in order on the calling thread, with all cores for each task). The first exception
+    stops the run and is raised here."""
+    for key, task in tasks.items():
+        task.waiting = set(task.after)
+        missing = task.waiting - tasks.keys()
+        if missing:
+            raise ValueError(f"task {key!r} waits for unknown tasks {sorted(map(repr, missing))}")
+    order = _order(tasks)  # raises on tasks that wait for each other, before any thread starts
+    workers = max(1, min(workers, len(tasks)))
+    if workers == 1:
+        for key in order:
+            tasks[key].run(0)
+        return
+    threads = max(1, cores() // workers)
+    pending = dict(tasks)
+    finished: list = []
+    failure: list[BaseException] = []
+    lock = threading.Condition()
+
+    def ready():
+        keys = [k for k, t in pending.items() if not t.waiting]
+        return min(keys, key=lambda k: pending[k].priority) if keys else None
+
+    def worker():
+        numba.set_num_threads(threads)  # per thread in Numba
+        while True:
+            with lock:
+                while True:
+                    if failure or not pending:
+                        return
+                    key = ready()
+                    if key is not None:
+                        task = pending.pop(key)
+                        break
+                    lock.wait()
+            try:
+                task.run(threads)
+            except BaseException as exc:  # noqa: BLE001  (re-raised in the caller)
+                with lock:
+                    failure.append(exc)
+                    lock.notify_all()
+                return
+            with lock:
+                finished.append(key)
+                for other in pending.values():
+                    other.waiting.discard(key)
+                lock.notify_all()
+
+    with _blas_controller().limit(limits=threads, user_api="blas"):
+        pool = [threading.Thread(target=worker, name=f"rnncc-wavefront-{i}", daemon=True)
+                for i in range(workers)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+    if failure:
+        raise failure[0]
+
+
+def _order(tasks: dict) -> list:
+    """A dependency order, smallest priority first among the ready ones."""
+    done: set = set()
+    order = []
+    remaining = dict(tasks)
+    while remaining:
+        ready = [k for k, t in remaining.items() if set(t.after) <= done]
+        if not ready:
+            raise RuntimeError(f"tasks {sorted(map(repr, remaining))} wait for each other")
+        key = min(ready, key=lambda k: remaining[k].priority)
+        order.append(key)
+        done.add(key)
+        del remaining[key]
+    return order

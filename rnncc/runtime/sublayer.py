@@ -1,0 +1,142 @@
+"""One layer, one direction: a cell over a time-major sequence, with its own parameters,
+workspace and tape. rnncc.RNN (layer.py) stacks these.
+
+On the cpu target each parameter is a view into the stacked matrix the plan multiplies with
+(W_ifgo = the four gates' W stacked), so the stacking happens once, at construction, and
+updating a parameter in place (`p -= lr * g`) updates what the kernels read. A parameter that a
+second stacked matrix also holds (no shipped cell has one) is stacked again at each call.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from .arguments import check_backward, check_forward
+
+
+def reverse_within_lengths(a: np.ndarray, lengths) -> np.ndarray:
+    """Each row of a time-major array [T, B, ...] reversed within its own length (positions
+    past a row's length stay where they are): what a reverse direction reads, as in PyTorch's
+    packed sequences. Its own inverse. Returns a new array."""
+    if lengths is None:
+        return a[::-1].copy()
+    T, B = a.shape[:2]
+    t = np.arange(T)[:, None]
+    source = np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
+    return a[source, np.arange(B)[None, :]]
+
+
+class SubLayer:
+    def __init__(self, cell, backend, target: str, dtype, sizes: dict, params: dict):
+        self.cell, self.backend, self.target, self.dtype = cell, backend, target, dtype
+        self.sizes = sizes
+        self._workspace: dict = {}
+        self._packed: dict | None = None
+        self._shared: dict = {}       # stacked matrices re-stacked per call (a parameter twice)
+        self._compiled = None
+        if target == "cpu":
+            self._compiled = backend.compiled(cell, dtype)
+            params = self._pack(params)
+        self.params = params
+        self.grads = {name: np.zeros_like(value) for name, value in params.items()}
+        self._last = None
+
+    @property
+    def chunkable(self) -> bool:
+        """Can a forward call run in pieces of time (ForwardRun)?"""
+        return self._compiled is not None
+
+    def _pack(self, params: dict) -> dict:
+        """Stack each packed matrix once and make its parameters views of it."""
+        self._packed, views = {}, {}
+        for name, members in self._compiled.packs().items():
+            if any(m in views for m in members):
+                self._shared[name] = members
+                continue
+            stacked = np.ascontiguousarray(np.concatenate([params[m] for m in members], axis=0))
+            self._packed[name] = stacked
+            row = 0
+            for m in members:
+                rows = params[m].shape[0]
+                views[m] = stacked[row:row + rows]
+                row += rows
+        return {name: views.get(name, params[name]) for name in params}
+
+    def _packed_now(self) -> dict | None:
+        if self._packed is None:
+            return None
+        packed = dict(self._packed)
+        for name, members in self._shared.items():
+            packed[name] = np.ascontiguousarray(
+                np.concatenate([self.params[m] for m in members], axis=0))
+        return packed
+
+    def _call(self, x, state, lengths):
+        return check_forward(self.cell, self.params, x, state, lengths)
+
+    def forward(self, x, state, lengths, keep: bool, threads: int = 0):
+        """(ys, final) of the whole sequence; with keep, remembers what backward needs."""
+        call = self._call(x, state, lengths)
+        if self._compiled is not None:
+            run = self._compiled.start(call, keep=keep, workspace=self._workspace,
+                                       packed=self._packed_now())
+            run.advance(0, call.T, threads)
+            result = run.results()
+        elif keep:
+            result = self.backend.train(self.cell, call)
+        else:
+            result = self.backend.forward(self.cell, call)
+        self._last = (call, result[2]) if keep else None
+        return result[0], result[1]
+
+    def start(self, x, state, lengths, keep: bool):
+        """A forward call run in pieces (cpu target): fill run.input_array() piece by piece,
+        run.advance(t0, t1), then finish(run)."""
+        call = self._call(x, state, lengths)
+        return self._compiled.start(call, keep=keep, workspace=self._workspace,
+                                    packed=self._packed_now())
+
+    def finish(self, run):
+        """(ys, final) of a pieced run; with keep, remembers what backward needs (the input the
+        run read, filled in place, is the input of the tape)."""
+        result = run.results()
+        if run.keep:
+            name = self.cell.inputs[0]
+            call = replace(run.call, xs={**run.call.xs, name: run.input_array()})
+            self._last = (call, result[2])
+        else:
+            self._last = None
+        return result[0], result[1]
+
+    def backward(self, dy, dfinal, threads: int = 0):
+        """BPTT through the last forward call: fills self.grads, returns (dx, dstate)."""
+        call, tape = self._last
+        dys, dfinal = check_backward(self.cell, call, dy, dfinal)
+        if self._compiled is not None:
+            run = self._compiled.start_backward(call, tape, dys, dfinal,
+                                                workspace=self._workspace,
+                                                packed=self._packed_now())
+            run.advance(0, call.T, threads)
+            return self.finish_backward(run)
+        dparams, dxs, dstate = self.backend.backward(self.cell, call, tape, dys, dfinal)
+        return self._gradients(dparams, dxs, dstate)
+
+    def start_backward(self, dy, dfinal):
+        """BPTT through the last forward call in pieces (cpu target), last piece first: fill
+        run.grad_array() piece by piece (it starts as dy), run.advance(t0, t1), then
+        finish_backward(run)."""
+        call, tape = self._last
+        dys, dfinal = check_backward(self.cell, call, dy, dfinal)
+        return self._compiled.start_backward(call, tape, dys, dfinal,
+                                             workspace=self._workspace,
+                                             packed=self._packed_now())
+
+    def finish_backward(self, run):
+        """Fills self.grads from a finished backward run; returns (dx, dstate)."""
+        return self._gradients(*run.results())
+
+    def _gradients(self, dparams, dxs, dstate):
+        for name, g in dparams.items():
+            np.copyto(self.grads[name], g)
+        return dxs[self.cell.inputs[0]], dstate
