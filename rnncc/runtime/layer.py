@@ -248,7 +248,10 @@ class RNN:
                 for _ in range(self.num_layers - 1)]
 
     def _workers(self, parallel: int) -> int:
-        return min(schedule.cores(), parallel) if self.wavefront else 1
+        """Threads for `parallel` independent units of work (1: one after another)."""
+        if not self.wavefront or not schedule.concurrent_kernels():
+            return 1
+        return min(schedule.cores(), parallel)
 
     # -- forward and backward --------------------------------------------------------------------
     def __call__(self, x, state=None, lengths=None, *, train: bool | None = None):

@@ -34,6 +34,21 @@ def cores() -> int:
     return max(1, min(numba.config.NUMBA_NUM_THREADS, os.cpu_count() or 1))
 
 
+_concurrent: bool | None = None
+
+
+def concurrent_kernels() -> bool:
+    """May generated functions run on several Python threads at once? Numba's OpenMP and TBB
+    threading layers allow it; its fallback, workqueue, aborts the process when two threads
+    launch parallel loops at once, so without OpenMP or TBB rnncc runs one task at a time."""
+    global _concurrent
+    if _concurrent is None:
+        from numba.np.ufunc import parallel
+        parallel._launch_threads()  # picks the layer (as the first parallel call would)
+        _concurrent = numba.threading_layer() in ("omp", "tbb")
+    return _concurrent
+
+
 _blas = None
 
 
@@ -59,6 +74,8 @@ def run(tasks: dict[Hashable, Task], workers: int) -> None:
             raise ValueError(f"task {key!r} waits for unknown tasks {sorted(map(repr, missing))}")
     order = _order(tasks)  # raises on tasks that wait for each other, before any thread starts
     workers = max(1, min(workers, len(tasks)))
+    if workers > 1 and not concurrent_kernels():
+        workers = 1
     if workers == 1:
         for key in order:
             tasks[key].run(0)

@@ -207,7 +207,7 @@ def test_threaded_schedules_compute_what_one_piece_after_another_does(shipped_ce
                 close(a, b, np.float32, "wavefront")
 
 
-def test_schedule_runs_tasks_after_their_dependencies_and_raises_their_errors():
+def test_schedule_runs_tasks_after_their_dependencies_and_raises_their_errors(monkeypatch):
     order = []
 
     def task(name, after=(), fail=False):
@@ -224,6 +224,13 @@ def test_schedule_runs_tasks_after_their_dependencies_and_raises_their_errors():
     order.clear()
     schedule.run(tasks, workers=1)
     assert order == ["a", "b", "c", "d"]
+    order.clear()
+    with monkeypatch.context() as m:  # Numba's workqueue layer: one task at a time, in order
+        m.setattr(schedule, "_concurrent", False)
+        schedule.run(tasks, workers=2)
+        assert order == ["a", "b", "c", "d"]
+        layer = rnncc.RNN("gru", I, H, num_layers=2, target="cpu")
+        assert layer._workers(2) == 1 and layer._pieces(40) == 1
     with pytest.raises(ZeroDivisionError, match="boom"):
         schedule.run({"x": task("boom", fail=True), "y": task("y", ("x",))}, workers=2)
     with pytest.raises(RuntimeError, match="wait for each other"):
@@ -424,6 +431,24 @@ def test_the_caller_arrays_are_never_modified(shipped_cells):
     layer.backward(dy, {"c": state["c"]})
     for before, after in zip(copies, [x, state["h"], state["c"], dy]):
         np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, I), (6, 0, I), (1, 1, I)], ids=str)
+def test_empty_and_single_step_sequences_equal_the_reference(shipped_cells, shape):
+    for bi in (False, True):
+        made = {t: rnncc.RNN(shipped_cells["lstm"], I, H, num_layers=3, bidirectional=bi,
+                             dtype=np.float64, target=t, seed=5) for t in ("cpu", "reference")}
+        x = np.random.default_rng(2).standard_normal(shape)
+        got = {}
+        for t, layer in made.items():
+            y, final = layer(x)
+            dx = layer.backward(np.ones_like(y), {"c": np.ones_like(final["c"])})
+            got[t] = (y, final["h"], final["c"], dx, layer.dstate["h"],
+                      *(layer.grads[k] for k in sorted(layer.grads)))
+        assert got["cpu"][0].shape == shape[:2] + ((2 if bi else 1) * H,)
+        for a, b in zip(got["cpu"], got["reference"]):
+            assert a.shape == b.shape
+            close(a, b, np.float64, f"shape {shape}, bidirectional={bi}")
 
 
 def test_dimensions_beyond_input_and_hidden_are_keywords():

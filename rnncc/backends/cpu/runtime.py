@@ -271,10 +271,14 @@ class _PiecedRun:
         self._args = [self.arrays[arg] for arg, _, _ in compiled.signatures[direction]]
         self._axes = compiled.time_axes(direction)
 
-    def _run_piece(self, t0: int, t1: int, threads: int | None) -> None:
+    def _run_piece(self, t0: int, t1: int, threads: int | None) -> bool:
+        """Call the function on steps t0 .. t1-1; False where there was nothing to run (an
+        empty piece of a non-empty call: a call with T = 0 still runs, for its zero results)."""
         T, B = self.call.T, self.call.B
-        if not 0 <= t0 < t1 <= T:
+        if not 0 <= t0 <= t1 <= T:
             raise ValueError(f"steps {t0}..{t1} lie outside 0..{T}")
+        if t0 == t1 and T:
+            return False
         if t0 == 0 and t1 == T:
             args, lengths = self._args, self.lengths
         else:
@@ -282,6 +286,7 @@ class _PiecedRun:
                     for a, axis in zip(self._args, self._axes)]
             lengths = np.clip(self.lengths - t0, 0, t1 - t0)
         self.compiled._call(self.direction, args, self.call.sizes, t1 - t0, B, lengths, threads)
+        return True
 
     def _leaf_array(self, kind: str, name: str) -> np.ndarray:
         return self.arrays[ident(self.plan.leaves[kind][name])]
@@ -364,8 +369,10 @@ class BackwardRun(_PiecedRun):
         if t1 != self.done:
             raise ValueError(f"steps {t0}..{t1} do not continue a backward run at step "
                              f"{self.done} of {self.call.T}")
-        self._run_piece(t0, t1, threads)
+        ran = self._run_piece(t0, t1, threads)
         self.done = t0
+        if not ran:
+            return
         c, call = self.compiled, self.call
         pieces = {n: np.broadcast_to(c._whole("backward", self.arrays, buf, call.sizes),
                                      call.params[n].shape)
