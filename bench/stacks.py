@@ -7,7 +7,11 @@ Side by side in one process, rounds interleaved, medians, reported as ratios:
     serial          the same layer with layer.wavefront = False: one layer and direction after
                     another, each with every core (what the schedule gains is rnncc/serial)
     torch           the torch module with the same configuration (torch.set_num_threads)
-    floor           the stack's matrix products alone, in numpy, one layer after another
+    floor           the stack's matrix products alone, in numpy, one layer and direction
+                    after another (BLAS on every thread)
+    par. floor      the same products with the parallelism rnncc's schedule has: the two
+                    directions of a layer on two threads, one BLAS thread each (uni: = floor).
+                    No schedule of these GEMMs beats the lower of the two floors.
 
     python bench/stacks.py                                   # the issue's configurations
     python bench/stacks.py --configs lstm,4,uni,100,16,128 --rounds 9 --write
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -48,16 +53,31 @@ def parse_config(text: str):
             f"{', '.join(TORCH)}") from None
 
 
-def stack_floor(name, layers, bi, T, B, H, dtype, backward):
-    """The products of every layer and direction, one after another (bench/cpu.py's floor)."""
+def stack_floor(name, layers, bi, T, B, H, dtype, backward, directions_at_once=False):
+    """The products of every layer and direction (bench/cpu.py's floor): one after another,
+    or a layer's directions on threads of their own with one BLAS thread each."""
     D = 2 if bi else 1
-    parts = [single.floor(name, T, B, H if k == 0 else D * H, H, dtype, backward)
-             for k in range(layers) for _ in range(D)]
+    parts = [[single.floor(name, T, B, H if k == 0 else D * H, H, dtype, backward)
+              for _ in range(D)] for k in range(layers)]
 
     def run():
-        for part in parts:
-            part()
-    return run
+        for layer in parts:
+            for part in layer:
+                part()
+
+    if not (directions_at_once and bi):
+        return run
+    from threadpoolctl import threadpool_limits
+
+    def run_directions_at_once():
+        with threadpool_limits(limits=1, user_api="blas"):
+            for layer in parts:
+                threads = [threading.Thread(target=part) for part in layer]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+    return run_directions_at_once
 
 
 def contenders(name, layers, bi, T, B, H, dtype, backward, threads):
@@ -96,11 +116,15 @@ def contenders(name, layers, bi, T, B, H, dtype, backward, threads):
                 module(xt)
     fns["torch"] = theirs
     fns["floor"] = stack_floor(name, layers, bi, T, B, H, dtype, backward)
+    fns["par. floor"] = stack_floor(name, layers, bi, T, B, H, dtype, backward,
+                                    directions_at_once=True)
     return fns
 
 
-HEADER = ("| cell | layers | dirs | T, B, I=H | pass | rnncc ms | serial ms | torch ms | floor ms "
-          "| rnncc/torch | rnncc/serial | rnncc/floor |")
+CONTENDERS = ("rnncc", "serial", "torch", "floor", "par. floor")
+HEADER = ("| cell | layers | dirs | T, B, I=H | pass | "
+          + " | ".join(f"{k} ms" for k in CONTENDERS)
+          + " | rnncc/torch | rnncc/serial | rnncc/floor | par. floor/torch |")
 
 
 def main(argv=None) -> int:
@@ -126,10 +150,10 @@ def main(argv=None) -> int:
                                             args.threads), args.rounds)
             row = (f"| {name} | {layers} | {'bi' if bi else 'uni'} | {T}, {B}, {H} | "
                    f"{'fwd+bwd' if backward else 'fwd'} | "
-                   + " | ".join(f"{1e3 * med[k]:.1f}" for k in ("rnncc", "serial", "torch",
-                                                                "floor"))
+                   + " | ".join(f"{1e3 * med[k]:.1f}" for k in CONTENDERS)
                    + " | " + " | ".join(f"{med['rnncc'] / med[k]:.2f}"
-                                        for k in ("torch", "serial", "floor")) + " |")
+                                        for k in ("torch", "serial", "floor"))
+                   + f" | {med['par. floor'] / med['torch']:.2f} |")
             print(row, flush=True)
             rows.append(row)
     if args.write:

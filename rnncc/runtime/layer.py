@@ -315,31 +315,13 @@ class RNN:
         return inputs[L], finals
 
     def _forward_pipelined(self, xt, states, lengths, keep, masks, pieces):
-        """A unidirectional stack in pieces of time: layer k runs piece c once it has run
-        piece c-1 and layer k-1 has run piece c (the layer wavefront)."""
-        L = self.num_layers
+        """A unidirectional stack's forward in pieces of time, first piece first (the layer
+        wavefront): layer k+1 reads layer k's output piece by piece."""
         T, B = xt.shape[:2]
-        runs = []
-        for k, (unit,) in enumerate(self._units):
-            x_in = xt if k == 0 else np.zeros((T, B, self.output_size), dtype=self.dtype)
-            runs.append(unit.start(x_in, states[k], lengths, keep))
-        bounds = [T * c // pieces for c in range(pieces + 1)]
-        tasks = {}
-        for k in range(L):
-            for c in range(pieces):
-                def run(threads, k=k, c=c):
-                    t0, t1 = bounds[c], bounds[c + 1]
-                    if k:
-                        below = runs[k - 1].output(t0, t1)
-                        into = runs[k].input_array()[t0:t1]
-                        if masks is None:
-                            np.copyto(into, below)
-                        else:
-                            np.multiply(below, masks[k - 1][t0:t1], out=into)
-                    runs[k].advance(t0, t1, threads)
-                after = ((k, c - 1),) * (c > 0) + ((k - 1, c),) * (k > 0)
-                tasks[k, c] = schedule.Task(run, after=after, priority=(k + c, k))
-        schedule.run(tasks, self._workers(L))
+        runs = [unit.start(xt if k == 0 else np.zeros((T, B, self.output_size), self.dtype),
+                           states[k], lengths, keep)
+                for k, (unit,) in enumerate(self._units)]
+        self._wavefront(runs, T, pieces, masks, backward=False)
         finals = {}
         for k, (unit,) in enumerate(self._units):
             ys, finals[k] = unit.finish(runs[k])
@@ -408,36 +390,49 @@ class RNN:
         return douts[-1], dstates
 
     def _backward_pipelined(self, dyt, dfinals, masks, pieces):
-        """A unidirectional stack's BPTT in pieces of time, last piece first: layer k runs
-        piece c once it has run piece c+1 and layer k+1 has run piece c (whose input gradient
-        is layer k's output gradient there)."""
-        L = self.num_layers
-        T = dyt.shape[0]
-        runs = [None] * L
-        for k in reversed(range(L)):
-            (unit,) = self._units[k]
-            dy = dyt if k == L - 1 else np.zeros((T, *dyt.shape[1:-1], self.output_size),
-                                                 dtype=self.dtype)
-            runs[k] = unit.start_backward(dy, dfinals[k])
-        bounds = [T * c // pieces for c in range(pieces + 1)]
-        tasks = {}
-        for k in range(L):
-            for c in range(pieces):
-                def run(threads, k=k, c=c):
-                    t0, t1 = bounds[c], bounds[c + 1]
-                    if k < L - 1:
-                        above = runs[k + 1].dinput(t0, t1)
-                        into = runs[k].grad_array()[t0:t1]
-                        if masks is None:
-                            np.copyto(into, above)
-                        else:
-                            np.multiply(above, masks[k][t0:t1], out=into)
-                    runs[k].advance(t0, t1, threads)
-                after = ((k, c + 1),) * (c < pieces - 1) + ((k + 1, c),) * (k < L - 1)
-                tasks[k, c] = schedule.Task(run, after=after,
-                                            priority=(L - 1 - k + pieces - 1 - c, -k))
-        schedule.run(tasks, self._workers(L))
+        """A unidirectional stack's BPTT in pieces of time, last piece first: layer k reads
+        the gradient of its output from layer k+1's input gradient, piece by piece."""
+        T, B = dyt.shape[:2]
+        top = self.num_layers - 1
+        runs = [unit.start_backward(dyt if k == top else
+                                    np.zeros((T, B, self.output_size), self.dtype), dfinals[k])
+                for k, (unit,) in enumerate(self._units)]
+        self._wavefront(runs, T, pieces, masks, backward=True)
         dxs, dstates = {}, {}
         for k, (unit,) in enumerate(self._units):
             dxs[k], dstates[k] = unit.finish_backward(runs[k])
         return dxs[0], dstates
+
+    def _wavefront(self, runs, T: int, pieces: int, masks, backward: bool) -> None:
+        """Advance one pieced run per layer through `pieces` pieces of time, in the layer
+        wavefront: layer k runs piece c once it has run the piece before (c-1 forward, c+1
+        backward) and its feeder (layer k-1 forward, k+1 backward) has run piece c, whose
+        result (output / input gradient) it copies in first, times the dropout mask between
+        the two layers."""
+        L = len(runs)
+        bounds = [T * c // pieces for c in range(pieces + 1)]
+        step = 1 if backward else -1       # the feeder of layer k is layer k + step
+        tasks = {}
+        for k in range(L):
+            feeder = k + step if 0 <= k + step < L else None
+            for c in range(pieces):
+                def run(threads, k=k, c=c, feeder=feeder):
+                    t0, t1 = bounds[c], bounds[c + 1]
+                    if feeder is not None:
+                        if backward:
+                            given, into = runs[feeder].dinput(t0, t1), runs[k].grad_array()
+                        else:
+                            given, into = runs[feeder].output(t0, t1), runs[k].input_array()
+                        if masks is None:
+                            np.copyto(into[t0:t1], given)
+                        else:
+                            np.multiply(given, masks[min(k, feeder)][t0:t1], out=into[t0:t1])
+                    runs[k].advance(t0, t1, threads)
+                before = c + 1 if backward else c - 1
+                after = (((k, before),) if 0 <= before < pieces else ()) + \
+                    (((feeder, c),) if feeder is not None else ())
+                # wavefront order: the piece nearest the start of its pass, then the lower layer
+                # forward (the higher one backward), so the leading layer never waits
+                wave = (pieces - 1 - c if backward else c) + (L - 1 - k if backward else k)
+                tasks[k, c] = schedule.Task(run, after=after, priority=(wave, -step * k))
+        schedule.run(tasks, self._workers(L))

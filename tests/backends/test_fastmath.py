@@ -8,10 +8,11 @@ from numba import njit
 
 from rnncc.backends.cpu import fastmath
 
-# worst error allowed, in units in the last place of the correctly rounded result
-# (measured: float32 exp 1.0, tanh 2.7, log 1.6, sigmoid 2.0, softplus 3.7, expm1 1.6,
-#  log1p 3.6; float64 exp 1.2, tanh 3.0, log 1.4, sigmoid 2.3, softplus 3.4, expm1 4.2, log1p 2.9)
-ULPS = {"exp": 2, "expm1": 5, "log": 2, "log1p": 4, "sigmoid": 3, "tanh": 4, "softplus": 4}
+# worst error allowed, in units in the last place of the correctly rounded result, compiled as
+# the kernels compile them (FMA contraction on; measured: float32 exp 0.9, tanh 2.7, log 1.8,
+# sigmoid 2.0, softplus 3.0, expm1 3.0, log1p 3.2; float64 exp 0.8, tanh 2.9, log 1.9,
+# sigmoid 2.1, softplus 3.5, expm1 3.1, log1p 3.2)
+ULPS = {"exp": 2, "expm1": 5, "log": 2.5, "log1p": 4, "sigmoid": 3, "tanh": 4, "softplus": 4}
 
 REFERENCE = {
     "exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p, "tanh": np.tanh,
@@ -26,7 +27,7 @@ def loop(name, dtype):
     if key not in _LOOPS:
         f = fastmath.FUNCTIONS[np.dtype(dtype)][name]
 
-        @njit(error_model="numpy")
+        @njit(**fastmath.CALLER_OPTIONS)   # as the generated kernels compile them
         def apply(a, out):
             for i in range(a.size):
                 out[i] = f(a[i])

@@ -26,6 +26,7 @@ import numpy as np
 
 from ...graph.ops import Stacked
 from ...plan.plan import Buffer, Gemm, GraphPlan, Kernel
+from .fastmath import CALLER_OPTIONS
 
 ELEMENTWISE = {"add", "sub", "mul", "div", "neg", "pow", "max", "min", "sigmoid", "tanh", "relu",
                "exp", "log", "sqrt", "abs", "softplus", "step", "sign", "argmax_weight",
@@ -189,7 +190,8 @@ class _Printer:
                          + [a for a, _, _ in self.arrays()])
         # parallel only where a kernel loops over rows (else Numba warns it found nothing to do)
         parallel = f"parallel={PRANGE_ONLY}, " if any("prange(" in line for line in body) else ""
-        head = [f"@njit(cache=True, {parallel}error_model='numpy', nogil=True)",
+        options = ", ".join(f"{k}={v!r}" for k, v in CALLER_OPTIONS.items())
+        head = [f"@njit(cache=True, {parallel}{options}, nogil=True)",
                 f"def {name}({args}):"]
         return "\n".join(head + body)
 
