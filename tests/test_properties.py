@@ -206,8 +206,9 @@ def test_random_specs_passes_and_plan_preserve_meaning(gen, seed):
 @given(gen=cell_specs(), seed=st.integers(0, 2**16))
 def test_random_specs_on_the_cpu_target_equal_the_reference(gen, seed):
     """Generated Numba code computes what the reference interpreter computes, forward and
-    backward, float64 and float32, with and without ragged lengths."""
-    from .backends.test_cpu import compare
+    backward, float64 and float32, with and without ragged lengths, and in pieces of time (as
+    the layer wavefront runs it)."""
+    from .backends.test_cpu import compare, compare_in_pieces
     from rnncc.runtime.gradcheck import random_problem
 
     cell = rnncc.compile(gen.text)
@@ -216,3 +217,4 @@ def test_random_specs_on_the_cpu_target_equal_the_reference(gen, seed):
         prob = random_problem(cell, sizes, T=4, B=3, seed=seed, ragged=ragged)
         compare(cell, prob, np.float64, 1e-10, err_msg=gen.text)
         compare(cell, prob, np.float32, 1e-4, err_msg=gen.text)
+        compare_in_pieces(cell, prob, [(0, 1), (1, 4)], [(2, 4), (0, 2)], err_msg=gen.text)

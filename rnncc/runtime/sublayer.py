@@ -72,28 +72,21 @@ class SubLayer:
                 np.concatenate([self.params[m] for m in members], axis=0))
         return packed
 
-    def _call(self, x, state, lengths):
-        return check_forward(self.cell, self.params, x, state, lengths)
-
     def forward(self, x, state, lengths, keep: bool, threads: int = 0):
         """(ys, final) of the whole sequence; with keep, remembers what backward needs."""
-        call = self._call(x, state, lengths)
         if self._compiled is not None:
-            run = self._compiled.start(call, keep=keep, workspace=self._workspace,
-                                       packed=self._packed_now())
-            run.advance(0, call.T, threads)
-            result = run.results()
-        elif keep:
-            result = self.backend.train(self.cell, call)
-        else:
-            result = self.backend.forward(self.cell, call)
+            run = self.start(x, state, lengths, keep)
+            run.advance(0, run.call.T, threads)
+            return self.finish(run)
+        call = check_forward(self.cell, self.params, x, state, lengths)
+        result = (self.backend.train if keep else self.backend.forward)(self.cell, call)
         self._last = (call, result[2]) if keep else None
         return result[0], result[1]
 
     def start(self, x, state, lengths, keep: bool):
         """A forward call run in pieces (cpu target): fill run.input_array() piece by piece,
         run.advance(t0, t1), then finish(run)."""
-        call = self._call(x, state, lengths)
+        call = check_forward(self.cell, self.params, x, state, lengths)
         return self._compiled.start(call, keep=keep, workspace=self._workspace,
                                     packed=self._packed_now())
 
@@ -111,16 +104,13 @@ class SubLayer:
 
     def backward(self, dy, dfinal, threads: int = 0):
         """BPTT through the last forward call: fills self.grads, returns (dx, dstate)."""
+        if self._compiled is not None:
+            run = self.start_backward(dy, dfinal)
+            run.advance(0, run.call.T, threads)
+            return self.finish_backward(run)
         call, tape = self._last
         dys, dfinal = check_backward(self.cell, call, dy, dfinal)
-        if self._compiled is not None:
-            run = self._compiled.start_backward(call, tape, dys, dfinal,
-                                                workspace=self._workspace,
-                                                packed=self._packed_now())
-            run.advance(0, call.T, threads)
-            return self.finish_backward(run)
-        dparams, dxs, dstate = self.backend.backward(self.cell, call, tape, dys, dfinal)
-        return self._gradients(dparams, dxs, dstate)
+        return self._gradients(*self.backend.backward(self.cell, call, tape, dys, dfinal))
 
     def start_backward(self, dy, dfinal):
         """BPTT through the last forward call in pieces (cpu target), last piece first: fill

@@ -115,45 +115,55 @@ def test_kernels_on_several_threads_equal_the_reference(shipped_cells, monkeypat
         compare(cell, random_problem(cell, T=5, B=7, seed=9, ragged=True), np.float32, 1e-4)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "lnlstm", "unused_input",
-                                  "accumulate_after_loop"])
-def test_a_call_run_in_pieces_of_time_equals_the_reference(shipped_cells, name):
-    """ForwardRun/BackwardRun (what the layer wavefront runs): forward first to last and
-    backward last to first in uneven pieces, ragged rows included, against the reference
-    interpreter over the whole sequence."""
+def compare_in_pieces(cell, prob, forward_pieces, backward_pieces, err_msg=""):
+    """ForwardRun/BackwardRun (what the layer wavefront runs), float64: forward first to last
+    and backward last to first in the given pieces of time, against the reference interpreter
+    over the whole sequence."""
     from rnncc import backends
     from rnncc.runtime.arguments import check_backward, check_forward
-    cell = shipped_cells[name] if name in shipped_cells else rnncc.compile(REGRESSIONS[name])
-    prob = random_problem(cell, {d: 3 + k for k, d in enumerate(cell.dims)}, T=7, B=4, seed=6,
-                          ragged=True)
-    x = prob.xs[cell.inputs[0]]
+    x = prob.xs if len(cell.inputs) > 1 else prob.xs[cell.inputs[0]]
     compiled = backends.get("cpu").compiled(cell, np.float64)
     call = check_forward(cell, prob.p, x, prob.state, prob.lengths)
     run = compiled.start(call, keep=True)
-    with pytest.raises(ValueError, match="do not continue"):
-        run.advance(2, 5)
-    for t0, t1 in [(0, 2), (2, 2), (2, 3), (3, 7)]:   # an empty piece runs nothing
+    for t0, t1 in forward_pieces:
         run.advance(t0, t1)
     ys, final, tape = run.results()
     ys_r, final_r = cell.forward(prob.p, x, state=prob.state, lengths=prob.lengths)
-    np.testing.assert_allclose(ys, ys_r, rtol=1e-10, atol=1e-12)
+    close = lambda a, b, what: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11,
+                                                          err_msg=f"{what} {err_msg}")
+    close(ys, ys_r, "ys")
     for s in cell.states:
-        np.testing.assert_allclose(final[s], final_r[s], rtol=1e-10, atol=1e-12)
+        close(final[s], final_r[s], f"final {s}")
     dys, dfinal = check_backward(cell, call, prob.dys, prob.dfinal)
     back = compiled.start_backward(call, tape, dys, dfinal)
-    with pytest.raises(ValueError, match="do not continue"):
-        back.advance(0, 3)
-    for t0, t1 in [(4, 7), (4, 4), (1, 4), (0, 1)]:
+    for t0, t1 in backward_pieces:
         back.advance(t0, t1)
     dparams, dxs, dstate = back.results()
     g = cell.backward(prob.p, x, prob.dys, state=prob.state, dfinal=prob.dfinal,
                       lengths=prob.lengths)
     for k in cell.params:
-        np.testing.assert_allclose(dparams[k], g["params"][k], rtol=1e-9, atol=1e-11,
-                                   err_msg=k)
-    np.testing.assert_allclose(dxs[cell.inputs[0]], g["x"], rtol=1e-9, atol=1e-11)
+        close(dparams[k], g["params"][k], f"d{k}")
+    gx = g["x"] if isinstance(g["x"], dict) else {cell.inputs[0]: g["x"]}
+    for k in cell.inputs:
+        close(dxs[k], gx[k], f"d{k}")
     for s in cell.states:
-        np.testing.assert_allclose(dstate[s], g["state"][s], rtol=1e-9, atol=1e-11)
+        close(dstate[s], g["state"][s], f"d{s} (initial)")
+    return run, back
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "lnlstm", "unused_input",
+                                  "accumulate_after_loop"])
+def test_a_call_run_in_pieces_of_time_equals_the_reference(shipped_cells, name):
+    cell = shipped_cells[name] if name in shipped_cells else rnncc.compile(REGRESSIONS[name])
+    prob = random_problem(cell, {d: 3 + k for k, d in enumerate(cell.dims)}, T=7, B=4, seed=6,
+                          ragged=True)
+    # uneven pieces, an empty one among them (it runs nothing)
+    run, back = compare_in_pieces(cell, prob, [(0, 2), (2, 2), (2, 3), (3, 7)],
+                                  [(4, 7), (4, 4), (1, 4), (0, 1)], err_msg=name)
+    with pytest.raises(ValueError, match="do not continue a forward run at step 7"):
+        run.advance(2, 5)
+    with pytest.raises(ValueError, match="do not continue a backward run at step 0"):
+        back.advance(0, 3)
 
 
 def test_huge_inputs_saturate_nan_stays_in_its_row_same_bits_twice(shipped_cells):

@@ -2,6 +2,10 @@
 sequences) with weights moved by from_torch, to_torch round trips, dropout against finite
 differences, and the layer's own contract: parameters as views of the stacked matrices, a reused
 workspace that never leaks one call into the next, train/eval, errors."""
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
@@ -168,6 +172,25 @@ def test_from_torch_rejects_what_it_cannot_map(shipped_cells):
         rnncc.RNN.from_torch(torch.nn.GRU(I, H).half())
     with pytest.raises(ValueError, match="no PyTorch counterpart"):
         rnncc.RNN(shipped_cells["mgu"], I, H, target="reference").to_torch()
+
+
+def test_torch_stays_optional_until_from_torch_or_to_torch():
+    """A process where `import torch` fails runs stacks and says what it needs for to_torch."""
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["torch"] = None   # import torch raises ImportError
+        import numpy as np, rnncc
+        layer = rnncc.RNN("gru", 3, 4, num_layers=2, bidirectional=True, target="reference")
+        y, final = layer(np.zeros((2, 1, 3)))
+        print(y.shape, final["h"].shape)
+        try:
+            layer.to_torch()
+        except ImportError as e:
+            print("ImportError")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[:2] == ["(2, 1, 8) (4, 1, 4)", "ImportError"]
 
 
 def test_from_torch_without_biases_maps_zero_biases():
