@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Hashable
 
 import numba
@@ -26,7 +26,6 @@ class Task:
     run: Callable[[int], None]          # called with the number of threads it may use
     after: tuple = ()                   # keys of the tasks it needs
     priority: tuple = ()                # smaller first among ready tasks
-    waiting: set = field(default_factory=set)
 
 
 def cores() -> int:
@@ -68,8 +67,7 @@ def run(tasks: dict[Hashable, Task], workers: int) -> None:
     (1: in order on the calling thread, with all cores for each task). The first exception
     stops the run and is raised here."""
     for key, task in tasks.items():
-        task.waiting = set(task.after)
-        missing = task.waiting - tasks.keys()
+        missing = set(task.after) - tasks.keys()
         if missing:
             raise ValueError(f"task {key!r} waits for unknown tasks {sorted(map(repr, missing))}")
     order = _order(tasks)  # raises on tasks that wait for each other, before any thread starts
@@ -82,12 +80,12 @@ def run(tasks: dict[Hashable, Task], workers: int) -> None:
         return
     threads = max(1, cores() // workers)
     pending = dict(tasks)
-    finished: list = []
+    waiting = {key: set(task.after) for key, task in tasks.items()}  # not yet finished
     failure: list[BaseException] = []
     lock = threading.Condition()
 
     def ready():
-        keys = [k for k, t in pending.items() if not t.waiting]
+        keys = [k for k in pending if not waiting[k]]
         return min(keys, key=lambda k: pending[k].priority) if keys else None
 
     def worker():
@@ -110,9 +108,8 @@ def run(tasks: dict[Hashable, Task], workers: int) -> None:
                     lock.notify_all()
                 return
             with lock:
-                finished.append(key)
-                for other in pending.values():
-                    other.waiting.discard(key)
+                for other in pending:
+                    waiting[other].discard(key)
                 lock.notify_all()
 
     with _blas_controller().limit(limits=threads, user_api="blas"):
