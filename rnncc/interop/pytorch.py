@@ -11,7 +11,11 @@ apart (d_n) because the reset gate multiplies it.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
+
+from ..runtime.cell import load
 
 # cell name -> one (input matrix, recurrent matrix, bias, separate recurrent bias) per gate block,
 # in PyTorch's block order.
@@ -34,7 +38,15 @@ def _layout(cell):
     if names != set(cell.params):
         raise ValueError(f"cell {cell.name!r} has parameters {sorted(cell.params)}, not those of "
                          f"the shipped spec {sorted(names)}: its weights cannot be mapped")
+    if _equations(cell) != _equations(load(cell.name)):
+        raise ValueError(f"cell {cell.name!r} has the name and parameters of the shipped spec but "
+                         f"other equations: PyTorch's module would compute something else")
     return layout
+
+
+def _equations(cell) -> str:
+    """The cell's step graph as text, without the source lines it came from."""
+    return re.sub(r"\s*# line \d+", "", cell.show(stage="forward"))
 
 
 def params_from_torch(cell, weights: dict, suffix: str = "_l0") -> dict:

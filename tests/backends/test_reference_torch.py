@@ -100,3 +100,16 @@ def test_mapping_round_trips_through_torch(shipped_cells, rng, name):
 def test_mapping_rejects_a_cell_without_torch_layout(shipped_cells):
     with pytest.raises(ValueError, match="no PyTorch counterpart"):
         params_from_torch(shipped_cells["mgu"], {})
+
+
+def test_mapping_rejects_a_cell_named_like_a_shipped_one_with_other_equations(shipped_cells):
+    import rnncc
+    relu = rnncc.compile("cell rnn\ninput x[I]\nstate h[H]\nh' = relu(W @ x + U @ h + b)\n")
+    weights = state_dict(torch_module("rnn"))
+    with pytest.raises(ValueError, match="other equations"):
+        params_from_torch(relu, weights)
+    # the same equations laid out differently map as the shipped spec does
+    same = rnncc.compile("# a comment\ncell rnn\ninput x[I]\nstate h[H]\n\n"
+                         "h' = tanh(W @ x + U @ h + b)\n")
+    for k, v in params_from_torch(same, weights).items():
+        np.testing.assert_array_equal(v, params_from_torch(shipped_cells["rnn"], weights)[k])
