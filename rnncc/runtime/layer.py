@@ -37,6 +37,13 @@ from .sublayer import SubLayer, reverse_within_lengths
 
 DROPOUT_STREAM = 0x64726F70  # the dropout masks' random stream, apart from the parameters'
 
+# Rows x widest dimension from which one layer's step already keeps the cores busy: the layer
+# wavefront then gains nothing forward and loses backward (each piece sums its own weight
+# gradients, and the sums are added up). Measured on 2 cores against one layer after another
+# (bench/stacks.py, rnncc/serial): lstm B=16, H=128 (2048) 0.72-0.83 fwd; B=32, H=256 (8192)
+# 0.84 fwd, 0.87 fwd+bwd; B=64, H=256 (16384) 0.97, 0.98; gru B=128, H=512 (65536) 1.06, 1.08.
+WAVEFRONT_MAX_WORK = 32768
+
 
 class _Params(dict):
     """The layer's parameter dict: assigning copies into the existing array."""
@@ -273,7 +280,7 @@ class RNN:
         masks = (self._draw_masks(T, B) if training and self.dropout > 0
                  and self.num_layers > 1 else None)
         L, D = self.num_layers, self.num_directions
-        pieces = self._pieces(T)
+        pieces = self._pieces(T, B)
         if pieces > 1:
             y, finals = self._forward_pipelined(xt, states, lengths, training, masks, pieces)
         else:
@@ -286,13 +293,14 @@ class RNN:
 
     forward = __call__
 
-    def _pieces(self, T: int) -> int:
+    def _pieces(self, T: int, B: int) -> int:
         """Pieces of time a unidirectional stack's forward and backward run in, pipelined
         across layers (1: whole layers, one after another). Eight pieces keep two cores busy in
         a 2-layer stack for 8/9 of the time; shorter pieces than 4 steps cost more than they
-        overlap."""
+        overlap. Only for steps small enough to leave cores idle (WAVEFRONT_MAX_WORK)."""
         if (self.num_directions > 1 or self.num_layers == 1 or self._workers(2) < 2
-                or not self._units[0][0].chunkable):
+                or not self._units[0][0].chunkable
+                or B * max(self.sizes.values(), default=1) >= WAVEFRONT_MAX_WORK):
             return 1
         return max(1, min(8, T // 4))
 
@@ -359,7 +367,7 @@ class RNN:
             raise ValueError(f"dy has shape {_fmt(np.shape(dy))} but the expected shape is "
                              f"{layout}{width}] with T, B = {T}, {B} (the forward call's)")
         dfinals = self._split("dfinal", dfinal, B, zeros=False)
-        pieces = self._pieces(T)
+        pieces = self._pieces(T, B)
         if pieces > 1:
             dx, dstates = self._backward_pipelined(dyt, dfinals, masks, pieces)
         else:

@@ -213,7 +213,8 @@ def test_threaded_schedules_compute_what_one_piece_after_another_does(shipped_ce
     lengths = rng.integers(0, 41, 6)
     for bi in (False, True):
         layer = rnncc.RNN(shipped_cells["lstm"], I, H, num_layers=3, bidirectional=bi, seed=1)
-        assert layer._pieces(40) == (1 if bi else 8)
+        assert layer._pieces(40, 6) == (1 if bi else 8)
+        assert layer._pieces(40, 10_000) == 1   # steps that keep the cores busy alone
         runs = {}
         for wavefront in (True, False):
             layer.wavefront = wavefront
@@ -253,7 +254,7 @@ def test_schedule_runs_tasks_after_their_dependencies_and_raises_their_errors(mo
         schedule.run(tasks, workers=2)
         assert order == ["a", "b", "c", "d"]
         layer = rnncc.RNN("gru", I, H, num_layers=2, target="cpu")
-        assert layer._workers(2) == 1 and layer._pieces(40) == 1
+        assert layer._workers(2) == 1 and layer._pieces(40, 6) == 1
     with pytest.raises(ZeroDivisionError, match="boom"):
         schedule.run({"x": task("boom", fail=True), "y": task("y", ("x",))}, workers=2)
     with pytest.raises(RuntimeError, match="wait for each other"):
