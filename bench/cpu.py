@@ -170,10 +170,17 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine(threads: int, dtype: str, torch_version: str) -> str:
-    """The line bench/RESULTS.md records under each command."""
-    return (f"{_cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"numpy {np.__version__}, torch {torch_version}, {threads} threads, {dtype}")
+def record(script: str, argv, args, header: str, rows: list[str]) -> None:
+    """Append a table to bench/RESULTS.md under the command that made it and the machine."""
+    import torch
+    command = " ".join(argv if argv is not None else sys.argv[1:])
+    machine = (f"{_cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+               f"numpy {np.__version__}, torch {torch.__version__}, {args.threads} threads, "
+               f"{args.dtype}")
+    with Path(__file__).with_name("RESULTS.md").open("a") as out:
+        out.write(f"\n## {time.strftime('%Y-%m-%d')}: `python bench/{script} {command}`\n\n"
+                  f"{machine}; medians of {args.rounds} interleaved rounds\n\n"
+                  f"{header}\n|{'---|' * (header.count('|') - 1)}\n" + "\n".join(rows) + "\n")
 
 
 def main(argv=None) -> int:
@@ -209,14 +216,7 @@ def main(argv=None) -> int:
                 print(row, flush=True)
                 rows.append(row)
     if args.write:
-        import torch
-        path = Path(__file__).with_name("RESULTS.md")
-        machine_text = machine(args.threads, args.dtype, torch.__version__)
-        with path.open("a") as out:
-            out.write(f"\n## {time.strftime('%Y-%m-%d')}: `python bench/cpu.py "
-                      f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
-                      f"{machine_text}; medians of {args.rounds} interleaved rounds\n\n"
-                      f"{header}\n|{'---|' * 10}\n" + "\n".join(rows) + "\n")
+        record("cpu.py", argv, args, header, rows)
     return 0
 
 

@@ -25,7 +25,6 @@ import argparse
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/cpu.py
@@ -157,13 +156,7 @@ def main(argv=None) -> int:
             print(row, flush=True)
             rows.append(row)
     if args.write:
-        import torch
-        machine = single.machine(args.threads, args.dtype, torch.__version__)
-        with Path(__file__).with_name("RESULTS.md").open("a") as out:
-            out.write(f"\n## {time.strftime('%Y-%m-%d')}: `python bench/stacks.py "
-                      f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
-                      f"{machine}; medians of {args.rounds} interleaved rounds\n\n"
-                      f"{HEADER}\n|{'---|' * columns}\n" + "\n".join(rows) + "\n")
+        single.record("stacks.py", argv, args, HEADER, rows)
     return 0
 
 

@@ -285,6 +285,7 @@ def test_dropout_is_seeded_fresh_per_call_and_off_in_eval(shipped_cells):
         np.testing.assert_array_equal(ma, mb)
     assert len(a.dropout_masks) == 2 and a.dropout_masks[0].shape == (T, B, H)
     assert not np.array_equal(a.dropout_masks[0], c.dropout_masks[0])
+    assert not np.array_equal(ya, yc)   # another seed: other masks (and parameters)
     masks = np.concatenate([m.ravel() for m in a.dropout_masks])
     assert set(np.unique(masks)) == {0.0, 1 / 0.6}
     assert abs(np.mean(masks == 0) - 0.4) < 0.05
