@@ -107,43 +107,48 @@ def floor(name, T, B, I, H, dtype, backward):
     return run
 
 
+def rnncc_pass(layer, x, dy, backward):
+    """One timed call of an rnncc layer: forward in eval mode (as torch's forward under
+    no_grad: nothing kept for backward), or forward in training mode and backward."""
+    if not backward:
+        layer.eval()
+        return lambda: layer(x)
+
+    def run():
+        layer(x)
+        layer.backward(dy)
+    return run
+
+
+def torch_pass(module, x, dy, backward):
+    """The same for a torch module (forward under no_grad, or forward and backward)."""
+    import torch
+    xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
+    if not backward:
+        def run():
+            with torch.no_grad():
+                module(xt)
+        return run
+    xt.requires_grad_(True)
+
+    def run():
+        module.zero_grad(set_to_none=True)
+        out, _ = module(xt)
+        out.backward(dyt)
+    return run
+
+
 def contenders(name, T, B, I, H, dtype, backward, threads):
     import torch
     torch.set_num_threads(threads)
-    layer = rnncc.RNN(name, I, H, dtype=dtype, seed=0)
     x = np.random.default_rng(1).standard_normal((T, B, I)).astype(dtype)
     dys = np.random.default_rng(2).standard_normal((T, B, H)).astype(dtype)
-    if backward:
-        def ours():
-            layer(x)
-            layer.backward(dys)
-    else:
-        layer.eval()  # as torch's forward under no_grad: nothing kept for backward
-
-        def ours():
-            layer(x)
     builtin = name in ("rnn", "gru", "lstm")
     module = torch_builtin(name, I, H, dtype) if builtin else torch_lnlstm(I, H, dtype)
-    xt = torch.from_numpy(x)
-    dyt = torch.from_numpy(dys)
-    if backward:
-        xt.requires_grad_(True)
-
-    def run(m):
-        if backward:
-            def theirs():
-                m.zero_grad(set_to_none=True)
-                out, _ = m(xt)
-                out.backward(dyt)
-        else:
-            def theirs():
-                with torch.no_grad():
-                    m(xt)
-        return theirs
-
-    fns = {"rnncc": ours, "torch": run(module)}
+    fns = {"rnncc": rnncc_pass(rnncc.RNN(name, I, H, dtype=dtype, seed=0), x, dys, backward),
+           "torch": torch_pass(module, x, dys, backward)}
     if not builtin:  # a custom cell: also as TorchScript, the usual way to speed one up
-        fns["script"] = run(torch.jit.script(module))
+        fns["script"] = torch_pass(torch.jit.script(module), x, dys, backward)
     fns["floor"] = floor(name, T, B, I, H, dtype, backward)
     return fns
 
@@ -183,16 +188,21 @@ def record(script: str, argv, args, header: str, rows: list[str]) -> None:
                   f"{header}\n|{'---|' * (header.count('|') - 1)}\n" + "\n".join(rows) + "\n")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cells", nargs="+", default=["lstm", "gru", "rnn", "lnlstm"])
-    parser.add_argument("--configs", nargs="+", default=["100,64,256", "50,128,512", "200,1,128"],
-                        help="T,B,I=H triples")
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark script here takes: rounds, threads, dtype, passes, --write."""
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--no-backward", action="store_true", help="forward only")
     parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", nargs="+", default=["lstm", "gru", "rnn", "lnlstm"])
+    parser.add_argument("--configs", nargs="+", default=["100,64,256", "50,128,512", "200,1,128"],
+                        help="T,B,I=H triples")
+    add_run_options(parser)
     args = parser.parse_args(argv)
     dtype = np.dtype(args.dtype)
     rows = []

@@ -91,29 +91,8 @@ def contenders(name, layers, bi, T, B, H, dtype, backward, threads):
     for label, wavefront in (("rnncc", True), ("serial", False)):
         layer = rnncc.RNN.from_torch(module)
         layer.wavefront = wavefront
-        if backward:
-            def ours(layer=layer):
-                layer(x)
-                layer.backward(dy)
-        else:
-            layer.eval()  # as torch's forward under no_grad: nothing kept for backward
-
-            def ours(layer=layer):
-                layer(x)
-        fns[label] = ours
-    xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
-    if backward:
-        xt.requires_grad_(True)
-
-        def theirs():
-            module.zero_grad(set_to_none=True)
-            out, _ = module(xt)
-            out.backward(dyt)
-    else:
-        def theirs():
-            with torch.no_grad():
-                module(xt)
-    fns["torch"] = theirs
+        fns[label] = single.rnncc_pass(layer, x, dy, backward)
+    fns["torch"] = single.torch_pass(module, x, dy, backward)
     fns["floor"] = stack_floor(name, layers, bi, T, B, H, dtype, backward)
     fns["par. floor"] = stack_floor(name, layers, bi, T, B, H, dtype, backward,
                                     directions_at_once=True)
@@ -132,11 +111,7 @@ def main(argv=None) -> int:
                         default=[parse_config("lstm,2,bi,100,64,256"),
                                  parse_config("lstm,4,uni,100,16,128")],
                         help="CELL,LAYERS,uni|bi,T,B,H")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--no-backward", action="store_true", help="forward only")
-    parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
+    single.add_run_options(parser)
     args = parser.parse_args(argv)
     dtype = np.dtype(args.dtype)
     columns = HEADER.count("|") - 1
