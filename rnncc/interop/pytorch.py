@@ -90,10 +90,11 @@ def params_to_torch(cell, p: dict, suffix: str = "_l0") -> dict:
     return out
 
 
-# torch module mode -> the shipped spec computing the same cell
-CELL_OF_MODE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn", "RNN_RELU": "rnn_relu"}
-MODULE_OF_CELL = {"lstm": ("LSTM", {}), "gru": ("GRU", {}), "rnn": ("RNN", {"nonlinearity": "tanh"}),
-                  "rnn_relu": ("RNN", {"nonlinearity": "relu"})}
+# shipped spec -> the torch module computing the same cell: (module.mode, class, its options)
+MODULE_OF_CELL = {"lstm": ("LSTM", "LSTM", {}), "gru": ("GRU", "GRU", {}),
+                  "rnn": ("RNN_TANH", "RNN", {"nonlinearity": "tanh"}),
+                  "rnn_relu": ("RNN_RELU", "RNN", {"nonlinearity": "relu"})}
+CELL_OF_MODE = {mode: cell for cell, (mode, _, _) in MODULE_OF_CELL.items()}
 
 
 def _numpy_dtype(torch_dtype):
@@ -139,11 +140,8 @@ def layer_to_torch(layer):
     import torch
 
     from ..runtime.layer import suffix
-    if layer.cell.name not in MODULE_OF_CELL:
-        raise ValueError(f"cell {layer.cell.name!r} has no PyTorch counterpart; the mapped cells "
-                         f"are {', '.join(MODULE_OF_CELL)}")
-    _layout(layer.cell)
-    kind, extra = MODULE_OF_CELL[layer.cell.name]
+    _layout(layer.cell)  # raises for a cell without a PyTorch counterpart
+    _, kind, extra = MODULE_OF_CELL[layer.cell.name]
     torch_dtype = torch.float64 if layer.dtype == np.float64 else torch.float32
     module = getattr(torch.nn, kind)(layer.input_size, layer.hidden_size,
                                      num_layers=layer.num_layers, bias=True,

@@ -21,7 +21,7 @@ the plan multiplies with, so in-place updates need no re-packing, and `layer.par
 copies in), its workspace (arrays reused per call shape) and what backward needs from the last
 training call. On the cpu target, independent work runs on threads at once (schedule.py): the
 two directions of a layer, and for stacks, layer k+1 on the steps layer k has finished
-(`layer.wavefront = False` runs one piece after another instead).
+(`layer.wavefront = False` runs one layer and direction after another instead).
 """
 from __future__ import annotations
 

@@ -88,6 +88,7 @@ class Compiled:
         # Numba compiles each function at its first call, so an unused one costs nothing.
         self.plans = cell.compiled_plans()
         self.source, self.signatures = generate(self.plans, self.dtype, cell.dims)
+        self.time_axes = {d: self._time_axes(d) for d in self.signatures}  # for pieced runs
         self.module = load(self.source)
 
     # -- arrays ---------------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ class Compiled:
         finally:
             numba.set_num_threads(previous)
 
-    def time_axes(self, direction: str) -> list[str | None]:
+    def _time_axes(self, direction: str) -> list[str | None]:
         """Per argument of the function, how it is indexed by time: "steps" (a leading T axis:
         [T, B, ...]), "rows" (T*B rows, step-major) or None (not at all)."""
         plan = self.plans[direction]
@@ -269,7 +270,7 @@ class _PiecedRun:
         self.lengths = (np.full(call.B, call.T, dtype=np.int64) if call.lengths is None
                         else np.ascontiguousarray(call.lengths, dtype=np.int64))
         self._args = [self.arrays[arg] for arg, _, _ in compiled.signatures[direction]]
-        self._axes = compiled.time_axes(direction)
+        self._axes = compiled.time_axes[direction]
 
     def _run_piece(self, t0: int, t1: int, threads: int | None) -> bool:
         """Call the function on steps t0 .. t1-1; False where there was nothing to run (an
