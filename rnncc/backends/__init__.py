@@ -67,7 +67,22 @@ class _CPU:
         return self.compiled(cell, call.dtype).backward(call, tape, dys, dfinal)
 
 
-TARGETS = {"reference": _Reference(), "plan": _Plan(), "cpu": _CPU()}
+class _CUDA(_CPU):
+    """numba.cuda kernels generated from the Plan: one cooperative launch per call (on a GPU,
+    or in Numba's CUDA simulator)."""
+
+    def compiled(self, cell, dtype):
+        from .cuda.device import cuda
+        cuda()  # the clear error where there is neither a GPU nor the simulator, first
+        from .cuda.runtime import Compiled
+        cache = cell.__dict__.setdefault("_cuda_compiled", {})
+        key = np.dtype(dtype)
+        if key not in cache:
+            cache[key] = Compiled(cell, key)
+        return cache[key]
+
+
+TARGETS = {"reference": _Reference(), "plan": _Plan(), "cpu": _CPU(), "cuda": _CUDA()}
 
 
 def get(target: str):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..backends.cuda.device import as_device, is_device_array
 from ..errors import ArgumentKeyError
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -76,9 +77,22 @@ class Call:
     dtype: np.dtype
     T: int
     B: int
+    device: object = None   # the caller's input, where it lives on the GPU (results go back
+                            # as that kind of array)
 
 
-def _as_array(what: str, value) -> np.ndarray:
+def _as_array(what: str, value, device_ok: bool = False):
+    """`value` as an array: a numpy array, or (device_ok: the cuda target) a Numba device array
+    viewing the caller's GPU array."""
+    if is_device_array(value):
+        if not device_ok:
+            raise ValueError(f"{what} is an array on a GPU; run with target='cuda', or copy it "
+                             f"to the host first")
+        array = as_device(value)
+        if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype,
+                                                                     np.complexfloating):
+            raise ValueError(f"{what} has dtype {array.dtype}; expected real numbers")
+        return array
     try:
         array = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
@@ -87,6 +101,17 @@ def _as_array(what: str, value) -> np.ndarray:
                                      or np.issubdtype(array.dtype, np.integer)):
         raise ValueError(f"{what} has dtype {array.dtype}; expected real numbers")
     return array
+
+
+def _in_dtype(what: str, array, dtype):
+    """`array` in the run's dtype: numpy arrays are converted, a device array must have it
+    already (converting it would be a hidden copy on the GPU)."""
+    if is_device_array(array):
+        if array.dtype != dtype:
+            raise ValueError(f"{what} is a {array.dtype} array on the GPU but this call runs in "
+                             f"{dtype} (the input's dtype); convert it first")
+        return array
+    return np.asarray(array, dtype=dtype)
 
 
 def _check_names(what: str, given: Mapping, expected: list[str], shapes: dict) -> None:
@@ -99,7 +124,7 @@ def _check_names(what: str, given: Mapping, expected: list[str], shapes: dict) -
                                    f"{', '.join(expected)}")
 
 
-def check_forward(cell, p, x, state, lengths) -> Call:
+def check_forward(cell, p, x, state, lengths, device_ok: bool = False) -> Call:
     sym = cell.symbolic_shapes
     # Inputs first: they fix the dtype, T and B.
     if isinstance(x, Mapping):
@@ -115,7 +140,7 @@ def check_forward(cell, p, x, state, lengths) -> Call:
     dtype = None
     for name in cell.inputs:
         what = f"x[{name!r}]" if len(cell.inputs) > 1 else "x"
-        array = _as_array(what, raw_x[name])
+        array = _as_array(what, raw_x[name], device_ok)
         if array.dtype not in FLOAT_DTYPES:
             raise ValueError(f"{what} has dtype {array.dtype}; rnncc runs in float32 or float64 "
                              f"(convert it with .astype(np.float32))")
@@ -142,15 +167,16 @@ def check_forward(cell, p, x, state, lengths) -> Call:
                  {n: "[" + ", ".join(map(str, sym[n])) + "]" for n in cell.params})
     params = {}
     for name in cell.params:
-        array = _as_array(f"parameter {name!r}", p[name])
+        array = _as_array(f"parameter {name!r}", p[name], device_ok)
         sizes.bind(f"parameter {name!r}", array, sym[name])
-        params[name] = np.asarray(array, dtype=dtype)
+        params[name] = _in_dtype(f"parameter {name!r}", array, dtype)
 
     if state is not None:
         if not isinstance(state, Mapping):
             raise ValueError("state must be a dict: state name -> [B, dim]")
         _check_names("state", state, cell.states, {n: f"[B, {sym[n][0]}]" for n in cell.states})
-        raw_state = {name: _as_array(f"state[{name!r}]", state[name]) for name in cell.states}
+        raw_state = {name: _as_array(f"state[{name!r}]", state[name], device_ok)
+                     for name in cell.states}
         for name, array in raw_state.items():
             sizes.bind(f"state[{name!r}]", array, sym[name], lead=(("B", B),))
 
@@ -163,11 +189,14 @@ def check_forward(cell, p, x, state, lengths) -> Call:
         init = {name: np.zeros((B, sizes.size.get(sym[name][0], sym[name][0])), dtype=dtype)
                 for name in cell.states}
     else:
-        init = {name: np.asarray(raw_state[name], dtype=dtype) for name in cell.states}
+        init = {name: _in_dtype(f"state[{name!r}]", raw_state[name], dtype)
+                for name in cell.states}
 
     checked_lengths = check_lengths(lengths, T, B)
 
-    return Call(params, xs, init, checked_lengths, dict(sizes.size), dtype, T, B)
+    on_device = [raw_x[n] for n in cell.inputs if is_device_array(raw_x[n])]
+    return Call(params, xs, init, checked_lengths, dict(sizes.size), dtype, T, B,
+                on_device[0] if on_device else None)
 
 
 def check_lengths(lengths, T: int, B: int) -> np.ndarray | None:
@@ -186,14 +215,14 @@ def check_lengths(lengths, T: int, B: int) -> np.ndarray | None:
     return lengths_array.astype(np.int64)
 
 
-def check_backward(cell, call: Call, dys, dfinal) -> tuple:
+def check_backward(cell, call: Call, dys, dfinal, device_ok: bool = False) -> tuple:
     """dys like ys ([T, B, d_out]) and dfinal a dict state -> [B, d] (missing states: zeros),
     converted to the run's dtype."""
     sizes = Sizes(call.sizes)
     out_shape = cell.graph.node(cell.graph.output).shape or (1,)
-    array = _as_array("dys", dys)
+    array = _as_array("dys", dys, device_ok)
     sizes.bind("dys", array, out_shape, lead=(("T", call.T), ("B", call.B)))
-    dys = np.asarray(array, dtype=call.dtype)
+    dys = _in_dtype("dys", array, call.dtype)
     dfinal = dict(dfinal or {})
     for name in dfinal:
         if name not in cell.states:
@@ -203,9 +232,9 @@ def check_backward(cell, call: Call, dys, dfinal) -> tuple:
     for name in cell.states:
         shape = cell.symbolic_shapes[name]
         if name in dfinal:
-            g = _as_array(f"dfinal[{name!r}]", dfinal[name])
+            g = _as_array(f"dfinal[{name!r}]", dfinal[name], device_ok)
             sizes.bind(f"dfinal[{name!r}]", g, shape, lead=(("B", call.B),))
-            checked[name] = np.asarray(g, dtype=call.dtype)
+            checked[name] = _in_dtype(f"dfinal[{name!r}]", g, call.dtype)
         else:
-            checked[name] = np.zeros_like(call.state[name])
+            checked[name] = np.zeros(call.state[name].shape, dtype=call.dtype)
     return dys, checked

@@ -141,7 +141,7 @@ class Cell:
     def forward(self, p, x, state=None, target: str = "reference", lengths=None):
         """Run the cell over a sequence: returns (ys [T, B, d_out], final states dict)."""
         backend = backends.get(target)
-        call = check_forward(self, p, x, state, lengths)
+        call = check_forward(self, p, x, state, lengths, device_ok=target == "cuda")
         return backend.forward(self, call)
 
     def backward(self, p, x, dys, state=None, dfinal=None, target: str = "reference",
@@ -155,8 +155,9 @@ class Cell:
         for truncated BPTT).
         """
         backend = backends.get(target)
-        call = check_forward(self, p, x, state, lengths)
-        dys, dfinal = check_backward(self, call, dys, dfinal)
+        on_gpu = target == "cuda"
+        call = check_forward(self, p, x, state, lengths, device_ok=on_gpu)
+        dys, dfinal = check_backward(self, call, dys, dfinal, device_ok=on_gpu)
         _, _, tape = backend.train(self, call)
         dparams, dxs, dstate = backend.backward(self, call, tape, dys, dfinal)
         dx = dxs if isinstance(x, dict) else dxs[self.inputs[0]]

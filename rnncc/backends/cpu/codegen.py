@@ -242,6 +242,8 @@ class _Printer:
 class _Kernel:
     """Prints one fused kernel: a loop over its rows, inside each row its ops."""
 
+    SQRT = "np.sqrt"   # what a square root prints as (the CUDA printer's differs)
+
     def __init__(self, printer: _Printer, step: Kernel, indent: int, t, phase: str):
         self.p, self.step, self.indent, self.t, self.phase = printer, step, indent, t, phase
         self.ops = {op.out: op for op in step.ops}
@@ -385,7 +387,7 @@ class _Kernel:
         if name in ("sigmoid", "tanh", "exp", "log", "softplus"):
             return f"{name}{f}({args[0]})"
         if name == "sqrt":
-            return f"np.sqrt({args[0]})"
+            return f"{self.SQRT}({args[0]})"
         if name == "abs":
             return f"abs({args[0]})"
         if name == "relu":
@@ -408,9 +410,9 @@ class _Kernel:
             product = " * ".join([a] * int(abs(p)))
             return f"({product})" if p > 0 else f"(ONE / ({product}))"
         if p == 0.5:
-            return f"np.sqrt({a})"
+            return f"{self.SQRT}({a})"
         if p == -0.5:
-            return f"(ONE / np.sqrt({a}))"
+            return f"(ONE / {self.SQRT}({a}))"
         if p == 0:
             return "ONE"
         f = self.p.suffix

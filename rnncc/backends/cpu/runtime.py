@@ -79,6 +79,16 @@ def kernel_threads(B: int, sizes: dict, available: int) -> int:
     return available if work >= PARALLEL_MIN_WORK else 1
 
 
+def buffer_shape(b, sizes: dict, T: int, B: int) -> tuple:
+    """The shape of a buffer's array: [*per row] ("none"), [B, *per row] or [T, B, *per row];
+    a per-row scalar has a width of 1."""
+    per_row = tuple(dim_size(d, sizes) for d in b.shape)
+    if b.rows == "none":
+        return per_row
+    per_row = per_row or (1,)
+    return (B, *per_row) if b.rows == "B" else (T, B, *per_row)
+
+
 class Compiled:
     """A cell's plan compiled for one dtype: forward() and backward() over numpy arrays."""
 
@@ -93,11 +103,7 @@ class Compiled:
 
     # -- arrays ---------------------------------------------------------------------------------------
     def _shape(self, b, sizes, T, B) -> tuple:
-        per_row = tuple(dim_size(d, sizes) for d in b.shape)
-        if b.rows == "none":
-            return per_row
-        per_row = per_row or (1,)
-        return (B, *per_row) if b.rows == "B" else (T, B, *per_row)
+        return buffer_shape(b, sizes, T, B)
 
     def packs(self) -> dict:
         """Packed parameter buffers of both directions: name -> the parameters it stacks (rows,

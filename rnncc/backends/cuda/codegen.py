@@ -1,0 +1,443 @@
+"""Plan -> numba.cuda source: one persistent kernel per direction, the whole time loop inside it.
+
+The same Plan the cpu printer prints (codegen.py there), printed for a GPU. The printer makes no
+decisions of its own; what differs from the cpu printing is only where the work runs:
+
+- the whole call is one cooperative launch: every phase's work is spread over the grid's blocks,
+  and `grid.sync()` separates the steps (a GEMM reads what the kernel before it wrote in other
+  blocks). One launch per call: launching a kernel from Python costs more than a small step's
+  kernel takes, and a time loop on the host would launch two or more per step;
+- a GEMM is a tiled shared-memory product (`gemm`, printed into the module): tiles of its
+  output are shared out over the blocks, each thread of a block computes a TM x TN part of its
+  tile from BK-deep slices of both operands staged in shared memory;
+- a fused kernel gives each row (a batch row per step; a (t, b) row before or after the loop)
+  to one block, whose threads stride over the row's columns; a row reduction (mean, sum) is a
+  block reduction in shared memory, and the threads meet (`cuda.syncthreads()`) after each loop
+  that stores values other threads read; a batch sum (sum over every row) gives each thread of
+  the grid its own columns;
+- carrying the state to the next step is done by the block that computed the row, right after
+  its kernel, when the step ends with a kernel over rows (every shipped cell).
+
+The module is plain text (`rnncc show SPEC --stage cuda` prints it); kernel arguments are those
+of the cpu function (runtime.Compiled.signatures) plus a 2-D alias ([T*B, width]) of each array
+a GEMM reads or writes over all rows.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+
+from ...plan.plan import GraphPlan, Kernel
+from ..cpu.codegen import _Kernel, _Printer, dim_expr, ident, offset_expr
+
+# Launch shape: threads per block, a block's GEMM tile (BM x BN, BK deep) and each thread's part
+# of it (TM x TN; (BM / TM) * (BN / TN) = threads). The simulator runs every thread as a Python
+# thread, so its blocks are small.
+GPU_LAUNCH = {"threads": 256, "bm": 64, "bn": 64, "bk": 16, "tm": 4, "tn": 4}
+SIMULATOR_LAUNCH = {"threads": 16, "bm": 8, "bn": 8, "bk": 8, "tm": 2, "tn": 2}
+
+HELPERS = '''\
+NT = {threads}                      # threads per block
+BM, BN, BK = {bm}, {bn}, {bk}        # a block's GEMM tile: BM x BN outputs, BK deep per stage
+TM, TN = {tm}, {tn}                  # a thread's outputs in it: rows ty + i * BM // TM, ...
+
+
+@cuda.jit(device=True)
+def gemm(a, b, c, acc, trans_a, trans_b, accumulate, blk, nblk, tid, sa, sb, part, rb):
+    """c = op(a) @ op(b) (+ acc where accumulate); op(x) is x.T where trans_x. The tiles of c
+    are shared out over the grid's blocks; sa, sb stage the operands' slices in shared memory,
+    part and rb are the thread's registers."""
+    M = c.shape[0]
+    N = c.shape[1]
+    K = a.shape[0] if trans_a else a.shape[1]
+    tiles_n = (N + BN - 1) // BN
+    tiles = ((M + BM - 1) // BM) * tiles_n
+    tx = tid % (BN // TN)
+    ty = tid // (BN // TN)
+    for tile in range(blk, tiles, nblk):
+        m0 = (tile // tiles_n) * BM
+        n0 = (tile % tiles_n) * BN
+        for i in range(TM):
+            for j in range(TN):
+                part[i, j] = ZERO
+        for k0 in range(0, K, BK):
+            # neighbouring threads load neighbouring elements of the operand's rows
+            for e in range(tid, BM * BK, NT):
+                if trans_a:
+                    mm = e % BM
+                    kk = e // BM
+                else:
+                    kk = e % BK
+                    mm = e // BK
+                m = m0 + mm
+                k = k0 + kk
+                if m < M and k < K:
+                    sa[kk, mm] = a[k, m] if trans_a else a[m, k]
+                else:
+                    sa[kk, mm] = ZERO
+            for e in range(tid, BK * BN, NT):
+                if trans_b:
+                    kk = e % BK
+                    nn = e // BK
+                else:
+                    nn = e % BN
+                    kk = e // BN
+                n = n0 + nn
+                k = k0 + kk
+                if n < N and k < K:
+                    sb[kk, nn] = b[n, k] if trans_b else b[k, n]
+                else:
+                    sb[kk, nn] = ZERO
+            cuda.syncthreads()
+            for kk in range(BK):
+                for j in range(TN):
+                    rb[j] = sb[kk, tx + j * (BN // TN)]
+                for i in range(TM):
+                    av = sa[kk, ty + i * (BM // TM)]
+                    for j in range(TN):
+                        part[i, j] += av * rb[j]
+            cuda.syncthreads()
+        for i in range(TM):
+            m = m0 + ty + i * (BM // TM)
+            if m < M:
+                for j in range(TN):
+                    n = n0 + tx + j * (BN // TN)
+                    if n < N:
+                        if accumulate:
+                            c[m, n] = acc[m, n] + part[i, j]
+                        else:
+                            c[m, n] = part[i, j]
+
+
+@cuda.jit(device=True)
+def outer_of_sums(a, b, c, a_rows, b_rows, blk, nblk, tid):
+    """c[m, n] = (sum of a's rows)[m] * (sum of b's rows)[n], an operand without rows (a
+    vector) taken as it is."""
+    M = c.shape[0]
+    N = c.shape[1]
+    for e in range(blk * NT + tid, M * N, nblk * NT):
+        m = e // N
+        n = e - m * N
+        x = ZERO
+        if a_rows:
+            for r in range(a.shape[0]):
+                x += a[r, m]
+        else:
+            x = a[m]
+        y = ZERO
+        if b_rows:
+            for r in range(b.shape[0]):
+                y += b[r, n]
+        else:
+            y = b[n]
+        c[m, n] = x * y
+
+
+@cuda.jit(device=True)
+def block_sum(value, red, tid):
+    """The sum of `value` over the block's threads, returned to every thread."""
+    red[tid] = value
+    cuda.syncthreads()
+    step = NT // 2
+    while step > 0:
+        if tid < step:
+            red[tid] += red[tid + step]
+        cuda.syncthreads()
+        step //= 2
+    total = red[0]
+    cuda.syncthreads()
+    return total
+
+
+@cuda.jit(device=True)
+def sigmoid{f}(x):
+    return ONE / (ONE + math.exp(-x))
+
+
+@cuda.jit(device=True)
+def tanh{f}(x):
+    return math.tanh(x)
+
+
+@cuda.jit(device=True)
+def exp{f}(x):
+    return math.exp(x)
+
+
+@cuda.jit(device=True)
+def log{f}(x):
+    return math.log(x)
+
+
+@cuda.jit(device=True)
+def softplus{f}(x):
+    return (x if x > ZERO else ZERO) + math.log1p(math.exp(-abs(x)))
+'''
+
+
+class _CudaPrinter(_Printer):
+    def __init__(self, plan: GraphPlan, dtype, dims: list[str]):
+        super().__init__(plan, dtype, dims)
+        self.row_aliases: dict[str, str] = {}   # 2-D alias argument -> the array it views
+
+    def arrays(self) -> list[tuple]:
+        """The cpu function's arrays, and ("rows", array argument) for each 2-D alias."""
+        return super().arrays() + [(alias, "rows", array)
+                                   for alias, array in self.row_aliases.items()]
+
+    def matrix(self, b, t: str | None) -> str:
+        """A buffer as a 2-D array for the GEMM: [rows, columns]."""
+        array, offset = self.base(b, t)
+        rows_all = (b.rows == "T*B" or (b.rows == "B" and b.stored)) and t is None
+        if rows_all:  # every step's rows: the array's [T*B, width] alias
+            alias = f"{array}_rows"
+            self.row_aliases[alias] = array
+            array = alias
+        if b.view_of is not None and b.axis == "cols":
+            array = f"{array}[:, {offset}:{offset} + {dim_expr(b.shape[-1])}]"
+        return array
+
+    def gemm(self, step, indent: int, t: str | None) -> None:
+        buffers = self.plan.buffers
+        a_buf, b_buf = buffers[step.a], buffers[step.b]
+        a, v, out = (self.matrix(a_buf, t), self.matrix(b_buf, t),
+                     self.matrix(buffers[step.out], t))
+        if step.op == "outer_sum" and (a_buf.rows == "none") != (b_buf.rows == "none"):
+            self.emit(indent, f"outer_of_sums({a}, {v}, {out}, {a_buf.rows != 'none'}, "
+                              f"{b_buf.rows != 'none'}, blk, nblk, tid)")
+            return
+        # (left operand, right operand, transposes): matmul  out = v @ a^T,
+        # matmul_t  out = v @ a,  outer_sum  out = a^T @ v
+        left, right, trans = {"matmul": (v, a, "False, True"), "matmul_t": (v, a, "False, False"),
+                              "outer_sum": (a, v, "True, False")}[step.op]
+        acc = self.matrix(buffers[step.accumulate], t) if step.accumulate else out
+        self.emit(indent, f"gemm({left}, {right}, {out}, {acc}, {trans}, "
+                          f"{bool(step.accumulate)}, blk, nblk, tid, sa, sb, part, rb)")
+
+    def kernel(self, step: Kernel, indent: int, t, phase: str) -> None:
+        _CudaKernel(self, step, indent, t, phase).print()
+
+    def function(self, name: str) -> str:
+        plan = self.plan
+        body_start = len(self.lines)
+        for step in plan.phases["before_loop"]:
+            self.step(step, 1, None, "before")
+            self.emit(1, "grid.sync()")
+        reverse = plan.kind == "backward"
+        self.emit(1, "for s in range(T):")
+        self.emit(2, f"t = {'T - 1 - s' if reverse else 's'}")
+        steps = plan.phases["per_step"]
+        # the block that computed a row in the step's last kernel carries it right away
+        carried_in_kernel = bool(steps) and _loops_over_step_rows(steps[-1])
+        for step in steps:
+            self.step(step, 2, "t", "step")
+            if step is steps[-1] and carried_in_kernel:
+                self.emit(3, "cuda.syncthreads()")
+                self.carry(3, loop=False)
+            else:
+                self.emit(2, "grid.sync()")
+        if not carried_in_kernel:
+            self.carry(2, loop=True)
+        self.emit(2, "grid.sync()")
+        for step in plan.phases["after_loop"]:
+            self.step(step, 1, None, "after")
+            self.emit(1, "grid.sync()")
+        body = self.lines[body_start:]
+        del self.lines[body_start:]
+        args = ", ".join(["T", "B", "lengths"] + [f"d_{d}" for d in self.dims]
+                         + [a for a, _, _ in self.arrays()])
+        head = ["@cuda.jit(cache=True)",
+                f"def {name}({args}):",
+                "    grid = cuda.cg.this_grid()",
+                "    tid = cuda.threadIdx.x",
+                "    blk = cuda.blockIdx.x",
+                "    nblk = cuda.gridDim.x",
+                "    sa = cuda.shared.array((BK, BM), dtype)",
+                "    sb = cuda.shared.array((BK, BN), dtype)",
+                "    red = cuda.shared.array(NT, dtype)",
+                "    part = cuda.local.array((TM, TN), dtype)",
+                "    rb = cuda.local.array(TN, dtype)"]
+        return "\n".join(head + body)
+
+    def carry(self, indent: int, loop: bool = True) -> None:
+        """End of a step: the trajectory of the states (a training forward), results wanted for
+        every step that no kernel stores, then each carried value becomes the next step's. With
+        `loop`, over the rows this block owns; else inside a kernel's row loop (b is set)."""
+        plan = self.plan
+        if loop:
+            self.emit(indent, "for b in range(blk, B, nblk):")
+            indent += 1
+        if self.records_states():  # each row's state at the start of the step, every row
+            for read, _ in plan.carried.values():
+                width = self.width(plan.buffers[read])
+                self.emit(indent, f"for j in range(tid, {width}, NT):")
+                self.emit(indent + 1, f"{ident(read)}_all[t, b, j] = {ident(read)}[b, j]")
+        self.emit(indent, "if t < lengths[b]:")
+        for name in plan.per_step_results:
+            rb = plan.buffers[name]
+            if rb.rows == "B" and not rb.stored:
+                array, offset = self.base(rb, "t")
+                self.emit(indent + 1, f"for j in range(tid, {self.width(rb)}, NT):")
+                self.emit(indent + 2, f"{ident(name)}_all[t, b, j] = {array}[b, {offset} + j]")
+                self.captured.append(name)
+        for read, written in plan.carried.values():
+            wb = plan.buffers[written]
+            self.emit(indent + 1, f"for j in range(tid, {self.width(wb)}, NT):")
+            if wb.role == "constant":  # a state whose next value is a constant (zeros)
+                src = self.constant(wb)
+            else:
+                array, offset = self.base(wb, "t")
+                src = (f"{array}[{offset} + j]" if wb.rows == "none"
+                       else f"{array}[b, {offset} + j]")
+            self.emit(indent + 2, f"{ident(read)}[b, j] = {src}")
+
+
+class _CudaKernel(_Kernel):
+    """One fused kernel: each row to a block, the row's columns over the block's threads."""
+
+    SQRT = "math.sqrt"
+
+    def row_element(self, array: str, index: str, col: str) -> str:
+        return f"{array}[{index}, {col}]"
+
+    @contextmanager
+    def row_views(self, indent: int):
+        yield  # rows are indexed directly: a GPU thread reads one element of each
+
+    def print(self) -> None:
+        p, ind = self.p, self.indent
+        row_ops = [op for op in self.step.ops if op.per_row and op.op not in ("const", "size")]
+        after_ops = [op for op in self.step.ops if not op.per_row
+                     and op.op not in ("const", "size")]
+        if self.step.rows == "none":  # parameter-only work: the first block does it
+            p.emit(ind, "if blk == 0:")
+            self.body(row_ops + after_ops, ind + 1, rows=False)
+            return
+        if row_ops:
+            if self.phase == "step":
+                p.emit(ind, "for b in range(blk, B, nblk):")
+                p.emit(ind + 1, "if t < lengths[b]:")
+            else:
+                p.emit(ind, "for tb in range(blk, T * B, nblk):")
+                p.emit(ind + 1, "tt = tb // B")
+                p.emit(ind + 1, "b = tb - tt * B")
+                p.emit(ind + 1, "if tt < lengths[b]:")
+            self.body(row_ops, ind + 2, rows=True)
+        if after_ops:
+            # sums over every row need all rows done; what follows them reads their sums
+            p.emit(ind, "grid.sync()")
+            sums = [op for op in after_ops if op.op == "batch_sum"]
+            for op in sums:
+                self.single(op, ind)
+            rest = [op for op in after_ops if op.op != "batch_sum"]
+            if rest:
+                if sums:
+                    p.emit(ind, "grid.sync()")
+                p.emit(ind, "if blk == 0:")
+                self.body(rest, ind + 1, rows=False)
+
+    def flush(self, group: list, indent: int) -> None:
+        if not group:
+            return
+        names = {op.out for op in group}
+        for op in group:
+            if self.crosses(op.out, names):
+                self.keep(op.out)
+        self.p.emit(indent, f"for j in range(tid, {dim_expr(group[0].shape[-1])}, NT):")
+        for op in group:
+            self.p.emit(indent + 1, f"x_{ident(op.out)[2:]} = {self.expr(op, 'j', names)}")
+            if op.out in self.stored:
+                self.store(op.out, "j", f"x_{ident(op.out)[2:]}", indent + 1)
+        if any(op.out in self.stored for op in group):
+            self.p.emit(indent, "cuda.syncthreads()")
+
+    def single(self, op, indent: int) -> None:
+        p = self.p
+        local = f"x_{ident(op.out)[2:]}"
+        if op.op in ("mean", "sum") and self.is_vector(op.args[0]):
+            (arg,) = op.args
+            dim = dim_expr(self.dim_of(arg))
+            p.emit(indent, f"{local} = ZERO")
+            p.emit(indent, f"for j in range(tid, {dim}, NT):")
+            p.emit(indent + 1, f"{local} += {self.value(arg, 'j', set())}")
+            p.emit(indent, f"{local} = block_sum({local}, red, tid)")
+            if op.op == "mean":
+                p.emit(indent, f"{local} = {local} / dtype({dim})")
+            self.scalars.add(op.out)
+            if op.out in self.step.outputs:
+                self.keep(op.out)
+                self.store(op.out, None, local, indent)
+            return
+        if op.op == "part":
+            if op.out in self.step.outputs or not op.per_row:
+                self.keep(op.out)
+                offset = offset_expr(op.attrs["stacked"], op.attrs["index"])
+                p.emit(indent, f"for j in range(tid, {dim_expr(op.shape[-1])}, NT):")
+                self.store(op.out, "j", self.value(op.args[0], f"{offset} + j", set()),
+                           indent + 1)
+                p.emit(indent, "cuda.syncthreads()")
+            return  # otherwise read through its source
+        if op.op == "concat":
+            if op.out not in self.stored:
+                self.keep(op.out)
+            stacked = op.shape[-1]
+            for k, arg in enumerate(op.args):
+                if arg in self.into_concat:
+                    continue  # already written into its block
+                offset = offset_expr(stacked, k)
+                p.emit(indent, f"for j in range(tid, {dim_expr(stacked.parts[k])}, NT):")
+                self.store(op.out, f"{offset} + j", self.value(arg, "j", set()), indent + 1)
+            p.emit(indent, "cuda.syncthreads()")
+            return
+        if op.op == "batch_sum":  # each thread of the grid sums its own columns over all rows
+            self.keep(op.out)
+            (arg,) = op.args
+            p.emit(indent, f"for j in range(blk * NT + tid, {dim_expr(op.shape[-1])}, "
+                           "nblk * NT):")
+            p.emit(indent + 1, "total = ZERO")
+            p.emit(indent + 1, "for tt in range(T):")
+            p.emit(indent + 2, "for b in range(B):")
+            p.emit(indent + 3, "tb = tt * B + b")
+            p.emit(indent + 3, "if tt < lengths[b]:")
+            p.emit(indent + 4, f"total += {self.value(arg, 'j', set())}")
+            p.emit(indent + 1, f"{self.stored_element(op.out, 'j')} = total")
+            return
+        super().single(op, indent)  # a per-row scalar: every thread computes it
+
+
+def _loops_over_step_rows(step) -> bool:
+    """Does this per-step step print a loop over the batch rows (a kernel with per-row ops)?"""
+    return step.kind == "kernel" and step.rows == "B" and any(
+        op.per_row and op.op not in ("const", "size") for op in step.ops)
+
+
+def launch_shape(simulator: bool) -> dict:
+    return SIMULATOR_LAUNCH if simulator else GPU_LAUNCH
+
+
+def generate(plans: dict, dtype, dims: list[str], simulator: bool) -> tuple[str, dict]:
+    """The module's source for GraphPlans {kernel name: plan}, and each kernel's argument list
+    (see _CudaPrinter.arrays)."""
+    dtype = np.dtype(dtype)
+    suffix = "32" if dtype == np.float32 else "64"
+    kernels, signatures, consts = [], {}, {}
+    for name, plan in plans.items():
+        printer = _CudaPrinter(plan, dtype, dims)
+        printer.consts = consts
+        kernels.append(printer.function(name))
+        signatures[name] = printer.arrays()
+    head = [
+        '"""Generated by rnncc from a cell\'s plan for numba.cuda; do not edit (the cache '
+        'regenerates it)."""',
+        "import math",
+        "",
+        "import numpy as np",
+        "from numba import cuda",
+        "",
+        f"dtype = np.{dtype.name}",
+        "ZERO, HALF, ONE = dtype(0.0), dtype(0.5), dtype(1.0)",
+    ]
+    head += [f"{c} = dtype({value!r})" for value, c in consts.items()]
+    helpers = HELPERS.format(f=suffix, **launch_shape(simulator))
+    return "\n".join(head + [helpers, ""] + ["\n\n\n".join(kernels)]) + "\n", signatures

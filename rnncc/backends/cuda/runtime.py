@@ -1,0 +1,232 @@
+"""Compiling a cell's generated cuda module and calling it.
+
+The arrays are the cpu function's (same names, shapes and roles: see cpu/runtime.py), allocated
+on the device for each call. The caller's arrays are read where they are: numpy arrays are
+copied to the device, device arrays (Numba's, CuPy's, PyTorch's CUDA tensors) are read in place
+when they are C-contiguous and need no masking, and copied on the device otherwise (the caller's
+arrays are never written). Results come back as the caller's input came in: numpy arrays for
+numpy input, device arrays of the input's kind for device input. The tape a training forward
+returns stays on the device.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ...graph.ops import REGISTRY
+from ...graph.ops.base import EvalContext, dim_size, part_offsets
+from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
+from ..cpu.codegen import ident
+from ..cpu.runtime import buffer_shape, load
+from . import device, transfer
+from .codegen import generate, launch_shape
+
+
+class Compiled:
+    """A cell's plans compiled for one dtype: forward() and backward() on the GPU (or on Numba's
+    simulator)."""
+
+    def __init__(self, cell, dtype):
+        self.cuda = device.cuda()   # raises the clear error where there is neither
+        self.simulator = device.simulator()
+        self.cell, self.dtype = cell, np.dtype(dtype)
+        self.plans = cell.compiled_plans()
+        self.source, self.signatures = generate(self.plans, self.dtype, cell.dims,
+                                                self.simulator)
+        self.module = load(self.source)
+        self.threads = launch_shape(self.simulator)["threads"]
+        self._blocks: dict = {}
+        # one call at a time: the calls of a cell share its compiled kernels' launch state
+        self._lock = threading.Lock()
+
+    # -- the caller's values on the device ------------------------------------------------------------
+    def _device_value(self, value, shape: tuple, writable: bool, lengths=None):
+        """`value` as a C-contiguous device array of `shape` in the run's dtype: the caller's
+        device array itself where it can be read as it is, else a copy (always a copy where
+        the kernel writes it, or `lengths` asks for the rows past each length to be zeroed)."""
+        if not device.is_device_array(value):
+            host = np.broadcast_to(np.asarray(value, dtype=self.dtype), shape)
+            if lengths is not None:
+                host = mask_padding(host, lengths[1], shape[0])
+            return self.cuda.to_device(np.ascontiguousarray(host))
+        value = device.as_device(value)
+        if tuple(value.shape) != tuple(shape):  # broadcast: by way of the host (rare)
+            return self._device_value(value.copy_to_host(), shape, writable, lengths)
+        if lengths is not None:
+            return transfer.copy_rows(value, lengths[0], True, self.dtype)
+        if writable or not value.is_c_contiguous() or value.dtype != self.dtype:
+            return transfer.copy(value, self.dtype)
+        return value
+
+    def _packed(self, members: list):
+        """Parameters stacked along their first axis, on the device."""
+        if not any(device.is_device_array(m) for m in members):
+            return self.cuda.to_device(np.ascontiguousarray(
+                np.concatenate([np.asarray(m, dtype=self.dtype) for m in members], axis=0)))
+        rows = sum(m.shape[0] for m in members)
+        stacked = self.cuda.device_array((rows, *members[0].shape[1:]), dtype=self.dtype)
+        row = 0
+        for m in members:
+            block = stacked[row:row + m.shape[0]]
+            block.copy_to_device(self._device_value(m, tuple(m.shape), writable=False))
+            row += m.shape[0]
+        return stacked
+
+    def _arrays(self, direction: str, bound: dict, call, lengths) -> dict:
+        plan = self.plans[direction]
+        sizes, T, B = call.sizes, call.T, call.B
+        masked = {*plan.leaves["input"].values(),
+                  *(b for n, b in plan.leaves["grad"].items() if n == "dy")}
+        arrays = {}
+        for arg, what, spec in self.signatures[direction]:
+            if what == "rows":
+                continue
+            if what == "buffer" and spec in bound:
+                b = plan.buffers[spec]
+                ragged = call.lengths is not None and spec in masked
+                arrays[arg] = self._device_value(bound[spec], buffer_shape(b, sizes, T, B),
+                                                 writable=b.rows == "B",
+                                                 lengths=lengths if ragged else None)
+            elif what == "buffer" and plan.buffers[spec].role == "packed":
+                b = plan.buffers[spec]
+                arrays[arg] = self._packed([bound[plan.leaves["param"][p]] for p in b.pack])
+            elif what == "buffer":
+                arrays[arg] = transfer.zeros(buffer_shape(plan.buffers[spec], sizes, T, B),
+                                             self.dtype)
+            elif what == "every_step":
+                shape = (T, *buffer_shape(plan.buffers[spec], sizes, T, B))
+                arrays[arg] = transfer.zeros(shape, self.dtype)
+            else:  # a kernel's workspace
+                rows, width = spec
+                w = width if isinstance(width, int) else dim_size(width, sizes)
+                shape = {"B": (B, w), "T*B": (T * B, w), "none": (w,)}[rows]
+                arrays[arg] = transfer.zeros(shape, self.dtype)
+        for arg, what, array in self.signatures[direction]:
+            if what == "rows":  # [T, B, w] viewed as [T*B, w]
+                base = arrays[array]
+                arrays[arg] = base.reshape(T * B, tuple(base.shape)[-1])
+        return arrays
+
+    # -- launching ------------------------------------------------------------------------------------
+    def _launch(self, direction: str, arrays: dict, call, lengths) -> None:
+        args = [call.T, call.B, lengths[0], *(call.sizes[d] for d in self.cell.dims),
+                *(arrays[arg] for arg, _, _ in self.signatures[direction])]
+        kernel = getattr(self.module, direction).specialize(*args)
+        kernel[self._grid(kernel), self.threads](*args)
+
+    def _grid(self, kernel) -> int:
+        """Blocks of a cooperative launch: all must be resident at once (grid.sync). Two per
+        multiprocessor at most: more only wait at the grid barriers."""
+        if self.simulator:
+            return 1  # the simulator runs cooperative grids of one block
+        if kernel not in self._blocks:
+            compiled = next(iter(kernel.overloads.values()))
+            resident = compiled.max_cooperative_grid_blocks(self.threads)
+            if resident < 1:
+                raise RuntimeError(f"cell {self.cell.name!r}: the generated kernel needs more "
+                                   f"registers or shared memory than one multiprocessor has")
+            sms = self.cuda.get_current_device().MULTIPROCESSOR_COUNT
+            self._blocks[kernel] = min(resident, 2 * sms)
+        return self._blocks[kernel]
+
+    def _lengths(self, call) -> tuple:
+        """(device lengths, host lengths or None) of a call."""
+        host = (np.full(call.B, call.T, dtype=np.int64) if call.lengths is None
+                else np.ascontiguousarray(call.lengths, dtype=np.int64))
+        return self.cuda.to_device(host), call.lengths
+
+    # -- results --------------------------------------------------------------------------------------
+    def _whole(self, direction: str, arrays: dict, name: str, sizes):
+        """A buffer's value for every step ([T, B, ...]) or its only value: a device array, or
+        a numpy array for a constant."""
+        plan = self.plans[direction]
+        b = plan.buffers[name]
+        every = ident(name) + "_all"
+        if every in arrays:
+            return arrays[every]
+        if b.view_of is not None:
+            parent = plan.buffers[b.view_of]
+            whole = self._whole(direction, arrays, b.view_of, sizes)
+            axis = 0 if b.axis == "rows" else whole.ndim - 1
+            start, stop = part_offsets(parent.shape[0 if b.axis == "rows" else -1],
+                                       sizes)[b.index]
+            index = tuple([slice(None)] * axis + [slice(start, stop)])
+            return whole[index]
+        if b.role == "constant":  # a result that is a constant: the gradient of an unused input
+            op, attrs = b.value
+            return REGISTRY[op].evaluate([], attrs, EvalContext(sizes, self.dtype))
+        return arrays[ident(name)]
+
+    def _to_host(self, value) -> np.ndarray:
+        if not device.is_device_array(value):
+            return np.asarray(value, dtype=self.dtype)
+        if not value.is_c_contiguous():
+            value = transfer.copy(value, self.dtype)
+        return value.copy_to_host()
+
+    def _result(self, value, shape: tuple, call, lengths=None):
+        """A result of `shape` in the caller's kind: numpy, or a fresh device array. `lengths`:
+        zero every step past each row's length."""
+        if call.device is None or not device.is_device_array(value) \
+                or tuple(value.shape) != tuple(shape):
+            host = np.array(np.broadcast_to(self._to_host(value), shape), dtype=self.dtype)
+            if lengths is not None:
+                host = mask_padding(host, lengths[1], call.T)
+            return host if call.device is None else device.like(call.device,
+                                                                 self.cuda.to_device(host))
+        if lengths is not None and lengths[1] is not None:
+            value = transfer.copy_rows(value, lengths[0], True, self.dtype)
+        elif not value.is_c_contiguous():
+            value = transfer.copy(value, self.dtype)
+        return device.like(call.device, value)
+
+    def _per_step(self, direction, arrays, name: str, call, lengths):
+        """A per-step result as [T, B, width], zero past each row's length."""
+        b = self.plans[direction].buffers[name]
+        shape = buffer_shape(b, call.sizes, call.T, call.B)
+        shape = shape if b.rows == "T*B" else (call.T, call.B, shape[-1] if shape else 1)
+        return self._result(self._whole(direction, arrays, name, call.sizes), shape, call,
+                            lengths)
+
+    # -- the directions --------------------------------------------------------------------------------
+    def forward(self, call, keep: bool = False):
+        """(ys, final) or, with keep, (ys, final, tape); the tape stays on the device."""
+        direction = "forward" if keep else "infer"
+        plan = self.plans[direction]
+        with self._lock:
+            lengths = self._lengths(call)
+            arrays = self._arrays(direction, forward_leaves(plan, call.params, call.xs,
+                                                            call.state), call, lengths)
+            self._launch(direction, arrays, call, lengths)
+            out = next(iter(plan.results["output"].values()))
+            ys = self._per_step(direction, arrays, out, call, lengths)
+            final = {}
+            for s in call.state:
+                state = arrays[ident(plan.leaves["state"][s])]
+                final[s] = self._result(state, tuple(state.shape), call)
+            if not keep:
+                return ys, final
+            states = {s: arrays[ident(plan.leaves["state"][s]) + "_all"] for s in call.state}
+            saved = {label: self._whole(direction, arrays, buf, call.sizes)
+                     for label, buf in plan.results.get("saved", {}).items()}
+            return ys, final, {"states": states, "saved": saved}
+
+    def backward(self, call, tape, dys, dfinal):
+        """(param grads, input grads, initial-state grads) of the call that made `tape`."""
+        plan = self.plans["backward"]
+        with self._lock:
+            lengths = self._lengths(call)
+            bound = backward_leaves(plan, tape, call.params, call.xs, dys, dfinal)
+            arrays = self._arrays("backward", bound, call, lengths)
+            self._launch("backward", arrays, call, lengths)
+            dparams = {n: self._result(self._whole("backward", arrays, buf, call.sizes),
+                                       tuple(call.params[n].shape), call)
+                       for n, buf in plan.results["params"].items()}
+            dxs = {n: self._per_step("backward", arrays, buf, call, lengths)
+                   for n, buf in plan.results["x"].items()}
+            dstate = {}
+            for s in plan.carried:
+                state = arrays[ident(plan.carried[s][0])]
+                dstate[s] = self._result(state, tuple(state.shape), call)
+            return dparams, dxs, dstate

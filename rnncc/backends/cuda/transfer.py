@@ -1,0 +1,84 @@
+"""Small device-side copies the cuda runtime needs around a generated kernel: zeroing new
+buffers, copying a strided device array into a buffer of its own, and zeroing the rows past each
+sequence's length. Hand-written (they know nothing of cells), compiled by numba.cuda on first
+use for each dtype and layout."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from numba import cuda  # this module is imported only once device.cuda() found numba-cuda
+
+THREADS = 128
+
+
+@cuda.jit
+def _zero(flat):
+    for i in range(cuda.grid(1), flat.shape[0], cuda.gridsize(1)):
+        flat[i] = 0
+
+
+@cuda.jit
+def _copy_1d(dst, src):
+    for i in range(cuda.grid(1), dst.shape[0], cuda.gridsize(1)):
+        dst[i] = src[i]
+
+
+@cuda.jit
+def _copy_2d(dst, src):
+    n = dst.shape[1]
+    for e in range(cuda.grid(1), dst.shape[0] * n, cuda.gridsize(1)):
+        r = e // n
+        dst[r, e - r * n] = src[r, e - r * n]
+
+
+@cuda.jit
+def _copy_rows(dst, src, lengths, ragged):
+    """dst[t, b, :] = src[t, b, :], zero where t >= lengths[b] (if ragged)."""
+    B = dst.shape[1]
+    W = dst.shape[2]
+    for e in range(cuda.grid(1), dst.shape[0] * B * W, cuda.gridsize(1)):
+        tb = e // W
+        j = e - tb * W
+        t = tb // B
+        b = tb - t * B
+        if ragged and t >= lengths[b]:
+            dst[t, b, j] = 0
+        else:
+            dst[t, b, j] = src[t, b, j]
+
+
+def _launch(kernel, size: int, *args) -> None:
+    if size:
+        kernel[min(math.ceil(size / THREADS), 1024), THREADS](*args)
+
+
+def zeros(shape, dtype):
+    """A new device array of zeros."""
+    array = cuda.device_array(shape, dtype=dtype)
+    if array.size:
+        _launch(_zero, array.size, array.reshape(array.size))
+    return array
+
+
+def copy(src, dtype):
+    """A new C-contiguous device array equal to device array `src` (any strides, 1 to 3 axes)."""
+    dst = cuda.device_array(src.shape, dtype=dtype)
+    if src.ndim == 1:
+        _launch(_copy_1d, dst.size, dst, src)
+    elif src.ndim == 2:
+        _launch(_copy_2d, dst.size, dst, src)
+    elif src.ndim == 3:
+        unused = cuda.device_array(1, dtype=np.int64)  # lengths an unmasked copy never reads
+        _launch(_copy_rows, dst.size, dst, src, unused, False)
+    else:
+        raise ValueError(f"a device array of {src.ndim} axes")
+    return dst
+
+
+def copy_rows(src, lengths_device, ragged: bool, dtype):
+    """A new [T, B, W] device array equal to `src`, zero past each row's length if ragged."""
+    dst = cuda.device_array(src.shape, dtype=dtype)
+    _launch(_copy_rows, dst.size, dst, src, lengths_device, ragged)
+    return dst
