@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .backends.cuda.device import CudaUnavailableError
 from .errors import SpecError
 from .graph import FORMATS
 from .runtime import compile as compile_cell
@@ -150,7 +151,7 @@ def _common_options(command: argparse.ArgumentParser, T: int, B: int) -> None:
     command.add_argument("--B", type=_positive_int, default=B, help=f"batch rows (default {B})")
     command.add_argument("--seed", type=int, default=0, help="parameter and data seed (default 0)")
     command.add_argument("--target", default="reference",
-                         help="backend: reference (default), plan or cpu")
+                         help="backend: reference (default), plan, cpu or cuda")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--stage", choices=list(STAGES), default="forward", metavar="STAGE",
                       help="forward (the graph the spec becomes), backward (its derivative), a "
                       "pass name (the forward graph after it; backward:NAME the backward one), "
-                      f"plan, or cpu (the generated Numba source). Passes: {', '.join(PASS_NAMES)}")
+                      f"plan, cpu (the generated Numba source) or cuda (the generated numba.cuda "
+                      f"source). Passes: {', '.join(PASS_NAMES)}")
     show.set_defaults(func=_show, subparser=show)
 
     run = commands.add_parser(
@@ -204,7 +206,7 @@ def main(argv=None) -> int:
     except SpecError as exc:
         print(exc, file=sys.stderr)
         return 1
-    except (ValueError, KeyError, OSError) as exc:
+    except (ValueError, KeyError, OSError, CudaUnavailableError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"rnncc: error: {message}", file=sys.stderr)
         return 1

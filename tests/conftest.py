@@ -1,7 +1,13 @@
-import numpy as np
-import pytest
+import os
 
-import rnncc
+# The cuda target's tests run in Numba's CUDA simulator unless told otherwise (on a GPU machine:
+# NUMBA_ENABLE_CUDASIM=0 runs them on the device). Numba reads it when it is first imported.
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import rnncc  # noqa: E402
 
 
 @pytest.fixture(scope="session")

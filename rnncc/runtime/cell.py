@@ -19,7 +19,7 @@ from .arguments import check_backward, check_forward, float_dtype
 
 # What `show` can print: the graphs as built, after any pass, scheduled, and the plan.
 STAGES = ("forward", "backward", *PASS_NAMES, *(f"backward:{p}" for p in PASS_NAMES), "plan",
-          "cpu")
+          "cpu", "cuda")
 
 SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
 
@@ -75,16 +75,20 @@ class Cell:
 
         stage: "forward" (the graph the spec becomes), "backward" (its derivative), a pass name
         ("cse", "stack", ..., "fuse": the forward graph after that pass, "backward:cse" the
-        backward one; after hoist and fuse each node shows its phase and kernel), "plan", or
-        "cpu" (the Numba source the cpu target compiles, for float32).
+        backward one; after hoist and fuse each node shows its phase and kernel), "plan",
+        "cpu" (the Numba source the cpu target compiles, for float32) or "cuda" (the
+        numba.cuda source the cuda target compiles for a GPU, for float32).
         """
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
-        if stage == "cpu":
+        if stage in ("cpu", "cuda"):
             if format != "text":
                 raise ValueError(f"the generated source prints as text, not {format!r}")
-            from ..backends.cpu.codegen import generate
-            return generate(self.compiled_plans(), np.float32, self.dims)[0]
+            if stage == "cpu":
+                from ..backends.cpu.codegen import generate
+                return generate(self.compiled_plans(), np.float32, self.dims)[0]
+            from ..backends.cuda.codegen import generate as generate_cuda
+            return generate_cuda(self.compiled_plans(), np.float32, self.dims, simulator=False)[0]
         if stage == "plan":
             if format not in ("text", "json"):
                 raise ValueError(f"the plan prints as text or json, not {format!r}")

@@ -17,8 +17,8 @@ import rnncc
 from rnncc.runtime.gradcheck import random_problem
 
 
-def compare(cell, prob, dtype, rtol, err_msg=""):
-    """cpu in `dtype` against the reference interpreter in float64 on the same values (every
+def compare(cell, prob, dtype, rtol, err_msg="", target="cpu"):
+    """`target` in `dtype` against the reference interpreter in float64 on the same values (every
     argument rounded to `dtype` first), forward and backward."""
     def rounded(tree):
         return None if tree is None else {k: v.astype(dtype).astype(np.float64)
@@ -35,7 +35,7 @@ def compare(cell, prob, dtype, rtol, err_msg=""):
         return tree if len(tree) > 1 else tree[cell.inputs[0]]
 
     ys, final = cell.forward(arg(p), x_arg(arg(xs)), state=arg(state), lengths=lengths,
-                             target="cpu")
+                             target=target)
     ys_r, final_r = cell.forward(p, x_arg(xs), state=state, lengths=lengths)
     assert ys.dtype == np.dtype(dtype)
 
@@ -48,7 +48,7 @@ def compare(cell, prob, dtype, rtol, err_msg=""):
     for s in cell.states:
         close(final[s], final_r[s], f"final {s}")
     g = cell.backward(arg(p), x_arg(arg(xs)), dys.astype(dtype), state=arg(state),
-                      dfinal=arg(dfinal), lengths=lengths, target="cpu")
+                      dfinal=arg(dfinal), lengths=lengths, target=target)
     g_r = cell.backward(p, x_arg(xs), dys, state=state, dfinal=dfinal, lengths=lengths)
     for k in cell.params:
         close(g["params"][k], g_r["params"][k], f"d{k}")

@@ -35,7 +35,7 @@ from ..cpu.codegen import _Kernel, _Printer, dim_expr, ident, offset_expr
 # of it (TM x TN; (BM / TM) * (BN / TN) = threads). The simulator runs every thread as a Python
 # thread, so its blocks are small.
 GPU_LAUNCH = {"threads": 256, "bm": 64, "bn": 64, "bk": 16, "tm": 4, "tn": 4}
-SIMULATOR_LAUNCH = {"threads": 16, "bm": 8, "bn": 8, "bk": 8, "tm": 2, "tn": 2}
+SIMULATOR_LAUNCH = {"threads": 4, "bm": 4, "bn": 4, "bk": 4, "tm": 2, "tn": 2}
 
 HELPERS = '''\
 NT = {threads}                      # threads per block
@@ -108,6 +108,18 @@ def gemm(a, b, c, acc, trans_a, trans_b, accumulate, blk, nblk, tid, sa, sb, par
                             c[m, n] = acc[m, n] + part[i, j]
                         else:
                             c[m, n] = part[i, j]
+
+
+@cuda.jit(device=True)
+def gemv(v, a, out, acc, trans_a, accumulate, blk, nblk, tid):
+    """out = a @ v (a^T @ v where trans_a) (+ acc where accumulate), for a vector v without
+    rows (parameter-only work: small); out's elements are shared out over the grid."""
+    K = v.shape[0]
+    for n in range(blk * NT + tid, out.shape[0], nblk * NT):
+        x = ZERO
+        for k in range(K):
+            x += (a[k, n] if trans_a else a[n, k]) * v[k]
+        out[n] = acc[n] + x if accumulate else x
 
 
 @cuda.jit(device=True)
@@ -203,7 +215,12 @@ class _CudaPrinter(_Printer):
         a_buf, b_buf = buffers[step.a], buffers[step.b]
         a, v, out = (self.matrix(a_buf, t), self.matrix(b_buf, t),
                      self.matrix(buffers[step.out], t))
-        if step.op == "outer_sum" and (a_buf.rows == "none") != (b_buf.rows == "none"):
+        if step.op != "outer_sum" and b_buf.rows == "none":  # a matrix times a vector
+            acc = self.matrix(buffers[step.accumulate], t) if step.accumulate else out
+            self.emit(indent, f"gemv({v}, {a}, {out}, {acc}, {step.op == 'matmul_t'}, "
+                              f"{bool(step.accumulate)}, blk, nblk, tid)")
+            return
+        if step.op == "outer_sum" and "none" in (a_buf.rows, b_buf.rows):
             self.emit(indent, f"outer_of_sums({a}, {v}, {out}, {a_buf.rows != 'none'}, "
                               f"{b_buf.rows != 'none'}, blk, nblk, tid)")
             return

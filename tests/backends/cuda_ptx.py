@@ -1,0 +1,62 @@
+"""Compile the cuda target's generated kernels to PTX for a real GPU (sm_90), with no GPU here.
+
+The simulator runs the kernels as Python, so it accepts code that numba.cuda would refuse; this
+types and compiles every kernel the way a GPU run would (NVVM from numba-cuda's CUDA toolkit
+wheels), without a driver. numba-cuda asks the current device for its compute capability when
+it compiles a device function; there is none here, so that one question is answered with sm_90.
+
+    python tests/backends/cuda_ptx.py float32 lstm gru ...   (prints one line per kernel)
+
+Must run in a process where the simulator is off (NUMBA_ENABLE_CUDASIM unset or 0).
+"""
+import sys
+from types import SimpleNamespace
+
+import numba.cuda.dispatcher as dispatcher
+import numpy as np
+from numba import cuda, types
+
+import rnncc
+from rnncc.backends.cpu.runtime import load
+from rnncc.backends.cuda.codegen import generate
+
+CC = (9, 0)  # H100
+
+
+def argument_types(cell, plan, signature, dtype) -> tuple:
+    """The numba types the runtime's arrays have (runtime.Compiled._arrays)."""
+    float_type = types.float32 if dtype == np.float32 else types.float64
+    args = [types.int64, types.int64, types.Array(types.int64, 1, "C")]
+    args += [types.int64] * len(cell.dims)
+    for _, what, spec in signature:
+        if what == "buffer":
+            b = plan.buffers[spec]
+            ndim = {"none": 0, "B": 1, "T*B": 2}[b.rows] + max(len(b.shape),
+                                                                 0 if b.rows == "none" else 1)
+        elif what == "every_step":
+            ndim = 3
+        elif what == "workspace":
+            ndim = 1 if spec[0] == "none" else 2
+        else:  # a [T*B, width] alias
+            ndim = 2
+        args.append(types.Array(float_type, ndim, "C"))
+    return tuple(args)
+
+
+def main(dtype_name: str, names: list[str]) -> None:
+    dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=CC)
+    dtype = np.dtype(dtype_name)
+    for name in names:
+        cell = rnncc.load(name)
+        plans = cell.compiled_plans()
+        source, signatures = generate(plans, dtype, cell.dims, simulator=False)
+        module = load(source)
+        for function, signature in signatures.items():
+            args = argument_types(cell, plans[function], signature, dtype)
+            ptx, _ = cuda.compile_ptx(getattr(module, function).py_func, args, cc=CC)
+            assert ".entry" in ptx
+            print(f"{name} {function} {dtype_name}: {len(ptx)} bytes of PTX")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
