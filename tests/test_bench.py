@@ -39,3 +39,18 @@ def test_stack_benchmark_runs(capsys):
     assert all(line.startswith("| rnn | 2 | bi | 3, 2, 4 |") for line in out[2:4])
     assert all(line.startswith("| gru | 3 | uni | 5, 2, 4 |") for line in out[4:])
     assert all(line.count("|") == out[0].count("|") for line in out)
+
+
+def test_gpu_benchmark_runs_in_the_simulator(capsys):
+    """tests/conftest.py turns on Numba's CUDA simulator: rnncc's kernels run there, torch on
+    the CPU; the table has every row, with no verdict on the targets."""
+    path = Path(__file__).parents[1] / "bench" / "gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--cells", "gru", "lnlstm", "--configs", "2,2,3", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| cell | T, B, I=H |") and len(out) == 6  # 2 cells x 2 passes
+    assert all(line.startswith("| gru | 2, 2, 3 |") for line in out[2:4])
+    assert all(line.startswith("| lnlstm | 2, 2, 3 |") for line in out[4:])
+    assert all(line.count("|") == 10 and line.endswith("| - |") for line in out[2:])
