@@ -43,9 +43,27 @@ def argument_types(cell, plan, signature, dtype) -> tuple:
     return tuple(args)
 
 
+def transfer_kernels(float_type) -> None:
+    """The runtime's own small kernels (transfer.py), for the layouts it launches them with."""
+    from rnncc.backends.cuda import transfer
+
+    def array(ndim, layout="C"):
+        return types.Array(float_type, ndim, layout)
+    lengths = types.Array(types.int64, 1, "C")
+    for kernel, args in ((transfer._zero, (array(1),)),
+                         (transfer._copy_1d, (array(1), array(1, "A"))),
+                         (transfer._copy_2d, (array(2), array(2, "A"))),
+                         (transfer._copy_rows, (array(3), array(3, "A"), lengths,
+                                                types.boolean))):
+        ptx, _ = cuda.compile_ptx(kernel.py_func, args, cc=CC)
+        assert ".entry" in ptx
+        print(f"transfer {kernel.py_func.__name__} {float_type}: {len(ptx)} bytes of PTX")
+
+
 def main(dtype_name: str, names: list[str]) -> None:
     dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=CC)
     dtype = np.dtype(dtype_name)
+    transfer_kernels(types.float32 if dtype == np.float32 else types.float64)
     for name in names:
         cell = rnncc.load(name)
         plans = cell.compiled_plans()

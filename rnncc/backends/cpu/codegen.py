@@ -244,6 +244,16 @@ class _Kernel:
 
     SQRT = "np.sqrt"   # what a square root prints as (the CUDA printer's differs)
 
+    # -- how a loop over a row's columns prints (the CUDA printer spreads it over threads) -----------
+    def column_loop(self, width: str) -> str:
+        return f"for j in range({width}):"
+
+    def columns_written(self, indent: int) -> None:
+        """After a loop that stored values a later loop reads (nothing to do on one thread)."""
+
+    def row_total(self, local: str, indent: int) -> None:
+        """After a loop that summed a row into `local` (on one thread it is the total)."""
+
     def __init__(self, printer: _Printer, step: Kernel, indent: int, t, phase: str):
         self.p, self.step, self.indent, self.t, self.phase = printer, step, indent, t, phase
         self.ops = {op.out: op for op in step.ops}
@@ -472,11 +482,13 @@ class _Kernel:
         for op in group:
             if self.crosses(op.out, names):
                 self.keep(op.out)
-        self.p.emit(indent, f"for j in range({width}):")
+        self.p.emit(indent, self.column_loop(width))
         for op in group:
             self.p.emit(indent + 1, f"x_{ident(op.out)[2:]} = {self.expr(op, 'j', names)}")
             if op.out in self.stored:
                 self.store(op.out, "j", f"x_{ident(op.out)[2:]}", indent + 1)
+        if any(op.out in self.stored for op in group):
+            self.columns_written(indent)
 
     def single(self, op, indent: int) -> None:
         p = self.p
@@ -493,8 +505,9 @@ class _Kernel:
             if self.is_vector(arg):
                 dim = self.dim_of(arg)
                 p.emit(indent, f"{local} = ZERO")
-                p.emit(indent, f"for j in range({dim_expr(dim)}):")
+                p.emit(indent, self.column_loop(dim_expr(dim)))
                 p.emit(indent + 1, f"{local} += {self.value(arg, 'j', set())}")
+                self.row_total(local, indent)
                 if op.op == "mean":
                     p.emit(indent, f"{local} = {local} / dtype({dim_expr(dim)})")
             else:
@@ -508,9 +521,10 @@ class _Kernel:
             if op.out in self.step.outputs or not op.per_row:
                 self.keep(op.out)
                 offset = offset_expr(op.attrs["stacked"], op.attrs["index"])
-                p.emit(indent, f"for j in range({dim_expr(op.shape[-1])}):")
+                p.emit(indent, self.column_loop(dim_expr(op.shape[-1])))
                 self.store(op.out, "j", self.value(op.args[0], f"{offset} + j", set()),
                            indent + 1)
+                self.columns_written(indent)
             return  # otherwise read through its source
         if op.op == "concat":
             if op.out not in self.stored:
@@ -520,8 +534,9 @@ class _Kernel:
                 if arg in self.into_concat:
                     continue  # already written into its block
                 offset = offset_expr(stacked, k)
-                p.emit(indent, f"for j in range({dim_expr(stacked.parts[k])}):")
+                p.emit(indent, self.column_loop(dim_expr(stacked.parts[k])))
                 self.store(op.out, f"{offset} + j", self.value(arg, "j", set()), indent + 1)
+            self.columns_written(indent)
             return
         if op.op == "batch_sum":  # row by row, so the reads stream through memory
             self.keep(op.out)

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ...plan.plan import GraphPlan, Kernel
-from ..cpu.codegen import _Kernel, _Printer, dim_expr, ident, offset_expr
+from ..cpu.codegen import _Kernel, _Printer, dim_expr, ident
 
 # Launch shape: threads per block, a block's GEMM tile (BM x BN, BK deep) and each thread's part
 # of it (TM x TN; (BM / TM) * (BN / TN) = threads). The simulator runs every thread as a Python
@@ -354,59 +354,17 @@ class _CudaKernel(_Kernel):
                 p.emit(ind, "if blk == 0:")
                 self.body(rest, ind + 1, rows=False)
 
-    def flush(self, group: list, indent: int) -> None:
-        if not group:
-            return
-        names = {op.out for op in group}
-        for op in group:
-            if self.crosses(op.out, names):
-                self.keep(op.out)
-        self.p.emit(indent, f"for j in range(tid, {dim_expr(group[0].shape[-1])}, NT):")
-        for op in group:
-            self.p.emit(indent + 1, f"x_{ident(op.out)[2:]} = {self.expr(op, 'j', names)}")
-            if op.out in self.stored:
-                self.store(op.out, "j", f"x_{ident(op.out)[2:]}", indent + 1)
-        if any(op.out in self.stored for op in group):
-            self.p.emit(indent, "cuda.syncthreads()")
+    def column_loop(self, width: str) -> str:
+        return f"for j in range(tid, {width}, NT):"
+
+    def columns_written(self, indent: int) -> None:
+        self.p.emit(indent, "cuda.syncthreads()")
+
+    def row_total(self, local: str, indent: int) -> None:
+        self.p.emit(indent, f"{local} = block_sum({local}, red, tid)")
 
     def single(self, op, indent: int) -> None:
         p = self.p
-        local = f"x_{ident(op.out)[2:]}"
-        if op.op in ("mean", "sum") and self.is_vector(op.args[0]):
-            (arg,) = op.args
-            dim = dim_expr(self.dim_of(arg))
-            p.emit(indent, f"{local} = ZERO")
-            p.emit(indent, f"for j in range(tid, {dim}, NT):")
-            p.emit(indent + 1, f"{local} += {self.value(arg, 'j', set())}")
-            p.emit(indent, f"{local} = block_sum({local}, red, tid)")
-            if op.op == "mean":
-                p.emit(indent, f"{local} = {local} / dtype({dim})")
-            self.scalars.add(op.out)
-            if op.out in self.step.outputs:
-                self.keep(op.out)
-                self.store(op.out, None, local, indent)
-            return
-        if op.op == "part":
-            if op.out in self.step.outputs or not op.per_row:
-                self.keep(op.out)
-                offset = offset_expr(op.attrs["stacked"], op.attrs["index"])
-                p.emit(indent, f"for j in range(tid, {dim_expr(op.shape[-1])}, NT):")
-                self.store(op.out, "j", self.value(op.args[0], f"{offset} + j", set()),
-                           indent + 1)
-                p.emit(indent, "cuda.syncthreads()")
-            return  # otherwise read through its source
-        if op.op == "concat":
-            if op.out not in self.stored:
-                self.keep(op.out)
-            stacked = op.shape[-1]
-            for k, arg in enumerate(op.args):
-                if arg in self.into_concat:
-                    continue  # already written into its block
-                offset = offset_expr(stacked, k)
-                p.emit(indent, f"for j in range(tid, {dim_expr(stacked.parts[k])}, NT):")
-                self.store(op.out, f"{offset} + j", self.value(arg, "j", set()), indent + 1)
-            p.emit(indent, "cuda.syncthreads()")
-            return
         if op.op == "batch_sum":  # each thread of the grid sums its own columns over all rows
             self.keep(op.out)
             (arg,) = op.args
@@ -420,7 +378,7 @@ class _CudaKernel(_Kernel):
             p.emit(indent + 4, f"total += {self.value(arg, 'j', set())}")
             p.emit(indent + 1, f"{self.stored_element(op.out, 'j')} = total")
             return
-        super().single(op, indent)  # a per-row scalar: every thread computes it
+        super().single(op, indent)  # the rest as on one thread; per-row scalars: every thread
 
 
 def _loops_over_step_rows(step) -> bool:

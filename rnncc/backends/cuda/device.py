@@ -27,7 +27,7 @@ def simulator() -> bool:
 def cuda():
     """numba.cuda, once it is known to have a GPU or the simulator to run on."""
     try:
-        import numba_cuda  # noqa: F401  (numba's own numba.cuda is deprecated and older)
+        import numba_cuda as _package  # noqa: F401  (numba's own numba.cuda is older)
         from numba import cuda as numba_cuda
     except ImportError as exc:
         raise CudaUnavailableError(f"target 'cuda' needs the numba-cuda package; {_INSTALL} "
