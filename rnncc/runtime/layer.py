@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import backends
 from . import schedule
+from ..backends.cuda.device import is_device_array
 from .arguments import _as_array, _fmt, check_lengths, float_dtype
 from .sublayer import SubLayer, reverse_within_lengths
 
@@ -204,6 +205,11 @@ class RNN:
 
     # -- arguments -----------------------------------------------------------------------------------
     def _time_major(self, what: str, array, width):
+        if is_device_array(array):
+            raise ValueError(f"{what} is an array on a GPU; rnncc.RNN takes numpy arrays on "
+                             f"every target (target='cuda' moves each layer's data itself): "
+                             f"copy it to the host, or run a cell on GPU arrays with "
+                             f"cell.forward(..., target='cuda')")
         array = _as_array(what, array)
         if array.ndim != 3 or (width is not None and array.shape[2] != width):
             layout = "[B, T, " if self.batch_first else "[T, B, "

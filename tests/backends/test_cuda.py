@@ -116,6 +116,9 @@ def test_layer_on_cuda_equals_the_cpu_layer():
     y_c, final_c = on_cpu(x, lengths=lengths)
     np.testing.assert_allclose(y, y_c, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(final["h"], final_c["h"], rtol=1e-10, atol=1e-12)
+    from numba import cuda
+    with pytest.raises(ValueError, match="x is an array on a GPU; rnncc.RNN takes numpy"):
+        on_gpu(cuda.to_device(x))
     dy = rng.standard_normal(y.shape)
     np.testing.assert_allclose(on_gpu.backward(dy), on_cpu.backward(dy), rtol=1e-10,
                                atol=1e-12)
