@@ -153,15 +153,20 @@ def contenders(name, T, B, I, H, dtype, backward, threads):
     return fns
 
 
-def measure(fns: dict, rounds: int) -> dict:
+def wall_time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure(fns: dict, rounds: int, timer=wall_time) -> dict:
+    """Median seconds per call of each fn; `timer(fn)` times one call."""
     for fn in fns.values():  # warm up: compile, allocate, fault pages in
         fn()
     times = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():  # interleaved, so drift hits all alike
-            start = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - start)
+            times[k].append(timer(fn))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -175,16 +180,19 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def record(script: str, argv, args, header: str, rows: list[str]) -> None:
-    """Append a table to bench/RESULTS.md under the command that made it and the machine."""
+def record(script: str, argv, args, header: str, rows: list[str], machine: str | None = None,
+           timing: str = "") -> None:
+    """Append a table to bench/RESULTS.md under the command that made it and the machine
+    (default: this CPU, with args.threads and args.dtype); `timing` says how rounds were timed."""
     import torch
     command = " ".join(argv if argv is not None else sys.argv[1:])
-    machine = (f"{_cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-               f"numpy {np.__version__}, torch {torch.__version__}, {args.threads} threads, "
-               f"{args.dtype}")
+    if machine is None:
+        machine = (f"{_cpu_model()}, {os.cpu_count()} cores, Python "
+                   f"{platform.python_version()}, numpy {np.__version__}, torch "
+                   f"{torch.__version__}, {args.threads} threads, {args.dtype}")
     with Path(__file__).with_name("RESULTS.md").open("a") as out:
         out.write(f"\n## {time.strftime('%Y-%m-%d')}: `python bench/{script} {command}`\n\n"
-                  f"{machine}; medians of {args.rounds} interleaved rounds\n\n"
+                  f"{machine}; medians of {args.rounds} interleaved rounds{timing}\n\n"
                   f"{header}\n|{'---|' * (header.count('|') - 1)}\n" + "\n".join(rows) + "\n")
 
 

@@ -20,11 +20,10 @@ torch on the CPU): only to check that the script works; the times mean nothing t
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +31,9 @@ import numpy as np
 import rnncc
 
 
+@functools.cache
 def _bench_cpu():
-    """bench/cpu.py, for its eager lnlstm module and its table writer."""
+    """bench/cpu.py: its eager lnlstm module, its timing loop and its table writer."""
     spec = importlib.util.spec_from_file_location("bench_cpu", Path(__file__).with_name("cpu.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -70,9 +70,7 @@ class Device:
         """Seconds one call of fn takes on the device (CUDA events on the default stream, which
         both Numba and PyTorch launch on)."""
         if self.simulated:
-            start = time.perf_counter()
-            fn()
-            return time.perf_counter() - start
+            return _bench_cpu().wall_time(fn)
         begin, end = self.cuda.event(), self.cuda.event()
         begin.record()
         fn()
@@ -118,16 +116,6 @@ def contenders(device: Device, name: str, T: int, B: int, H: int, dtype, backwar
     return {"rnncc": run_rnncc, "torch": run_torch}
 
 
-def measure(device: Device, fns: dict, rounds: int) -> dict:
-    for fn in fns.values():  # warm up: compile (Numba's and cuDNN's), allocate
-        fn()
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():  # interleaved, so drift hits all alike
-            times[k].append(device.time(fn))
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 HEADER = ("| cell | T, B, I=H | pass | rnncc ms | torch ms | torch is | rnncc / torch "
           "| target | met |")
 
@@ -151,8 +139,8 @@ def main(argv=None) -> int:
         for name in args.cells:
             builtin = name in ("lstm", "gru", "rnn")
             for backward in ([False] if args.no_backward else [False, True]):
-                m = measure(device, contenders(device, name, T, B, H, dtype, backward),
-                            args.rounds)
+                m = _bench_cpu().measure(contenders(device, name, T, B, H, dtype, backward),
+                                         args.rounds, timer=device.time)
                 ratio = m["rnncc"] / m["torch"]
                 if builtin:
                     what, target, met = "cuDNN", "<= 1.5", ratio <= 1.5
@@ -166,14 +154,10 @@ def main(argv=None) -> int:
                 print(row, flush=True)
                 rows.append(row)
     if args.write:
-        command = " ".join(argv if argv is not None else sys.argv[1:])
         machine = (f"{device.name}, Python {platform.python_version()}, torch "
                    f"{device.torch.__version__} on {device.torch_device}, {args.dtype}")
-        with Path(__file__).with_name("RESULTS.md").open("a") as out:
-            out.write(f"\n## {time.strftime('%Y-%m-%d')}: `python bench/gpu.py {command}`\n\n"
-                      f"{machine}; medians of {args.rounds} interleaved rounds (CUDA events)"
-                      f"\n\n{HEADER}\n|{'---|' * (HEADER.count('|') - 1)}\n"
-                      + "\n".join(rows) + "\n")
+        timing = " (wall clock)" if device.simulated else " (CUDA events)"
+        _bench_cpu().record("gpu.py", argv, args, HEADER, rows, machine, timing)
     return 0
 
 

@@ -3,11 +3,17 @@ import importlib.util
 from pathlib import Path
 
 
+def script(name: str):
+    """bench/NAME.py, imported as a module."""
+    path = Path(__file__).parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_cpu_benchmark_runs(capsys):
-    path = Path(__file__).parents[1] / "bench" / "cpu.py"
-    spec = importlib.util.spec_from_file_location("bench_cpu", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = script("cpu")
     assert bench.main(["--cells", "rnn", "lnlstm", "--configs", "3,2,4", "--rounds", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("| cell |") and len(out) == 6  # header, rule, 2 cells x 2 passes
@@ -19,20 +25,14 @@ def test_cpu_benchmark_runs(capsys):
 
 
 def test_cpu_profile_runs(capsys):
-    path = Path(__file__).parents[1] / "bench" / "profile_cpu.py"
-    spec = importlib.util.spec_from_file_location("bench_profile_cpu", path)
-    profile = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(profile)
+    profile = script("profile_cpu")
     assert profile.main(["rnn", "3,2,4", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
     assert all(part in out for part in ("whole", "gemms only", "kernels only", "layer(x)"))
 
 
 def test_stack_benchmark_runs(capsys):
-    path = Path(__file__).parents[1] / "bench" / "stacks.py"
-    spec = importlib.util.spec_from_file_location("bench_stacks", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = script("stacks")
     assert bench.main(["--configs", "rnn,2,bi,3,2,4", "gru,3,uni,5,2,4", "--rounds", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("| cell | layers |") and len(out) == 6  # 2 configs x 2 passes
@@ -44,10 +44,7 @@ def test_stack_benchmark_runs(capsys):
 def test_gpu_benchmark_runs_in_the_simulator(capsys):
     """tests/conftest.py turns on Numba's CUDA simulator: rnncc's kernels run there, torch on
     the CPU; the table has every row, with no verdict on the targets."""
-    path = Path(__file__).parents[1] / "bench" / "gpu.py"
-    spec = importlib.util.spec_from_file_location("bench_gpu", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = script("gpu")
     assert bench.main(["--cells", "gru", "lnlstm", "--configs", "2,2,3", "--rounds", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("| cell | T, B, I=H |") and len(out) == 6  # 2 cells x 2 passes

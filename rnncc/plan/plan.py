@@ -45,7 +45,10 @@ class Buffer:
         """This view's block of its parent's value (rows of a matrix, or columns per row)."""
         axis = 0 if self.axis == "rows" else -1
         start, stop = part_offsets(parent.shape[axis], sizes)[self.index]
-        return parent_value[start:stop] if self.axis == "rows" else parent_value[..., start:stop]
+        if self.axis == "rows":
+            return parent_value[start:stop]
+        # an explicit index, not `...`: a GPU array (the cuda target's) takes it too
+        return parent_value[(slice(None),) * (parent_value.ndim - 1) + (slice(start, stop),)]
 
     def describe(self) -> str:
         rows = {"none": "", "B": "B, ", "T*B": "T*B, "}[self.rows]

@@ -21,7 +21,6 @@ from rnncc.runtime.gradcheck import random_problem
 
 from .test_cpu import REGRESSIONS, compare
 
-SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -239,6 +239,13 @@ class _Printer:
         raise NotImplementedError(f"constant {op}")
 
 
+def split_ops(step: Kernel) -> tuple[list, list]:
+    """A kernel's ops done per row, and those done once after its rows (batch sums and what
+    reads them); constants are printed where they are read."""
+    ops = [op for op in step.ops if op.op not in ("const", "size")]
+    return [op for op in ops if op.per_row], [op for op in ops if not op.per_row]
+
+
 class _Kernel:
     """Prints one fused kernel: a loop over its rows, inside each row its ops."""
 
@@ -434,27 +441,33 @@ class _Kernel:
         return bool(shape)
 
     # -- the kernel -----------------------------------------------------------------------------------
+    def row_range(self, count: str) -> str:
+        """The rows a loop over `count` rows runs here: all of them, over Numba's threads."""
+        return f"prange({count})"
+
+    def open_row_loop(self, indent: int) -> None:
+        """The loop over the kernel's rows, skipping rows past their length; its body goes at
+        indent + 2, with b (and tt, tb outside the time loop) set."""
+        p = self.p
+        if self.phase == "step":
+            p.emit(indent, f"for b in {self.row_range('B')}:")
+            p.emit(indent + 1, "if t < lengths[b]:")
+        else:
+            p.emit(indent, f"for tb in {self.row_range('T * B')}:")
+            p.emit(indent + 1, "tt = tb // B")
+            p.emit(indent + 1, "b = tb - tt * B")
+            p.emit(indent + 1, "if tt < lengths[b]:")
+
     def print(self) -> None:
-        p, ind = self.p, self.indent
-        row_ops = [op for op in self.step.ops if op.per_row and op.op not in ("const", "size")]
-        after_ops = [op for op in self.step.ops if not op.per_row
-                     and op.op not in ("const", "size")]
+        ind = self.indent
+        row_ops, after_ops = split_ops(self.step)
         if self.step.rows == "none":
             self.body(row_ops + after_ops, ind, rows=False)
             return
-        if self.phase == "step":
-            p.emit(ind, "for b in prange(B):")
-            p.emit(ind + 1, "if t < lengths[b]:")
-        else:
-            p.emit(ind, "for tb in prange(T * B):")
-            p.emit(ind + 1, "tt = tb // B")
-            p.emit(ind + 1, "b = tb - tt * B")
-            p.emit(ind + 1, "if tt < lengths[b]:")
         if row_ops:
+            self.open_row_loop(ind)
             with self.row_views(ind + 2):
                 self.body(row_ops, ind + 2, rows=True)
-        else:
-            del p.lines[-(2 if self.phase == "step" else 4):]
         if after_ops:
             self.body(after_ops, ind, rows=False)
 

@@ -89,6 +89,30 @@ def buffer_shape(b, sizes: dict, T: int, B: int) -> tuple:
     return (B, *per_row) if b.rows == "B" else (T, B, *per_row)
 
 
+def masked_leaves(plan) -> set:
+    """The buffers of the caller's per-step arrays (inputs, dy) that must read zero past each
+    row's length: the GEMMs over all T*B rows read every row."""
+    return {*plan.leaves["input"].values(),
+            *(b for n, b in plan.leaves["grad"].items() if n == "dy")}
+
+
+def whole(plan, arrays: dict, name: str, sizes: dict, dtype):
+    """A buffer's value for every step ([T, B, ...]), or its only value ("none" rows), from a
+    generated function's `arrays` (numpy's or, on the cuda target, the GPU's; a constant's
+    value is numpy's)."""
+    b = plan.buffers[name]
+    every = ident(name) + "_all"
+    if every in arrays:
+        return arrays[every]
+    if b.view_of is not None:
+        return b.take(whole(plan, arrays, b.view_of, sizes, dtype), plan.buffers[b.view_of],
+                      sizes)
+    if b.role == "constant":  # a result that is a constant: the gradient of an unused input
+        op, attrs = b.value
+        return REGISTRY[op].evaluate([], attrs, EvalContext(sizes, dtype))
+    return arrays[ident(name)]
+
+
 class Compiled:
     """A cell's plan compiled for one dtype: forward() and backward() over numpy arrays."""
 
@@ -199,25 +223,12 @@ class Compiled:
         return out
 
     def _whole(self, direction: str, arrays: dict, name: str, sizes) -> np.ndarray:
-        """A buffer's value for every step ([T, B, ...]), or its only value ("none" rows)."""
-        plan = self.plans[direction]
-        b = plan.buffers[name]
-        every = ident(name) + "_all"
-        if every in arrays:
-            return arrays[every]
-        if b.view_of is not None:
-            return b.take(self._whole(direction, arrays, b.view_of, sizes),
-                          plan.buffers[b.view_of], sizes)
-        if b.role == "constant":  # a result that is a constant: the gradient of an unused input
-            op, attrs = b.value
-            return REGISTRY[op].evaluate([], attrs, EvalContext(sizes, self.dtype))
-        return arrays[ident(name)]
+        return whole(self.plans[direction], arrays, name, sizes, self.dtype)
 
     @staticmethod
     def _masked(plan, bound: dict, call) -> dict:
         """Inputs and dy zeroed past each row's length: the GEMMs over all T*B rows read them."""
-        caller = [*plan.leaves["input"].values(), *(b for n, b in plan.leaves["grad"].items()
-                                                    if n == "dy")]
+        caller = masked_leaves(plan)
         return {buf: mask_padding(v, call.lengths, call.T) if buf in caller else v
                 for buf, v in bound.items()}
 

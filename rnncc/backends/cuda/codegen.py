@@ -29,7 +29,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ...plan.plan import GraphPlan, Kernel
-from ..cpu.codegen import _Kernel, _Printer, dim_expr, ident
+from ..cpu.codegen import _Kernel, _Printer, dim_expr, ident, split_ops
 
 # Launch shape: threads per block, a block's GEMM tile (BM x BN, BK deep) and each thread's part
 # of it (TM x TN; (BM / TM) * (BN / TN) = threads). The simulator runs every thread as a Python
@@ -41,6 +41,26 @@ HELPERS = '''\
 NT = {threads}                      # threads per block
 BM, BN, BK = {bm}, {bn}, {bk}        # a block's GEMM tile: BM x BN outputs, BK deep per stage
 TM, TN = {tm}, {tn}                  # a thread's outputs in it: rows ty + i * BM // TM, ...
+
+
+@cuda.jit(device=True)
+def stage(x, rows_major, r0, k0, R, K, tile, width, tid):
+    """tile[kk, rr] = element (r0 + rr, k0 + kk) of an operand that is [R, K] (x itself where
+    rows_major, else x.T), zero past its edges; neighbouring threads read neighbouring
+    elements of x's rows."""
+    for e in range(tid, width * BK, NT):
+        if rows_major:
+            kk = e % BK
+            rr = e // BK
+        else:
+            rr = e % width
+            kk = e // width
+        r = r0 + rr
+        k = k0 + kk
+        if r < R and k < K:
+            tile[kk, rr] = x[r, k] if rows_major else x[k, r]
+        else:
+            tile[kk, rr] = ZERO
 
 
 @cuda.jit(device=True)
@@ -62,33 +82,8 @@ def gemm(a, b, c, acc, trans_a, trans_b, accumulate, blk, nblk, tid, sa, sb, par
             for j in range(TN):
                 part[i, j] = ZERO
         for k0 in range(0, K, BK):
-            # neighbouring threads load neighbouring elements of the operand's rows
-            for e in range(tid, BM * BK, NT):
-                if trans_a:
-                    mm = e % BM
-                    kk = e // BM
-                else:
-                    kk = e % BK
-                    mm = e // BK
-                m = m0 + mm
-                k = k0 + kk
-                if m < M and k < K:
-                    sa[kk, mm] = a[k, m] if trans_a else a[m, k]
-                else:
-                    sa[kk, mm] = ZERO
-            for e in range(tid, BK * BN, NT):
-                if trans_b:
-                    kk = e % BK
-                    nn = e // BK
-                else:
-                    nn = e % BN
-                    kk = e // BN
-                n = n0 + nn
-                k = k0 + kk
-                if n < N and k < K:
-                    sb[kk, nn] = b[n, k] if trans_b else b[k, n]
-                else:
-                    sb[kk, nn] = ZERO
+            stage(a, not trans_a, m0, k0, M, K, sa, BM, tid)
+            stage(b, trans_b, n0, k0, N, K, sb, BN, tid)
             cuda.syncthreads()
             for kk in range(BK):
                 for j in range(TN):
@@ -322,24 +317,18 @@ class _CudaKernel(_Kernel):
     def row_views(self, indent: int):
         yield  # rows are indexed directly: a GPU thread reads one element of each
 
+    def row_range(self, count: str) -> str:
+        return f"range(blk, {count}, nblk)"  # this block's rows
+
     def print(self) -> None:
         p, ind = self.p, self.indent
-        row_ops = [op for op in self.step.ops if op.per_row and op.op not in ("const", "size")]
-        after_ops = [op for op in self.step.ops if not op.per_row
-                     and op.op not in ("const", "size")]
+        row_ops, after_ops = split_ops(self.step)
         if self.step.rows == "none":  # parameter-only work: the first block does it
             p.emit(ind, "if blk == 0:")
             self.body(row_ops + after_ops, ind + 1, rows=False)
             return
         if row_ops:
-            if self.phase == "step":
-                p.emit(ind, "for b in range(blk, B, nblk):")
-                p.emit(ind + 1, "if t < lengths[b]:")
-            else:
-                p.emit(ind, "for tb in range(blk, T * B, nblk):")
-                p.emit(ind + 1, "tt = tb // B")
-                p.emit(ind + 1, "b = tb - tt * B")
-                p.emit(ind + 1, "if tt < lengths[b]:")
+            self.open_row_loop(ind)
             self.body(row_ops, ind + 2, rows=True)
         if after_ops:
             # sums over every row need all rows done; what follows them reads their sums
@@ -383,8 +372,7 @@ class _CudaKernel(_Kernel):
 
 def _loops_over_step_rows(step) -> bool:
     """Does this per-step step print a loop over the batch rows (a kernel with per-row ops)?"""
-    return step.kind == "kernel" and step.rows == "B" and any(
-        op.per_row and op.op not in ("const", "size") for op in step.ops)
+    return step.kind == "kernel" and step.rows == "B" and bool(split_ops(step)[0])
 
 
 def launch_shape(simulator: bool) -> dict:

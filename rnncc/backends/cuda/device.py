@@ -5,8 +5,6 @@ Nothing here imports numba.cuda before the cuda target is used: the other target
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 _INSTALL = ("install it with `pip install 'rnncc[cuda]'` (numba-cuda with the CUDA 13 "
@@ -19,9 +17,8 @@ class CudaUnavailableError(RuntimeError):
 
 def simulator() -> bool:
     """Does numba.cuda run in its simulator (NUMBA_ENABLE_CUDASIM=1 when Numba was loaded)?"""
-    from numba import config
-    return bool(getattr(config, "ENABLE_CUDASIM", False)) or \
-        os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+    from numba import config  # what Numba read, not the environment now: it reads it once
+    return bool(getattr(config, "ENABLE_CUDASIM", False))
 
 
 def cuda():

@@ -15,11 +15,10 @@ import threading
 
 import numpy as np
 
-from ...graph.ops import REGISTRY
-from ...graph.ops.base import EvalContext, dim_size, part_offsets
+from ...graph.ops.base import dim_size
 from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
 from ..cpu.codegen import ident
-from ..cpu.runtime import buffer_shape, load
+from ..cpu.runtime import buffer_shape, load, masked_leaves, whole
 from . import device, transfer
 from .codegen import generate, launch_shape
 
@@ -38,7 +37,8 @@ class Compiled:
         self.module = load(self.source)
         self.threads = launch_shape(self.simulator)["threads"]
         self._blocks: dict = {}
-        # one call at a time: the calls of a cell share its compiled kernels' launch state
+        # one call at a time: the simulator's switch interval (_launch) is process-wide, and the
+        # calls share the default stream, which runs their kernels one after another anyway
         self._lock = threading.Lock()
 
     # -- the caller's values on the device ------------------------------------------------------------
@@ -77,8 +77,7 @@ class Compiled:
     def _arrays(self, direction: str, bound: dict, call, lengths) -> dict:
         plan = self.plans[direction]
         sizes, T, B = call.sizes, call.T, call.B
-        masked = {*plan.leaves["input"].values(),
-                  *(b for n, b in plan.leaves["grad"].items() if n == "dy")}
+        masked = masked_leaves(plan)
         arrays = {}
         for arg, what, spec in self.signatures[direction]:
             if what == "rows":
@@ -150,25 +149,7 @@ class Compiled:
 
     # -- results --------------------------------------------------------------------------------------
     def _whole(self, direction: str, arrays: dict, name: str, sizes):
-        """A buffer's value for every step ([T, B, ...]) or its only value: a device array, or
-        a numpy array for a constant."""
-        plan = self.plans[direction]
-        b = plan.buffers[name]
-        every = ident(name) + "_all"
-        if every in arrays:
-            return arrays[every]
-        if b.view_of is not None:
-            parent = plan.buffers[b.view_of]
-            whole = self._whole(direction, arrays, b.view_of, sizes)
-            axis = 0 if b.axis == "rows" else whole.ndim - 1
-            start, stop = part_offsets(parent.shape[0 if b.axis == "rows" else -1],
-                                       sizes)[b.index]
-            index = tuple([slice(None)] * axis + [slice(start, stop)])
-            return whole[index]
-        if b.role == "constant":  # a result that is a constant: the gradient of an unused input
-            op, attrs = b.value
-            return REGISTRY[op].evaluate([], attrs, EvalContext(sizes, self.dtype))
-        return arrays[ident(name)]
+        return whole(self.plans[direction], arrays, name, sizes, self.dtype)
 
     def _to_host(self, value) -> np.ndarray:
         if not device.is_device_array(value):

@@ -4,6 +4,7 @@ sequence's length. Hand-written (they know nothing of cells), compiled by numba.
 use for each dtype and layout."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -54,6 +55,12 @@ def _launch(kernel, size: int, *args) -> None:
         kernel[min(math.ceil(size / THREADS), 1024), THREADS](*args)
 
 
+@functools.cache
+def _no_lengths():
+    """The lengths an unmasked copy passes (and never reads)."""
+    return cuda.device_array(1, dtype=np.int64)
+
+
 def zeros(shape, dtype):
     """A new device array of zeros."""
     array = cuda.device_array(shape, dtype=dtype)
@@ -70,8 +77,7 @@ def copy(src, dtype):
     elif src.ndim == 2:
         _launch(_copy_2d, dst.size, dst, src)
     elif src.ndim == 3:
-        unused = cuda.device_array(1, dtype=np.int64)  # lengths an unmasked copy never reads
-        _launch(_copy_rows, dst.size, dst, src, unused, False)
+        _launch(_copy_rows, dst.size, dst, src, _no_lengths(), False)
     else:
         raise ValueError(f"a device array of {src.ndim} axes")
     return dst
