@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import rnncc
+from rnncc import backends
 from rnncc.runtime.gradcheck import random_problem
 
 from .test_cpu import REGRESSIONS, compare
@@ -172,3 +173,40 @@ def test_show_cuda_prints_the_generated_source(shipped_cells):
     assert "grid.sync()" in source and "block_sum(" in source and "gemm(" in source
     assert "NT = 256" in source  # the GPU's launch shape, not the simulator's
     compile(source, "<generated>", "exec")  # it is Python
+
+
+def test_arrays_kept_between_calls_never_leak_into_results(shipped_cells):
+    """A call keeps the arrays only its kernel uses for the next call of the same shapes; what
+    it hands out (outputs, final states, the tape, gradients) stays as it was after later
+    calls, ragged or not, and every call equals the reference."""
+    from numba import cuda
+    cell = shipped_cells["gru"]
+    compiled = backends.get("cuda").compiled(cell, np.float64)
+    problems = [random_problem(cell, {"I": 3, "H": 4}, T=3, B=2, seed=s, ragged=r)
+                for s, r in ((20, True), (21, False), (22, True))]
+    handed = []
+    for prob in problems:
+        x = cuda.to_device(prob.xs["x"])
+        ys, final = cell.forward(prob.p, x, state=prob.state, lengths=prob.lengths,
+                                 target="cuda")
+        g = cell.backward(prob.p, x, cuda.to_device(prob.dys), state=prob.state,
+                          dfinal=prob.dfinal, lengths=prob.lengths, target="cuda")
+        kept = {d: dict(compiled._kept[d][1]) for d in ("infer", "backward")}
+        handed.append((prob, ys, final, g))
+    # the last calls reused the arrays the first calls kept
+    assert kept["infer"] and kept["backward"]
+    assert all(compiled._kept[d][1][k] is v for d in kept for k, v in kept[d].items())
+    for prob, ys, final, g in handed:
+        ys_r, final_r = cell.forward(prob.p, prob.xs["x"], state=prob.state,
+                                     lengths=prob.lengths)
+        g_r = cell.backward(prob.p, prob.xs["x"], prob.dys, state=prob.state,
+                            dfinal=prob.dfinal, lengths=prob.lengths)
+        np.testing.assert_allclose(ys.copy_to_host(), ys_r, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(final["h"].copy_to_host(), final_r["h"], rtol=1e-10,
+                                   atol=1e-12)
+        np.testing.assert_allclose(g["x"].copy_to_host(), g_r["x"], rtol=1e-10, atol=1e-12)
+        for k in cell.params:
+            np.testing.assert_allclose(g["params"][k].copy_to_host(), g_r["params"][k],
+                                       rtol=1e-10, atol=1e-12, err_msg=k)
+        np.testing.assert_allclose(g["state"]["h"].copy_to_host(), g_r["state"]["h"],
+                                   rtol=1e-10, atol=1e-12)

@@ -37,6 +37,8 @@ class Compiled:
         self.module = load(self.source)
         self.threads = launch_shape(self.simulator)["threads"]
         self._blocks: dict = {}
+        self._kept: dict = {}    # direction -> (shapes, the arrays only the kernel uses)
+        self._handed = {d: self._handed_out(d) for d in self.signatures}
         # one call at a time: the simulator's switch interval (_launch) is process-wide, and the
         # calls share the default stream, which runs their kernels one after another anyway
         self._lock = threading.Lock()
@@ -60,13 +62,16 @@ class Compiled:
             return transfer.copy(value, self.dtype)
         return value
 
-    def _packed(self, members: list):
-        """Parameters stacked along their first axis, on the device."""
-        if not any(device.is_device_array(m) for m in members):
-            return self.cuda.to_device(np.ascontiguousarray(
-                np.concatenate([np.asarray(m, dtype=self.dtype) for m in members], axis=0)))
+    def _packed(self, members: list, stacked=None):
+        """Parameters stacked along their first axis, on the device (into `stacked`, the last
+        call's array, where given)."""
         rows = sum(m.shape[0] for m in members)
-        stacked = self.cuda.device_array((rows, *members[0].shape[1:]), dtype=self.dtype)
+        if stacked is None:
+            stacked = self.cuda.device_array((rows, *members[0].shape[1:]), dtype=self.dtype)
+        if not any(device.is_device_array(m) for m in members):
+            stacked.copy_to_device(np.ascontiguousarray(
+                np.concatenate([np.asarray(m, dtype=self.dtype) for m in members], axis=0)))
+            return stacked
         row = 0
         for m in members:
             block = stacked[row:row + m.shape[0]]
@@ -74,11 +79,49 @@ class Compiled:
             row += m.shape[0]
         return stacked
 
+    def _handed_out(self, direction: str) -> set:
+        """The arguments whose arrays a call hands out (results, final states, the tape): a
+        call allocates them anew. The others are the call's own, kept for the next call."""
+        plan = self.plans[direction]
+        names: set = set()
+
+        def add(name):
+            names.add(name)
+            if plan.buffers[name].view_of is not None:
+                add(plan.buffers[name].view_of)
+        for group in plan.results.values():
+            for name in group.values():
+                add(name)
+        for read, _ in plan.carried.values():
+            add(read)
+        return {arg for arg, what, spec in self.signatures[direction]
+                if what in ("buffer", "every_step") and spec in names}
+
     def _arrays(self, direction: str, bound: dict, call, lengths) -> dict:
+        """The kernel's arrays. The ones it only works in (hoisted products, per-step values
+        backward does not read, workspaces, stacked parameters) are kept from the last call of
+        the same shapes: a cudaMalloc per buffer per call costs more than a small call's
+        kernel. Kept ones are zeroed again only for ragged calls, as on the cpu target (with
+        full rows every step writes every row before anything reads it)."""
         plan = self.plans[direction]
         sizes, T, B = call.sizes, call.T, call.B
+        key = (T, B, tuple(sorted(sizes.items())))
+        if self._kept.get(direction, (None,))[0] != key:
+            self._kept[direction] = (key, {})
+        kept = self._kept[direction][1]
+        handed_out = self._handed[direction]
         masked = masked_leaves(plan)
         arrays = {}
+
+        def zeros(arg, shape):
+            if arg in handed_out:
+                return transfer.zeros(shape, self.dtype)
+            if arg not in kept:
+                kept[arg] = transfer.zeros(shape, self.dtype)
+            elif call.lengths is not None:
+                transfer.zero_fill(kept[arg])
+            return kept[arg]
+
         for arg, what, spec in self.signatures[direction]:
             if what == "rows":
                 continue
@@ -90,18 +133,17 @@ class Compiled:
                                                  lengths=lengths if ragged else None)
             elif what == "buffer" and plan.buffers[spec].role == "packed":
                 b = plan.buffers[spec]
-                arrays[arg] = self._packed([bound[plan.leaves["param"][p]] for p in b.pack])
+                arrays[arg] = self._packed([bound[plan.leaves["param"][p]] for p in b.pack],
+                                           kept.get(arg))
+                kept[arg] = arrays[arg]
             elif what == "buffer":
-                arrays[arg] = transfer.zeros(buffer_shape(plan.buffers[spec], sizes, T, B),
-                                             self.dtype)
+                arrays[arg] = zeros(arg, buffer_shape(plan.buffers[spec], sizes, T, B))
             elif what == "every_step":
-                shape = (T, *buffer_shape(plan.buffers[spec], sizes, T, B))
-                arrays[arg] = transfer.zeros(shape, self.dtype)
+                arrays[arg] = zeros(arg, (T, *buffer_shape(plan.buffers[spec], sizes, T, B)))
             else:  # a kernel's workspace
                 rows, width = spec
                 w = width if isinstance(width, int) else dim_size(width, sizes)
-                shape = {"B": (B, w), "T*B": (T * B, w), "none": (w,)}[rows]
-                arrays[arg] = transfer.zeros(shape, self.dtype)
+                arrays[arg] = zeros(arg, {"B": (B, w), "T*B": (T * B, w), "none": (w,)}[rows])
         for arg, what, array in self.signatures[direction]:
             if what == "rows":  # [T, B, w] viewed as [T*B, w]
                 base = arrays[array]

@@ -61,11 +61,16 @@ def _no_lengths():
     return cuda.device_array(1, dtype=np.int64)
 
 
+def zero_fill(array) -> None:
+    """Zero a C-contiguous device array."""
+    if array.size:
+        _launch(_zero, array.size, array.reshape(array.size))
+
+
 def zeros(shape, dtype):
     """A new device array of zeros."""
     array = cuda.device_array(shape, dtype=dtype)
-    if array.size:
-        _launch(_zero, array.size, array.reshape(array.size))
+    zero_fill(array)
     return array
 
 
