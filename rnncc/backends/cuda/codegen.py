@@ -7,9 +7,10 @@ decisions of its own; what differs from the cpu printing is only where the work 
   and `grid.sync()` separates the steps (a GEMM reads what the kernel before it wrote in other
   blocks). One launch per call: launching a kernel from Python costs more than a small step's
   kernel takes, and a time loop on the host would launch two or more per step;
-- a GEMM is a tiled shared-memory product (`gemm`, printed into the module): tiles of its
-  output are shared out over the blocks, each thread of a block computes a TM x TN part of its
-  tile from BK-deep slices of both operands staged in shared memory;
+- a GEMM is a tiled shared-memory product (`gemm`, and `gemm_step` with narrower tiles for a
+  step's few rows, printed into the module): tiles of its output are shared out over the
+  blocks, each thread of a block computes a TM x TN part of its tile from BK-deep slices of
+  both operands staged in shared memory;
 - a fused kernel gives each row (a batch row per step; a (t, b) row before or after the loop)
   to one block, whose threads stride over the row's columns; a row reduction (mean, sum) is a
   block reduction in shared memory, and the threads meet (`cuda.syncthreads()`) after each loop
@@ -31,16 +32,19 @@ import numpy as np
 from ...plan.plan import GraphPlan, Kernel
 from ..cpu.codegen import _Kernel, _Printer, dim_expr, ident, split_ops
 
-# Launch shape: threads per block, a block's GEMM tile (BM x BN, BK deep) and each thread's part
-# of it (TM x TN; (BM / TM) * (BN / TN) = threads). The simulator runs every thread as a Python
-# thread, so its blocks are small.
-GPU_LAUNCH = {"threads": 256, "bm": 64, "bn": 64, "bk": 16, "tm": 4, "tn": 4}
-SIMULATOR_LAUNCH = {"threads": 4, "bm": 4, "bn": 4, "bk": 4, "tm": 2, "tn": 2}
+# Launch shape: threads per block, the depth BK of the operand slices a GEMM stages, and two GEMM
+# tile shapes (BM, BN, TM, TN: a block's BM x BN outputs, each thread's TM x TN of them;
+# (BM / TM) * (BN / TN) = threads): `gemm` for the products over all T*B rows, and the narrower
+# `gemm_step` for a step's B rows (at B = 64 and 4H = 2048 the wide tiles make 32 tiles, for a
+# grid of one or two blocks per multiprocessor; the narrow ones 128). The simulator runs every
+# thread as a Python thread, so its blocks are small.
+GPU_LAUNCH = {"threads": 256, "bk": 16, "gemm": (64, 64, 4, 4), "gemm_step": (16, 64, 1, 4)}
+SIMULATOR_LAUNCH = {"threads": 4, "bk": 4, "gemm": (4, 4, 2, 2), "gemm_step": (2, 4, 1, 2)}
 
 HELPERS = '''\
-NT = {threads}                      # threads per block
-BM, BN, BK = {bm}, {bn}, {bk}        # a block's GEMM tile: BM x BN outputs, BK deep per stage
-TM, TN = {tm}, {tn}                  # a thread's outputs in it: rows ty + i * BM // TM, ...
+NT = {threads}  # threads per block
+BK = {bk}  # the depth of a GEMM's operand slices staged per round
+BM, BN, TM, TN = {largest}  # the largest GEMM tile (the shared and local arrays' shapes)
 
 
 @cuda.jit(device=True)
@@ -61,48 +65,6 @@ def stage(x, rows_major, r0, k0, R, K, tile, width, tid):
             tile[kk, rr] = x[r, k] if rows_major else x[k, r]
         else:
             tile[kk, rr] = ZERO
-
-
-@cuda.jit(device=True)
-def gemm(a, b, c, acc, trans_a, trans_b, accumulate, blk, nblk, tid, sa, sb, part, rb):
-    """c = op(a) @ op(b) (+ acc where accumulate); op(x) is x.T where trans_x. The tiles of c
-    are shared out over the grid's blocks; sa, sb stage the operands' slices in shared memory,
-    part and rb are the thread's registers."""
-    M = c.shape[0]
-    N = c.shape[1]
-    K = a.shape[0] if trans_a else a.shape[1]
-    tiles_n = (N + BN - 1) // BN
-    tiles = ((M + BM - 1) // BM) * tiles_n
-    tx = tid % (BN // TN)
-    ty = tid // (BN // TN)
-    for tile in range(blk, tiles, nblk):
-        m0 = (tile // tiles_n) * BM
-        n0 = (tile % tiles_n) * BN
-        for i in range(TM):
-            for j in range(TN):
-                part[i, j] = ZERO
-        for k0 in range(0, K, BK):
-            stage(a, not trans_a, m0, k0, M, K, sa, BM, tid)
-            stage(b, trans_b, n0, k0, N, K, sb, BN, tid)
-            cuda.syncthreads()
-            for kk in range(BK):
-                for j in range(TN):
-                    rb[j] = sb[kk, tx + j * (BN // TN)]
-                for i in range(TM):
-                    av = sa[kk, ty + i * (BM // TM)]
-                    for j in range(TN):
-                        part[i, j] += av * rb[j]
-            cuda.syncthreads()
-        for i in range(TM):
-            m = m0 + ty + i * (BM // TM)
-            if m < M:
-                for j in range(TN):
-                    n = n0 + tx + j * (BN // TN)
-                    if n < N:
-                        if accumulate:
-                            c[m, n] = acc[m, n] + part[i, j]
-                        else:
-                            c[m, n] = part[i, j]
 
 
 @cuda.jit(device=True)
@@ -183,6 +145,51 @@ def softplus{f}(x):
 '''
 
 
+GEMM = '''\
+@cuda.jit(device=True)
+def {name}(a, b, c, acc, trans_a, trans_b, accumulate, blk, nblk, tid, sa, sb, part, rb):
+    """c = op(a) @ op(b) (+ acc where accumulate); op(x) is x.T where trans_x. Its {bm} x {bn}
+    tiles of c are shared out over the grid's blocks, each thread computing {tm} x {tn} of a
+    tile (rows ty + i * {bm} // {tm}, columns tx + j * {bn} // {tn}); sa, sb stage the operands'
+    slices in shared memory, part and rb are the thread's registers."""
+    M = c.shape[0]
+    N = c.shape[1]
+    K = a.shape[0] if trans_a else a.shape[1]
+    tiles_n = (N + {bn} - 1) // {bn}
+    tiles = ((M + {bm} - 1) // {bm}) * tiles_n
+    tx = tid % ({bn} // {tn})
+    ty = tid // ({bn} // {tn})
+    for tile in range(blk, tiles, nblk):
+        m0 = (tile // tiles_n) * {bm}
+        n0 = (tile % tiles_n) * {bn}
+        for i in range({tm}):
+            for j in range({tn}):
+                part[i, j] = ZERO
+        for k0 in range(0, K, BK):
+            stage(a, not trans_a, m0, k0, M, K, sa, {bm}, tid)
+            stage(b, trans_b, n0, k0, N, K, sb, {bn}, tid)
+            cuda.syncthreads()
+            for kk in range(BK):
+                for j in range({tn}):
+                    rb[j] = sb[kk, tx + j * ({bn} // {tn})]
+                for i in range({tm}):
+                    av = sa[kk, ty + i * ({bm} // {tm})]
+                    for j in range({tn}):
+                        part[i, j] += av * rb[j]
+            cuda.syncthreads()
+        for i in range({tm}):
+            m = m0 + ty + i * ({bm} // {tm})
+            if m < M:
+                for j in range({tn}):
+                    n = n0 + tx + j * ({bn} // {tn})
+                    if n < N:
+                        if accumulate:
+                            c[m, n] = acc[m, n] + part[i, j]
+                        else:
+                            c[m, n] = part[i, j]
+'''
+
+
 class _CudaPrinter(_Printer):
     def __init__(self, plan: GraphPlan, dtype, dims: list[str]):
         super().__init__(plan, dtype, dims)
@@ -224,7 +231,8 @@ class _CudaPrinter(_Printer):
         left, right, trans = {"matmul": (v, a, "False, True"), "matmul_t": (v, a, "False, False"),
                               "outer_sum": (a, v, "True, False")}[step.op]
         acc = self.matrix(buffers[step.accumulate], t) if step.accumulate else out
-        self.emit(indent, f"gemm({left}, {right}, {out}, {acc}, {trans}, "
+        function = "gemm" if t is None else "gemm_step"
+        self.emit(indent, f"{function}({left}, {right}, {out}, {acc}, {trans}, "
                           f"{bool(step.accumulate)}, blk, nblk, tid, sa, sb, part, rb)")
 
     def kernel(self, step: Kernel, indent: int, t, phase: str) -> None:
@@ -402,5 +410,12 @@ def generate(plans: dict, dtype, dims: list[str], simulator: bool) -> tuple[str,
         "ZERO, HALF, ONE = dtype(0.0), dtype(0.5), dtype(1.0)",
     ]
     head += [f"{c} = dtype({value!r})" for value, c in consts.items()]
-    helpers = HELPERS.format(f=suffix, **launch_shape(simulator))
+    launch = launch_shape(simulator)
+    tiles = {name: launch[name] for name in ("gemm", "gemm_step")}
+    largest = ", ".join(str(max(t[k] for t in tiles.values())) for k in range(4))
+    helpers = HELPERS.format(f=suffix, threads=launch["threads"], bk=launch["bk"],
+                             largest=largest)
+    helpers += "\n\n" + "\n\n".join(
+        GEMM.format(name=name, bm=bm, bn=bn, tm=tm, tn=tn)
+        for name, (bm, bn, tm, tn) in tiles.items())
     return "\n".join(head + [helpers, ""] + ["\n\n\n".join(kernels)]) + "\n", signatures
