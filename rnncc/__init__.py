@@ -21,8 +21,8 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 # layer), read when it starts, at the first parallel kernel.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .errors import SpecError  # noqa: E402
+from .errors import SpecError, SpecWarning  # noqa: E402
 from .runtime import RNN, Cell, compile, load, shipped  # noqa: A004, E402
 
 __version__ = "0.1.0"
-__all__ = ["SpecError", "Cell", "RNN", "compile", "load", "shipped", "__version__"]
+__all__ = ["SpecError", "SpecWarning", "Cell", "RNN", "compile", "load", "shipped", "__version__"]

@@ -5,7 +5,11 @@ Exit codes: 0 success, 1 a bad spec or a failed run (message on stderr), 2 bad u
 from __future__ import annotations
 
 import argparse
+import logging
+import statistics
 import sys
+import threading
+import warnings
 import time
 from pathlib import Path
 
@@ -13,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .backends.cuda.device import CudaUnavailableError
-from .errors import SpecError
+from .errors import SpecError, SpecWarning
 from .graph import FORMATS
 from .runtime import compile as compile_cell
 from .passes import PASS_NAMES
@@ -22,7 +26,7 @@ from .runtime import load, shipped
 from .runtime.gradcheck import check_gradients, default_sizes, random_problem
 
 # option names a dimension cannot take as --NAME (use --dims NAME=N for those)
-_RUN_OPTIONS = {"T", "B", "dims", "seed", "dtype", "target", "ragged", "help", "h"}
+_RUN_OPTIONS = {"T", "B", "dims", "seed", "dtype", "target", "ragged", "repeat", "help", "h"}
 
 
 def _positive_int(text: str) -> int:
@@ -32,6 +36,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
 
 
@@ -46,14 +60,20 @@ def _dims(text: str) -> dict:
 
 
 def _open(spec: str):
-    """A spec file path, or the name of a shipped spec."""
+    """A spec file path, or the name of a shipped spec; its lint warnings go to stderr."""
     path = Path(spec)
-    if path.is_file():
-        return compile_cell(path)
-    if spec in shipped():
-        return load(spec)
-    raise FileNotFoundError(f"no spec file {spec!r} (and no shipped spec of that name; shipped: "
-                            f"{', '.join(shipped())})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SpecWarning)   # printed below, once, by us
+        if path.is_file():
+            cell = compile_cell(path)
+        elif spec in shipped():
+            cell = load(spec)
+        else:
+            raise FileNotFoundError(f"no spec file {spec!r} (and no shipped spec of that name; "
+                                    f"shipped: {', '.join(shipped())})")
+    for warning in cell.warnings:
+        print(warning, file=sys.stderr)
+    return cell
 
 
 def _show(args, extra, parser) -> int:
@@ -116,9 +136,17 @@ def _run(args, extra, parser) -> int:
     xs = {name: rng.standard_normal((args.T, args.B, *cell.shape(name, **sizes))).astype(dtype)
           for name in cell.inputs}
     x = xs if len(xs) > 1 else next(iter(xs.values()))
+    # The first call compiles (or loads from the disk cache) the function it runs; it is timed
+    # on its own, and the run time is the median of the calls after it.
     start = time.perf_counter()
     ys, final = cell.forward(p, x, target=args.target)
-    elapsed = time.perf_counter() - start
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        cell.forward(p, x, target=args.target)
+        times.append(time.perf_counter() - start)
+    elapsed = statistics.median(times) if times else None
 
     def shape(a) -> str:
         return "[" + ", ".join(map(str, a.shape)) + "]"
@@ -139,19 +167,22 @@ def _run(args, extra, parser) -> int:
     print(f"output   ys {shape(ys):<15} {checksum(ys)}")
     for name, array in final.items():
         print(f"final    {name} {shape(array):<16} {checksum(array)}")
-    print(f"forward  {elapsed:.3f} s ({1e3 * elapsed / max(args.T, 1):.3f} ms per step)")
+    print(f"first    {first:.3f} s (the first call: compiles or loads the code, then runs)")
+    if elapsed is not None:
+        print(f"forward  {1e3 * elapsed:.3f} ms, median of {args.repeat} calls after the first "
+              f"({1e3 * elapsed / max(args.T, 1):.4f} ms per step)")
     return 0
 
 
-def _common_options(command: argparse.ArgumentParser, T: int, B: int) -> None:
+def _common_options(command: argparse.ArgumentParser, T: int, B: int, target: str) -> None:
     """What `run` and `check` both take: the spec, sizes, sequence shape, seed and target."""
     command.add_argument("spec", metavar="SPEC", help="a .cell file, or a shipped spec's name")
     command.add_argument("--dims", type=_dims, metavar="NAME=N,...", help="dimension sizes")
     command.add_argument("--T", type=_positive_int, default=T, help=f"time steps (default {T})")
     command.add_argument("--B", type=_positive_int, default=B, help=f"batch rows (default {B})")
     command.add_argument("--seed", type=int, default=0, help="parameter and data seed (default 0)")
-    command.add_argument("--target", default="reference",
-                         help="backend: reference (default), plan, cpu or cuda")
+    command.add_argument("--target", default=target,
+                         help=f"backend: reference, plan, cpu or cuda (default {target})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,8 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a cell over random data and print shapes and checksums. Give every "
         "dimension of the spec a size, as --NAME N (e.g. --I 32 --H 64) or --dims I=32,H=64.",
         epilog="example: rnncc run specs/lstm.cell --I 32 --H 64 --T 100 --B 16")
-    _common_options(run, T=10, B=4)
+    _common_options(run, T=10, B=4, target="cpu")
     run.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    run.add_argument("--repeat", type=_non_negative_int, default=5, metavar="N",
+                     help="timed calls after the first (default 5; their median is reported)")
     run.set_defaults(func=_run, subparser=run)
 
     check = commands.add_parser(
@@ -189,11 +222,56 @@ def build_parser() -> argparse.ArgumentParser:
         "each one's worst relative error, then PASS, or FAIL with exit status 1. Dimensions "
         "default to small distinct sizes (3, 4, ...); set them with --NAME N or --dims.",
         epilog="example: rnncc check specs/gru.cell --dims I=3,H=4 --T 5 --B 2")
-    _common_options(check, T=5, B=2)
+    _common_options(check, T=5, B=2, target="reference")
     check.add_argument("--ragged", action="store_true",
                        help="give the rows different lengths (row 0 runs all T steps)")
     check.set_defaults(func=_check, subparser=check)
     return parser
+
+
+class CompileProgress(logging.Handler):
+    """Shows compilations (rnncc.backends.compile_log) on stderr while they run: on a terminal a
+    line with a spinner and the seconds so far, replaced by the result; elsewhere one line when
+    a compilation starts and one when it ends."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, stream=None):
+        super().__init__(logging.INFO)
+        self.stream = stream or sys.stderr
+        self._stop: threading.Event | None = None
+        self._spinner: threading.Thread | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, "rnncc_compile", None)
+        if event is None:
+            return
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        if event.phase == "start":
+            if not tty:
+                self.stream.write(f"rnncc: {event.describe()}\n")
+                self.stream.flush()
+                return
+            self._stop = threading.Event()
+            self._spinner = threading.Thread(target=self._spin, args=(event.describe(),),
+                                             daemon=True)
+            self._spinner.start()
+            return
+        if self._spinner is not None:
+            self._stop.set()
+            self._spinner.join()
+            self._spinner = None
+        self.stream.write(("\r\033[K" if tty else "") + f"rnncc: {event.describe()}\n")
+        self.stream.flush()
+
+    def _spin(self, text: str) -> None:
+        start = time.perf_counter()
+        frame = 0
+        while not self._stop.wait(0.1):
+            self.stream.write(f"\r{self.FRAMES[frame % 4]} rnncc: {text} "
+                              f"{time.perf_counter() - start:.0f} s")
+            self.stream.flush()
+            frame += 1
 
 
 def main(argv=None) -> int:
@@ -201,6 +279,12 @@ def main(argv=None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("run", "check"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    progress = CompileProgress()
+    logger = logging.getLogger("rnncc.compile")
+    level = logger.level
+    logger.addHandler(progress)
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
     try:
         return args.func(args, extra, args.subparser)
     except SpecError as exc:
@@ -210,6 +294,9 @@ def main(argv=None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"rnncc: error: {message}", file=sys.stderr)
         return 1
+    finally:
+        logger.removeHandler(progress)
+        logger.setLevel(level)
 
 
 if __name__ == "__main__":

@@ -46,3 +46,16 @@ class ArgumentKeyError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class SpecWarning(UserWarning):
+    """A spec that compiles but probably does not say what its author meant (an intermediate
+    nothing reads, a parameter named like a value). Printed like a SpecError; silenced with the
+    usual filters: warnings.simplefilter("ignore", rnncc.SpecWarning)."""
+
+    def __init__(self, msg: str, *, file: str = "<spec>", line: int = 1, col: int = 1,
+                 source_line: str | None = None):
+        self.msg, self.file, self.line, self.col = msg, file, line, col
+        # the same rendering as a SpecError: FILE:LINE:COL: warning: ..., the line, a caret
+        super().__init__(SpecError("warning: " + msg, file=file, line=line, col=col,
+                                   source_line=source_line).args[0])

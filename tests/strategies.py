@@ -100,22 +100,24 @@ class _Generator:
     def vector_dims(self):
         return sorted({d for d in self.values.values() if d is not None})
 
-    def expr(self, dim, anchor: bool, depth: int):
-        """(text, numpy function) of an expression of dimension `dim` (None: a scalar)."""
+    def expr(self, dim, anchor: bool, depth: int, force: str | None = None):
+        """(text, numpy function) of an expression of dimension `dim` (None: a scalar); `force`
+        picks the kind of its top node ("matmul", "reduce", "binary")."""
         draw = self.draw
         kinds = ["leaf"]
         if depth > 0:
             kinds += ["unary", "binary"]
             kinds += ["matmul"] if dim is not None else ["reduce"]
-        kind = draw(st.sampled_from(kinds))
+        kind = force or draw(st.sampled_from(kinds))
         if kind == "leaf":
             return self.leaf(dim, anchor)
         if kind == "unary":
             text, fn = UNARY[draw(st.sampled_from(sorted(UNARY)))]
             a_text, a_fn = self.expr(dim, anchor, depth - 1)
             return text.format(a_text), lambda env, p: fn(a_fn(env, p))
-        if kind == "binary":
-            text, fn = BINARY[draw(st.sampled_from(sorted(BINARY)))]
+        if kind in ("binary", "maxmin"):
+            ops = sorted(BINARY) if kind == "binary" else ["max", "min"]
+            text, fn = BINARY[draw(st.sampled_from(ops))]
             # one operand carries the dimension (and the anchor), the other may be a scalar
             main = self.expr(dim, anchor, depth - 1)
             other_dim = dim if dim is None or draw(st.booleans()) else None
@@ -158,13 +160,19 @@ class _Generator:
 
 
 @st.composite
-def cell_specs(draw, max_depth: int = 3) -> GeneratedSpec:
+def cell_specs(draw, max_depth: int = 3, rich: bool = False) -> GeneratedSpec:
+    """A random valid spec. rich=True: two inputs and at least two states, each dimension
+    of a distinct size (a transposition or a silent broadcast cannot hide behind equal sizes),
+    an intermediate that is a matrix product, one that is a reduction, one that is a max or
+    min, and every state update built on a matrix product."""
     gen = _Generator(draw)
     inputs = {"x": "I"}
-    if draw(st.booleans()):
+    if rich or draw(st.booleans()):
         inputs["y"] = draw(st.sampled_from(["H", "J"]))
     states = {"h": "H"}
-    for name in draw(st.lists(st.sampled_from(["c", "m"]), unique=True, max_size=2)):
+    extra = st.lists(st.sampled_from(["c", "m"]), unique=True, min_size=1 if rich else 0,
+                     max_size=2)
+    for name in draw(extra):
         states[name] = draw(st.sampled_from(["H", "K"]))
     gen.values.update(inputs)
     gen.values.update(states)
@@ -172,16 +180,33 @@ def cell_specs(draw, max_depth: int = 3) -> GeneratedSpec:
     lines = []
     equations = []
     intermediates = []
-    for k in range(draw(st.integers(0, 3))):
-        name = f"a{k}"
-        dim = draw(st.sampled_from([None, *gen.vector_dims()]))
-        text, fn = gen.expr(dim, True, draw(st.integers(0, max_depth)))
+
+    def define(dim, text, fn):
+        name = f"a{len(intermediates)}"
         lines.append(f"{name} = {text}")
         equations.append((name, fn))
         intermediates.append(name)
         gen.values[name] = dim
+
+    if rich:
+        depth = lambda: draw(st.integers(1, max(1, max_depth)))
+        define(None, *gen.expr(None, True, depth(), force="reduce"))
+        dim = draw(st.sampled_from(gen.vector_dims()))
+        define(dim, *gen.expr(dim, True, depth(), force="matmul"))
+        dim = draw(st.sampled_from(gen.vector_dims()))
+        define(dim, *gen.expr(dim, True, depth(), force="maxmin"))
+    for _ in range(draw(st.integers(0, 3))):
+        dim = draw(st.sampled_from([None, *gen.vector_dims()]))
+        define(dim, *gen.expr(dim, True, draw(st.integers(0, max_depth))))
     for s in draw(st.permutations(list(states))):
-        text, fn = gen.expr(states[s], False, draw(st.integers(0, max_depth)))
+        depth = draw(st.integers(1 if rich else 0, max(1, max_depth) if rich else max_depth))
+        text, fn = gen.expr(states[s], False, depth, force="matmul" if rich else None)
+        if rich:  # and a recurrence: a matrix on the previous value of a state
+            r = draw(st.sampled_from(list(states)))
+            name = gen.fresh("U")
+            gen.params[name] = (states[s], states[r])
+            text = f"({text} + {name} @ {r})"
+            fn = (lambda env, p, fn=fn, name=name, r=r: fn(env, p) + env[r] @ p[name].T)
         # tanh keeps states bounded over time, so sequences stay well-conditioned
         lines.append(f"{s}' = tanh({text})")
         equations.append((s + "'", lambda env, p, fn=fn: np.tanh(fn(env, p))))
@@ -198,6 +223,9 @@ def cell_specs(draw, max_depth: int = 3) -> GeneratedSpec:
         header.append(f"output {output}")
     out = output or "h"
     output_key = out + "'" if out in states else out
-    sizes = {d: draw(st.integers(1, 4)) for d in ["I", "J", "H", "K"]}
+    if rich:
+        sizes = dict(zip(["I", "J", "H", "K"], draw(st.permutations([2, 3, 4, 5]))))
+    else:
+        sizes = {d: draw(st.integers(1, 4)) for d in ["I", "J", "H", "K"]}
     return GeneratedSpec("\n".join(header + lines) + "\n", inputs, states, sizes, equations,
                          output_key, gen.values[output_key], dict(gen.params))

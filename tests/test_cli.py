@@ -1,5 +1,6 @@
 """The rnncc command: show, run, exit codes, errors on stderr."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,14 +40,69 @@ def test_show_json_and_dot_and_shipped_name(capsys):
 def test_run_prints_shapes_and_a_checksum_that_matches_the_api(capsys):
     code, out, err = run_cli(capsys, "run", str(SPECS / "lstm.cell"), "--I", "8", "--H", "6",
                              "--T", "5", "--B", "3", "--dtype", "float64")
-    assert code == 0 and err == ""
+    assert code == 0 and "error" not in err
     assert "ys [5, 3, 6]" in out and "final    c [3, 6]" in out
-    # recompute what `run` did through the API and compare its printed checksum
+    # recompute what `run` did through the API (the cpu target, run's default) and compare its
+    # printed checksum
     cell = rnncc.load("lstm")
     p = cell.init_params(seed=0, dtype=np.float64, I=8, H=6)
     x = np.random.default_rng(1).standard_normal((5, 3, 8))
-    ys, _ = cell.forward(p, x)
+    ys, _ = cell.forward(p, x, target="cpu")
     assert f"sum {ys.sum():+.6e}" in out
+
+
+def test_run_compiles_by_default_and_times_the_first_call_apart(capsys, tmp_path, monkeypatch):
+    """`run` defaults to the cpu target; the first call (compiling, or loading from the disk
+    cache) is reported on its own, then the median of --repeat calls; the compilation is shown
+    on stderr while it runs, and ends with the seconds it took."""
+    monkeypatch.setenv("RNNCC_CACHE_DIR", str(tmp_path))   # a cold cache: it must compile
+    spec = tmp_path / "fresh.cell"
+    spec.write_text("cell fresh\ninput x[I]\nstate h[H]\nh' = tanh(W @ x + 0.5 * h)\n")
+    code, out, err = run_cli(capsys, "run", str(spec), "--I", "3", "--H", "4", "--T", "6",
+                             "--repeat", "3")
+    assert code == 0, err
+    assert "target cpu" in out
+    first = [line for line in out.splitlines() if line.startswith("first")]
+    timed = [line for line in out.splitlines() if line.startswith("forward")]
+    assert len(first) == 1 and "the first call" in first[0]
+    assert len(timed) == 1 and "median of 3 calls after the first" in timed[0]
+    lines = err.splitlines()
+    assert "rnncc: compiling fresh: infer, float32, cpu target ..." in lines
+    done = [line for line in lines if line.startswith("rnncc: compiled fresh: infer, float32")]
+    assert len(done) == 1 and done[0].endswith(" s")
+    seconds = float(done[0].rsplit(" ", 2)[-2])
+    # compiling is part of the first call (the log prints tenths of a second)
+    assert 0 < seconds <= float(first[0].split()[1]) + 0.05
+    # the same in a second process: loaded from the disk cache, much sooner
+    again = subprocess.run([sys.executable, "-m", "rnncc", "run", str(spec), "--I", "3",
+                            "--H", "4", "--T", "6"], capture_output=True, text=True,
+                           timeout=300, env={**os.environ, "RNNCC_CACHE_DIR": str(tmp_path)})
+    assert again.returncode == 0, again.stderr
+    assert "rnncc: loaded fresh: infer, float32, cpu target, from the disk cache" in again.stderr
+
+
+def test_compilations_are_logged(caplog, tmp_path, monkeypatch):
+    import logging
+    monkeypatch.setenv("RNNCC_CACHE_DIR", str(tmp_path))
+    cell = rnncc.compile("cell logged\ninput x[I]\nstate h[H]\nh' = tanh(W @ x + h)\n")
+    p = cell.init_params(I=2, H=3, dtype=np.float64)
+    with caplog.at_level(logging.INFO, logger="rnncc.compile"):
+        cell.forward(p, np.zeros((2, 1, 2)), target="cpu")
+        cell.forward(p, np.zeros((3, 2, 2)), target="cpu")   # compiled already: no record
+    events = [r.rnncc_compile for r in caplog.records]
+    assert [(e.cell, e.function, e.dtype, e.target, e.phase) for e in events] == [
+        ("logged", "infer", "float64", "cpu", "start"), ("logged", "infer", "float64", "cpu",
+                                                         "done")]
+    assert events[1].seconds > 0 and not events[1].cached
+    assert caplog.records[1].getMessage().startswith("compiled logged: infer, float64, cpu")
+
+
+def test_commands_print_the_specs_lint_warnings(capsys, tmp_path):
+    spec = tmp_path / "typo.cell"
+    spec.write_text("cell typo\ninput x[I]\nstate h[H]\ng = tanh(W @ x)\nh' = tanh(gg * h + g)\n")
+    code, out, err = run_cli(capsys, "check", str(spec))
+    assert code == 0 and "PASS" in out
+    assert f"{spec}:5:11: warning: 'gg' is not defined" in err and "did you mean 'g'?" in err
 
 
 def test_run_takes_dims_as_a_list(capsys):

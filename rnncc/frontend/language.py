@@ -16,3 +16,15 @@ MAX_EXPR_DEPTH = 200
 # The suffix a primed name `c'` becomes before Python's parser sees it. User names may not contain
 # a double underscore, so it can never collide with a name the user wrote.
 PRIME_SUFFIX = "__prime"
+
+# Parameter initialisers (`param W[H, I] = xavier`): name -> (fewest, most) numeric arguments and
+# what they are. A number alone is a constant fill. rnncc/runtime/initialise.py draws them.
+INITIALISERS = {
+    "zeros": ((0, 0), ""),
+    "ones": ((0, 0), ""),
+    "uniform": ((2, 2), "low, high"),
+    "normal": ((2, 2), "mean, std"),
+    "xavier": ((0, 1), "gain"),        # Glorot & Bengio 2010, uniform; matrices only
+    "orthogonal": ((0, 1), "gain"),    # Saxe et al. 2014; matrices only
+}
+MATRIX_INITIALISERS = ("xavier", "orthogonal")

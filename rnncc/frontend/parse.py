@@ -8,6 +8,7 @@ import re
 import unicodedata
 
 from .expr import parse_expr
+from .initialisers import parse_initialiser
 from .language import FUNCTIONS, KEYWORDS
 from .source import Source
 from .spec import Decl, Equation, Pos, Spec
@@ -127,7 +128,7 @@ def _tokens(source: Source, lineno: int, text: str, col0: int):
             yield "name", ident, col
         elif number:
             yield "int", number, col
-        elif sym in "[],":
+        elif sym in "[],=":
             yield sym, sym, col
         else:
             raise source.error(f"unexpected '{sym}' in a declaration", lineno, col)
@@ -135,15 +136,30 @@ def _tokens(source: Source, lineno: int, text: str, col0: int):
     yield "end", "", col0 + len(text.rstrip())
 
 
+def _initialiser_end(text: str, start: int) -> int:
+    """Where the initialiser that starts at text[start] ends: the next ',' outside parentheses,
+    or the end of the line."""
+    depth = 0
+    for i in range(start, len(text)):
+        if text[i] == "(":
+            depth += 1
+        elif text[i] == ")":
+            depth -= 1
+        elif text[i] == "," and depth <= 0:
+            return i
+    return len(text)
+
+
 def _declarations(source: Source, keyword: str, lineno: int, text: str, col0: int) -> list[Decl]:
-    """`x[I], y[2]` -> Decls. Inputs and states are vectors; parameters vectors or matrices."""
+    """`x[I], y[2]` -> Decls. Inputs and states are vectors; parameters vectors or matrices,
+    each optionally with an initialiser: `param b[H] = 1, W[H, I] = xavier`."""
     what = {"input": "an input", "state": "a state", "param": "a parameter"}[keyword]
     toks = _tokens(source, lineno, text, col0)
     tok = next(toks)
     decls = []
 
     def expect(kind: str, what: str):
-        nonlocal tok
+        nonlocal tok, toks
         if tok[0] != kind:
             found = "the end of the line" if tok[0] == "end" else f"'{tok[1]}'"
             raise source.error(f"expected {what}, found {found}", lineno, tok[2])
@@ -183,7 +199,18 @@ def _declarations(source: Source, keyword: str, lineno: int, text: str, col0: in
         if keyword == "param" and len(dims) > 2:
             raise source.error("a parameter is a vector or a matrix: give it one or two "
                                "dimensions", lineno, col)
-        decls.append(Decl(name, keyword, tuple(dims), pos, tuple(dim_pos)))
+        init = None
+        if tok[0] == "=":
+            if keyword != "param":
+                raise source.error(f"only parameters take an initialiser; {name} is {what}",
+                                   lineno, tok[2])
+            start = tok[2] - col0 + 1              # just after '='
+            end = _initialiser_end(text, start)
+            init = parse_initialiser(source, lineno, col0 + start, text[start:end], name,
+                                     tuple(dims))
+            toks = _tokens(source, lineno, text[end:], col0 + end)
+            tok = next(toks)
+        decls.append(Decl(name, keyword, tuple(dims), pos, tuple(dim_pos), init))
         if tok[0] == "end":
             return decls
         expect(",", "',' between declarations")

@@ -14,20 +14,20 @@ from .language import FUNCTIONS, KEYWORDS
 from .spec import Binary, Call, Expr, Name, Neg, Power, Spec
 
 
-def _names(expr: Expr):
+def names_in(expr: Expr):
     """Every Name in `expr`, left to right."""
     if isinstance(expr, Name):
         yield expr
     elif isinstance(expr, Neg):
-        yield from _names(expr.operand)
+        yield from names_in(expr.operand)
     elif isinstance(expr, Power):
-        yield from _names(expr.base)
+        yield from names_in(expr.base)
     elif isinstance(expr, Binary):
-        yield from _names(expr.left)
-        yield from _names(expr.right)
+        yield from names_in(expr.left)
+        yield from names_in(expr.right)
     elif isinstance(expr, Call):
         for arg in expr.args:
-            yield from _names(arg)
+            yield from names_in(arg)
 
 
 def resolve(spec: Spec) -> Spec:
@@ -79,7 +79,7 @@ def resolve(spec: Spec) -> Spec:
     available_new: set[str] = set()   # states whose new value is defined so far
     inferred: dict = {}
     for eq in spec.equations:
-        for name in _names(eq.expr):
+        for name in names_in(eq.expr):
             n = name.name
             if name.primed:
                 if n in spec.states:

@@ -70,6 +70,21 @@ class Decl:
     dims: tuple  # of Dim
     pos: Pos
     dim_pos: tuple = ()  # Pos of each dim, for errors about a dimension
+    init: "Initialiser | None" = None  # a parameter's `= ...`; None: PyTorch's rule
+
+
+@dataclass(frozen=True)
+class Initialiser:
+    """How a parameter's values are first drawn (`param b[H] = 1`): `kind` is "constant" (args:
+    the value) or an initialiser's name (language.INITIALISERS) with its numeric arguments."""
+    kind: str
+    args: tuple
+    pos: Pos
+
+    def __str__(self) -> str:
+        if self.kind == "constant":
+            return f"{self.args[0]:g}"
+        return f"{self.kind}({', '.join(f'{a:g}' for a in self.args)})"
 
 
 @dataclass(frozen=True)

@@ -26,44 +26,82 @@ def float_dtype(dtype) -> np.dtype:
     return dt
 
 
+def check_float(what: str, array):
+    """A sequence's array must be float32 or float64 (it sets the run's dtype): float16 and
+    integers are refused, not converted."""
+    if array.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{what} has dtype {array.dtype}; rnncc runs in float32 or float64 "
+                         f"(convert it with .astype(np.float32))")
+    return array
+
+
 def _fmt(shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 class Sizes:
-    """Dimension name -> size, remembering which array fixed each size (for error messages)."""
+    """Dimension name -> size, remembering which array fixed each size (for error messages).
 
-    def __init__(self, known: dict | None = None):
+    `likely` holds the size most of the call's arrays give each dimension: an error about an
+    array whose dimension nothing else has fixed yet still shows a number for it (a transposed
+    matrix is named as one instead of being taken as the truth for its first dimension)."""
+
+    def __init__(self, known: dict | None = None, likely: dict | None = None):
         self.size: dict[str, int] = {}
         self.source: dict[str, str] = {}
+        self.likely = dict(likely or {})
         for name, value in (known or {}).items():
             self.size[name], self.source[name] = value, "the arguments"
 
+    def _resolved(self, d):
+        return self.size.get(d, self.likely.get(d, d)) if isinstance(d, str) else d
+
     def expected(self, symbolic: tuple, lead: tuple = ()) -> str:
         names = [label for label, _ in lead] + [str(d) for d in symbolic]
-        sizes = [str(size) for _, size in lead] + [
-            str(self.size.get(d, d)) if isinstance(d, str) else str(d) for d in symbolic]
+        sizes = [str(size) for _, size in lead] + [str(self._resolved(d)) for d in symbolic]
         return "[" + ", ".join(names) + "] = " + _fmt(sizes)
 
     def bind(self, what: str, array: np.ndarray, symbolic: tuple, lead: tuple = ()) -> None:
         """Check `array`'s shape: leading axes `lead` ((label, size) pairs, such as ("B", 4))
-        and then `symbolic` (names and ints), binding the names not bound yet."""
+        and then `symbolic` (names and ints), binding the names not bound yet (only once the
+        whole shape fits)."""
         expected = tuple(size for _, size in lead) + tuple(symbolic)
+
+        def mismatch(detail: str = ""):
+            resolved = tuple(self._resolved(d) for d in expected)
+            if len(symbolic) == 2 and not lead and tuple(array.shape[::-1]) == resolved:
+                detail += "; it looks transposed"
+            return ValueError(f"{what} has shape {_fmt(array.shape)} but the expected shape is "
+                              f"{self.expected(symbolic, lead)}{detail}")
+
         if array.ndim != len(expected):
-            raise ValueError(f"{what} has shape {_fmt(array.shape)} but the expected shape is "
-                             f"{self.expected(symbolic, lead)}")
+            raise mismatch()
+        new = {}
         for got, want in zip(array.shape, expected):
             if isinstance(want, int):
                 if got != want:
-                    raise ValueError(f"{what} has shape {_fmt(array.shape)} but the expected "
-                                     f"shape is {self.expected(symbolic, lead)}")
+                    raise mismatch()
             elif want in self.size:
                 if got != self.size[want]:
-                    raise ValueError(f"{what} has shape {_fmt(array.shape)} but the expected "
-                                     f"shape is {self.expected(symbolic, lead)} ({want} = "
-                                     f"{self.size[want]} from {self.source[want]})")
-            else:
-                self.size[want], self.source[want] = got, what
+                    raise mismatch(f" ({want} = {self.size[want]} from {self.source[want]})")
+            elif new.setdefault(want, got) != got:
+                raise mismatch()
+        for name, got in new.items():
+            self.size[name], self.source[name] = got, what
+
+
+def likely_sizes(pairs) -> dict:
+    """Dimension -> the size most of the (shape, symbolic shape) pairs give it (shapes of the
+    wrong rank say nothing)."""
+    votes: dict[str, dict[int, int]] = {}
+    for shape, symbolic in pairs:
+        if shape is None or len(shape) != len(symbolic):
+            continue
+        for got, want in zip(shape, symbolic):
+            if isinstance(want, str):
+                counts = votes.setdefault(want, {})
+                counts[got] = counts.get(got, 0) + 1
+    return {d: max(counts, key=counts.get) for d, counts in votes.items()}
 
 
 @dataclass
@@ -115,13 +153,13 @@ def _in_dtype(what: str, array, dtype):
 
 
 def _check_names(what: str, given: Mapping, expected: list[str], shapes: dict) -> None:
-    for name in expected:
-        if name not in given:
-            raise ArgumentKeyError(f"missing {what} {name!r} (shape {shapes[name]})")
-    for name in given:
-        if name not in expected:
-            raise ArgumentKeyError(f"unknown {what} {name!r}; this cell's {what}s are: "
-                                   f"{', '.join(expected)}")
+    """Every expected name given and no other; one error names every problem."""
+    problems = [f"unknown {what} {name!r}" for name in given if name not in expected]
+    problems += [f"missing {what} {name!r} (shape {shapes[name]})"
+                 for name in expected if name not in given]
+    if problems:
+        raise ArgumentKeyError(f"{'; '.join(problems)}; this cell's {what}s are: "
+                               f"{', '.join(expected) or 'none'}")
 
 
 def check_forward(cell, p, x, state, lengths, device_ok: bool = False) -> Call:
@@ -140,10 +178,7 @@ def check_forward(cell, p, x, state, lengths, device_ok: bool = False) -> Call:
     dtype = None
     for name in cell.inputs:
         what = f"x[{name!r}]" if len(cell.inputs) > 1 else "x"
-        array = _as_array(what, raw_x[name], device_ok)
-        if array.dtype not in FLOAT_DTYPES:
-            raise ValueError(f"{what} has dtype {array.dtype}; rnncc runs in float32 or float64 "
-                             f"(convert it with .astype(np.float32))")
+        array = check_float(what, _as_array(what, raw_x[name], device_ok))
         if dtype is None:
             dtype = array.dtype
         elif array.dtype != dtype:
@@ -165,6 +200,13 @@ def check_forward(cell, p, x, state, lengths, device_ok: bool = False) -> Call:
         raise ValueError("p must be a dict: parameter name -> array (see cell.init_params)")
     _check_names("parameter", p, cell.params,
                  {n: "[" + ", ".join(map(str, sym[n])) + "]" for n in cell.params})
+    shape = lambda a, lead: (None if getattr(a, "shape", None) is None
+                             else tuple(a.shape)[lead:])
+    sizes.likely = likely_sizes(
+        [(shape(xs[n], 2), sym[n]) for n in cell.inputs]
+        + [(shape(p[n], 0), sym[n]) for n in cell.params]
+        + [(shape(v, 1), sym[n]) for n, v in (state.items() if isinstance(state, Mapping)
+                                              else ()) if n in sym])
     params = {}
     for name in cell.params:
         array = _as_array(f"parameter {name!r}", p[name], device_ok)

@@ -2,26 +2,39 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from functools import cached_property, lru_cache
+from importlib import resources
 
 from .. import backends
 from ..autodiff import differentiate
 from ..frontend import Spec, decode, parse_spec, read_source
+from ..frontend.lint import lint
 from ..frontend.source import Source
 from ..graph import FORMATS, Graph, build, verify
 from ..passes import PASS_NAMES, optimize
 from ..plan import Plan, make_plan, with_saved
+from . import initialise
 from .arguments import check_backward, check_forward, float_dtype
 
 # What `show` can print: the graphs as built, after any pass, scheduled, and the plan.
 STAGES = ("forward", "backward", *PASS_NAMES, *(f"backward:{p}" for p in PASS_NAMES), "plan",
           "cpu", "cuda")
 
-SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
+
+
+def _shipped_dir():
+    """Where the shipped .cell files are: the package rnncc.specs, which the build maps onto the
+    repository's specs/ folder (pyproject.toml), so wheels, plain and editable installs all have
+    them; a checkout that is on sys.path without being installed reads specs/ directly."""
+    try:
+        return resources.files("rnncc.specs")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / "specs"
 
 
 class Cell:
@@ -39,6 +52,7 @@ class Cell:
         self.output = graph.output_name
         self.params = list(graph.params)
         self.dims = list(graph.dims)
+        self.warnings: list = []   # the spec's lint warnings (SpecWarning), also warned
         self.symbolic_shapes = {
             name: graph.node(nid).shape
             for kind in (graph.inputs, graph.states, graph.params) for name, nid in kind.items()
@@ -115,12 +129,24 @@ class Cell:
     def shape_of_dims(symbolic: tuple, sizes: dict) -> tuple:
         return tuple(d if isinstance(d, int) else sizes[d] for d in symbolic)
 
-    def init_params(self, seed: int = 0, dtype=np.float32, **sizes) -> dict:
-        """Fresh parameters, PyTorch's convention: every entry uniform in (-k, k),
-        k = 1/sqrt(size of the first state) (the hidden size H of the shipped cells).
+    @property
+    def initialisers(self) -> dict:
+        """Parameter name -> the initialiser its spec line gives (`param b[H] = 1`); parameters
+        without one are absent (they follow PyTorch's rule, see init_params)."""
+        return {name: decl.init for name, decl in self.spec.params.items()
+                if decl.init is not None}
+
+    def init_params(self, seed: int = 0, dtype=np.float32, *, initialisers: bool = True,
+                    **sizes) -> dict:
+        """Fresh parameters: each parameter's initialiser from the spec (`param b_f[H] = 1`,
+        `= uniform(a, b)`, `= normal(mean, std)`, `= xavier`, `= orthogonal`, `= zeros`,
+        `= ones`); a parameter without one follows PyTorch's rule for nn.LSTM: uniform in
+        (-k, k), k = 1/sqrt(size of the first state) (the hidden size H of the shipped cells).
 
         Values are drawn in float64 from numpy's default_rng(seed), in the order of cell.params,
         then cast: the same seed gives the same parameters in float32 and float64 up to rounding.
+        initialisers=False ignores the spec's initialisers (every parameter by PyTorch's rule:
+        random values everywhere, as tests want).
         """
         dtype = float_dtype(dtype)
         missing = [d for d in self.dims if d not in sizes]
@@ -139,7 +165,9 @@ class Cell:
         first_state = self.symbolic_shapes[self.states[0]][0]
         k = 1.0 / math.sqrt(sizes[first_state] if isinstance(first_state, str) else first_state)
         rng = np.random.default_rng(seed)
-        return {name: rng.uniform(-k, k, size=self.shape(name, **sizes)).astype(dtype)
+        inits = self.initialisers if initialisers else {}
+        return {name: initialise.draw(inits.get(name), self.shape(name, **sizes), rng,
+                                      k).astype(dtype)
                 for name in self.params}
 
     def forward(self, p, x, state=None, target: str = "reference", lengths=None):
@@ -170,7 +198,12 @@ class Cell:
 
 def _cell_from_source(source: Source) -> Cell:
     spec = parse_spec(source)
-    return Cell(spec, verify(build(spec)))
+    cell = Cell(spec, verify(build(spec)))
+    cell.warnings = lint(spec)
+    for warning in cell.warnings:
+        # stacklevel 4: the caller of rnncc.compile / rnncc.load
+        warnings.warn(warning, stacklevel=4)
+    return cell
 
 
 def compile(spec) -> Cell:  # noqa: A001  (the public name the API promises)
@@ -188,20 +221,20 @@ def compile(spec) -> Cell:  # noqa: A001  (the public name the API promises)
 
 
 def shipped() -> list[str]:
-    """Names of the specs shipped in specs/."""
-    return sorted(p.stem for p in SPECS_DIR.glob("*.cell"))
+    """Names of the specs shipped with rnncc (the repository's specs/ folder)."""
+    return sorted(p.name[:-5] for p in _shipped_dir().iterdir() if p.name.endswith(".cell"))
 
 
 def load(name: str) -> Cell:
     """A shipped spec by name: rnncc.load("lstm"). A process builds each shipped cell once and
     hands out the same Cell (and so the same compiled code) to every later load."""
     stem = name[:-5] if name.endswith(".cell") else name
-    path = SPECS_DIR / f"{stem}.cell"
-    if "/" in stem or "\\" in stem or not path.is_file():
+    if stem not in shipped():
         raise ValueError(f"no shipped spec named {name!r}; shipped: {', '.join(shipped())}")
     return _load_shipped(stem)
 
 
 @lru_cache(maxsize=None)
 def _load_shipped(stem: str) -> Cell:
-    return _cell_from_source(read_source(SPECS_DIR / f"{stem}.cell"))
+    path = _shipped_dir().joinpath(f"{stem}.cell")
+    return _cell_from_source(decode(path.read_bytes(), str(path)))

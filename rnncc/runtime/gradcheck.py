@@ -47,8 +47,10 @@ def default_sizes(cell) -> dict:
 def random_problem(cell, sizes=None, T=5, B=2, seed=0, ragged=False) -> Problem:
     sizes = dict(default_sizes(cell) if sizes is None else sizes)
     rng = np.random.default_rng(seed)
-    p = cell.init_params(seed=seed, dtype=np.float64, **sizes)
-    # twice PyTorch's init range: gates saturate more, which exercises the derivative rules
+    # random values for every parameter (not the spec's initialisers: gains of exactly 1 would
+    # hide a transposed or misrouted gradient), twice PyTorch's init range: gates saturate
+    # more, which exercises the derivative rules
+    p = cell.init_params(seed=seed, dtype=np.float64, initialisers=False, **sizes)
     p = {k: 2 * v for k, v in p.items()}
     xs = {n: rng.standard_normal((T, B, *cell.shape(n, **sizes))) for n in cell.inputs}
     state = {n: 0.5 * rng.standard_normal((B, *cell.shape(n, **sizes))) for n in cell.states}

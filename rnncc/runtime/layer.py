@@ -33,7 +33,7 @@ import numpy as np
 from .. import backends
 from . import schedule
 from ..backends.cuda.device import is_device_array
-from .arguments import _as_array, _fmt, check_lengths, float_dtype
+from .arguments import _as_array, _fmt, check_float, check_lengths, float_dtype
 from .sublayer import SubLayer, reverse_within_lengths
 
 DROPOUT_STREAM = 0x64726F70  # the dropout masks' random stream, apart from the parameters'
@@ -142,23 +142,42 @@ class RNN:
         self.wavefront = target == "cpu"
 
     def _sizes(self, input_size, hidden_size, sizes: dict) -> dict:
+        """The first layer's dimension sizes, from the layer's own arguments (errors name them,
+        not init_params')."""
         cell = self.cell
         x_dim = cell.symbolic_shapes[cell.inputs[0]][0]
         h_dim = cell.symbolic_shapes[cell.states[0]][0]
         sizes = dict(sizes)
+        for what, size in (("input_size", input_size), ("hidden_size", hidden_size),
+                           *sizes.items()):
+            if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
+                raise ValueError(f"{what} must be a positive integer, got {size!r}")
+        if x_dim == h_dim and isinstance(x_dim, str) and input_size != hidden_size:
+            raise ValueError(f"cell {cell.name!r} ties its input size to its hidden size (input "
+                             f"{cell.inputs[0]!r} and state {cell.states[0]!r} are both "
+                             f"[{x_dim}]): input_size ({input_size}) and hidden_size "
+                             f"({hidden_size}) must be equal")
+        given = dict(sizes)
         for what, dim, size in (("input_size", x_dim, input_size),
                                 ("hidden_size", h_dim, hidden_size)):
             if isinstance(dim, int):
                 if size != dim:
                     raise ValueError(f"{what} is {size}, but cell {cell.name!r} fixes it to {dim}")
-            elif dim in sizes:
+            elif dim in given:
                 raise ValueError(f"dimension {dim} is the {what}; pass it once, as {what}")
             else:
                 sizes[dim] = size
-        missing = [d for d in cell.dims if d not in sizes]
+        others = [d for d in cell.dims if d not in (x_dim, h_dim)]
+        missing = [d for d in others if d not in sizes]
         unknown = [d for d in sizes if d not in cell.dims]
-        if missing or unknown:  # init_params words the error
-            cell.init_params(**sizes)
+        if missing or unknown:
+            problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
+                [f"unknown {', '.join(unknown)}"] if unknown else [])
+            usage = ", ".join(["input_size", "hidden_size", *(f"{d}=..." for d in others)])
+            raise ValueError(f"rnncc.RNN({cell.name!r}, {usage}): besides input_size "
+                             f"({x_dim}) and hidden_size ({h_dim}), the layer takes one keyword "
+                             f"per other dimension of the cell ({', '.join(others) or 'none'}): "
+                             f"{'; '.join(problems)}")
         return {d: sizes[d] for d in cell.dims}
 
     def _deeper_sizes(self, first: dict) -> dict:
@@ -210,7 +229,7 @@ class RNN:
                              f"every target (target='cuda' moves each layer's data itself): "
                              f"copy it to the host, or run a cell on GPU arrays with "
                              f"cell.forward(..., target='cuda')")
-        array = _as_array(what, array)
+        array = check_float(what, _as_array(what, array))
         if array.ndim != 3 or (width is not None and array.shape[2] != width):
             layout = "[B, T, " if self.batch_first else "[T, B, "
             raise ValueError(f"{what} has shape {_fmt(array.shape)} but the expected shape is "
@@ -292,7 +311,13 @@ class RNN:
         else:
             y, finals = self._forward_layers(xt, states, lengths, training, masks)
         self.dropout_masks = masks
-        self._last = (T, B, lengths, masks) if training else None
+        if training:
+            # One tape: a training call replaces the last one's. A tape that backward() never
+            # used is remembered as superseded, so that backward() can refuse to guess which
+            # call `dy` belongs to (an eval call keeps nothing and leaves the tape alone).
+            superseded = self._last is not None and not self._last["used"]
+            self._last = {"T": T, "B": B, "lengths": lengths, "masks": masks, "used": False,
+                          "calls": self._last["calls"] + 1 if superseded else 1}
         final = {name: np.stack([finals[u][name] for u in range(L * D)])
                  for name in self.cell.states}
         return self._batch_major(y), final
@@ -359,12 +384,23 @@ class RNN:
         [num_layers * D, B, dim] (missing states: zero). Fills self.grads (overwriting them)
         and self.dstate (state name -> gradient of the initial state, same layout: the dfinal
         of the previous chunk in truncated BPTT), and returns dx, like x."""
-        if self._last is None:
+        tape = self._last
+        if tape is None:
             raise RuntimeError("backward() needs a forward call in training mode first: "
                                "y, final = layer(x)" + ("" if self.training else
                                                         " (the layer is in eval mode: "
                                                         "layer.train())"))
-        T, B, lengths, masks = self._last
+        if tape["used"]:
+            raise RuntimeError("backward() already ran through the last training call, and a "
+                               "call's tape serves one backward(): run the forward call again")
+        if tape["calls"] > 1:
+            self._last = None   # refused once, it is dropped: the next training call starts anew
+            raise RuntimeError(f"{tape['calls']} training calls ran since the last backward(), "
+                               f"and the layer keeps the tape of the last one only: backward() "
+                               f"cannot tell which call dy belongs to, so the tape is dropped. "
+                               f"Call backward() after each training call, and run calls you "
+                               f"do not train on with train=False (or in layer.eval() mode)")
+        T, B, lengths, masks = tape["T"], tape["B"], tape["lengths"], tape["masks"]
         L, D = self.num_layers, self.num_directions
         width = D * self.output_size
         dyt = self._time_major("dy", dy, width)
@@ -380,6 +416,7 @@ class RNN:
             dx, dstates = self._backward_layers(dyt, dfinals, lengths, masks)
         self.dstate = {name: np.stack([dstates[u][name] for u in range(L * D)])
                        for name in self.cell.states}
+        tape["used"] = True
         return self._batch_major(dx)
 
     def _backward_layers(self, dyt, dfinals, lengths, masks):

@@ -80,7 +80,8 @@ class SubLayer:
             return self.finish(run)
         call = check_forward(self.cell, self.params, x, state, lengths)
         result = (self.backend.train if keep else self.backend.forward)(self.cell, call)
-        self._last = (call, result[2]) if keep else None
+        if keep:   # an inference call leaves the last training call's tape alone
+            self._last = (call, result[2])
         return result[0], result[1]
 
     def start(self, x, state, lengths, keep: bool):
@@ -94,12 +95,10 @@ class SubLayer:
         """(ys, final) of a pieced run; with keep, remembers what backward needs (the input the
         run read, filled in place, is the input of the tape)."""
         result = run.results()
-        if run.keep:
+        if run.keep:   # an inference call leaves the last training call's tape alone
             name = self.cell.inputs[0]
             call = replace(run.call, xs={**run.call.xs, name: run.input_array()})
             self._last = (call, result[2])
-        else:
-            self._last = None
         return result[0], result[1]
 
     def backward(self, dy, dfinal, threads: int = 0):

@@ -16,10 +16,14 @@ import pytest
 import rnncc
 from rnncc.runtime.gradcheck import random_problem
 
+from ..close import TOLERANCE, assert_close
 
-def compare(cell, prob, dtype, rtol, err_msg="", target="cpu"):
+
+def compare(cell, prob, dtype, rtol=None, err_msg="", target="cpu"):
     """`target` in `dtype` against the reference interpreter in float64 on the same values (every
-    argument rounded to `dtype` first), forward and backward."""
+    argument rounded to `dtype` first), forward and backward, entry by entry (tests/close.py;
+    rtol defaults to the dtype's tolerance there)."""
+    rtol = TOLERANCE[np.dtype(dtype)] if rtol is None else rtol
     def rounded(tree):
         return None if tree is None else {k: v.astype(dtype).astype(np.float64)
                                           for k, v in tree.items()}
@@ -40,9 +44,7 @@ def compare(cell, prob, dtype, rtol, err_msg="", target="cpu"):
     assert ys.dtype == np.dtype(dtype)
 
     def close(a, b, what):
-        scale = max(float(np.abs(b).max(initial=0)), 1.0)
-        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale,
-                                   err_msg=f"{what} {err_msg}")
+        assert_close(a, b, rtol, f"{what} {err_msg}")
 
     close(ys, ys_r, "ys")
     for s in cell.states:
@@ -64,14 +66,14 @@ def compare(cell, prob, dtype, rtol, err_msg="", target="cpu"):
 def test_float64_equals_reference(shipped_cells, name):
     cell = shipped_cells[name]
     for ragged in (False, True):
-        compare(cell, random_problem(cell, T=5, B=3, seed=3, ragged=ragged), np.float64, 1e-10)
+        compare(cell, random_problem(cell, T=5, B=3, seed=3, ragged=ragged), np.float64)
 
 
 @pytest.mark.parametrize("name", rnncc.shipped())
 def test_float32_equals_reference(shipped_cells, name):
     cell = shipped_cells[name]
     for ragged in (False, True):
-        compare(cell, random_problem(cell, T=5, B=3, seed=4, ragged=ragged), np.float32, 1e-4)
+        compare(cell, random_problem(cell, T=5, B=3, seed=4, ragged=ragged), np.float32)
 
 
 # Specs on which hypothesis found code generation bugs (float64: the bugs were not dtype's).
@@ -102,7 +104,7 @@ def test_specs_that_once_broke_code_generation(name):
         warnings.simplefilter("error", numba.NumbaPerformanceWarning)
         for ragged in (False, True):
             compare(cell, random_problem(cell, sizes, T=4, B=3, seed=5, ragged=ragged),
-                    np.float64, 1e-10, err_msg=name)
+                    np.float64, err_msg=name)
 
 
 def test_kernels_on_several_threads_equal_the_reference(shipped_cells, monkeypatch):
@@ -112,7 +114,7 @@ def test_kernels_on_several_threads_equal_the_reference(shipped_cells, monkeypat
     assert runtime.kernel_threads(2, {"H": 3}, 2) == 2
     for name in ("lstm", "gru"):
         cell = shipped_cells[name]
-        compare(cell, random_problem(cell, T=5, B=7, seed=9, ragged=True), np.float32, 1e-4)
+        compare(cell, random_problem(cell, T=5, B=7, seed=9, ragged=True), np.float32)
 
 
 def compare_in_pieces(cell, prob, forward_pieces, backward_pieces, err_msg=""):
@@ -129,8 +131,7 @@ def compare_in_pieces(cell, prob, forward_pieces, backward_pieces, err_msg=""):
         run.advance(t0, t1)
     ys, final, tape = run.results()
     ys_r, final_r = cell.forward(prob.p, x, state=prob.state, lengths=prob.lengths)
-    close = lambda a, b, what: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11,
-                                                          err_msg=f"{what} {err_msg}")
+    close = lambda a, b, what: assert_close(a, b, 1e-9, f"{what} {err_msg}")
     close(ys, ys_r, "ys")
     for s in cell.states:
         close(final[s], final_r[s], f"final {s}")

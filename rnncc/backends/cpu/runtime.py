@@ -21,6 +21,7 @@ import numpy as np
 from ...graph.ops import REGISTRY
 from ...graph.ops.base import EvalContext, dim_size
 from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
+from ..compile_log import compiling
 from . import fastmath
 from .codegen import generate, ident
 
@@ -201,12 +202,25 @@ class Compiled:
         """Call the generated function on `args` (its array arguments, in order). threads:
         Numba threads for the kernels (default: kernel_threads' choice)."""
         fn = getattr(self.module, direction)
+        all_args = (T, B, lengths, *(sizes[d] for d in self.cell.dims), *args)
+        self._compile(direction, fn, all_args)
         previous = numba.get_num_threads()
         numba.set_num_threads(threads or kernel_threads(B, sizes, previous))
         try:
-            fn(T, B, lengths, *(sizes[d] for d in self.cell.dims), *args)
+            fn(*all_args)
         finally:
             numba.set_num_threads(previous)
+
+    def _compile(self, direction: str, fn, args) -> None:
+        """Compile `fn` for these arguments' types unless it has been (Numba would do it inside
+        the call, silently): the wait is logged (compile_log), and the call's time is its own."""
+        types = tuple(fn.typeof_pyval(a) for a in args)
+        if types in fn.overloads:
+            return
+        hits = sum(fn.stats.cache_hits.values())
+        with compiling(self.cell.name, direction, self.dtype, "cpu",
+                       cached=lambda: sum(fn.stats.cache_hits.values()) > hits):
+            fn.compile(types)
 
     def _time_axes(self, direction: str) -> list[str | None]:
         """Per argument of the function, how it is indexed by time: "steps" (a leading T axis:

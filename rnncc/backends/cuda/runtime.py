@@ -17,6 +17,7 @@ import numpy as np
 
 from ...graph.ops.base import dim_size
 from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
+from ..compile_log import compiling
 from ..cpu.codegen import ident
 from ..cpu.runtime import buffer_shape, load, masked_leaves, whole
 from . import device, transfer
@@ -37,6 +38,7 @@ class Compiled:
         self.module = load(self.source)
         self.threads = launch_shape(self.simulator)["threads"]
         self._blocks: dict = {}
+        self._kernels: dict = {}   # (direction, argument types) -> specialized kernel
         self._kept: dict = {}    # direction -> (shapes, the arrays only the kernel uses)
         self._handed = {d: self._handed_out(d) for d in self.signatures}
         # one call at a time: the simulator's switch interval (_launch) is process-wide, and the
@@ -154,7 +156,7 @@ class Compiled:
     def _launch(self, direction: str, arrays: dict, call, lengths) -> None:
         args = [call.T, call.B, lengths[0], *(call.sizes[d] for d in self.cell.dims),
                 *(arrays[arg] for arg, _, _ in self.signatures[direction])]
-        kernel = getattr(self.module, direction).specialize(*args)
+        kernel = self._kernel(direction, args)
         if not self.simulator:
             kernel[self._grid(kernel), self.threads](*args)
             return
@@ -167,6 +169,18 @@ class Compiled:
             kernel[self._grid(kernel), self.threads](*args)
         finally:
             sys.setswitchinterval(interval)
+
+    def _kernel(self, direction: str, args):
+        """The kernel specialized to these arguments' types; the first specialization compiles
+        (logged: compile_log). The simulator compiles nothing."""
+        dispatcher = getattr(self.module, direction)
+        if self.simulator:
+            return dispatcher.specialize(*args)
+        key = (direction, tuple(dispatcher.typeof_pyval(a) for a in args))
+        if key not in self._kernels:
+            with compiling(self.cell.name, direction, self.dtype, "cuda"):
+                self._kernels[key] = dispatcher.specialize(*args)
+        return self._kernels[key]
 
     def _grid(self, kernel) -> int:
         """Blocks of a cooperative launch: all must be resident at once (grid.sync). Two per

@@ -1,0 +1,54 @@
+"""Compiling a cell's generated functions takes seconds to a minute; say so while it happens.
+
+Each backend wraps the first compilation of a function (for one dtype and one set of argument
+types) in `compiling(...)`, which logs through the standard `logging` module, logger
+"rnncc.compile":
+
+    INFO  compiling lnlstm: forward, float32, cpu target ...
+    INFO  compiled lnlstm: forward, float32, cpu target, in 41.2 s
+
+(or "loaded ... from the disk cache" where Numba found the machine code of an earlier process).
+Records carry `rnncc_compile` = a CompileEvent, for handlers that want the fields (the CLI's
+progress line does). Nothing is printed unless the application configures logging, as with any
+library: `logging.basicConfig(level=logging.INFO)` shows them.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+log = logging.getLogger("rnncc.compile")
+
+
+@dataclass
+class CompileEvent:
+    cell: str
+    function: str        # "forward", "backward", "infer"
+    dtype: str
+    target: str
+    phase: str           # "start" or "done"
+    seconds: float = 0.0
+    cached: bool = False  # done: loaded from the disk cache rather than compiled
+
+    def describe(self) -> str:
+        what = f"{self.cell}: {self.function}, {self.dtype}, {self.target} target"
+        if self.phase == "start":
+            return f"compiling {what} ..."
+        if self.cached:
+            return f"loaded {what}, from the disk cache in {self.seconds:.2f} s"
+        return f"compiled {what}, in {self.seconds:.1f} s"
+
+
+@contextmanager
+def compiling(cell: str, function: str, dtype, target: str, cached=lambda: False):
+    """Log the start and the end of a compilation; `cached()` (asked at the end) says whether
+    the code came from the disk cache."""
+    event = CompileEvent(cell, function, str(dtype), target, "start")
+    log.info(event.describe(), extra={"rnncc_compile": event})
+    start = time.perf_counter()
+    yield
+    done = CompileEvent(cell, function, str(dtype), target, "done",
+                        time.perf_counter() - start, bool(cached()))
+    log.info(done.describe(), extra={"rnncc_compile": done})
