@@ -230,3 +230,46 @@ def test_a_dimension_only_a_state_has_needs_the_state(rng):
     state = {"h": np.zeros((2, 3), np.float32), "m": np.ones((2, 4), np.float32)}
     _, final = cell.forward(p, x, state=state)
     np.testing.assert_allclose(final["m"], 0.125)
+
+
+def test_unknown_and_missing_states_are_named_together(shipped_cells):
+    cell = shipped_cells["lstm"]
+    p = cell.init_params(I=3, H=4)
+    x = np.zeros((2, 1, 3), np.float32)
+    with pytest.raises(KeyError) as err:
+        cell.forward(p, x, state={"h": np.zeros((1, 4)), "q": np.zeros((1, 4))})
+    assert str(err.value) == ("unknown state 'q'; missing state 'c' (shape [B, H]); this cell's "
+                              "states are: h, c")
+
+
+def test_a_transposed_parameter_is_named_with_its_expected_shape(shipped_cells):
+    cell = shipped_cells["lstm"]
+    p = cell.init_params(I=16, H=32)
+    x = np.zeros((2, 1, 16), np.float32)
+    for name, want in (("W_f", "[H, I] = (32, 16) (H = 32 from parameter 'W_i'); it looks "
+                               "transposed"),
+                       ("U_o", "[H, H] = (32, 32) (H = 32 from parameter 'W_i')")):
+        bad = dict(p)
+        bad[name] = p[name].T.copy() if name == "W_f" else p[name][:, :16].T.copy()
+        with pytest.raises(ValueError) as err:
+            cell.forward(bad, x)
+        assert str(err.value) == (f"parameter {name!r} has shape {bad[name].shape} but the "
+                                  f"expected shape is {want}")
+    bad = dict(p, W_i=p["W_i"].T.copy())   # the first parameter: nothing else has fixed H yet
+    with pytest.raises(ValueError, match=r"parameter 'W_i' has shape \(16, 32\) but the expected "
+                                         r"shape is \[H, I\] = \(32, 16\) \(I = 16 from x\); it "
+                                         r"looks transposed"):
+        cell.forward(bad, x)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int32])
+def test_cell_and_layer_refuse_other_dtypes_alike(shipped_cells, dtype):
+    cell = shipped_cells["gru"]
+    x = np.zeros((2, 1, 3), dtype)
+    message = (f"x has dtype {np.dtype(dtype)}; rnncc runs in float32 or float64 (convert it "
+               f"with .astype(np.float32))")
+    with pytest.raises(ValueError) as from_cell:
+        cell.forward(cell.init_params(I=3, H=4), x)
+    with pytest.raises(ValueError) as from_layer:
+        rnncc.RNN(cell, 3, 4, target="reference")(x)
+    assert str(from_cell.value) == str(from_layer.value) == message

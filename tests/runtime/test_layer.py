@@ -550,3 +550,48 @@ def test_dimensions_beyond_input_and_hidden_are_keywords():
         rnncc.RNN(spec, I, H, target="reference")
     with pytest.raises(ValueError, match="pass it once, as hidden_size"):
         rnncc.RNN(spec, I, H, H=4, P=3, target="reference")
+
+
+SRU = ("cell sru\ninput x[H]\nstate c[H]\noutput h\nf = sigmoid(W_f @ x + b_f)\n"
+       "r = sigmoid(W_r @ x + b_r)\nc' = f * c + (1 - f) * (W @ x)\n"
+       "h = r * tanh(c') + (1 - r) * x\n")
+
+
+def test_a_cell_whose_input_and_state_share_a_dimension_is_a_layer():
+    """SRU-like cells (input x[H], state c[H]) take input_size == hidden_size; a stack's layers
+    feed each other, against the reference interpreter run layer by layer."""
+    layer = rnncc.RNN(SRU, 6, 6, num_layers=2, dtype=np.float64)
+    x = np.random.default_rng(4).standard_normal((T, B, 6))
+    y, final = layer(x, lengths=LENGTHS)
+    cell = layer.cell
+    below, _ = cell.forward({n: layer.params[n + "_l0"] for n in cell.params}, x,
+                            lengths=LENGTHS)
+    want, want_final = cell.forward({n: layer.params[n + "_l1"] for n in cell.params}, below,
+                                    lengths=LENGTHS)
+    close(y, want, np.float64, "y")
+    close(final["c"][1], want_final["c"], np.float64, "final c")
+    with pytest.raises(ValueError, match=r"ties its input size to its hidden size .* "
+                                         r"input_size \(6\) and hidden_size \(5\) must be equal"):
+        rnncc.RNN(SRU, 6, 5)
+    with pytest.raises(ValueError, match="layer 1 cannot read layer 0's output"):
+        rnncc.RNN(SRU, 6, 6, num_layers=2, bidirectional=True)
+
+
+@pytest.mark.parametrize("args, kwargs, fragment", [
+    ((4, 5), {"P": 3}, "rnncc.RNN('lstm', input_size, hidden_size): besides input_size (I) and "
+                       "hidden_size (H), the layer takes one keyword per other dimension of the "
+                       "cell (none): unknown P"),
+    ((0, 5), {}, "input_size must be a positive integer, got 0"),
+    ((4, 2.5), {}, "hidden_size must be a positive integer, got 2.5"),
+])
+def test_layer_size_errors_name_the_layers_own_arguments(args, kwargs, fragment):
+    with pytest.raises(ValueError) as err:
+        rnncc.RNN("lstm", *args, **kwargs)
+    assert fragment in str(err.value) and "init_params" not in str(err.value)
+
+
+def test_a_layer_with_an_extra_dimension_names_the_missing_keyword():
+    spec = "cell proj\ninput x[I]\nstate h[H], p[P]\nh' = tanh(W @ x + V @ p)\np' = tanh(R @ h')\n"
+    with pytest.raises(ValueError, match=r"rnncc.RNN\('proj', input_size, hidden_size, P=...\)"
+                                         r".*: missing P"):
+        rnncc.RNN(spec, 3, 4)
