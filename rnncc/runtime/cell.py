@@ -34,7 +34,11 @@ def _shipped_dir():
     try:
         return resources.files("rnncc.specs")
     except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[2] / "specs"
+        checkout = Path(__file__).resolve().parents[2] / "specs"
+        if not checkout.is_dir():
+            raise RuntimeError("rnncc's shipped specs are missing: this installation has no "
+                               "package rnncc.specs (reinstall rnncc)") from None
+        return checkout
 
 
 class Cell:
