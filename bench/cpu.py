@@ -1,86 +1,44 @@
 """CPU benchmark: rnncc's cpu target against PyTorch and against the GEMM floor.
 
-Side by side in one process, rounds interleaved, medians, reported as ratios:
+Each contender runs in its own process in its own best configuration (bench/harness.py), with
+the same number of threads; rounds are interleaved across the processes; medians, as ratios:
     rnncc           an rnncc.RNN layer on the cpu target (forward: eval mode, like torch's
                     forward under no_grad; forward+backward: training mode, then backward)
-    rnncc / torch   torch.nn.LSTM/GRU/RNN (torch.set_num_threads(threads)) for the shipped
-                    cells, the same cell as an eager PyTorch module for the others
-    rnncc / script  custom cells only: that module compiled with torch.jit.script
-    rnncc / floor   the cell's matrix products alone, in numpy: the input GEMM over all T*B rows
+    torch           torch.nn.LSTM/GRU/RNN for the shipped cells, the same cell as an eager
+                    PyTorch module for the others (bench/torch_cells.py), torch's defaults
+                    (torch.set_num_threads(threads) only)
+    script          custom cells only: that module compiled with torch.jit.script
+    floor           the cell's matrix products alone, in numpy: the input GEMM over all T*B rows
                     and one recurrent GEMM per step (forward); for forward+backward also the
                     backward step's GEMM and the three weight/input gradient GEMMs
+and a second row per case, "mixed": rnncc and torch in one process (torch imported first, as
+in a training script), timed in turn.
 
     python bench/cpu.py                          # the issue's configurations, float32
     python bench/cpu.py --cells lstm --configs 100,64,256 --rounds 5 --write
 
---write appends the table to bench/RESULTS.md with the machine and the command.
+--write appends the table to bench/RESULTS.md with the machine and the command. On machines
+that set OPENBLAS_CORETYPE (older OpenBLAS builds needed it), unset it for the run: it makes
+numpy's and SciPy's OpenBLAS (rnncc's GEMMs, the floor) run older kernels than the CPU has;
+the table's machine line says which kernels each process ran.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
-# PyTorch's OpenMP threads spin after each op by default, taking the cores from whatever runs
-# next in the same process; interleaved rounds would charge that to rnncc (measured: rnn fwd at
-# T=100, B=64, H=256 took 128 ms after torch's spinning threads, 38 ms with them asleep).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# The same for OpenBLAS (numpy's, for the floor, and SciPy's, for rnncc): rnncc sets this too,
-# but numpy's BLAS loads before rnncc is imported.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import rnncc  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))
+import harness  # noqa: E402
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4, "lnlstm": 4}
 
 
-def torch_builtin(name, I, H, dtype):
-    import torch
-    module = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[name](I, H)
-    return module.to(dtype=torch.float32 if dtype == np.float32 else torch.float64)
-
-
-def torch_lnlstm(I, H, dtype):
-    """haste's LayerNormLSTM as an eager PyTorch module (the 'custom cell' users write today)."""
-    import torch
-
-    class LNLSTM(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.hidden = H
-            self.W = torch.nn.Linear(I, 4 * H, bias=False)
-            self.U = torch.nn.Linear(H, 4 * H, bias=False)
-            self.ln_x = torch.nn.LayerNorm(4 * H, elementwise_affine=True, bias=False)
-            self.ln_h = torch.nn.LayerNorm(4 * H, elementwise_affine=True, bias=False)
-            self.ln_c = torch.nn.LayerNorm(H)
-            self.b = torch.nn.Parameter(torch.zeros(4 * H))
-
-        def forward(self, x):
-            T, B = x.shape[0], x.shape[1]
-            h = x.new_zeros(B, self.hidden)
-            c = x.new_zeros(B, self.hidden)
-            wx = self.ln_x(self.W(x))
-            ys: list[torch.Tensor] = []
-            for t in range(T):
-                gates = wx[t] + self.ln_h(self.U(h)) + self.b
-                i, f, g, o = gates.chunk(4, dim=1)
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(self.ln_c(c))
-                ys.append(h)
-            return torch.stack(ys), (h, c)
-
-    module = LNLSTM()
-    return module.to(dtype=torch.float32 if dtype == np.float32 else torch.float64)
-
-
-def floor(name, T, B, I, H, dtype, backward):
-    """The matrix products the cell needs, alone."""
+def floor(name, T, B, I, H, dtype, backward, threads=None):
+    """The matrix products the cell needs, alone (BLAS limited to `threads`)."""
+    dtype = np.dtype(dtype)
     G = GATES[name] * H
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T * B, I)).astype(dtype)
@@ -93,6 +51,9 @@ def floor(name, T, B, I, H, dtype, backward):
     dh = np.empty((B, H), dtype)
     dx = np.empty((T * B, I), dtype)
     hs = rng.standard_normal((T * B, H)).astype(dtype)
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=threads, user_api="blas")
 
     def run():
         np.dot(x, W, out=xw)
@@ -105,6 +66,20 @@ def floor(name, T, B, I, H, dtype, backward):
             np.dot(dg.T, x)
             np.dot(dg.T, hs)
     return run
+
+
+def data(T, B, I, out, dtype):
+    x = np.random.default_rng(1).standard_normal((T, B, I)).astype(dtype)
+    dy = np.random.default_rng(2).standard_normal((T, B, out)).astype(dtype)
+    return x, dy
+
+
+def limit_rnncc_threads(threads: int) -> None:
+    """Numba's threads (the kernels) and BLAS's (the GEMMs) for an rnncc contender."""
+    import numba
+    from threadpoolctl import threadpool_limits
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    threadpool_limits(limits=threads, user_api="blas")
 
 
 def rnncc_pass(layer, x, dy, backward):
@@ -138,71 +113,66 @@ def torch_pass(module, x, dy, backward):
     return run
 
 
-def contenders(name, T, B, I, H, dtype, backward, threads):
+def torch_module(name, I, H, dtype):
+    import torch_cells
+    if name in torch_cells.BUILTIN:
+        return torch_cells.builtin_module(name, I, H, dtype)
+    return torch_cells.lnlstm_module(I, H, dtype)
+
+
+def build_rnncc(name, T, B, H, dtype, backward, threads):
+    import rnncc
+    x, dy = data(T, B, H, H, dtype)
+    limit_rnncc_threads(threads)
+    return rnncc_pass(rnncc.RNN(name, H, H, dtype=np.dtype(dtype), seed=0), x, dy, backward)
+
+
+def build_torch(name, T, B, H, dtype, backward, threads, script=False):
     import torch
     torch.set_num_threads(threads)
-    x = np.random.default_rng(1).standard_normal((T, B, I)).astype(dtype)
-    dys = np.random.default_rng(2).standard_normal((T, B, H)).astype(dtype)
-    builtin = name in ("rnn", "gru", "lstm")
-    module = torch_builtin(name, I, H, dtype) if builtin else torch_lnlstm(I, H, dtype)
-    fns = {"rnncc": rnncc_pass(rnncc.RNN(name, I, H, dtype=dtype, seed=0), x, dys, backward),
-           "torch": torch_pass(module, x, dys, backward)}
-    if not builtin:  # a custom cell: also as TorchScript, the usual way to speed one up
-        fns["script"] = torch_pass(torch.jit.script(module), x, dys, backward)
-    fns["floor"] = floor(name, T, B, I, H, dtype, backward)
-    return fns
+    x, dy = data(T, B, H, H, dtype)
+    module = torch_module(name, H, H, dtype)
+    return torch_pass(torch.jit.script(module) if script else module, x, dy, backward)
 
 
-def wall_time(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+BUILDERS = {
+    "rnncc": build_rnncc,
+    "torch": build_torch,
+    "script": lambda threads, **config: build_torch(threads=threads, script=True, **config),
+    "floor": lambda name, T, B, H, dtype, backward, threads: floor(name, T, B, H, H, dtype,
+                                                                   backward, threads),
+}
 
 
-def measure(fns: dict, rounds: int, timer=wall_time) -> dict:
-    """Median seconds per call of each fn; `timer(fn)` times one call."""
-    for fn in fns.values():  # warm up: compile, allocate, fault pages in
-        fn()
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():  # interleaved, so drift hits all alike
-            times[k].append(timer(fn))
-    return {k: statistics.median(v) for k, v in times.items()}
+def start_workers(script: str, threads: int) -> dict:
+    """One process per kind (see bench/harness.py), each serving `script`'s BUILDERS."""
+    return {kind: harness.Worker(script, threads) for kind in
+            ("rnncc", "torch", "floor", "mixed")}
+
+HEADER = ("| cell | T, B, I=H | pass | process | rnncc ms | torch ms | script ms | floor ms | "
+          "rnncc/torch | rnncc/script | rnncc/floor |")
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def record(script: str, argv, args, header: str, rows: list[str], machine: str | None = None,
-           timing: str = "") -> None:
-    """Append a table to bench/RESULTS.md under the command that made it and the machine
-    (default: this CPU, with args.threads and args.dtype); `timing` says how rounds were timed."""
-    import torch
-    command = " ".join(argv if argv is not None else sys.argv[1:])
-    if machine is None:
-        machine = (f"{_cpu_model()}, {os.cpu_count()} cores, Python "
-                   f"{platform.python_version()}, numpy {np.__version__}, torch "
-                   f"{torch.__version__}, {args.threads} threads, {args.dtype}")
-    with Path(__file__).with_name("RESULTS.md").open("a") as out:
-        out.write(f"\n## {time.strftime('%Y-%m-%d')}: `python bench/{script} {command}`\n\n"
-                  f"{machine}; medians of {args.rounds} interleaved rounds{timing}\n\n"
-                  f"{header}\n|{'---|' * (header.count('|') - 1)}\n" + "\n".join(rows) + "\n")
-
-
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """The options every benchmark script here takes: rounds, threads, dtype, passes, --write."""
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--no-backward", action="store_true", help="forward only")
-    parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
+def rows_for(workers, name, T, B, H, dtype, backward, rounds) -> list[str]:
+    config = dict(name=name, T=T, B=B, H=H, dtype=dtype, backward=backward)
+    custom = name not in ("rnn", "gru", "lstm")
+    contenders = [("rnncc", workers["rnncc"], "rnncc", config),
+                  ("torch", workers["torch"], "torch", config),
+                  ("floor", workers["floor"], "floor", config),
+                  # torch set up (imported) first in the mixed process, as in a training script
+                  ("mixed torch", workers["mixed"], "torch", config),
+                  ("mixed rnncc", workers["mixed"], "rnncc", config)]
+    if custom:   # a custom cell: also as TorchScript, the usual way to speed one up
+        contenders.append(("script", workers["torch"], "script", config))
+    med = harness.measure_in_processes(contenders, rounds)
+    ms = lambda k: f"{1e3 * med[k]:.2f}" if k in med else "-"
+    ratio = lambda a, b: f"{med[a] / med[b]:.2f}" if a in med and b in med else "-"
+    head = f"| {name} | {T}, {B}, {H} | {'fwd+bwd' if backward else 'fwd'} |"
+    return [f"{head} own | {ms('rnncc')} | {ms('torch')} | {ms('script')} | {ms('floor')} | "
+            f"{ratio('rnncc', 'torch')} | {ratio('rnncc', 'script')} | "
+            f"{ratio('rnncc', 'floor')} |",
+            f"{head} mixed | {ms('mixed rnncc')} | {ms('mixed torch')} | - | - | "
+            f"{ratio('mixed rnncc', 'mixed torch')} | - | - |"]
 
 
 def main(argv=None) -> int:
@@ -210,31 +180,28 @@ def main(argv=None) -> int:
     parser.add_argument("--cells", nargs="+", default=["lstm", "gru", "rnn", "lnlstm"])
     parser.add_argument("--configs", nargs="+", default=["100,64,256", "50,128,512", "200,1,128"],
                         help="T,B,I=H triples")
-    add_run_options(parser)
+    harness.add_run_options(parser)
     args = parser.parse_args(argv)
-    dtype = np.dtype(args.dtype)
     rows = []
-    header = ("| cell | T, B, I=H | pass | rnncc ms | torch ms | script ms | floor ms | "
-              "rnncc/torch | rnncc/script | rnncc/floor |")
-    print(header)
-    print("|" + "---|" * 10)
-    for name in args.cells:
-        for config in args.configs:
-            T, B, H = (int(v) for v in config.split(","))
-            for backward in ([False] if args.no_backward else [False, True]):
-                med = measure(contenders(name, T, B, H, H, dtype, backward, args.threads),
-                              args.rounds)
-                script = med.get("script")
-                script_ms = "-" if script is None else f"{1e3 * script:.1f}"
-                vs_script = "-" if script is None else f"{med['rnncc'] / script:.2f}"
-                row = (f"| {name} | {T}, {B}, {H} | {'fwd+bwd' if backward else 'fwd'} | "
-                       f"{1e3 * med['rnncc']:.1f} | {1e3 * med['torch']:.1f} | {script_ms} | "
-                       f"{1e3 * med['floor']:.1f} | {med['rnncc'] / med['torch']:.2f} | "
-                       f"{vs_script} | {med['rnncc'] / med['floor']:.2f} |")
-                print(row, flush=True)
-                rows.append(row)
-    if args.write:
-        record("cpu.py", argv, args, header, rows)
+    print(HEADER)
+    print("|" + "---|" * (HEADER.count("|") - 1))
+    workers = start_workers(__file__, args.threads)
+    try:
+        for name in args.cells:
+            for config in args.configs:
+                T, B, H = (int(v) for v in config.split(","))
+                for backward in ([False] if args.no_backward else [False, True]):
+                    for row in rows_for(workers, name, T, B, H, args.dtype, backward,
+                                        args.rounds):
+                        print(row, flush=True)
+                        rows.append(row)
+        if args.write:
+            harness.record("cpu.py", argv, args, HEADER, rows, harness.machine(workers, args),
+                           "; each contender in its own process, and a mixed process (rnncc "
+                           "and torch in one) per case")
+    finally:
+        for worker in workers.values():
+            worker.close()
     return 0
 
 

@@ -20,8 +20,6 @@ torch on the CPU): only to check that the script works; the times mean nothing t
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib.util
 import platform
 import sys
 from pathlib import Path
@@ -30,14 +28,9 @@ import numpy as np
 
 import rnncc
 
-
-@functools.cache
-def _bench_cpu():
-    """bench/cpu.py: its eager lnlstm module, its timing loop and its table writer."""
-    spec = importlib.util.spec_from_file_location("bench_cpu", Path(__file__).with_name("cpu.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).parent))
+import harness  # noqa: E402  (bench/harness.py: the in-process timing loop, the table writer)
+import torch_cells  # noqa: E402  (the eager lnlstm module)
 
 
 class Device:
@@ -70,7 +63,7 @@ class Device:
         """Seconds one call of fn takes on the device (CUDA events on the default stream, which
         both Numba and PyTorch launch on)."""
         if self.simulated:
-            return _bench_cpu().wall_time(fn)
+            return harness.wall_time(fn)
         begin, end = self.cuda.event(), self.cuda.event()
         begin.record()
         fn()
@@ -95,12 +88,11 @@ def contenders(device: Device, name: str, T: int, B: int, H: int, dtype, backwar
         def run_rnncc():
             cell.forward(p, x_r, target="cuda")
 
-    if name in ("lstm", "gru", "rnn"):
-        module = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[name](H, H)
+    if name in torch_cells.BUILTIN:
+        module = torch_cells.builtin_module(name, H, H, dtype)
     else:
-        module = _bench_cpu().torch_lnlstm(H, H, dtype)
-    module = module.to(device.torch_device, dtype=torch.float32 if dtype == np.float32
-                       else torch.float64)
+        module = torch_cells.lnlstm_module(H, H, dtype)
+    module = module.to(device.torch_device)
     x_t, dy_t = device.tensor(x), device.tensor(dy)
     if backward:
         x_t.requires_grad_(True)
@@ -139,7 +131,7 @@ def main(argv=None) -> int:
         for name in args.cells:
             builtin = name in ("lstm", "gru", "rnn")
             for backward in ([False] if args.no_backward else [False, True]):
-                m = _bench_cpu().measure(contenders(device, name, T, B, H, dtype, backward),
+                m = harness.measure(contenders(device, name, T, B, H, dtype, backward),
                                          args.rounds, timer=device.time)
                 ratio = m["rnncc"] / m["torch"]
                 if builtin:
@@ -157,7 +149,7 @@ def main(argv=None) -> int:
         machine = (f"{device.name}, Python {platform.python_version()}, torch "
                    f"{device.torch.__version__} on {device.torch_device}, {args.dtype}")
         timing = " (wall clock)" if device.simulated else " (CUDA events)"
-        _bench_cpu().record("gpu.py", argv, args, HEADER, rows, machine, timing)
+        harness.record("gpu.py", argv, args, HEADER, rows, machine, timing)
     return 0
 
 

@@ -1,17 +1,19 @@
 """CPU benchmark of layer stacks: rnncc.RNN with num_layers / bidirectional against
 torch.nn.LSTM/GRU/RNN with the same options, and against the GEMM floor.
 
-Side by side in one process, rounds interleaved, medians, reported as ratios:
+Each contender in its own process with the same number of threads (bench/harness.py), rounds
+interleaved, medians, reported as ratios:
     rnncc           rnncc.RNN on the cpu target, its threaded schedule on (the directions of a
                     layer at once; unidirectional stacks in the layer wavefront)
     serial          the same layer with layer.wavefront = False: one layer and direction after
                     another, each with every core (what the schedule gains is rnncc/serial)
-    torch           the torch module with the same configuration (torch.set_num_threads)
+    torch           the torch module with the same configuration, torch's defaults
     floor           the stack's matrix products alone, in numpy, one layer and direction
                     after another (BLAS on every thread)
     par. floor      the same products with the parallelism rnncc's schedule has: the two
                     directions of a layer on two threads, one BLAS thread each (uni: = floor).
                     No schedule of these GEMMs beats the lower of the two floors.
+and a "mixed" row per case: rnncc and torch in one process (torch imported first).
 
     python bench/stacks.py                                   # the issue's configurations
     python bench/stacks.py --configs lstm,4,uni,100,16,128 --rounds 9 --write
@@ -22,20 +24,15 @@ bench/RESULTS.md with the machine and the command.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/cpu.py
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-import cpu as single  # noqa: E402  (bench/cpu.py: measure, floor, machine description)
-
-import numpy as np  # noqa: E402
-
-import rnncc  # noqa: E402
+import cpu as single  # noqa: E402  (bench/cpu.py: floor, passes, thread limits)
+import harness  # noqa: E402
 
 TORCH = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}
 
@@ -52,11 +49,12 @@ def parse_config(text: str):
             f"{', '.join(TORCH)}") from None
 
 
-def stack_floor(name, layers, bi, T, B, H, dtype, backward, directions_at_once=False):
+def stack_floor(name, layers, bi, T, B, H, dtype, backward, threads,
+                directions_at_once=False):
     """The products of every layer and direction (bench/cpu.py's floor): one after another,
     or a layer's directions on threads of their own with one BLAS thread each."""
     D = 2 if bi else 1
-    parts = [[single.floor(name, T, B, H if k == 0 else D * H, H, dtype, backward)
+    parts = [[single.floor(name, T, B, H if k == 0 else D * H, H, dtype, backward, threads)
               for _ in range(D)] for k in range(layers)]
 
     def run():
@@ -79,30 +77,74 @@ def stack_floor(name, layers, bi, T, B, H, dtype, backward, directions_at_once=F
     return run_directions_at_once
 
 
-def contenders(name, layers, bi, T, B, H, dtype, backward, threads):
-    import torch
-    torch.set_num_threads(threads)
+def stack_data(layers, bi, T, B, H, dtype):
     D = 2 if bi else 1
     x = np.random.default_rng(1).standard_normal((T, B, H)).astype(dtype)
     dy = np.random.default_rng(2).standard_normal((T, B, D * H)).astype(dtype)
-    module = getattr(torch.nn, TORCH[name])(H, H, num_layers=layers, bidirectional=bi)
-    module = module.to(dtype=torch.float32 if dtype == np.float32 else torch.float64)
-    fns = {}
-    for label, wavefront in (("rnncc", True), ("serial", False)):
-        layer = rnncc.RNN.from_torch(module)
-        layer.wavefront = wavefront
-        fns[label] = single.rnncc_pass(layer, x, dy, backward)
-    fns["torch"] = single.torch_pass(module, x, dy, backward)
-    fns["floor"] = stack_floor(name, layers, bi, T, B, H, dtype, backward)
-    fns["par. floor"] = stack_floor(name, layers, bi, T, B, H, dtype, backward,
-                                    directions_at_once=True)
-    return fns
+    return x, dy
+
+
+def torch_stack(name, layers, bi, H, dtype, threads):
+    import torch
+    import torch_cells
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    return torch_cells.builtin_module(name, H, H, dtype, num_layers=layers, bidirectional=bi)
+
+
+def build_rnncc(name, layers, bi, T, B, H, dtype, backward, threads, wavefront=True):
+    import rnncc
+    x, dy = stack_data(layers, bi, T, B, H, dtype)
+    layer = rnncc.RNN(name, H, H, num_layers=layers, bidirectional=bi, dtype=np.dtype(dtype))
+    layer.wavefront = wavefront
+    single.limit_rnncc_threads(threads)
+    return single.rnncc_pass(layer, x, dy, backward)
+
+
+def build_torch(name, layers, bi, T, B, H, dtype, backward, threads):
+    x, dy = stack_data(layers, bi, T, B, H, dtype)
+    return single.torch_pass(torch_stack(name, layers, bi, H, dtype, threads), x, dy, backward)
+
+
+BUILDERS = {
+    "rnncc": build_rnncc,
+    "serial": lambda **config: build_rnncc(wavefront=False, **config),
+    "torch": build_torch,
+    "floor": lambda threads, T, B, H, dtype, **config: stack_floor(
+        T=T, B=B, H=H, dtype=np.dtype(dtype), threads=threads, **config),
+    "par. floor": lambda threads, T, B, H, dtype, **config: stack_floor(
+        T=T, B=B, H=H, dtype=np.dtype(dtype), threads=threads, directions_at_once=True,
+        **config),
+}
 
 
 CONTENDERS = ("rnncc", "serial", "torch", "floor", "par. floor")
-HEADER = ("| cell | layers | dirs | T, B, I=H | pass | "
+HEADER = ("| cell | layers | dirs | T, B, I=H | pass | process | "
           + " | ".join(f"{k} ms" for k in CONTENDERS)
           + " | rnncc/torch | rnncc/serial | rnncc/floor | par. floor/torch |")
+
+
+def rows_for(workers, name, layers, bi, T, B, H, dtype, backward, rounds) -> list[str]:
+    config = dict(name=name, layers=layers, bi=bi, T=T, B=B, H=H, dtype=dtype,
+                  backward=backward)
+    contenders = [("rnncc", workers["rnncc"], "rnncc", config),
+                  ("serial", workers["rnncc"], "serial", config),
+                  ("torch", workers["torch"], "torch", config),
+                  ("floor", workers["floor"], "floor", config),
+                  ("par. floor", workers["floor"], "par. floor", config),
+                  ("mixed torch", workers["mixed"], "torch", config),
+                  ("mixed rnncc", workers["mixed"], "rnncc", config)]
+    med = harness.measure_in_processes(contenders, rounds)
+    ratio = lambda a, b: f"{med[a] / med[b]:.2f}"
+    head = (f"| {name} | {layers} | {'bi' if bi else 'uni'} | {T}, {B}, {H} | "
+            f"{'fwd+bwd' if backward else 'fwd'} |")
+    own = (f"{head} own | " + " | ".join(f"{1e3 * med[k]:.1f}" for k in CONTENDERS)
+           + " | " + " | ".join(ratio("rnncc", k) for k in ("torch", "serial", "floor"))
+           + f" | {ratio('par. floor', 'torch')} |")
+    mixed = (f"{head} mixed | {1e3 * med['mixed rnncc']:.1f} | - | "
+             f"{1e3 * med['mixed torch']:.1f} | - | - | {ratio('mixed rnncc', 'mixed torch')} "
+             f"| - | - | - |")
+    return [own, mixed]
 
 
 def main(argv=None) -> int:
@@ -111,27 +153,27 @@ def main(argv=None) -> int:
                         default=[parse_config("lstm,2,bi,100,64,256"),
                                  parse_config("lstm,4,uni,100,16,128")],
                         help="CELL,LAYERS,uni|bi,T,B,H")
-    single.add_run_options(parser)
+    harness.add_run_options(parser)
     args = parser.parse_args(argv)
-    dtype = np.dtype(args.dtype)
-    columns = HEADER.count("|") - 1
     print(HEADER)
-    print("|" + "---|" * columns)
+    print("|" + "---|" * (HEADER.count("|") - 1))
     rows = []
-    for name, layers, bi, T, B, H in args.configs:
-        for backward in ([False] if args.no_backward else [False, True]):
-            med = single.measure(contenders(name, layers, bi, T, B, H, dtype, backward,
-                                            args.threads), args.rounds)
-            row = (f"| {name} | {layers} | {'bi' if bi else 'uni'} | {T}, {B}, {H} | "
-                   f"{'fwd+bwd' if backward else 'fwd'} | "
-                   + " | ".join(f"{1e3 * med[k]:.1f}" for k in CONTENDERS)
-                   + " | " + " | ".join(f"{med['rnncc'] / med[k]:.2f}"
-                                        for k in ("torch", "serial", "floor"))
-                   + f" | {med['par. floor'] / med['torch']:.2f} |")
-            print(row, flush=True)
-            rows.append(row)
-    if args.write:
-        single.record("stacks.py", argv, args, HEADER, rows)
+    workers = single.start_workers(__file__, args.threads)
+    try:
+        for name, layers, bi, T, B, H in args.configs:
+            for backward in ([False] if args.no_backward else [False, True]):
+                for row in rows_for(workers, name, layers, bi, T, B, H, args.dtype, backward,
+                                    args.rounds):
+                    print(row, flush=True)
+                    rows.append(row)
+        if args.write:
+            harness.record("stacks.py", argv, args, HEADER, rows,
+                           harness.machine(workers, args),
+                           "; each contender in its own process, and a mixed process (rnncc "
+                           "and torch in one) per case")
+    finally:
+        for worker in workers.values():
+            worker.close()
     return 0
 
 

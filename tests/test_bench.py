@@ -1,11 +1,18 @@
 """The benchmark script runs end to end at a tiny size, so it cannot rot."""
 import importlib.util
+import os
 from pathlib import Path
+
+from .close import assert_close
 
 
 def script(name: str):
-    """bench/NAME.py, imported as a module."""
-    path = Path(__file__).parents[1] / "bench" / f"{name}.py"
+    """bench/NAME.py, imported as a module (with bench/ on the path, as when run)."""
+    import sys
+    bench = Path(__file__).parents[1] / "bench"
+    if str(bench) not in sys.path:
+        sys.path.insert(0, str(bench))
+    path = bench / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -16,12 +23,73 @@ def test_cpu_benchmark_runs(capsys):
     bench = script("cpu")
     assert bench.main(["--cells", "rnn", "lnlstm", "--configs", "3,2,4", "--rounds", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("| cell |") and len(out) == 6  # header, rule, 2 cells x 2 passes
-    assert all(line.startswith("| rnn | 3, 2, 4 |") for line in out[2:4])
-    assert all(line.startswith("| lnlstm | 3, 2, 4 |") for line in out[4:])
-    assert all(line.count("|") == 11 for line in out)
+    # header, rule, 2 cells x 2 passes x (own processes, mixed process)
+    assert out[0].startswith("| cell |") and len(out) == 10
+    assert all(line.startswith("| rnn | 3, 2, 4 |") for line in out[2:6])
+    assert all(line.startswith("| lnlstm | 3, 2, 4 |") for line in out[6:])
+    assert [line.split("|")[4].strip() for line in out[2:]] == ["own", "mixed"] * 4
+    assert all(line.count("|") == 12 for line in out)
     # the custom cell has a TorchScript column, the builtin one none
-    assert out[2].split("|")[6].strip() == "-" and out[4].split("|")[6].strip() != "-"
+    assert out[2].split("|")[7].strip() == "-" and out[6].split("|")[7].strip() != "-"
+
+
+def test_each_contender_runs_in_a_process_of_its_own_kind():
+    """torch is timed with its own defaults: its process never imports rnncc (whose import
+    sets OMP_WAIT_POLICY=PASSIVE), and rnncc's never imports torch; the mixed process has
+    both."""
+    bench = script("cpu")
+    workers = bench.start_workers(bench.__file__, 1)
+    try:
+        config = dict(name="rnn", T=2, B=1, H=3, dtype="float32", backward=False)
+        for kind in ("rnncc", "torch", "floor", "mixed"):
+            for builder in {"mixed": ("torch", "rnncc")}.get(kind, (kind,)):
+                workers[kind].ask(op="setup", key=builder, builder=builder, config=config)
+        state = {kind: w.ask(op="state") for kind, w in workers.items()}
+    finally:
+        for w in workers.values():
+            w.close()
+    assert state["torch"]["modules"] == ["torch"] and state["rnncc"]["modules"] == ["rnncc"]
+    assert state["floor"]["modules"] == [] and state["mixed"]["modules"] == ["rnncc", "torch"]
+    assert state["torch"]["env"]["OMP_WAIT_POLICY"] == os.environ.get("OMP_WAIT_POLICY")
+
+
+def test_the_eager_lnlstm_module_computes_what_the_spec_does():
+    """The benchmark's PyTorch layer-norm LSTM (the contender rnncc's lnlstm is timed against)
+    against specs/lnlstm.cell on the reference interpreter, float64: outputs and the gradients
+    of every parameter, with the weights moved over by hand."""
+    import numpy as np
+    import torch
+
+    import rnncc
+    torch_cells = script("torch_cells")
+    I, H, T, B = 3, 5, 6, 4
+    module = torch_cells.lnlstm_module(I, H, np.float64)
+    cell = rnncc.load("lnlstm")
+    p = cell.init_params(seed=2, dtype=np.float64, initialisers=False, I=I, H=H)
+    stack = lambda names: np.concatenate([p[n] for n in names])
+    with torch.no_grad():
+        module.W.weight.copy_(torch.from_numpy(stack([f"W_{k}" for k in "ifgo"])))
+        module.U.weight.copy_(torch.from_numpy(stack([f"U_{k}" for k in "ifgo"])))
+        module.ln_x.weight.copy_(torch.from_numpy(stack([f"gx_{k}" for k in "ifgo"])))
+        module.ln_h.weight.copy_(torch.from_numpy(stack([f"gh_{k}" for k in "ifgo"])))
+        module.b.copy_(torch.from_numpy(stack([f"b_{k}" for k in "ifgo"])))
+        module.ln_c.weight.copy_(torch.from_numpy(p["gamma_c"]))
+        module.ln_c.bias.copy_(torch.from_numpy(p["beta_c"]))
+    rng = np.random.default_rng(3)
+    x, dy = rng.standard_normal((T, B, I)), rng.standard_normal((T, B, H))
+    y, _ = module(torch.from_numpy(x))
+    (y * torch.from_numpy(dy)).sum().backward()
+    ys, _ = cell.forward(p, x)
+    assert_close(y.detach().numpy(), ys, 1e-12, "y")
+    g = cell.backward(p, x, dy)["params"]
+    blocks = lambda grad: np.split(grad.numpy(), 4)
+    for name, grad in (("W", module.W.weight.grad), ("U", module.U.weight.grad),
+                       ("gx", module.ln_x.weight.grad), ("gh", module.ln_h.weight.grad),
+                       ("b", module.b.grad)):
+        for k, block in zip("ifgo", blocks(grad)):
+            assert_close(block, g[f"{name}_{k}"], 1e-9, f"{name}_{k}")
+    assert_close(module.ln_c.weight.grad.numpy(), g["gamma_c"], 1e-9, "gamma_c")
+    assert_close(module.ln_c.bias.grad.numpy(), g["beta_c"], 1e-9, "beta_c")
 
 
 def test_cpu_profile_runs(capsys):
@@ -35,9 +103,10 @@ def test_stack_benchmark_runs(capsys):
     bench = script("stacks")
     assert bench.main(["--configs", "rnn,2,bi,3,2,4", "gru,3,uni,5,2,4", "--rounds", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("| cell | layers |") and len(out) == 6  # 2 configs x 2 passes
-    assert all(line.startswith("| rnn | 2 | bi | 3, 2, 4 |") for line in out[2:4])
-    assert all(line.startswith("| gru | 3 | uni | 5, 2, 4 |") for line in out[4:])
+    # 2 configs x 2 passes x (own processes, mixed process)
+    assert out[0].startswith("| cell | layers |") and len(out) == 10
+    assert all(line.startswith("| rnn | 2 | bi | 3, 2, 4 |") for line in out[2:6])
+    assert all(line.startswith("| gru | 3 | uni | 5, 2, 4 |") for line in out[6:])
     assert all(line.count("|") == out[0].count("|") for line in out)
 
 
