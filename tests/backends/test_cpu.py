@@ -215,3 +215,73 @@ def test_show_cpu_prints_the_generated_source(shipped_cells):
     assert source.count("@njit(") == 3
     assert all(f"def {f}(" in source for f in ("forward", "backward", "infer"))
     compile(source, "<generated>", "exec")  # it is Python
+
+
+# -- at the benchmark's size -----------------------------------------------------------------------
+
+T_BENCH, B_BENCH, H_BENCH = 100, 64, 256   # bench/cpu.py's first configuration (I = H)
+
+
+def test_lstm_at_benchmark_size_equals_torch():
+    """What bench/cpu.py times, checked: the float32 lstm layer, forward and backward at
+    T=100, B=64, I=H=256, against torch's nn.LSTM in float64 on the same (float32) weights."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(H_BENCH, H_BENCH)
+    layer = rnncc.RNN.from_torch(module)
+    assert layer.dtype == np.float32
+    oracle = module.double()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T_BENCH, B_BENCH, H_BENCH)).astype(np.float32)
+    dy = rng.standard_normal((T_BENCH, B_BENCH, H_BENCH)).astype(np.float32)
+    y, final = layer(x)
+    dx = layer.backward(dy)
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    out, (h_n, c_n) = oracle(xt)
+    out.backward(torch.tensor(dy, dtype=torch.float64))
+    tol = TOLERANCE[np.dtype(np.float32)]
+    assert_close(y, out.detach().numpy(), tol, "y")
+    assert_close(final["c"], c_n.detach().numpy(), tol, "final c")
+    assert_close(dx, xt.grad.numpy(), tol, "dx")
+    grads = dict(oracle.named_parameters())
+    for k, (w, u) in enumerate(zip(("W_i", "W_f", "W_g", "W_o"), ("U_i", "U_f", "U_g", "U_o"))):
+        block = slice(k * H_BENCH, (k + 1) * H_BENCH)
+        assert_close(layer.grads[w + "_l0"], grads["weight_ih_l0"].grad[block].numpy(), tol, w)
+        assert_close(layer.grads[u + "_l0"], grads["weight_hh_l0"].grad[block].numpy(), tol, u)
+
+
+def test_lnlstm_at_benchmark_size_equals_the_float64_reference(shipped_cells):
+    """The same size for the layer-norm LSTM (no torch twin of its own): the float32 cpu
+    target against the float64 reference interpreter on the same rounded values."""
+    cell = shipped_cells["lnlstm"]
+    prob = random_problem(cell, {"I": H_BENCH, "H": H_BENCH}, T=T_BENCH, B=B_BENCH, seed=1)
+    compare(cell, prob, np.float32, err_msg="lnlstm at T=100, B=64, I=H=256")
+
+
+@pytest.mark.parametrize("target", ["reference", "plan", "cpu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_and_backward_never_write_the_callers_arrays(shipped_cells, target, dtype):
+    """The cpu target reads C-contiguous arrays of the run's dtype in place (no copy): it must
+    still never write them, ragged rows included."""
+    cell = shipped_cells["lstm"]
+    prob = random_problem(cell, T=5, B=3, seed=12, ragged=True)
+    cast = lambda tree: {k: np.ascontiguousarray(v, dtype=dtype) for k, v in tree.items()}
+    p, state, dfinal = cast(prob.p), cast(prob.state), cast(prob.dfinal)
+    x, dys = prob.xs["x"].astype(dtype), prob.dys.astype(dtype)
+    lengths = prob.lengths.copy()
+    arrays = [*p.values(), *state.values(), *dfinal.values(), x, dys, lengths]
+    before = [a.copy() for a in arrays]
+    cell.forward(p, x, state=state, lengths=lengths, target=target)
+    cell.backward(p, x, dys, state=state, dfinal=dfinal, lengths=lengths, target=target)
+    for a, b in zip(arrays, before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_kernels_share_the_cores_only_for_wide_steps():
+    """The kernels of a step run on Numba's threads when rows x widest dimension reaches
+    PARALLEL_MIN_WORK, else on the calling thread (what the README says)."""
+    from rnncc.backends.cpu.runtime import PARALLEL_MIN_WORK, kernel_threads
+    assert kernel_threads(64, {"I": 256, "H": 256}, 2) == 2
+    assert kernel_threads(1, {"I": 128, "H": 128}, 2) == 1
+    assert kernel_threads(16, {"H": PARALLEL_MIN_WORK // 16}, 4) == 4
+    assert kernel_threads(16, {"H": PARALLEL_MIN_WORK // 16 - 1}, 4) == 1
