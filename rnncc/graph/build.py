@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .graph import Graph
 from .ops import REGISTRY, SPEC_FUNCTIONS, ShapeError, show_shape
+from ..errors import SpecError
 from ..frontend.spec import Binary, Call, Name, Neg, Num, Pos, Power, Spec
 
 _BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul"}
@@ -26,25 +27,52 @@ class _Var:
 
 
 class _Dims:
-    """Union-find over dimensions; a named or fixed dimension is always its class's root."""
+    """Union-find over dimensions; a named or fixed dimension is always its class's root.
 
-    def __init__(self):
+    `line` is the spec line whose op is unifying; the line that first tied a class of unknown
+    dimensions to a known one is remembered (`bound_on`), to tell, when a later line conflicts
+    with it, which of the two lines is the odd one out. On the line `skip` nothing is tied to a
+    known dimension and no conflict is raised: the unifications are kept in `skipped`, to be
+    judged once the rest of the spec has fixed the dimensions."""
+
+    def __init__(self, skip: int | None = None):
         self.parent: dict = {}
+        self.bound_on: dict = {}   # a var whose parent is a known dimension -> the line
+        self.line = 0
+        self.skip = skip
+        self.skipped: list = []
 
     def find(self, d):
         while isinstance(d, _Var) and d in self.parent:
             d = self.parent[d]
         return d
 
+    def binding_line(self, d) -> int | None:
+        """The line that tied d's class to a known dimension (None: d is known, or unknown)."""
+        while isinstance(d, _Var) and d in self.parent:
+            if d in self.bound_on:
+                return self.bound_on[d]
+            d = self.parent[d]
+        return None
+
     def unify(self, a, b):
+        if self.line == self.skip:
+            self.skipped.append((a, b))
+            ra, rb = self.find(a), self.find(b)
+            if isinstance(ra, _Var) and isinstance(rb, _Var) and ra is not rb:
+                self.parent[ra] = rb
+            return rb if isinstance(ra, _Var) else ra
         a, b = self.find(a), self.find(b)
         if a is b or a == b:
             return a
         if isinstance(a, _Var):
             self.parent[a] = b
+            if not isinstance(b, _Var):
+                self.bound_on[a] = self.line
             return b
         if isinstance(b, _Var):
             self.parent[b] = a
+            self.bound_on[b] = self.line
             return a
         raise ShapeError(f"dimension {a} does not match dimension {b}")
 
@@ -53,9 +81,9 @@ class _Dims:
 
 
 class _Builder:
-    def __init__(self, spec: Spec):
+    def __init__(self, spec: Spec, skip_line: int | None = None):
         self.spec = spec
-        self.dims = _Dims()
+        self.dims = _Dims(skip_line)
         self.graph = Graph(spec.name, ())
         self.shapes: dict[int, tuple] = {}  # provisional shapes, may hold _Var
         self.values: dict[str, int] = {}    # intermediate name -> node
@@ -64,12 +92,49 @@ class _Builder:
         self.leaf: dict[tuple, int] = {}    # (op, name) -> node
         self.param_role: dict[str, tuple] = {}  # inferred param -> ("matrix"|"vector", first Pos)
         self.labels: dict[int, str] = {}
+        self.deferred: list = []   # (what, argument shapes, Pos) of the skipped line's ops
 
     def error(self, msg: str, pos: Pos):
         return self.spec.error(msg, pos)
 
     def show(self, shape: tuple) -> str:
         return show_shape(self.dims.resolve(shape))
+
+    def mismatch(self, what: str, shapes: list, exc, pos: Pos):
+        """The error for arguments of an op that do not fit. Where a line before this one
+        tied one of them to its dimension (`q = f + x` making f's dimension I), and the spec
+        builds without that line's ties, that line is the mistake: the error points there."""
+        detail = " and ".join(self.show(s) for s in shapes)
+        error = self.error(f"shape mismatch in {what}: {exc} (operands: {detail})", pos)
+        if self.dims.skip is not None:
+            return error
+        earlier = {self.dims.binding_line(d) for s in shapes for d in s} - {None, pos.line}
+        for line in sorted(earlier):
+            blamed = _Builder(self.spec, skip_line=line).judged()
+            if blamed is not None:
+                return blamed
+        return error
+
+    def judged(self):
+        """Build with the skip line's ties left out: the error on that line if the rest of
+        the spec builds and the line's own unifications then fail, else None."""
+        try:
+            self.build()
+        except SpecError:
+            return None
+        for what, shapes, pos in self.deferred:
+            a_dims = [self.dims.resolve(s) for s in shapes]
+            known = {}
+            for shape in a_dims:
+                for d in shape[:1] if len(shape) == 1 else ():
+                    if not isinstance(d, _Var):
+                        known.setdefault(d, shape)
+            if len(known) > 1:
+                (a, _), (b, _) = list(known.items())[:2]
+                detail = " and ".join(show_shape(s) for s in a_dims)
+                return self.error(f"shape mismatch in {what}: dimension {a} does not match "
+                                  f"dimension {b} (operands: {detail})", pos)
+        return None
 
     # -- leaves -----------------------------------------------------------------------------------
     def add_leaf(self, op: str, name: str, shape: tuple, pos: Pos) -> int:
@@ -101,12 +166,14 @@ class _Builder:
     # -- expressions ------------------------------------------------------------------------------
     def op(self, op: str, args: list[int], pos: Pos, error_pos: Pos, attrs=None, what=None) -> int:
         shapes = [self.shapes[a] for a in args]
+        self.dims.line = pos.line
+        skipped = len(self.dims.skipped)
         try:
             shape = REGISTRY[op].shape(shapes, attrs or {}, self.dims.unify)
         except ShapeError as exc:
-            detail = " and ".join(self.show(s) for s in shapes)
-            raise self.error(f"shape mismatch in {what or op}: {exc} (operands: {detail})",
-                             error_pos) from None
+            raise self.mismatch(what or op, shapes, exc, error_pos) from None
+        if len(self.dims.skipped) > skipped:   # judged at the end (_Dims' doc)
+            self.deferred.append((what or op, shapes, error_pos))
         nid = self.graph.add(op, args, shape, attrs, None, (pos.line, pos.col))
         self.shapes[nid] = shape
         return nid
@@ -170,6 +237,7 @@ class _Builder:
                     raise self.error(f"{eq.target}' must be a vector {show_shape(want)} like state "
                                      f"'{eq.target}', but the expression is a scalar per row",
                                      eq.expr.pos)
+                self.dims.line = eq.pos.line
                 try:
                     self.dims.unify(got[0], want[0])
                 except ShapeError:

@@ -158,3 +158,28 @@ def test_missing_file_is_not_a_spec_error(tmp_path):
 def test_compile_rejects_non_text():
     with pytest.raises(TypeError, match="spec text or a path"):
         rnncc.compile(42)
+
+
+LSTM_BODY = ("cell lstm\ninput  x[I]\nstate  h[H], c[H]\noutput h\n"
+             "i  = sigmoid(W_i @ x + U_i @ h + b_i)\nf  = sigmoid(W_f @ x + U_f @ h + b_f)\n"
+             "{early}g  = tanh(W_g @ x + U_g @ h + b_g)\no  = sigmoid(W_o @ x + U_o @ h + b_o)\n"
+             "c' = f * c + i * g\nh' = o * tanh(c')\n{late}")
+
+
+@pytest.mark.parametrize("early, late, line", [
+    ("q  = f + x\n", "", 7),     # f's size is not known yet at line 7: q = f + x ties it to I,
+                                 # and every later line uses f as [H]: line 7 is the mistake
+    ("", "q  = f + x\n", 11),    # after c' = f * c has made f [H]
+])
+def test_a_shape_conflict_is_reported_where_the_conflicting_use_is(early, late, line):
+    with pytest.raises(SpecError) as err:
+        rnncc.compile(LSTM_BODY.format(early=early, late=late))
+    assert err.value.line == line and err.value.source_line.startswith("q  = f + x")
+    assert "shape mismatch in '+': dimension H does not match dimension I" in err.value.msg
+
+
+def test_a_conflict_no_earlier_line_explains_stays_where_it_is():
+    """x + h with x[I], h[H]: nothing was inferred, the line itself is wrong."""
+    with pytest.raises(SpecError) as err:
+        rnncc.compile("cell t\ninput x[I]\nstate h[H]\ny = W @ x\nh' = tanh(y + h + x)\n")
+    assert err.value.line == 5 and "dimension H does not match dimension I" in err.value.msg
