@@ -196,9 +196,10 @@ def main(argv=None) -> int:
                         print(row, flush=True)
                         rows.append(row)
         if args.write:
-            harness.record("cpu.py", argv, args, HEADER, rows, harness.machine(workers, args),
-                           "; each contender in its own process, and a mixed process (rnncc "
-                           "and torch in one) per case")
+            harness.record("cpu.py", argv, HEADER, rows, harness.machine(workers, args),
+                           f"medians of {args.rounds} interleaved rounds; each contender in "
+                           f"its own process, and a mixed process (rnncc and torch in one) "
+                           f"per case")
     finally:
         for worker in workers.values():
             worker.close()

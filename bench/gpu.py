@@ -149,7 +149,8 @@ def main(argv=None) -> int:
         machine = (f"{device.name}, Python {platform.python_version()}, torch "
                    f"{device.torch.__version__} on {device.torch_device}, {args.dtype}")
         timing = " (wall clock)" if device.simulated else " (CUDA events)"
-        harness.record("gpu.py", argv, args, HEADER, rows, machine, timing)
+        harness.record("gpu.py", argv, HEADER, rows, machine,
+                       f"medians of {args.rounds} interleaved rounds{timing}")
     return 0
 
 

@@ -124,14 +124,14 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
 
 
-def record(script: str, argv, args, header: str, rows: list[str], machine: str,
-           timing: str = "") -> None:
-    """Append a table to bench/RESULTS.md under the command that made it and the machine;
-    `timing` says how rounds were timed."""
+def record(script: str, argv, header: str, rows: list[str], machine: str,
+           how: str) -> None:
+    """Append a table to bench/RESULTS.md under the command that made it, the machine and how
+    it was measured."""
     command = " ".join(argv if argv is not None else sys.argv[1:])
     with RESULTS.open("a") as out:
         out.write(f"\n## {time.strftime('%Y-%m-%d')}: `python bench/{script} {command}`\n\n"
-                  f"{machine}; medians of {args.rounds} interleaved rounds{timing}\n\n"
+                  f"{machine}; {how}\n\n"
                   f"{header}\n|{'---|' * (header.count('|') - 1)}\n" + "\n".join(rows) + "\n")
 
 

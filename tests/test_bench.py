@@ -120,3 +120,13 @@ def test_gpu_benchmark_runs_in_the_simulator(capsys):
     assert all(line.startswith("| gru | 2, 2, 3 |") for line in out[2:4])
     assert all(line.startswith("| lnlstm | 2, 2, 3 |") for line in out[4:])
     assert all(line.count("|") == 10 and line.endswith("| - |") for line in out[2:])
+
+
+def test_compile_benchmark_runs(capsys):
+    """Cold and warm processes for one cell; the warm one loads from the disk cache."""
+    bench = script("compile")
+    assert bench.main(["--cells", "rnn"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| cell | cold: infer s |") and out[2].startswith("| rnn |")
+    cells = [float(v) for v in out[2].strip("|").split("|")[1:]]
+    assert all(v > 0 for v in cells) and cells[4] < cells[3]   # loading beats compiling
