@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 # The float32 paths (rnncc's own exp/tanh, FMA contraction, BLAS summation orders) against the
-# float64 oracle on the same rounded inputs: measured worst relative errors ~2e-5 on entries near
-# the array's largest, and absolute errors up to ~3e-7 of the largest on entries that cancel.
+# float64 oracle on the same rounded inputs, measured on the shipped cells' gradients (T=5, B=3,
+# ragged or not): worst relative error 5e-5 by this measure (lnlstm, gru), absolute errors up to
+# 7e-7 of an array's largest entry. 1e-3 leaves room for the T=100 benchmark-size checks.
 TOLERANCE = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-3}
 
 
