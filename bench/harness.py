@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import platform
 import statistics
@@ -71,15 +72,26 @@ class Worker:
         self.close()
 
 
+# Before each timing, the other processes' threads get this long to stop spinning: OpenMP's
+# and OpenBLAS's idle threads spin for up to ~0.1-0.2 s after their last work by default, and on
+# a machine with as many threads as cores they would take the cores of whoever is timed next.
+SETTLE = 0.25
+# Each timing is of back-to-back calls lasting at least this long (one untimed call first), so
+# that a contender runs as in a training loop, its threads awake.
+MIN_TIMED = 0.02
+
+
 def measure_in_processes(contenders: list, rounds: int) -> dict:
     """contenders: (label, worker, builder, config) tuples. Each is set up (and called once, to
-    compile, allocate and fault pages in) in its worker; then `rounds` rounds, each timing one
-    call of every contender in turn. Returns label -> median seconds."""
+    compile, allocate and fault pages in) in its worker; then `rounds` rounds, each timing every
+    contender in turn (after SETTLE seconds of quiet). Returns label -> median seconds per
+    call."""
     for label, worker, builder, config in contenders:
         worker.ask(op="setup", key=label, builder=builder, config=config)
     times = {label: [] for label, *_ in contenders}
     for _ in range(rounds):
         for label, worker, *_ in contenders:
+            time.sleep(SETTLE)
             times[label].append(worker.ask(op="time", key=label)["seconds"])
     for label, worker, *_ in contenders:
         worker.ask(op="drop", key=label)
@@ -182,10 +194,16 @@ def _worker(script: str, threads: int) -> None:
             if op == "setup":
                 fn = module.BUILDERS[request["builder"]](threads=threads, **request["config"])
                 fn()   # compile, allocate, fault pages in
-                fns[request["key"]] = fn
+                calls = max(1, min(50, math.ceil(MIN_TIMED / max(wall_time(fn), 1e-6))))
+                fns[request["key"]] = (fn, calls)
                 reply = {}
-            elif op == "time":
-                reply = {"seconds": wall_time(fns[request["key"]])}
+            elif op == "time":   # one untimed call (threads awake), then `calls` timed ones
+                fn, calls = fns[request["key"]]
+                fn()
+                start = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                reply = {"seconds": (time.perf_counter() - start) / calls}
             elif op == "drop":
                 del fns[request["key"]]
                 reply = {}
