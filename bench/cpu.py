@@ -144,11 +144,6 @@ BUILDERS = {
 }
 
 
-def start_workers(script: str, threads: int) -> dict:
-    """One process per kind (see bench/harness.py), each serving `script`'s BUILDERS."""
-    return {kind: harness.Worker(script, threads) for kind in
-            ("rnncc", "torch", "floor", "mixed")}
-
 HEADER = ("| cell | T, B, I=H | pass | process | rnncc ms | torch ms | script ms | floor ms | "
           "rnncc/torch | rnncc/script | rnncc/floor |")
 
@@ -182,27 +177,12 @@ def main(argv=None) -> int:
                         help="T,B,I=H triples")
     harness.add_run_options(parser)
     args = parser.parse_args(argv)
-    rows = []
-    print(HEADER)
-    print("|" + "---|" * (HEADER.count("|") - 1))
-    workers = start_workers(__file__, args.threads)
-    try:
-        for name in args.cells:
-            for config in args.configs:
-                T, B, H = (int(v) for v in config.split(","))
-                for backward in ([False] if args.no_backward else [False, True]):
-                    for row in rows_for(workers, name, T, B, H, args.dtype, backward,
-                                        args.rounds):
-                        print(row, flush=True)
-                        rows.append(row)
-        if args.write:
-            harness.record("cpu.py", argv, HEADER, rows, harness.machine(workers, args),
-                           f"medians of {args.rounds} interleaved rounds; each contender in "
-                           f"its own process, and a mixed process (rnncc and torch in one) "
-                           f"per case")
-    finally:
-        for worker in workers.values():
-            worker.close()
+    cases = [lambda workers, name=name, T=T, B=B, H=H, backward=backward: rows_for(
+                 workers, name, T, B, H, args.dtype, backward, args.rounds)
+             for name in args.cells
+             for T, B, H in (map(int, config.split(",")) for config in args.configs)
+             for backward in ([False] if args.no_backward else [False, True])]
+    harness.run_table(__file__, argv, args, HEADER, cases)
     return 0
 
 

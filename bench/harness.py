@@ -10,7 +10,7 @@ worker process of its kind ("rnncc": imports rnncc and no torch; "torch": torch 
 contender gets the same number of threads, and the parent (which imports neither) asks the
 workers in turn for one timed call per round.
 
-    workers = {kind: Worker(script, threads) for kind in ...}
+    run_table(script, argv, args, header, cases)   # workers of every kind, a row per case
     medians = measure_in_processes([(label, worker, builder, config), ...], rounds)
 
 A worker imports the benchmark script by path and calls BUILDERS[builder](threads=...,
@@ -99,6 +99,36 @@ def measure_in_processes(contenders: list, rounds: int) -> dict:
     for label, worker, *_ in contenders:
         worker.ask(op="drop", key=label)
     return {label: statistics.median(v) for label, v in times.items()}
+
+
+KINDS = ("rnncc", "torch", "floor", "mixed")   # the worker processes a table uses
+
+
+def start_workers(script: str | Path, threads: int) -> dict:
+    """One worker process per kind, each serving `script`'s BUILDERS."""
+    return {kind: Worker(script, threads) for kind in KINDS}
+
+
+def run_table(script: str, argv, args, header: str, cases) -> list[str]:
+    """Print a table: the header, then the rows each case (a function of the workers) gives,
+    with the workers of start_workers(script); --write records it in RESULTS.md."""
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    rows = []
+    workers = start_workers(script, args.threads)
+    try:
+        for case in cases:
+            for row in case(workers):
+                print(row, flush=True)
+                rows.append(row)
+        if args.write:
+            record(Path(script).name, argv, header, rows, machine(workers, args),
+                   f"medians of {args.rounds} interleaved rounds; each contender in its own "
+                   f"process, and a mixed process (rnncc and torch in one) per case")
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return rows
 
 
 def wall_time(fn) -> float:

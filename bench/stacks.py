@@ -155,25 +155,11 @@ def main(argv=None) -> int:
                         help="CELL,LAYERS,uni|bi,T,B,H")
     harness.add_run_options(parser)
     args = parser.parse_args(argv)
-    print(HEADER)
-    print("|" + "---|" * (HEADER.count("|") - 1))
-    rows = []
-    workers = single.start_workers(__file__, args.threads)
-    try:
-        for name, layers, bi, T, B, H in args.configs:
-            for backward in ([False] if args.no_backward else [False, True]):
-                for row in rows_for(workers, name, layers, bi, T, B, H, args.dtype, backward,
-                                    args.rounds):
-                    print(row, flush=True)
-                    rows.append(row)
-        if args.write:
-            harness.record("stacks.py", argv, HEADER, rows, harness.machine(workers, args),
-                           f"medians of {args.rounds} interleaved rounds; each contender in "
-                           f"its own process, and a mixed process (rnncc and torch in one) "
-                           f"per case")
-    finally:
-        for worker in workers.values():
-            worker.close()
+    cases = [lambda workers, config=config, backward=backward: rows_for(
+                 workers, *config, args.dtype, backward, args.rounds)
+             for config in args.configs
+             for backward in ([False] if args.no_backward else [False, True])]
+    harness.run_table(__file__, argv, args, HEADER, cases)
     return 0
 
 

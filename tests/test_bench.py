@@ -37,8 +37,8 @@ def test_each_contender_runs_in_a_process_of_its_own_kind():
     """torch is timed with its own defaults: its process never imports rnncc (whose import
     sets OMP_WAIT_POLICY=PASSIVE), and rnncc's never imports torch; the mixed process has
     both."""
-    bench = script("cpu")
-    workers = bench.start_workers(bench.__file__, 1)
+    bench, harness = script("cpu"), script("harness")
+    workers = harness.start_workers(bench.__file__, 1)
     try:
         config = dict(name="rnn", T=2, B=1, H=3, dtype="float32", backward=False)
         for kind in ("rnncc", "torch", "floor", "mixed"):
