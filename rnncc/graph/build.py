@@ -123,17 +123,14 @@ class _Builder:
         except SpecError:
             return None
         for what, shapes, pos in self.deferred:
-            a_dims = [self.dims.resolve(s) for s in shapes]
-            known = {}
-            for shape in a_dims:
-                for d in shape[:1] if len(shape) == 1 else ():
-                    if not isinstance(d, _Var):
-                        known.setdefault(d, shape)
+            resolved = [self.dims.resolve(s) for s in shapes]
+            # the known dimensions of the op's vector operands, in order, each once
+            known = list(dict.fromkeys(s[0] for s in resolved
+                                       if len(s) == 1 and not isinstance(s[0], _Var)))
             if len(known) > 1:
-                (a, _), (b, _) = list(known.items())[:2]
-                detail = " and ".join(show_shape(s) for s in a_dims)
-                return self.error(f"shape mismatch in {what}: dimension {a} does not match "
-                                  f"dimension {b} (operands: {detail})", pos)
+                detail = " and ".join(show_shape(s) for s in resolved)
+                return self.error(f"shape mismatch in {what}: dimension {known[0]} does not "
+                                  f"match dimension {known[1]} (operands: {detail})", pos)
         return None
 
     # -- leaves -----------------------------------------------------------------------------------

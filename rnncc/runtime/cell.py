@@ -26,7 +26,6 @@ STAGES = ("forward", "backward", *PASS_NAMES, *(f"backward:{p}" for p in PASS_NA
           "cpu", "cuda")
 
 
-
 def _shipped_dir():
     """Where the shipped .cell files are: the package rnncc.specs, which the build maps onto the
     repository's specs/ folder (pyproject.toml), so wheels, plain and editable installs all have
@@ -200,13 +199,14 @@ class Cell:
         return {"params": dparams, "x": dx, "state": dstate}
 
 
-def _cell_from_source(source: Source) -> Cell:
+def _cell_from_source(source: Source, stacklevel: int = 3) -> Cell:
+    """The cell of a spec; its lint warnings are warned at `stacklevel` (the user's call to
+    rnncc.compile: 3, to rnncc.load: 4)."""
     spec = parse_spec(source)
     cell = Cell(spec, verify(build(spec)))
     cell.warnings = lint(spec)
     for warning in cell.warnings:
-        # stacklevel 4: the caller of rnncc.compile / rnncc.load
-        warnings.warn(warning, stacklevel=4)
+        warnings.warn(warning, stacklevel=stacklevel)
     return cell
 
 
@@ -241,4 +241,4 @@ def load(name: str) -> Cell:
 @lru_cache(maxsize=None)
 def _load_shipped(stem: str) -> Cell:
     path = _shipped_dir().joinpath(f"{stem}.cell")
-    return _cell_from_source(decode(path.read_bytes(), str(path)))
+    return _cell_from_source(decode(path.read_bytes(), str(path)), stacklevel=4)
