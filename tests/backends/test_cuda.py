@@ -223,3 +223,29 @@ def test_arrays_kept_between_calls_never_leak_into_results(shipped_cells):
                                        rtol=1e-10, atol=1e-12, err_msg=k)
         np.testing.assert_allclose(g["state"]["h"].copy_to_host(), g_r["state"]["h"],
                                    rtol=1e-10, atol=1e-12)
+
+
+def test_a_blocks_shared_arrays_are_one_in_the_simulator(monkeypatch):
+    """The simulator finds a block's shared array by the line that allocates it, with a
+    check-then-set that is not atomic: two threads allocating at once get two arrays, and the
+    block's threads then share nothing (rare: once in about 30 runs of these tests, grossly
+    wrong results). The generated simulator kernels allocate under a lock; here the race is
+    made likely (each allocation yields the interpreter to the other threads), and the results
+    must still equal the reference."""
+    import time
+    from numba.cuda.simulator import kernelapi
+
+    class SlowEmpty:
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        @staticmethod
+        def empty(*args, **kwargs):
+            time.sleep(0.002)
+            return np.empty(*args, **kwargs)
+
+    monkeypatch.setattr(kernelapi, "np", SlowEmpty())
+    cell = rnncc.compile((ROOT / "specs" / "gru.cell").read_text())   # its own compiled code
+    assert "with SHARED_ALLOCATION:" in backends.get("cuda").compiled(cell, np.float64).source
+    compare(cell, random_problem(cell, {"I": 3, "H": 5}, T=3, B=2, seed=4), np.float64,
+            err_msg="gru, slow shared allocation", target="cuda")

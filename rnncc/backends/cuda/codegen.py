@@ -191,8 +191,9 @@ def {name}(a, b, c, acc, trans_a, trans_b, accumulate, blk, nblk, tid, sa, sb, p
 
 
 class _CudaPrinter(_Printer):
-    def __init__(self, plan: GraphPlan, dtype, dims: list[str]):
+    def __init__(self, plan: GraphPlan, dtype, dims: list[str], simulator: bool = False):
         super().__init__(plan, dtype, dims)
+        self.simulator = simulator
         self.row_aliases: dict[str, str] = {}   # 2-D alias argument -> the array it views
 
     def arrays(self) -> list[tuple]:
@@ -267,15 +268,22 @@ class _CudaPrinter(_Printer):
         del self.lines[body_start:]
         args = ", ".join(["T", "B", "lengths"] + [f"d_{d}" for d in self.dims]
                          + [a for a, _, _ in self.arrays()])
+        shared = ["sa = cuda.shared.array((BK, BM), dtype)",
+                  "sb = cuda.shared.array((BK, BN), dtype)",
+                  "red = cuda.shared.array(NT, dtype)"]
+        if self.simulator:
+            # The simulator finds a block's shared array by the line that allocates it, with a
+            # check-then-set that is not atomic (numba-cuda's FakeCUDAShared.array): two of the
+            # block's threads allocating at once can get two arrays, and the block then shares
+            # nothing (seen: rare, grossly wrong results). One thread at a time allocates.
+            shared = ["with SHARED_ALLOCATION:"] + [f"    {line}" for line in shared]
         head = ["@cuda.jit(cache=True)",
                 f"def {name}({args}):",
                 "    grid = cuda.cg.this_grid()",
                 "    tid = cuda.threadIdx.x",
                 "    blk = cuda.blockIdx.x",
                 "    nblk = cuda.gridDim.x",
-                "    sa = cuda.shared.array((BK, BM), dtype)",
-                "    sb = cuda.shared.array((BK, BN), dtype)",
-                "    red = cuda.shared.array(NT, dtype)",
+                *(f"    {line}" for line in shared),
                 "    part = cuda.local.array((TM, TN), dtype)",
                 "    rb = cuda.local.array(TN, dtype)"]
         return "\n".join(head + body)
@@ -394,7 +402,7 @@ def generate(plans: dict, dtype, dims: list[str], simulator: bool) -> tuple[str,
     suffix = "32" if dtype == np.float32 else "64"
     kernels, signatures, consts = [], {}, {}
     for name, plan in plans.items():
-        printer = _CudaPrinter(plan, dtype, dims)
+        printer = _CudaPrinter(plan, dtype, dims, simulator)
         printer.consts = consts
         kernels.append(printer.function(name))
         signatures[name] = printer.arrays()
@@ -409,6 +417,10 @@ def generate(plans: dict, dtype, dims: list[str], simulator: bool) -> tuple[str,
         f"dtype = np.{dtype.name}",
         "ZERO, HALF, ONE = dtype(0.0), dtype(0.5), dtype(1.0)",
     ]
+    if simulator:
+        head[head.index("import math"):head.index("import math") + 1] = ["import math",
+                                                                       "import threading"]
+        head.append("SHARED_ALLOCATION = threading.Lock()  # see the kernels' first lines")
     head += [f"{c} = dtype({value!r})" for value, c in consts.items()]
     launch = launch_shape(simulator)
     tiles = {name: launch[name] for name in ("gemm", "gemm_step")}
