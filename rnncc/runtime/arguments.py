@@ -46,10 +46,10 @@ class Sizes:
     array whose dimension nothing else has fixed yet still shows a number for it (a transposed
     matrix is named as one instead of being taken as the truth for its first dimension)."""
 
-    def __init__(self, known: dict | None = None, likely: dict | None = None):
+    def __init__(self, known: dict | None = None):
         self.size: dict[str, int] = {}
         self.source: dict[str, str] = {}
-        self.likely = dict(likely or {})
+        self.likely: dict[str, int] = {}   # set by check_forward (likely_sizes)
         for name, value in (known or {}).items():
             self.size[name], self.source[name] = value, "the arguments"
 
