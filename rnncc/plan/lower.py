@@ -92,9 +92,19 @@ class _Lowering:
     def _stored(self) -> set[int]:
         """Values computed in the loop that later phases (or the caller) need for every step."""
         g, stored = self.g, set()
-        for n in g.order:
-            if g.phase.get(n) == "step" and any(g.phase.get(u) == "after" for u in g.users(n)):
-                stored.add(n)
+        read_after = [n for n in g.order if g.phase.get(n) == "step"
+                      and any(g.phase.get(u) == "after" for u in g.users(n))]
+        while read_after:
+            n = read_after.pop()
+            stored.add(n)
+            # the loop after reads a view through the buffer it is a block of (a gate's part of
+            # a stacked product, itself living in the gemm that absorbs it, if one does): keep that
+            # one; a view the caller wants is copied out each step instead (per_step_results)
+            if g.stage.get(n) == ("view",):
+                read_after.append(g.node(n).args[0])
+            if g.stage.get(n, ())[:1] == ("gemm",):
+                read_after += [u for u in g.users(n) if g.stage.get(u, ())[:1] == ("absorbed",)
+                               and g.stage[u][2] == n]
         groups = ("output", "saved") if g.kind == "forward" else ("x",)
         for group in groups:
             for n in g.results.get(group, {}).values():

@@ -93,6 +93,13 @@ REGRESSIONS = {
     "accumulate_after_loop": (
         "cell a\ninput x[I]\nstate h[H], c[K]\na0 = W0 @ x\nc' = tanh(W1 @ a0)\n"
         "h' = tanh(a0 + h)\n"),
+    # an output reading a gate's part of a stacked per-step product is computed after the loop:
+    # the stacked product is kept for every step (the part has no storage of its own), and a
+    # per-step GEMM reads the part (strided columns)
+    "part_read_after_the_loop": (
+        "cell p\ninput x[I], y[H]\nstate h[H], c[H]\nparam W0[I, H]\noutput a\n"
+        "p = W0 @ h\na = max(mean(y), p)\nh' = tanh(W1 @ p + U2 @ h)\n"
+        "c' = tanh(W3 @ y + U4 @ h)\n"),
 }
 
 

@@ -121,3 +121,26 @@ def test_plan_target_float32_and_nan_padding(shipped_cells):
     ys64, _ = cell.forward(prob.p, x, state=prob.state, lengths=prob.lengths)
     assert ys32.dtype == np.float32
     np.testing.assert_allclose(ys32, ys64, rtol=1e-4, atol=1e-5)
+
+
+
+def test_a_stacked_products_part_read_after_the_loop_is_kept_for_every_step():
+    """Found by hypothesis: lowering kept only the part (a view, no storage of its own), and
+    the loop after read a product no step had kept."""
+    from ..backends.test_cpu import REGRESSIONS
+    cell = rnncc.compile(REGRESSIONS["part_read_after_the_loop"])
+    plan = cell.plan.forward
+    view = plan.buffers["p"]
+    assert view.view_of == "W0+U2+U4@h" and plan.buffers[view.view_of].stored, plan.text()
+    prob = random_problem(cell, {"I": 2, "H": 5}, T=4, B=3, seed=3, ragged=True)
+    x = prob.x_arg(cell)
+    kwargs = dict(state=prob.state, lengths=prob.lengths)
+    ys, final = cell.forward(prob.p, x, target="plan", **kwargs)
+    ys_r, final_r = cell.forward(prob.p, x, **kwargs)
+    np.testing.assert_allclose(ys, ys_r, rtol=1e-12, atol=1e-14)
+    for s in cell.states:
+        np.testing.assert_allclose(final[s], final_r[s], rtol=1e-12, atol=1e-14)
+    g = cell.backward(prob.p, x, prob.dys, dfinal=prob.dfinal, target="plan", **kwargs)
+    g_r = cell.backward(prob.p, x, prob.dys, dfinal=prob.dfinal, **kwargs)
+    for k in cell.params:
+        np.testing.assert_allclose(g["params"][k], g_r["params"][k], rtol=1e-11, atol=1e-13)

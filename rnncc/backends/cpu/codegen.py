@@ -136,6 +136,15 @@ class _Printer:
                 f"np.ascontiguousarray({array}).reshape(T * B, {self.width(b)})"
         return array
 
+    def operand(self, b: Buffer, t: str | None) -> str:
+        """A buffer read by a GEMM. A gate's columns of a stacked product are strided rows;
+        Numba's np.dot copies such an operand to contiguous memory anyway (and warns that it
+        does): the copy is written out instead, once per step."""
+        array = self.matrix(b, t)
+        if b.view_of is not None and b.axis == "cols" and not array.startswith("np.ascontig"):
+            return f"np.ascontiguousarray({array})"
+        return array
+
     def width(self, b: Buffer) -> str:
         return dim_expr(b.shape[-1]) if b.shape else "1"
 
@@ -146,7 +155,7 @@ class _Printer:
     def gemm(self, step: Gemm, indent: int, t: str | None) -> None:
         b = self.plan.buffers
         a_buf, b_buf, out_buf = b[step.a], b[step.b], b[step.out]
-        a, v, out = self.matrix(a_buf, t), self.matrix(b_buf, t), self.matrix(out_buf, t)
+        a, v, out = self.operand(a_buf, t), self.operand(b_buf, t), self.matrix(out_buf, t)
         if step.op == "matmul":
             product = (v, f"{a}.T")
         elif step.op == "matmul_t":
