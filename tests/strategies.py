@@ -34,6 +34,7 @@ UNARY = {
     "relu": ("relu({})", lambda v: np.maximum(v, 0)),
     "abs": ("abs({})", np.abs),
     "softplus": ("softplus({})", _softplus),
+    "hardsigmoid": ("hardsigmoid({})", lambda v: np.clip(v / 6 + 0.5, 0, 1)),
     "exp": ("exp(tanh({}))", lambda v: np.exp(np.tanh(v))),
     "log": ("log(1 + abs({}))", lambda v: np.log(1 + np.abs(v))),
     "sqrt": ("sqrt(1 + abs({}))", lambda v: np.sqrt(1 + np.abs(v))),

@@ -7,7 +7,7 @@ built, not when it runs.
 from __future__ import annotations
 
 from ..graph import Graph
-from ..graph.ops import REGISTRY, ShapeError
+from ..ops import REGISTRY, ShapeError
 
 
 def _same(a, b):

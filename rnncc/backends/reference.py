@@ -13,7 +13,7 @@ import networkx as nx
 import numpy as np
 
 from ..graph import Graph
-from ..graph.ops.base import EvalContext
+from ..ops.base import EvalContext
 
 
 def live_order(graph: Graph) -> list[int]:

@@ -1,13 +1,10 @@
 """The spec language's fixed vocabulary. The language is a contract: see the README."""
+from ..ops import SPEC_FUNCTIONS
 
 KEYWORDS = ("cell", "input", "state", "param", "output")
 
-# function name -> number of arguments
-FUNCTIONS = {
-    "sigmoid": 1, "tanh": 1, "relu": 1, "exp": 1, "log": 1, "sqrt": 1, "abs": 1, "softplus": 1,
-    "max": 2, "min": 2,
-    "mean": 1, "sum": 1,
-}
+# function name -> number of arguments: the ops that name a spec function (rnncc/ops/)
+FUNCTIONS = {name: op.arity for name, op in SPEC_FUNCTIONS.items()}
 
 # Deeper expressions than this are rejected with a SpecError instead of risking Python's recursion
 # limit in the parser or in the passes that walk expressions.

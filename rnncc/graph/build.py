@@ -8,7 +8,7 @@ error at the parameter's first use, asking the user to declare it.
 from __future__ import annotations
 
 from .graph import Graph
-from .ops import REGISTRY, SPEC_FUNCTIONS, ShapeError, show_shape
+from ..ops import REGISTRY, SPEC_FUNCTIONS, ShapeError, show_shape
 from ..errors import SpecError
 from ..frontend.spec import Binary, Call, Name, Neg, Num, Pos, Power, Spec
 

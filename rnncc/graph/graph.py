@@ -16,7 +16,7 @@ from types import MappingProxyType
 
 import networkx as nx
 
-from .ops import REGISTRY
+from ..ops import REGISTRY
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,10 @@ class Graph:
         self.nx = nx.MultiDiGraph()      # multi: `h * h` has two edges from h
         self.results: dict[str, dict[str, int]] = {}
         self.saved: dict[str, int] = {}
-        # Set by the scheduling passes (passes/hoist.py, passes/fuse.py): node -> decision.
-        self.phase: dict[int, str] = {}
-        self.stage: dict[int, tuple] = {}
+        # Set by the scheduling passes (passes/hoist.py, passes/fuse.py): node -> decision,
+        # typed in schedule.py.
+        self.phase: dict = {}    # node -> Phase
+        self.stage: dict = {}    # node -> Stage
 
     def annotated(self, phase=None, stage=None) -> "Graph":
         """A copy carrying scheduling decisions (the nodes themselves are shared, unchanged)."""

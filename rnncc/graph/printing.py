@@ -53,9 +53,9 @@ def to_text(graph: Graph) -> str:
         left = f"  {_ref(graph, nid)}: {_shape(node.shape)} = {node.op} {args}{_attrs(node)}"
         notes = [f"line {node.pos[0]}"] if node.pos else []
         if nid in graph.phase:
-            stage = graph.stage.get(nid, ())
-            where = " ".join(str(s) for s in stage[:2])
-            notes.append(f"[{graph.phase[nid]} {where}]".replace(" ]", "]"))
+            stage = graph.stage.get(nid)
+            where = f" {stage}" if stage is not None else ""
+            notes.append(f"[{graph.phase[nid]}{where}]")
         lines.append(f"{left:<44}# {'  '.join(notes)}" if notes else left)
     if graph.saved:
         lines.append(f"{'saved':<8} " + ", ".join(graph.saved))

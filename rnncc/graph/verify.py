@@ -8,7 +8,7 @@ from __future__ import annotations
 import networkx as nx
 
 from .graph import Graph
-from .ops import REGISTRY, ShapeError, Stacked, show_shape
+from ..ops import REGISTRY, ShapeError, Stacked, show_shape
 
 
 class GraphError(AssertionError):

@@ -16,6 +16,7 @@ Plan.
 from __future__ import annotations
 
 from ..graph import Graph, verify
+from ..graph.schedule import verify_schedule
 from .cse import cse
 from .dce import dce
 from .fold_constants import fold_constants
@@ -43,11 +44,14 @@ PASS_NAMES = [name for name, _ in PIPELINE]
 
 
 def optimize(graph: Graph, until: str | None = None) -> Graph:
-    """Run the pipeline (up to and including pass `until`), verifying after every pass."""
+    """Run the pipeline (up to and including pass `until`), verifying after every pass (and the
+    scheduling decisions after hoist and fuse: a pass bug fails here, not in generated code)."""
     if until is not None and until not in PASS_NAMES:
         raise ValueError(f"unknown pass {until!r}; the passes are {', '.join(PASS_NAMES)}")
     for name, run in PIPELINE:
         graph = verify(run(graph))
+        if name in ("hoist", "fuse"):
+            verify_schedule(graph, stages=name == "fuse")
         if name == until:
             break
     return graph

@@ -1,19 +1,16 @@
 """Common-subexpression elimination: two nodes with the same op, arguments and attributes are one.
 
-Commutative ops (add, mul, max, min) match with their arguments in either order.
+Commutative ops (the op table says which: add, mul, max, min) match with their arguments in either order.
 """
 from __future__ import annotations
 
 from ..graph import Graph
 from .rewrite import copy_node, rebuild
 
-COMMUTATIVE = {"add", "mul", "max", "min"}
-
-
 def _key(node, args):
     if node.opdef.kind == "leaf":
         return (node.op, node.name)
-    if node.op in COMMUTATIVE:
+    if node.opdef.commutative:
         args = tuple(sorted(args))
     return (node.op, args, tuple(sorted((k, repr(v)) for k, v in node.attrs.items())), node.shape)
 

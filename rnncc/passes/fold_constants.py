@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Graph
-from ..graph.ops.base import EvalContext
+from ..ops.base import EvalContext
 from .rewrite import rebuild
 
 _CTX = EvalContext({}, np.float64)

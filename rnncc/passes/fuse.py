@@ -12,32 +12,32 @@ cell-state gradient joins the gate-gradient kernel before it).
 A GEMM whose only user adds something computed before it accumulates onto that instead
 (C = c + A B, BLAS's beta = 1): the add disappears into the GEMM ("absorbed").
 
-Stacked parameters (stack_rows) are packed once, not computed: stage ("pack",). A part of a value
-that is not computed in a kernel (a GEMM's output, a buffer from another phase) is a view of that
-buffer, not an op: stage ("view",).
+Stacked parameters (stack_rows) are packed once, not computed: Packed. A part of a value that is
+not computed in a kernel (a GEMM's output, a buffer from another phase) is a view of that buffer,
+not an op: View.
 
-Decisions are recorded in graph.stage: node -> ("kernel", j) | ("gemm", j) | ("absorbed", j,
-gemm node, addend) | ("pack",) | ("view",).
+Decisions are recorded in graph.stage: node -> InKernel(j) | ByGemm(j) | Absorbed(j, gemm node,
+addend) | Packed() | View() (rnncc/graph/schedule.py).
 """
 from __future__ import annotations
 
 from ..graph import Graph
-from .hoist import GEMMS
+from ..graph.schedule import PHASE_ORDER, Absorbed, ByGemm, InKernel, Packed, Stage, View
 
 
 def fuse(graph: Graph) -> Graph:
-    stage: dict[int, tuple] = {}
-    for phase in ("invariant", "before", "step", "after"):
+    stage: dict[int, Stage] = {}
+    for phase in PHASE_ORDER:
         nodes = [n for n in graph.order if graph.phase.get(n) == phase]
         stage.update(_stages(graph, nodes))
     return graph.annotated(stage=stage)
 
 
-def _stages(graph: Graph, nodes: list[int]) -> dict[int, tuple]:
+def _stages(graph: Graph, nodes: list[int]) -> dict[int, Stage]:
     members = set(nodes)
     gemm_level: dict[int, int] = {}
     asap: dict[int, int] = {}
-    stage: dict[int, tuple] = {}
+    stage: dict[int, Stage] = {}
 
     def ready(a: int) -> int:
         """The stage after which a's value exists (0: before the phase starts)."""
@@ -47,19 +47,19 @@ def _stages(graph: Graph, nodes: list[int]) -> dict[int, tuple]:
 
     def is_buffer(a: int) -> bool:
         """Is a's value a buffer rather than a value inside a kernel?"""
-        return a not in members or a in gemm_level or stage.get(a, ("",))[0] in ("pack", "view")
+        return a not in members or a in gemm_level or isinstance(stage.get(a), (Packed, View))
 
     for n in nodes:
         node = graph.node(n)
         if node.op == "stack_rows":
-            stage[n] = ("pack",)
+            stage[n] = Packed()
             asap[n] = 0
-        elif node.op in GEMMS:
+        elif node.opdef.gemm:
             gemm_level[n] = 1 + max((ready(a) for a in node.args), default=0)
         else:
             asap[n] = max((ready(a) for a in node.args), default=0)
             if node.opdef.kind == "view" and is_buffer(node.args[0]):
-                stage[n] = ("view",)
+                stage[n] = View()
 
     # A GEMM with a single user `add(gemm, c)` accumulates onto c when c exists before the GEMM
     # without a kernel of its own: c is a buffer, or the GEMM waits for a kernel anyway.
@@ -75,7 +75,7 @@ def _stages(graph: Graph, nodes: list[int]) -> dict[int, tuple]:
                 and graph.node(add).shape == graph.node(g).shape
                 and (is_buffer(others[0]) or waits_for_kernel)):
             gemm_level[add] = level
-            stage[add] = ("absorbed", level, g, others[0])
+            stage[add] = Absorbed(level, g, others[0])
     # what depends on an absorbed add waits for its GEMM
     for n in nodes:
         if n in asap and n not in gemm_level:
@@ -83,7 +83,7 @@ def _stages(graph: Graph, nodes: list[int]) -> dict[int, tuple]:
 
     last = max(gemm_level.values(), default=0)
     kernel_nodes = [n for n in nodes if n not in gemm_level and n not in stage]
-    views = [n for n in nodes if stage.get(n) == ("view",)]
+    views = [n for n in nodes if isinstance(stage.get(n), View)]
 
     def latest(n: int, placed: dict) -> int:
         bound = last
@@ -111,7 +111,7 @@ def _stages(graph: Graph, nodes: list[int]) -> dict[int, tuple]:
                                                          if j in placed.values()]
         placed[n] = max(chosen) if chosen else hi
     for n, j in placed.items():
-        stage[n] = ("kernel", j)
+        stage[n] = InKernel(j)
     for g, level in gemm_level.items():
-        stage.setdefault(g, ("gemm", level))
+        stage.setdefault(g, ByGemm(level))
     return stage

@@ -14,9 +14,7 @@ Values that cross from the loop to `after` (or that backward saves) are stored f
 from __future__ import annotations
 
 from ..graph import Graph
-
-GEMMS = ("matmul", "matmul_t", "outer_sum")
-
+from ..graph.schedule import Phase
 
 def hoist(graph: Graph) -> Graph:
     carried_leaves, carried_results = graph.carried
@@ -38,27 +36,27 @@ def hoist(graph: Graph) -> Graph:
             needed.add(nid)
             stack.extend(graph.node(nid).args)
 
-    phase: dict[int, str] = {}
+    phase: dict[int, Phase] = {}
     for nid in reversed(graph.order):
         node = graph.node(nid)
         if node.is_leaf:
             continue
         if nid not in on_rows:
-            phase[nid] = "invariant"
+            phase[nid] = Phase.INVARIANT
         elif nid in on_carried:
             # after the loop only what reads carried values through stored ones: a carried value
             # itself exists one step at a time
             reads_carried = any(a in carried for a in node.args)
-            feeds_step = any(phase[u] == "step" for u in graph.users(nid))
-            phase[nid] = "step" if nid in needed or reads_carried or feeds_step else "after"
-        elif node.op in GEMMS:
-            phase[nid] = "before"
+            feeds_step = any(phase[u] == Phase.STEP for u in graph.users(nid))
+            phase[nid] = Phase.STEP if nid in needed or reads_carried or feeds_step else Phase.AFTER
+        elif node.opdef.gemm:
+            phase[nid] = Phase.BEFORE
         else:
             users = {phase[u] for u in graph.users(nid)}
-            if "before" in users:
-                phase[nid] = "before"
-            elif nid in needed or "step" in users:
-                phase[nid] = "step"
+            if Phase.BEFORE in users:
+                phase[nid] = Phase.BEFORE
+            elif nid in needed or Phase.STEP in users:
+                phase[nid] = Phase.STEP
             else:
-                phase[nid] = "after"
+                phase[nid] = Phase.AFTER
     return graph.annotated(phase=phase)

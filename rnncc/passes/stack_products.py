@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from ..graph import Graph
-from ..graph.ops import REGISTRY, ShapeError
+from ..ops import REGISTRY, ShapeError
 from .rewrite import Draft
 
 

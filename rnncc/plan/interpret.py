@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph.ops import REGISTRY
-from ..graph.ops.base import EvalContext, dim_size
+from ..ops import REGISTRY
+from ..ops.base import EvalContext, dim_size
 from .plan import Buffer, GraphPlan
 
 

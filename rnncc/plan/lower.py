@@ -6,11 +6,14 @@ file only names buffers and writes the decisions down as steps.
 from __future__ import annotations
 
 from ..graph import Graph
+from ..graph.schedule import (PHASE_ORDER, Absorbed, ByGemm, InKernel, Packed, Phase, View,
+                              absorber)
 from .plan import PHASES, Buffer, Gemm, GraphPlan, Kernel, Op
 
-_PHASE_ROWS = {"invariant": "none", "before": "T*B", "step": "B", "after": "T*B"}
-_LOOP_PHASE = {"invariant": "before_loop", "before": "before_loop", "step": "per_step",
-               "after": "after_loop"}
+_PHASE_ROWS = {Phase.INVARIANT: "none", Phase.BEFORE: "T*B", Phase.STEP: "B",
+               Phase.AFTER: "T*B"}
+_LOOP_PHASE = {Phase.INVARIANT: "before_loop", Phase.BEFORE: "before_loop",
+               Phase.STEP: "per_step", Phase.AFTER: "after_loop"}
 
 
 def _packed_name(names: list[str]) -> str:
@@ -59,7 +62,7 @@ class _Lowering:
                     preferred[n] = _packed_name([preferred[u] for u in parts])
         for n in g.order:
             node = g.node(n)
-            stage = g.stage.get(n, ())
+            stage = g.stage.get(n)
             if node.opdef.kind == "leaf":
                 name = node.name
             elif n in preferred:
@@ -74,9 +77,9 @@ class _Lowering:
                 name = f"{names[node.args[0]]}^T@{names[node.args[1]]}"
             elif node.op == "outer_sum":
                 name = f"{names[node.args[0]]}^T@{names[node.args[1]]}"
-            elif stage and stage[0] == "absorbed":
-                name = f"{names[stage[3]]}+{names[stage[2]]}"
-            elif stage == ("view",):
+            elif isinstance(stage, Absorbed):
+                name = f"{names[stage.addend]}+{names[stage.gemm]}"
+            elif isinstance(stage, View):
                 source = g.node(node.args[0])
                 index = node.attrs["index"]
                 if source.op == "matmul" and g.node(source.args[0]).op == "stack_rows":
@@ -92,19 +95,18 @@ class _Lowering:
     def _stored(self) -> set[int]:
         """Values computed in the loop that later phases (or the caller) need for every step."""
         g, stored = self.g, set()
-        read_after = [n for n in g.order if g.phase.get(n) == "step"
-                      and any(g.phase.get(u) == "after" for u in g.users(n))]
+        read_after = [n for n in g.order if g.phase.get(n) == Phase.STEP
+                      and any(g.phase.get(u) == Phase.AFTER for u in g.users(n))]
         while read_after:
             n = read_after.pop()
             stored.add(n)
             # the loop after reads a view through the buffer it is a block of (a gate's part of
             # a stacked product, itself living in the gemm that absorbs it, if one does): keep that
             # one; a view the caller wants is copied out each step instead (per_step_results)
-            if g.stage.get(n) == ("view",):
+            if isinstance(g.stage.get(n), View):
                 read_after.append(g.node(n).args[0])
-            if g.stage.get(n, ())[:1] == ("gemm",):
-                read_after += [u for u in g.users(n) if g.stage.get(u, ())[:1] == ("absorbed",)
-                               and g.stage[u][2] == n]
+            if isinstance(g.stage.get(n), ByGemm) and absorber(g, n) is not None:
+                read_after.append(absorber(g, n))
         groups = ("output", "saved") if g.kind == "forward" else ("x",)
         for group in groups:
             for n in g.results.get(group, {}).values():
@@ -114,12 +116,9 @@ class _Lowering:
     # -- buffers -----------------------------------------------------------------------------------
     def buffer(self, n: int) -> str:
         g, node = self.g, self.g.node(n)
-        stage = g.stage.get(n, ())
-        if stage and stage[0] == "gemm":
-            absorber = [u for u in g.users(n) if g.stage.get(u, ())[:1] == ("absorbed",)
-                        and g.stage[u][2] == n]
-            if absorber:
-                return self.buffer(absorber[0])
+        stage = g.stage.get(n)
+        if isinstance(stage, ByGemm) and absorber(g, n) is not None:
+            return self.buffer(absorber(g, n))
         name = self.names[n]
         if name in self.buffers:
             return name
@@ -135,7 +134,7 @@ class _Lowering:
         elif node.op == "stack_rows":
             self.buffers[name] = Buffer(name, node.shape, "none", "packed",
                                         pack=tuple(self.names[a] for a in node.args))
-        elif stage == ("view",):
+        elif isinstance(stage, View):
             parent = self.buffers[self.buffer(node.args[0])]
             self.buffers[name] = Buffer(name, node.shape, parent.rows, "view",
                                         stored=parent.stored, view_of=parent.name,
@@ -196,10 +195,8 @@ class _Lowering:
         a, b = node.args
         out = self.buffer(n)
         acc = None
-        absorbed = [u for u in g.users(n)
-                    if g.stage.get(u, ())[:1] == ("absorbed",) and g.stage[u][2] == n]
-        if absorbed:
-            acc = self.buffer(g.stage[absorbed[0]][3])
+        if absorber(g, n) is not None:
+            acc = self.buffer(g.stage[absorber(g, n)].addend)
         sa, sb = g.node(a).shape, g.node(b).shape
         rows = _PHASE_ROWS[phase] if self.per_row[n] or node.op == "outer_sum" else "none"
         if node.op == "matmul":        # rows of v [R, n] times A^T [n, m]
@@ -213,20 +210,20 @@ class _Lowering:
     def lower(self) -> GraphPlan:
         g = self.g
         for n in g.order:  # leaves and packed parameters exist whether or not a step reads them
-            if g.node(n).opdef.kind == "leaf" or g.stage.get(n) == ("pack",):
+            if g.node(n).opdef.kind == "leaf" or isinstance(g.stage.get(n), Packed):
                 self.buffer(n)
         phases = {p: [] for p in PHASES}
-        for phase in ("invariant", "before", "step", "after"):
+        for phase in PHASE_ORDER:
             nodes = [n for n in g.order if g.phase.get(n) == phase]
             kernels: dict[int, list[int]] = {}
             gemms: dict[int, list[int]] = {}
             for n in nodes:
                 stage = g.stage[n]
-                if stage[0] == "kernel":
-                    kernels.setdefault(stage[1], []).append(n)
-                elif stage[0] == "gemm":
-                    gemms.setdefault(stage[1], []).append(n)
-                elif stage[0] in ("view", "pack"):
+                if isinstance(stage, InKernel):
+                    kernels.setdefault(stage.level, []).append(n)
+                elif isinstance(stage, ByGemm):
+                    gemms.setdefault(stage.level, []).append(n)
+                elif isinstance(stage, (View, Packed)):
                     self.buffer(n)
             last = max([*kernels, *gemms], default=-1)
             for j in range(last + 1):

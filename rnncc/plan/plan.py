@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from ..graph.ops import Stacked
-from ..graph.ops.base import part_offsets
+from ..ops import Stacked
+from ..ops.base import part_offsets
 
 
 def dims_text(shape) -> str:

@@ -8,7 +8,7 @@ import pytest
 import rnncc
 from rnncc.autodiff import differentiate
 from rnncc.backends import reference
-from rnncc.graph.ops import REGISTRY
+from rnncc.ops import REGISTRY
 from rnncc.runtime.gradcheck import check_gradients, loss, random_problem
 
 from ..close import assert_close

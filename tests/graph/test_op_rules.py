@@ -13,8 +13,8 @@ import pytest
 
 import rnncc
 from rnncc.graph import Graph
-from rnncc.graph.ops import REGISTRY
-from rnncc.graph.ops.base import EvalContext, Stacked
+from rnncc.ops import REGISTRY
+from rnncc.ops.base import EvalContext, Stacked
 from rnncc.runtime.cell import Cell
 
 from ..close import assert_close
@@ -83,6 +83,8 @@ def cases(rng):
         "sqrt": ([pos()], {}, lambda a: each(math.sqrt, a)),
         "abs": ([a], {}, lambda a: each(abs, a)),
         "softplus": ([a], {}, lambda a: each(lambda x: math.log(1 + math.exp(x)), a)),
+        "hardsigmoid": ([3 * a], {}, lambda a: each(lambda x: 0.0 if x <= -3 else 1.0 if x >= 3
+                                                    else x / 6 + 0.5, a)),
         "step": ([np.concatenate([a, np.zeros((ROWS, 1))], 1)], {},
                  lambda a: each(lambda x: 1.0 if x > 0 else 0.0, a)),
         "sign": ([np.concatenate([a, np.zeros((ROWS, 1))], 1)], {},
@@ -144,7 +146,7 @@ SPEC_EXPRESSIONS = {
     "pow": "b ** -1.5", "max": "max(a, b)", "min": "min(a, b)", "sigmoid": "sigmoid(a)",
     "tanh": "tanh(a)", "relu": "relu(a)", "exp": "exp(a)", "log": "log(b)", "sqrt": "sqrt(b)",
     "abs": "abs(a)", "softplus": "softplus(a)", "matmul": "W @ a", "mean": "mean(a)",
-    "sum": "sum(a)",
+    "sum": "sum(a)", "hardsigmoid": "hardsigmoid(3 * a)",  # -6 .. 6: both flat ends and the ramp
 }
 
 
@@ -182,9 +184,12 @@ def test_derivative_rule_equals_finite_differences_of_the_formula(op, rng):
     formula = cases(rng)[op][2]
     if op == "matmul":
         f, args = (lambda W, a: formula(W, a)), [W, a]
+    elif op == "hardsigmoid":
+        f, args = (lambda a: formula(3 * a)), [a]
     elif op in ("pow", "log", "sqrt"):
         f, args = formula, [b]
-    elif op in ("mean", "sum", "neg", "sigmoid", "tanh", "relu", "exp", "abs", "softplus"):
+    elif op in ("mean", "sum", "neg", "sigmoid", "tanh", "relu", "exp", "abs", "softplus",
+                "hardsigmoid"):
         f, args = formula, [a]
     else:
         f, args = formula, [a, b]
@@ -214,3 +219,21 @@ def test_broadcast_derivative_rule(rng):
     formula = lambda v: np.array([[sum(r)] * 4 for r in v])
     (want,) = finite_difference(formula, [x], dy)
     assert_close(g["x"]["a"][0], want, 1e-6, "d a")
+
+
+def test_hardsigmoid_equals_torch_at_its_ends():
+    """PyTorch's value and gradient where the ramp meets the flat ends (x = -3, 3: slope 0)."""
+    torch = pytest.importorskip("torch")
+    cell = rnncc.compile("cell one\ninput a[N]\nstate h[N]\noutput y\ny = hardsigmoid(a)\n"
+                         "h' = h\n")
+    x = np.array([[-4.0, -3.0, 0.5, 3.0], [3.5, -2.999, 2.999, 0.0]])
+    dy = np.arange(1.0, 9.0).reshape(1, 2, 4)
+    ys, _ = cell.forward({}, x[None], target="reference")
+    g = cell.backward({}, x[None], dy, target="reference")
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.hardsigmoid(xt)
+    yt.backward(torch.tensor(dy[0]))
+    assert_close(ys[0], yt.detach().numpy(), 1e-15)
+    # torch's backward scales by 1/6 rounded to float32 even in float64: 3e-8 apart
+    assert_close(g["x"][0], xt.grad.numpy(), 1e-7)
+    assert (g["x"][0] == 0).tolist() == (xt.grad.numpy() == 0).tolist()

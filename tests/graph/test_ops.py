@@ -6,8 +6,8 @@ import warnings
 import numpy as np
 import pytest
 
-from rnncc.graph.ops import REGISTRY, SPEC_FUNCTIONS
-from rnncc.graph.ops.base import EvalContext, ShapeError, elementwise_shape
+from rnncc.ops import REGISTRY, SPEC_FUNCTIONS
+from rnncc.ops.base import EvalContext, ShapeError, elementwise_shape
 
 CTX = EvalContext({}, np.float64)
 
@@ -23,6 +23,7 @@ def _softplus(v):
 UNARY = {
     "neg": lambda v: -v, "sigmoid": _sigmoid, "tanh": math.tanh, "relu": lambda v: max(v, 0.0),
     "exp": math.exp, "log": math.log, "sqrt": math.sqrt, "abs": abs, "softplus": _softplus,
+    "hardsigmoid": lambda v: min(max(v / 6 + 0.5, 0.0), 1.0),
 }
 BINARY = {
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
@@ -80,11 +81,71 @@ def test_saturating_ops_do_not_overflow():
     np.testing.assert_array_equal(t, [-1.0, -1.0, 0.0, 1.0, 1.0])
 
 
-def test_every_spec_function_has_an_op():
+def test_every_op_has_every_rule():
+    """What the op table promises each op (rnncc/ops/base.py): the rules the front end, the
+    builder, the evaluators, autodiff, the passes and both printers read from it."""
     from rnncc.frontend.language import FUNCTIONS
-    assert set(SPEC_FUNCTIONS) == set(FUNCTIONS)
-    for name, arity in FUNCTIONS.items():
-        assert SPEC_FUNCTIONS[name].arity == arity
+    assert FUNCTIONS == {name: op.arity for name, op in SPEC_FUNCTIONS.items()}
+    for name, op in REGISTRY.items():
+        assert op.name == name
+        if op.kind == "leaf":
+            assert op.evaluate is None and op.vjp is None and not op.scalar, name
+            continue
+        assert callable(op.shape) and callable(op.evaluate), name
+        if op.arity != 0 and op.differentiable:
+            assert callable(op.vjp), f"{name}: no derivative rule and not marked otherwise"
+        # printed element by element exactly when it is elementwise (a broadcast is, per row)
+        assert op.scalar == (op.kind in ("elementwise", "broadcast")), name
+        assert op.gemm == (name in ("matmul", "matmul_t", "outer_sum")), name
+        assert isinstance(op.commutative, bool) and (not op.commutative or op.arity == 2), name
+        if op.spec_name:
+            assert op.spec_name == name and op.kind in ("elementwise", "reduce"), name
+
+
+class PythonMath:
+    """A ScalarMath whose expressions Python evaluates: the rules' text, checked by value."""
+    FUNCTIONS = {"sigmoid": _sigmoid, "softplus": _softplus, "tanh": math.tanh,
+                 "exp": np.exp, "log": np.log, "sqrt": np.sqrt}  # IEEE's answers at 0, not errors
+
+    def call(self, function, *args):
+        return f"{function}({', '.join(args)})"
+
+    def const(self, value):
+        return repr(float(value))
+
+
+def lowered(op, attrs, *values):
+    """The op's scalar lowering rule, printed for arguments x0, x1, ... and run by Python on
+    float64 scalars (IEEE arithmetic, as in the generated kernels: 1 / 0 is inf)."""
+    names = [f"x{k}" for k in range(len(values))]
+    text = REGISTRY[op].lower(names, attrs, PythonMath())
+    scope = {**PythonMath.FUNCTIONS, "math": math, "ZERO": 0.0, "HALF": 0.5, "ONE": 1.0,
+             **{n: np.float64(v) for n, v in zip(names, values)}}
+    with np.errstate(all="ignore"):
+        return float(eval(text, scope))  # noqa: S307  (text the op table printed)
+
+
+SCALAR_ATTRS = {"pow": [{"exponent": p} for p in (2, 3, -2, 0.5, -0.5, 0, -1.5, 1.7)],
+                "broadcast": [{"dim": 1}]}
+
+
+@pytest.mark.parametrize("op", sorted(n for n, o in REGISTRY.items() if o.scalar))
+def test_scalar_lowering_rules_compute_what_numpy_evaluation_computes(op, rng):
+    """The one rule both printers print, against the op's numpy evaluation, at ordinary values,
+    ties, zeros, the ends of hardsigmoid's ramp, and NaN (which every rule propagates)."""
+    arity = REGISTRY[op].arity
+    special = [0.0, 3.0, -3.0, 1.0, -1.0, float("nan")]
+    points = [tuple(rng.uniform(0.2, 4, arity)) for _ in range(20)]
+    points += [tuple(rng.uniform(-4, -0.2, arity)) for _ in range(20)]
+    points += [(v,) * arity for v in special] + [(v,) + (1.0,) * (arity - 1) for v in special]
+    for attrs in SCALAR_ATTRS.get(op, [{}]):
+        for point in points:
+            with np.errstate(all="ignore"):
+                want = REGISTRY[op].evaluate([np.array([v]) for v in point], attrs, CTX)
+            want = float(np.ravel(want)[0])
+            got = lowered(op, attrs, *point)
+            assert (math.isnan(got) and math.isnan(want)) or math.isclose(
+                got, want, rel_tol=1e-14, abs_tol=1e-300), (op, attrs, point, got, want)
 
 
 def test_elementwise_shape_rule():

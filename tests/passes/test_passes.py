@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import rnncc
+from rnncc.graph.schedule import verify_schedule
 from rnncc.backends import reference
 from rnncc.graph import verify
 from rnncc.passes import PASS_NAMES, cse, dce, fold_constants, optimize, simplify
@@ -40,6 +41,8 @@ def check_pipeline(cell, prob):
         forward = verify(optimize(training, until=name))
         backward = verify(optimize(cell.backward_graph, until=name))
         assert_same(base, run_graphs(cell, forward, backward, prob))
+    for graph in (forward, backward):  # optimize ran it too; here it is the test's own claim
+        verify_schedule(graph)
 
 
 @pytest.mark.parametrize("name", rnncc.shipped())
@@ -118,3 +121,30 @@ def test_backward_products_are_stacked_in_forward_order(shipped_cells):
     counts = ops(graph)
     assert counts["matmul_t"] == 2 and counts["outer_sum"] == 2 and counts["batch_sum"] == 1
     assert counts["concat"] == 1  # one stacked gate gradient serves all of them
+
+
+def test_verify_schedule_catches_broken_decisions(shipped_cells):
+    """The check of hoist's and fuse's decisions fails on each kind of mistake a pass could make."""
+    from rnncc.graph.schedule import ByGemm, InKernel, Phase, ScheduleError
+    fused = optimize(shipped_cells["lstm"].graph)
+    verify_schedule(fused)
+    step_gemm = next(n for n in fused.order if isinstance(fused.stage.get(n), ByGemm)
+                     and fused.phase[n] == Phase.STEP)
+    reader = next(u for u in fused.users(step_gemm) if fused.phase[u] == Phase.STEP)
+
+    def broken(phase=None, stage=None):
+        return fused.annotated(phase={**fused.phase, **(phase or {})},
+                               stage={**fused.stage, **(stage or {})})
+
+    mistakes = {
+        "no phase": fused.annotated(phase={n: p for n, p in fused.phase.items()
+                                           if n != reader}),
+        "a phase as a string": broken(phase={reader: "step"}),
+        "a product in a kernel": broken(stage={step_gemm: InKernel(1)}),
+        "a read before the GEMM ran": broken(stage={reader: InKernel(0)}),
+        "a read of a later phase": broken(phase={step_gemm: Phase.AFTER}),
+    }
+    for what, graph in mistakes.items():
+        with pytest.raises(ScheduleError):
+            verify_schedule(graph)
+            pytest.fail(what)

@@ -24,13 +24,33 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ...graph.ops import Stacked
+from ...ops import REGISTRY, Stacked
 from ...plan.plan import Buffer, Gemm, GraphPlan, Kernel
-from .fastmath import CALLER_OPTIONS
+from .fastmath import CALLER_OPTIONS, FUNCTIONS
 
-ELEMENTWISE = {"add", "sub", "mul", "div", "neg", "pow", "max", "min", "sigmoid", "tanh", "relu",
-               "exp", "log", "sqrt", "abs", "softplus", "step", "sign", "argmax_weight",
-               "broadcast"}
+
+def scalar(op: str) -> bool:
+    """Is op printed element by element (it has a scalar lowering rule)?"""
+    return REGISTRY[op].scalar
+
+
+class CpuMath:
+    """Math in a generated CPU module: rnncc's fastmath where it has the function (LLVM
+    vectorizes it; see fastmath.py), numpy's sqrt, else Python's math module (libm)."""
+
+    def __init__(self, dtype, const):
+        self.fast = FUNCTIONS[np.dtype(dtype)]
+        self.suffix = "32" if np.dtype(dtype) == np.float32 else "64"
+        self.const = const
+        self.used: set[str] = set()   # the fastmath functions the module imports
+
+    def call(self, function: str, *args: str) -> str:
+        if function in self.fast:
+            self.used.add(function)
+            return f"{function}{self.suffix}({', '.join(args)})"
+        if function == "sqrt":
+            return f"np.sqrt({', '.join(args)})"
+        return f"math.{function}({', '.join(args)})"
 
 
 # Numba's parallel=True also turns array expressions and slice assignments into parallel loops;
@@ -58,12 +78,13 @@ def offset_expr(dim: Stacked, index: int) -> str:
 
 
 class _Printer:
+    MATH = CpuMath
     def __init__(self, plan: GraphPlan, dtype, dims: list[str]):
         self.plan, self.dims = plan, dims
         self.dtype = np.dtype(dtype)
-        self.suffix = "32" if self.dtype == np.float32 else "64"
         self.lines: list[str] = []
         self.consts: dict[float, str] = {}
+        self.math = self.MATH(self.dtype, self.const)
         self.workspace: dict[str, tuple] = {}  # kernel-local arrays: name -> (rows, dim)
         self.captured: list[str] = []          # results copied per step by the loop itself
 
@@ -258,8 +279,6 @@ def split_ops(step: Kernel) -> tuple[list, list]:
 class _Kernel:
     """Prints one fused kernel: a loop over its rows, inside each row its ops."""
 
-    SQRT = "np.sqrt"   # what a square root prints as (the CUDA printer's differs)
-
     # -- how a loop over a row's columns prints (the CUDA printer spreads it over threads) -----------
     def column_loop(self, width: str) -> str:
         return f"for j in range({width}):"
@@ -291,7 +310,7 @@ class _Kernel:
                 src = self.ops.get(arg)
                 if (src is not None and self.users[arg] == [op.out] and op.args.count(arg) == 1
                         and arg not in step.outputs and src.per_row == op.per_row
-                        and src.op in ELEMENTWISE):
+                        and scalar(src.op)):
                     self.into_concat[arg] = (op.out, offset_expr(op.shape[-1], k))
         self.in_rows = False
 
@@ -397,52 +416,7 @@ class _Kernel:
     # -- expressions --------------------------------------------------------------------------------
     def expr(self, op, j: str | None, group: set) -> str:
         args = [self.value(a, j if self.is_vector(a) else None, group) for a in op.args]
-        f = self.p.suffix
-        name = op.op
-        if name in ("add", "sub", "mul", "div"):
-            sym = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[name]
-            return f"({args[0]} {sym} {args[1]})"
-        if name == "neg":
-            return f"(-{args[0]})"
-        if name == "pow":
-            return self.power(args[0], op.attrs["exponent"])
-        if name in ("max", "min"):
-            cmp = ">" if name == "max" else "<"
-            a, b = args
-            return f"({a} if ({a} {cmp} {b} or {a} != {a}) else {b})"
-        if name in ("sigmoid", "tanh", "exp", "log", "softplus"):
-            return f"{name}{f}({args[0]})"
-        if name == "sqrt":
-            return f"{self.SQRT}({args[0]})"
-        if name == "abs":
-            return f"abs({args[0]})"
-        if name == "relu":
-            a = args[0]
-            return f"({a} if ({a} > ZERO or {a} != {a}) else ZERO)"
-        if name == "step":
-            return f"(ONE if {args[0]} > ZERO else ZERO)"
-        if name == "sign":
-            a = args[0]
-            return f"(ONE if {a} > ZERO else (-ONE if {a} < ZERO else {a} * ZERO))"
-        if name == "argmax_weight":
-            a, b = args
-            return f"(ONE if {a} > {b} else (HALF if {a} == {b} else ZERO))"
-        if name == "broadcast":
-            return args[0]
-        raise NotImplementedError(f"op {name} in a CPU kernel")
-
-    def power(self, a: str, p: float) -> str:
-        if p == int(p) and 0 < abs(p) <= 8:
-            product = " * ".join([a] * int(abs(p)))
-            return f"({product})" if p > 0 else f"(ONE / ({product}))"
-        if p == 0.5:
-            return f"{self.SQRT}({a})"
-        if p == -0.5:
-            return f"(ONE / {self.SQRT}({a}))"
-        if p == 0:
-            return "ONE"
-        f = self.p.suffix
-        return f"exp{f}({self.p.const(p)} * log{f}({a}))"
+        return REGISTRY[op.op].lower(args, op.attrs, self.p.math)
 
     def is_vector(self, name: str) -> bool:
         op = self.ops.get(name)
@@ -483,7 +457,7 @@ class _Kernel:
     def body(self, ops, indent: int, rows: bool) -> None:
         group: list = []
         for op in ops:
-            vector_elementwise = op.op in ELEMENTWISE and op.shape
+            vector_elementwise = scalar(op.op) and op.shape
             if vector_elementwise and group and group[0].shape[-1] == op.shape[-1]:
                 group.append(op)
                 continue
@@ -515,7 +489,7 @@ class _Kernel:
     def single(self, op, indent: int) -> None:
         p = self.p
         local = f"x_{ident(op.out)[2:]}"
-        if op.op in ELEMENTWISE:  # a scalar per row
+        if scalar(op.op):  # a scalar per row
             p.emit(indent, f"{local} = {self.expr(op, None, set())}")
             self.scalars.add(op.out)
             if self.crosses(op.out, {op.out}) and op.out in self.step.outputs:
@@ -586,19 +560,22 @@ def generate(plans: dict, dtype, dims: list[str]) -> tuple[str, dict]:
     """The module's source for GraphPlans {function name: plan}, and each function's argument
     list (see _Printer.arrays)."""
     dtype = np.dtype(dtype)
-    suffix = "32" if dtype == np.float32 else "64"
-    functions, signatures, consts = [], {}, {}
+    functions, signatures, consts, used = [], {}, {}, set()
     for name, plan in plans.items():
         printer = _Printer(plan, dtype, dims)
         printer.consts = consts
         functions.append(printer.function(name))
         signatures[name] = printer.arrays()
-    names = ", ".join(f"{f}{suffix}" for f in ("exp", "log", "sigmoid", "softplus", "tanh"))
+        used |= printer.math.used
+    suffix = printer.math.suffix
     head = [
         '"""Generated by rnncc from a cell\'s plan; do not edit (the cache regenerates it)."""',
+        "import math",
+        "",
         "import numpy as np",
         "from numba import njit, prange",
-        f"from rnncc.backends.cpu.fastmath import {names}",
+        *([f"from rnncc.backends.cpu.fastmath import "
+           f"{', '.join(f'{f}{suffix}' for f in sorted(used))}"] if used else []),
         "",
         f"dtype = np.{dtype.name}",
         "ZERO, HALF, ONE = dtype(0.0), dtype(0.5), dtype(1.0)",

@@ -18,8 +18,8 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from ...graph.ops import REGISTRY
-from ...graph.ops.base import EvalContext, dim_size
+from ...ops import REGISTRY
+from ...ops.base import EvalContext, dim_size
 from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
 from ..compile_log import compiling
 from . import fastmath

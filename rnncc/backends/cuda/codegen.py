@@ -190,7 +190,28 @@ def {name}(a, b, c, acc, trans_a, trans_b, accumulate, blk, nblk, tid, sa, sb, p
 '''
 
 
+# the math functions HELPERS defines (in the run's dtype); others are libdevice's, as math.*
+DEVICE_FUNCTIONS = ("sigmoid", "tanh", "exp", "log", "softplus")
+
+
+class CudaMath:
+    """Math in a generated CUDA module: the helpers above, else Python's math module (Numba maps
+    it onto libdevice)."""
+
+    def __init__(self, dtype, const):
+        self.suffix = "32" if np.dtype(dtype) == np.float32 else "64"
+        self.const = const
+        self.used: set[str] = set()
+
+    def call(self, function: str, *args: str) -> str:
+        if function in DEVICE_FUNCTIONS:
+            return f"{function}{self.suffix}({', '.join(args)})"
+        return f"math.{function}({', '.join(args)})"
+
+
 class _CudaPrinter(_Printer):
+    MATH = CudaMath
+
     def __init__(self, plan: GraphPlan, dtype, dims: list[str], simulator: bool = False):
         super().__init__(plan, dtype, dims)
         self.simulator = simulator
@@ -323,8 +344,6 @@ class _CudaPrinter(_Printer):
 
 class _CudaKernel(_Kernel):
     """One fused kernel: each row to a block, the row's columns over the block's threads."""
-
-    SQRT = "math.sqrt"
 
     def row_element(self, array: str, index: str, col: str) -> str:
         return f"{array}[{index}, {col}]"

@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-from ...graph.ops.base import dim_size
+from ...ops.base import dim_size
 from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
 from ..compile_log import compiling
 from ..cpu.codegen import ident

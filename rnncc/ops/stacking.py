@@ -20,7 +20,7 @@ def _stack_rows_shape(shapes, attrs, unify):
     return (Stacked(tuple(s[0] for s in shapes)), cols)
 
 
-@register("stack_rows", "stack", None, _stack_rows_shape)
+@register("stack_rows", "stack", None, _stack_rows_shape, differentiable=False)
 def _stack_rows(args, attrs, ctx):
     return np.concatenate(args, axis=0)
 
@@ -31,7 +31,7 @@ def _concat_shape(shapes, attrs, unify):
     return (Stacked(tuple(s[0] for s in shapes)),)
 
 
-@register("concat", "stack", None, _concat_shape)
+@register("concat", "stack", None, _concat_shape, differentiable=False)
 def _concat(args, attrs, ctx):
     rows = np.broadcast_shapes(*(a.shape[:-1] for a in args))
     return np.concatenate([np.broadcast_to(a, rows + a.shape[-1:]) for a in args], axis=-1)
@@ -44,14 +44,14 @@ def _part_shape(shapes, attrs, unify):
     return (s[0].parts[attrs["index"]], *s[1:])
 
 
-@register("part", "view", 1, _part_shape)
+@register("part", "view", 1, _part_shape, differentiable=False)
 def _part(args, attrs, ctx):
     """Part `index` of a stacked vector (a column block of each row)."""
     start, stop = part_offsets(attrs["stacked"], ctx.sizes)[attrs["index"]]
     return args[0][..., start:stop]
 
 
-@register("part_rows", "view", 1, _part_shape)
+@register("part_rows", "view", 1, _part_shape, differentiable=False)
 def _part_rows(args, attrs, ctx):
     """Part `index` of a stacked matrix (a row block)."""
     start, stop = part_offsets(attrs["stacked"], ctx.sizes)[attrs["index"]]

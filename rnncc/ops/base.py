@@ -22,12 +22,21 @@ graph too. A rule is called as `vjp(e, node, args, out, g)`:
 and returns one gradient node (or None: no gradient flows) per argument, shaped like the op's
 value; the autodiff driver sums a gradient over the vector where the argument was a broadcast
 scalar. Calling a thunk is what makes a forward value needed in backward (saved or recomputed),
-so rules call only the ones they use.
+so rules call only the ones they use. An op through which no gradient flows (a mask) says so
+with `differentiable=False`; tests/graph/test_ops.py holds every other op to having a rule.
+
+Scalar lowering rules say how an elementwise op prints inside a generated kernel, one rule for
+every target: `lower(args, attrs, math) -> expression`, with `args` the expressions of the
+arguments' elements and `math` the target's ScalarMath (its function and constant spellings).
+Generated modules define ZERO, HALF and ONE in the run's dtype; rules may use them by name.
+
+Algebraic properties live here too: `commutative` (cse orders the arguments) and `gemm` (a
+matrix product: hoist lifts it out of the loop, fuse gives it a GEMM step).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Protocol
 
 
 @dataclass(frozen=True)
@@ -69,29 +78,54 @@ class EvalContext:
     dtype: object        # the run's numpy float dtype
 
 
+class ScalarMath(Protocol):
+    """How a target spells math inside a generated kernel (what scalar lowering rules call)."""
+
+    def call(self, function: str, *args: str) -> str:
+        """A math function applied to scalar expressions: exp, log, tanh, sigmoid, softplus,
+        sqrt, or any other function of Python's math module (e.g. erf)."""
+
+    def const(self, value: float) -> str:
+        """A named constant of the run's dtype."""
+
+
 @dataclass(frozen=True)
 class OpDef:
     name: str
     # "leaf" (bound by the caller), "constant" (no arguments, evaluated), "elementwise", "matmul",
     # "reduce" (over a row's vector), "broadcast" (a row's scalar to a vector),
-    # "batch_reduce" (sums over the batch rows: parameter gradients)
+    # "batch_reduce" (sums over the batch rows: parameter gradients), "stack" (stacked
+    # parameters, concatenated vectors), "view" (a part of a stacked value)
     kind: str
     arity: int | None    # None: any number of arguments (at least one)
     shape: Callable      # (arg shapes, attrs, unify) -> shape;   None for leaves (declared shape)
     evaluate: Callable   # (list of arrays, attrs, EvalContext) -> array;  None for bound leaves
     spec_name: str | None = None  # the spec-language function this op implements, if any
-    vjp: Callable | None = None   # the derivative rule; None: no gradient flows through this op
+    vjp: Callable | None = None   # the derivative rule (see the module doc)
+    # False: reverse mode never differentiates through it: no gradient flows (a mask), or only
+    # autodiff and the passes create it, in graphs nobody differentiates again
+    differentiable: bool = True
+    commutative: bool = False     # op(a, b) == op(b, a)
+    gemm: bool = False            # a matrix product, run as a GEMM
+    lower: Callable | None = None  # scalar lowering: (arg expressions, attrs, ScalarMath) -> str
+
+    @property
+    def scalar(self) -> bool:
+        """Printed element by element inside a fused kernel's column loops."""
+        return self.lower is not None
 
 
 REGISTRY: dict[str, OpDef] = {}
 
 
-def register(name: str, kind: str, arity: int, shape, spec_name: str | None = None):
+def register(name: str, kind: str, arity: int, shape, spec_name: str | None = None, *,
+             differentiable: bool = True, commutative: bool = False, gemm: bool = False):
     """Decorator: register the decorated numpy evaluation function as op `name`."""
     def wrap(evaluate):
         if name in REGISTRY:
             raise RuntimeError(f"op {name!r} registered twice")
-        REGISTRY[name] = OpDef(name, kind, arity, shape, evaluate, spec_name)
+        REGISTRY[name] = OpDef(name, kind, arity, shape, evaluate, spec_name,
+                               differentiable=differentiable, commutative=commutative, gemm=gemm)
         return evaluate
     return wrap
 
@@ -101,6 +135,14 @@ def derivative(name: str):
     def wrap(vjp):
         REGISTRY[name] = replace(REGISTRY[name], vjp=vjp)
         return vjp
+    return wrap
+
+
+def lowering(name: str):
+    """Decorator: the decorated function is op `name`'s scalar lowering rule."""
+    def wrap(lower):
+        REGISTRY[name] = replace(REGISTRY[name], lower=lower)
+        return lower
     return wrap
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ShapeError, derivative, dim_size, register, show_shape
+from .base import ShapeError, derivative, dim_size, lowering, register, show_shape
 
 
 def _reduce_shape(shapes, attrs, unify):
@@ -69,6 +69,11 @@ def _broadcast_vjp(e, node, args, out, g):
     return [e.op("sum", g)]
 
 
+@lowering("broadcast")
+def _broadcast_scalar(a, attrs, m):
+    return a[0]  # every element of the row is the row's scalar
+
+
 def _batch_sum_shape(shapes, attrs, unify):
     (s,) = shapes
     if len(s) != 1:
@@ -76,7 +81,7 @@ def _batch_sum_shape(shapes, attrs, unify):
     return s
 
 
-@register("batch_sum", "batch_reduce", 1, _batch_sum_shape)
+@register("batch_sum", "batch_reduce", 1, _batch_sum_shape, differentiable=False)
 def _batch_sum(args, attrs, ctx):
     """sum over batch rows: a step's contribution to a vector parameter's gradient."""
     g = args[0]

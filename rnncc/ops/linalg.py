@@ -21,7 +21,7 @@ def _matmul_shape(shapes, attrs, unify):
     return (a[0],)
 
 
-@register("matmul", "matmul", 2, _matmul_shape)
+@register("matmul", "matmul", 2, _matmul_shape, gemm=True)
 def _matmul(args, attrs, ctx):
     a, v = args
     return v @ a.T
@@ -41,7 +41,7 @@ def _matmul_t_shape(shapes, attrs, unify):
     return (a[1],)
 
 
-@register("matmul_t", "matmul", 2, _matmul_t_shape)
+@register("matmul_t", "matmul", 2, _matmul_t_shape, gemm=True, differentiable=False)
 def _matmul_t(args, attrs, ctx):
     """A^T g for every row: the gradient with respect to the vector of A @ v."""
     a, g = args
@@ -55,7 +55,7 @@ def _outer_shape(shapes, attrs, unify):
     return (g[0], v[0])
 
 
-@register("outer_sum", "batch_reduce", 2, _outer_shape)
+@register("outer_sum", "batch_reduce", 2, _outer_shape, gemm=True, differentiable=False)
 def _outer_sum(args, attrs, ctx):
     """sum over batch rows of g v^T: a step's contribution to the gradient of A in A @ v."""
     g, v = args
