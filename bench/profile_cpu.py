@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     arrays = compiled._arrays("infer", bound, call.sizes, T, B, False, None,
                               unit._packed_now())
     fn_args = [T, B, np.full(B, T, np.int64), *(call.sizes[d] for d in layer.cell.dims),
-               *(arrays[a] for a, _, _ in compiled.signatures["infer"])]
+               *(arrays[a.name] for a in compiled.layouts["infer"].arguments)]
     import numba
     numba.set_num_threads(kernel_threads(B, call.sizes, numba.get_num_threads()))
     functions = {name: getattr(module, f"variant{k}") for k, name in enumerate(variants)}

@@ -7,11 +7,14 @@
     layer = rnncc.RNN("lstm", 16, 32)        # a layer on the cpu target: params, workspace
     y, final = layer(x, lengths=lengths)
     dx = layer.backward(dy)                  # fills layer.grads
+
+    layer = rnncc.from_torch(torch_lstm); module = rnncc.to_torch(layer)   # imports torch
 """
 import os
 
 # The cpu target's GEMMs run on OpenBLAS's threads (SciPy's, which Numba calls), and between them
-# its kernels run on the calling thread. OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s)
+# its kernels run on Numba's threads (or on the calling thread alone for small steps: see
+# backends/cpu/runtime.py, kernel_threads). OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s)
 # after each GEMM and take the cores from everything else in the process; 2^4 ends that
 # (measured, bench/cpu.py, 2 cores: torch's lstm forward beside rnncc 122 ms -> 90 ms, rnncc's
 # own rounds steadier). It only takes effect if SciPy's BLAS is not loaded yet; a value the user
@@ -23,6 +26,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import SpecError, SpecWarning  # noqa: E402
 from .runtime import RNN, Cell, compile, load, shipped  # noqa: A004, E402
+from .interop.pytorch import from_torch, to_torch  # noqa: E402  (torch only when called)
 
 __version__ = "0.1.0"
-__all__ = ["SpecError", "SpecWarning", "Cell", "RNN", "compile", "load", "shipped", "__version__"]
+__all__ = ["SpecError", "SpecWarning", "Cell", "RNN", "compile", "load", "shipped", "from_torch",
+           "to_torch", "__version__"]

@@ -4,9 +4,16 @@ A target is an object with
     forward(cell, call)                 -> (ys, final)
     train(cell, call)                   -> (ys, final, tape)   forward, keeping what backward reads
     backward(cell, call, tape, dys, dfinal) -> (param grads, input grads, initial-state grads)
-where `call` is the checked arguments (runtime/arguments.py).
+where `call` is the checked arguments (runtime/arguments.py), and with the capabilities the
+runtime asks about instead of comparing target names:
+    device_arrays   it reads and returns arrays on a GPU (Numba's, CuPy's, PyTorch's)
+    wavefront       compiled(cell, dtype) runs a call in pieces of time (start, advance): what a
+                    layer's wavefront schedules, and the workspaces a layer keeps between calls
+    prints_source   source(cell, dtype) is the generated module (`rnncc show --stage NAME`)
 """
 from __future__ import annotations
+
+from weakref import WeakKeyDictionary
 
 import numpy as np
 
@@ -14,8 +21,16 @@ from . import reference
 from ..plan import interpret
 
 
-class _Reference:
+class _Backend:
+    name = ""
+    device_arrays = False
+    wavefront = False
+    prints_source = False
+
+
+class _Reference(_Backend):
     """numpy interprets the unoptimized step graphs: the oracle."""
+    name = "reference"
 
     def forward(self, cell, call):
         return reference.forward(cell.graph, call.params, call.xs, call.state, call.lengths,
@@ -30,8 +45,9 @@ class _Reference:
                                   dys, dfinal, call.lengths, call.sizes, call.dtype)
 
 
-class _Plan:
+class _Plan(_Backend):
     """numpy executes the optimized Plan, step by step: checks what the fast backends run."""
+    name = "plan"
 
     def forward(self, cell, call):
         return interpret.run_forward(cell.plan.forward, call.params, call.xs, call.state,
@@ -46,16 +62,29 @@ class _Plan:
                                       dfinal, call.lengths, call.sizes, call.dtype)
 
 
-class _CPU:
+class _CPU(_Backend):
     """Numba code generated from the Plan: multithreaded, vectorized, BLAS for the GEMMs."""
+    name = "cpu"
+    wavefront = True
+    prints_source = True
+
+    def __init__(self):
+        self._compiled = WeakKeyDictionary()   # cell -> dtype -> its compiled code
+
+    def _new(self, cell, dtype):
+        from .cpu.runtime import Compiled
+        return Compiled(cell, dtype)
 
     def compiled(self, cell, dtype):
-        from .cpu.runtime import Compiled
-        cache = cell.__dict__.setdefault("_cpu_compiled", {})
+        cache = self._compiled.setdefault(cell, {})
         key = np.dtype(dtype)
         if key not in cache:
-            cache[key] = Compiled(cell, key)
+            cache[key] = self._new(cell, key)
         return cache[key]
+
+    def source(self, cell, dtype) -> str:
+        from .cpu.codegen import generate
+        return generate(cell.compiled_plans(), dtype, cell.dims)[0]
 
     def forward(self, cell, call):
         return self.compiled(cell, call.dtype).forward(call)
@@ -70,19 +99,24 @@ class _CPU:
 class _CUDA(_CPU):
     """numba.cuda kernels generated from the Plan: one cooperative launch per call (on a GPU,
     or in Numba's CUDA simulator)."""
+    name = "cuda"
+    device_arrays = True
+    wavefront = False
 
-    def compiled(self, cell, dtype):
+    def _new(self, cell, dtype):
         from .cuda.device import cuda
         cuda()  # the clear error where there is neither a GPU nor the simulator, first
         from .cuda.runtime import Compiled
-        cache = cell.__dict__.setdefault("_cuda_compiled", {})
-        key = np.dtype(dtype)
-        if key not in cache:
-            cache[key] = Compiled(cell, key)
-        return cache[key]
+        return Compiled(cell, dtype)
+
+    def source(self, cell, dtype) -> str:
+        """The module for a GPU (not the simulator's)."""
+        from .cuda.codegen import generate
+        return generate(cell.compiled_plans(), dtype, cell.dims, simulator=False)[0]
 
 
-TARGETS = {"reference": _Reference(), "plan": _Plan(), "cpu": _CPU(), "cuda": _CUDA()}
+TARGETS = {b.name: b for b in (_Reference(), _Plan(), _CPU(), _CUDA())}
+SOURCES = tuple(name for name, b in TARGETS.items() if b.prints_source)
 
 
 def get(target: str):

@@ -44,11 +44,10 @@ def verify(graph: Graph) -> Graph:
                 if not (isinstance(part, int) and part > 0) and part not in dims:
                     fail(nid, f"dimension {part!r} is neither a declared dimension nor a positive "
                               f"size")
+        if node.op == "const" and (node.shape != () or "value" not in node.attrs):
+            fail(nid, "a constant is a scalar with a value")
         if opdef.kind == "leaf":
-            if node.op == "const":
-                if node.shape != () or "value" not in node.attrs:
-                    fail(nid, "a constant is a scalar with a value")
-            elif not node.name:
+            if not node.name:
                 fail(nid, f"a {node.op} leaf needs a name")
             continue
         try:

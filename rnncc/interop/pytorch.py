@@ -1,9 +1,9 @@
 """Weight exchange with PyTorch's nn.RNN / nn.LSTM / nn.GRU for the shipped rnn, rnn_relu, lstm
 and gru specs.
 
-params_from_torch / params_to_torch work on plain numpy state dicts; layer_from_torch /
-layer_to_torch (rnncc.RNN.from_torch, layer.to_torch()) import torch when called: torch stays
-an optional dependency. PyTorch stacks the gates of one layer
+params_from_torch / params_to_torch work on plain numpy state dicts; from_torch / to_torch
+(rnncc.from_torch(module), rnncc.to_torch(layer)) move whole layer stacks and import torch when
+called: torch stays an optional dependency. PyTorch stacks the gates of one layer
 into `weight_ih_l{k}` [G*H, I], `weight_hh_l{k}` [G*H, H], `bias_ih_l{k}` and `bias_hh_l{k}` [G*H],
 gate blocks in the order below. rnncc's specs name one matrix per gate and (where the equations
 allow it) one bias, the sum of PyTorch's two; the GRU's candidate gate keeps its recurrent bias
@@ -16,6 +16,8 @@ import re
 import numpy as np
 
 from ..runtime.cell import load
+from ..runtime.layer import RNN
+from ..runtime.naming import suffix
 
 # cell name -> one (input matrix, recurrent matrix, bias, separate recurrent bias) per gate block,
 # in PyTorch's block order.
@@ -106,12 +108,11 @@ def _numpy_dtype(torch_dtype):
     return dtypes[torch_dtype]
 
 
-def layer_from_torch(module, target: str = "cpu"):
+def from_torch(module, target: str = "cpu") -> RNN:
     """rnncc.RNN with the configuration (sizes, num_layers, bidirectional, dropout,
     batch_first, training mode) and weights of a torch.nn.LSTM, GRU or RNN."""
     import torch
 
-    from ..runtime.layer import RNN, suffix
     if not isinstance(module, torch.nn.RNNBase):
         raise TypeError(f"from_torch takes a torch.nn.LSTM, GRU or RNN, not "
                         f"{type(module).__name__}")
@@ -134,12 +135,12 @@ def layer_from_torch(module, target: str = "cpu"):
     return layer.train(module.training)
 
 
-def layer_to_torch(layer):
-    """A torch.nn.LSTM, GRU or RNN computing what `layer` computes (a summed bias goes to
-    bias_ih, with bias_hh zero there), in the layer's dtype and training mode."""
+def to_torch(layer: RNN):
+    """A torch.nn.LSTM, GRU or RNN computing what `layer` computes (shipped rnn, rnn_relu, lstm
+    and gru cells; a summed bias goes to bias_ih, with bias_hh zero there), in the layer's dtype
+    and training mode."""
     import torch
 
-    from ..runtime.layer import suffix
     _layout(layer.cell)  # raises for a cell without a PyTorch counterpart
     _, kind, extra = MODULE_OF_CELL[layer.cell.name]
     torch_dtype = torch.float64 if layer.dtype == np.float64 else torch.float32

@@ -8,10 +8,10 @@ from __future__ import annotations
 from ..graph import Graph
 from ..graph.schedule import (PHASE_ORDER, Absorbed, ByGemm, InKernel, Packed, Phase, View,
                               absorber)
-from .plan import PHASES, Buffer, Gemm, GraphPlan, Kernel, Op
+from .plan import PHASES, Buffer, Gemm, GraphPlan, Kernel, Op, Role, Rows
 
-_PHASE_ROWS = {Phase.INVARIANT: "none", Phase.BEFORE: "T*B", Phase.STEP: "B",
-               Phase.AFTER: "T*B"}
+_PHASE_ROWS = {Phase.INVARIANT: Rows.NONE, Phase.BEFORE: Rows.ALL, Phase.STEP: Rows.STEP,
+               Phase.AFTER: Rows.ALL}
 _LOOP_PHASE = {Phase.INVARIANT: "before_loop", Phase.BEFORE: "before_loop",
                Phase.STEP: "per_step", Phase.AFTER: "after_loop"}
 
@@ -123,28 +123,28 @@ class _Lowering:
         if name in self.buffers:
             return name
         if node.opdef.kind == "leaf":
-            rows = "none" if node.op == "param" else "T*B"
+            rows = Rows.NONE if node.op == "param" else Rows.ALL
             carried = set(g.carried[0].values())
             if n in carried:
-                rows = "B"
-            self.buffers[name] = Buffer(name, node.shape, rows, node.op)
+                rows = Rows.STEP
+            self.buffers[name] = Buffer(name, node.shape, rows, Role(node.op))
         elif node.opdef.kind == "constant":
-            self.buffers[name] = Buffer(name, node.shape, "none", "constant",
+            self.buffers[name] = Buffer(name, node.shape, Rows.NONE, Role.CONSTANT,
                                         value=(node.op, dict(node.attrs)))
         elif node.op == "stack_rows":
-            self.buffers[name] = Buffer(name, node.shape, "none", "packed",
+            self.buffers[name] = Buffer(name, node.shape, Rows.NONE, Role.PACKED,
                                         pack=tuple(self.names[a] for a in node.args))
         elif isinstance(stage, View):
             parent = self.buffers[self.buffer(node.args[0])]
-            self.buffers[name] = Buffer(name, node.shape, parent.rows, "view",
+            self.buffers[name] = Buffer(name, node.shape, parent.rows, Role.VIEW,
                                         stored=parent.stored, view_of=parent.name,
                                         index=node.attrs["index"],
                                         axis="rows" if node.op == "part_rows" else "cols")
         else:
             phase = g.phase[n]
-            rows = _PHASE_ROWS[phase] if self.per_row[n] else "none"
-            self.buffers[name] = Buffer(name, node.shape, rows, "temp",
-                                        stored=rows == "B" and n in self.stored)
+            rows = _PHASE_ROWS[phase] if self.per_row[n] else Rows.NONE
+            self.buffers[name] = Buffer(name, node.shape, rows, Role.TEMP,
+                                        stored=rows == Rows.STEP and n in self.stored)
         return name
 
     def needs_buffer(self, n: int, kernel: set) -> bool:
@@ -198,7 +198,7 @@ class _Lowering:
         if absorber(g, n) is not None:
             acc = self.buffer(g.stage[absorber(g, n)].addend)
         sa, sb = g.node(a).shape, g.node(b).shape
-        rows = _PHASE_ROWS[phase] if self.per_row[n] or node.op == "outer_sum" else "none"
+        rows = _PHASE_ROWS[phase] if self.per_row[n] or node.op == "outer_sum" else Rows.NONE
         if node.op == "matmul":        # rows of v [R, n] times A^T [n, m]
             shape = ((rows, sa[1]), (sa[1], sa[0]))
         elif node.op == "matmul_t":    # rows of g [R, m] times A [m, n]

@@ -8,17 +8,47 @@ A GraphPlan holds one step graph's schedule: the buffers and, per phase, the ord
 
 A step is a GEMM (matrix product of two buffers, optionally accumulating onto a third) or a fused
 kernel (an ordered list of elementwise ops, row reductions, batch sums and concats, reading and
-writing buffers). Buffers have a shape per row and a row kind:
-    "none"   no rows: parameters, packed (stacked) parameters, parameter gradients
-    "B"      one step's rows; `stored` ones are also kept for every step (a [T, B, ...] copy)
-    "T*B"    every step's rows: inputs, hoisted products, values computed after the loop
+writing buffers). Buffers have a shape per row and Rows:
+    NONE   ("none")  no rows: parameters, packed (stacked) parameters, parameter gradients
+    STEP   ("B")     one step's rows; `stored` ones are also kept for every step ([T, B, ...])
+    ALL    ("T*B")   every step's rows: inputs, hoisted products, values computed after the loop
 A view is a block of another buffer (a gate's part of a stacked product); a packed buffer is
 parameters stacked once (the layer keeps it and re-packs only when a parameter changes).
+
+How each buffer is stored, which arrays a generated function takes and how a kernel's ops group
+into loops are decided from a GraphPlan by layout.py, per target.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Rows(str, Enum):
+    """How many rows a buffer has (its value per row is its shape)."""
+    NONE = "none"
+    STEP = "B"
+    ALL = "T*B"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Role(str, Enum):
+    """What a buffer holds."""
+    INPUT = "input"
+    STATE = "state"
+    PARAM = "param"
+    GRAD = "grad"          # an upstream gradient (backward)
+    SAVED = "saved"        # a forward value backward reads
+    PACKED = "packed"      # parameters stacked once
+    VIEW = "view"          # a block of another buffer
+    TEMP = "temp"          # computed by a step
+    CONSTANT = "constant"  # a value every element of which is one number (zeros, a constant)
+
+    def __str__(self) -> str:
+        return self.value
 
 from ..ops import Stacked
 from ..ops.base import part_offsets
@@ -32,9 +62,9 @@ def dims_text(shape) -> str:
 class Buffer:
     name: str
     shape: tuple               # per row
-    rows: str                  # "none" | "B" | "T*B"
-    role: str                  # input, state, param, grad, saved, packed, view, temp, zeros
-    stored: bool = False       # a "B" buffer also kept for every step
+    rows: Rows
+    role: Role
+    stored: bool = False       # a STEP buffer also kept for every step
     view_of: str | None = None
     index: int | None = None   # the part, for a view
     axis: str = ""             # "cols" (part of a vector) or "rows" (row block of a matrix)
@@ -55,8 +85,8 @@ class Buffer:
         return f"{self.name}[{rows}{', '.join(str(d) for d in self.shape)}]"
 
     def to_json(self) -> dict:
-        doc = {"name": self.name, "shape": [str(d) for d in self.shape], "rows": self.rows,
-               "role": self.role}
+        doc = {"name": self.name, "shape": [str(d) for d in self.shape], "rows": str(self.rows),
+               "role": str(self.role)}
         if self.stored:
             doc["stored"] = True
         if self.view_of:

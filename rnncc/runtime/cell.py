@@ -23,7 +23,7 @@ from .arguments import check_backward, check_forward, float_dtype
 
 # What `show` can print: the graphs as built, after any pass, scheduled, and the plan.
 STAGES = ("forward", "backward", *PASS_NAMES, *(f"backward:{p}" for p in PASS_NAMES), "plan",
-          "cpu", "cuda")
+          *backends.SOURCES)
 
 
 def _shipped_dir():
@@ -98,14 +98,10 @@ class Cell:
         """
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
-        if stage in ("cpu", "cuda"):
+        if stage in backends.SOURCES:
             if format != "text":
                 raise ValueError(f"the generated source prints as text, not {format!r}")
-            if stage == "cpu":
-                from ..backends.cpu.codegen import generate
-                return generate(self.compiled_plans(), np.float32, self.dims)[0]
-            from ..backends.cuda.codegen import generate as generate_cuda
-            return generate_cuda(self.compiled_plans(), np.float32, self.dims, simulator=False)[0]
+            return backends.get(stage).source(self, np.float32)
         if stage == "plan":
             if format not in ("text", "json"):
                 raise ValueError(f"the plan prints as text or json, not {format!r}")
@@ -176,7 +172,7 @@ class Cell:
     def forward(self, p, x, state=None, target: str = "reference", lengths=None):
         """Run the cell over a sequence: returns (ys [T, B, d_out], final states dict)."""
         backend = backends.get(target)
-        call = check_forward(self, p, x, state, lengths, device_ok=target == "cuda")
+        call = check_forward(self, p, x, state, lengths, device_ok=backend.device_arrays)
         return backend.forward(self, call)
 
     def backward(self, p, x, dys, state=None, dfinal=None, target: str = "reference",
@@ -190,9 +186,9 @@ class Cell:
         for truncated BPTT).
         """
         backend = backends.get(target)
-        on_gpu = target == "cuda"
-        call = check_forward(self, p, x, state, lengths, device_ok=on_gpu)
-        dys, dfinal = check_backward(self, call, dys, dfinal, device_ok=on_gpu)
+        device_ok = backend.device_arrays
+        call = check_forward(self, p, x, state, lengths, device_ok=device_ok)
+        dys, dfinal = check_backward(self, call, dys, dfinal, device_ok=device_ok)
         _, _, tape = backend.train(self, call)
         dparams, dxs, dstate = backend.backward(self, call, tape, dys, dfinal)
         dx = dxs if isinstance(x, dict) else dxs[self.inputs[0]]

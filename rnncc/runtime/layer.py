@@ -14,7 +14,7 @@ PyTorch's nn.LSTM/GRU/RNN conventions throughout:
   k * num_directions + d (d = 0 forward, 1 reverse);
 - parameters: the cell's names with a suffix per layer and direction, `W_i_l0`, `W_i_l0_reverse`,
   `W_i_l1`, ... (PyTorch's `weight_ih_l1_reverse` becomes the cell's own names;
-  rnncc.interop.pytorch maps them).
+  rnncc.from_torch and rnncc.to_torch, in rnncc/interop/pytorch.py, map them).
 
 The layer owns its parameters (`layer.params`; on the cpu target views into the stacked matrices
 the plan multiplies with, so in-place updates need no re-packing, and `layer.params[name] = a`
@@ -34,6 +34,7 @@ from .. import backends
 from . import schedule
 from ..backends.cuda.device import is_device_array
 from .arguments import _as_array, _fmt, check_float, check_lengths, float_dtype
+from .naming import suffix
 from .sublayer import SubLayer, reverse_within_lengths
 
 DROPOUT_STREAM = 0x64726F70  # the dropout masks' random stream, apart from the parameters'
@@ -75,11 +76,6 @@ def _as_cell(cell):
         return load(cell)
     raise TypeError(f"cell must be a rnncc.Cell, a shipped spec's name, a spec path or spec "
                     f"text, not {type(cell).__name__}")
-
-
-def suffix(k: int, d: int) -> str:
-    """The parameter-name suffix of layer k, direction d (PyTorch's)."""
-    return f"_l{k}" + ("_reverse" if d else "")
 
 
 class RNN:
@@ -139,7 +135,7 @@ class RNN:
         self._last = None
         self.dstate: dict = {}
         self.training = True
-        self.wavefront = target == "cpu"
+        self.wavefront = self.backend.wavefront
 
     def _sizes(self, input_size, hidden_size, sizes: dict) -> dict:
         """The first layer's dimension sizes, from the layer's own arguments (errors name them,
@@ -209,18 +205,6 @@ class RNN:
                 f"bidirectional={self.bidirectional}, dropout={self.dropout}, "
                 f"batch_first={self.batch_first}, target={self.target!r}, "
                 f"dtype={self.dtype.name})")
-
-    # -- PyTorch -----------------------------------------------------------------------------------
-    @classmethod
-    def from_torch(cls, module, target: str = "cpu") -> "RNN":
-        """A layer with the configuration and weights of a torch.nn.LSTM, GRU or RNN."""
-        from ..interop.pytorch import layer_from_torch
-        return layer_from_torch(module, target=target)
-
-    def to_torch(self):
-        """An equivalent torch.nn.LSTM, GRU or RNN (shipped rnn, lstm, gru, rnn_relu cells)."""
-        from ..interop.pytorch import layer_to_torch
-        return layer_to_torch(self)
 
     # -- arguments -----------------------------------------------------------------------------------
     def _time_major(self, what: str, array, width):
@@ -305,11 +289,14 @@ class RNN:
         masks = (self._draw_masks(T, B) if training and self.dropout > 0
                  and self.num_layers > 1 else None)
         L, D = self.num_layers, self.num_directions
-        pieces = self._pieces(T, B)
+        pieces = self._wavefront_pieces(T, B)
         if pieces > 1:
-            y, finals = self._forward_pipelined(xt, states, lengths, training, masks, pieces)
+            y, finals = self._forward_wavefront(xt, states, lengths, training, masks, pieces)
         else:
-            y, finals = self._forward_layers(xt, states, lengths, training, masks)
+            y, finals = self._layer_by_layer(
+                False, xt, lengths, masks,
+                lambda unit, x_in, u, threads: unit.forward(x_in, states[u], lengths, training,
+                                                            threads))
         self.dropout_masks = masks
         if training:
             # One tape: a training call replaces the last one's. A tape that backward() never
@@ -324,40 +311,53 @@ class RNN:
 
     forward = __call__
 
-    def _pieces(self, T: int, B: int) -> int:
-        """Pieces of time a unidirectional stack's forward and backward run in, pipelined
-        across layers (1: whole layers, one after another). Eight pieces keep two cores busy in
+    def _wavefront_pieces(self, T: int, B: int) -> int:
+        """Pieces of time a unidirectional stack's forward and backward run in, in the layer
+        wavefront (1: whole layers, one after another). Eight pieces keep two cores busy in
         a 2-layer stack for 8/9 of the time; shorter pieces than 4 steps cost more than they
         overlap. Only for steps small enough to leave cores idle (WAVEFRONT_MAX_WORK)."""
         if (self.num_directions > 1 or self.num_layers == 1 or self._workers(2) < 2
-                or not self._units[0][0].chunkable
+                or not self._units[0][0].wavefront
                 or B * max(self.sizes.values(), default=1) >= WAVEFRONT_MAX_WORK):
             return 1
         return max(1, min(8, T // 4))
 
-    def _forward_layers(self, xt, states, lengths, keep, masks):
-        """Whole layers, lowest first; the directions of a layer at the same time."""
-        L, D = self.num_layers, self.num_directions
-        inputs, outs, finals = {0: xt}, {}, {}
-        tasks = {}
-        for k in range(L):
+    def _layer_by_layer(self, backward: bool, given, lengths, masks, run_unit):
+        """Whole layers, one after another (lowest first forward, highest first backward),
+        the directions of a layer at the same time. `given` is what the first layer reads
+        (x forward, dy backward); run_unit(unit, what it reads, unit index, threads) returns
+        what the unit hands on (its output, or the gradient of its input) and its own result
+        (final state, or initial-state gradient). Each layer's directions are joined
+        (side by side forward, summed backward) and multiplied by the dropout mask between
+        it and the next layer. Returns (what the last layer hands on, results by unit)."""
+        L, D, w = self.num_layers, self.num_directions, self.output_size
+        order = list(reversed(range(L))) if backward else list(range(L))
+        feeds, handed, results, tasks = {order[0]: given}, {}, {}, {}
+        for k in order:
+            after_k = k - 1 if backward else k + 1
+            rank = L - k if backward else k
             for d in range(D):
                 def run(threads, k=k, d=d):
-                    x_in = inputs[k] if d == 0 else reverse_within_lengths(inputs[k], lengths)
-                    ys, finals[k * D + d] = self._units[k][d].forward(
-                        x_in, states[k * D + d], lengths, keep, threads)
-                    outs[k, d] = ys if d == 0 else reverse_within_lengths(ys, lengths)
-                tasks[k, d] = schedule.Task(run, after=(("input", k),) if k else (),
-                                            priority=(k, d))
-            def join(threads, k=k):
-                y = outs[k, 0] if D == 1 else np.concatenate([outs[k, d] for d in range(D)], -1)
-                inputs[k + 1] = y * masks[k] if masks is not None and k + 1 < L else y
-            tasks["input", k + 1] = schedule.Task(join, after=tuple((k, d) for d in range(D)),
-                                                  priority=(k, D))
-        schedule.run(tasks, self._workers(D))
-        return inputs[L], finals
+                    fed = feeds[k][..., d * w:(d + 1) * w] if backward and D > 1 else feeds[k]
+                    if d:
+                        fed = reverse_within_lengths(fed, lengths)
+                    out, results[k * D + d] = run_unit(self._units[k][d], fed, k * D + d,
+                                                       threads)
+                    handed[k, d] = out if d == 0 else reverse_within_lengths(out, lengths)
+                tasks[k, d] = schedule.Task(run, after=(("feed", k),) if k != order[0] else (),
+                                            priority=(rank, d))
 
-    def _forward_pipelined(self, xt, states, lengths, keep, masks, pieces):
+            def join(threads, k=k, after_k=after_k):
+                outs = [handed[k, d] for d in range(D)]
+                y = outs[0] if D == 1 else sum(outs) if backward else np.concatenate(outs, -1)
+                between = masks is not None and 0 <= after_k < L
+                feeds[after_k] = y * masks[min(k, after_k)] if between else y
+            tasks["feed", after_k] = schedule.Task(join, after=tuple((k, d) for d in range(D)),
+                                                   priority=(rank, D))
+        schedule.run(tasks, self._workers(D))
+        return feeds[order[-1] + (-1 if backward else 1)], results
+
+    def _forward_wavefront(self, xt, states, lengths, keep, masks, pieces):
         """A unidirectional stack's forward in pieces of time, first piece first (the layer
         wavefront): layer k+1 reads layer k's output piece by piece."""
         T, B = xt.shape[:2]
@@ -409,42 +409,19 @@ class RNN:
             raise ValueError(f"dy has shape {_fmt(np.shape(dy))} but the expected shape is "
                              f"{layout}{width}] with T, B = {T}, {B} (the forward call's)")
         dfinals = self._split("dfinal", dfinal, B, zeros=False)
-        pieces = self._pieces(T, B)
+        pieces = self._wavefront_pieces(T, B)
         if pieces > 1:
-            dx, dstates = self._backward_pipelined(dyt, dfinals, masks, pieces)
+            dx, dstates = self._backward_wavefront(dyt, dfinals, masks, pieces)
         else:
-            dx, dstates = self._backward_layers(dyt, dfinals, lengths, masks)
+            dx, dstates = self._layer_by_layer(
+                True, dyt, lengths, masks,
+                lambda unit, g, u, threads: unit.backward(g, dfinals[u], threads))
         self.dstate = {name: np.stack([dstates[u][name] for u in range(L * D)])
                        for name in self.cell.states}
         tape["used"] = True
         return self._batch_major(dx)
 
-    def _backward_layers(self, dyt, dfinals, lengths, masks):
-        """Whole layers, highest first; the directions of a layer at the same time."""
-        L, D = self.num_layers, self.num_directions
-        douts, dxs, dstates = {L - 1: dyt}, {}, {}
-        tasks = {}
-        w = self.output_size
-        for k in reversed(range(L)):
-            for d in range(D):
-                def run(threads, k=k, d=d):
-                    g = douts[k] if D == 1 else douts[k][..., d * w:(d + 1) * w]
-                    if d:
-                        g = reverse_within_lengths(g, lengths)
-                    dx, dstates[k * D + d] = self._units[k][d].backward(
-                        g, dfinals[k * D + d], threads)
-                    dxs[k, d] = dx if d == 0 else reverse_within_lengths(dx, lengths)
-                tasks[k, d] = schedule.Task(run, after=(("dinput", k),) if k < L - 1 else (),
-                                            priority=(L - k, d))
-            def join(threads, k=k):
-                g = dxs[k, 0] if D == 1 else sum(dxs[k, d] for d in range(D))
-                douts[k - 1] = g * masks[k - 1] if masks is not None and k > 0 else g
-            tasks["dinput", k - 1] = schedule.Task(join, after=tuple((k, d) for d in range(D)),
-                                                   priority=(L - k, D))
-        schedule.run(tasks, self._workers(D))
-        return douts[-1], dstates
-
-    def _backward_pipelined(self, dyt, dfinals, masks, pieces):
+    def _backward_wavefront(self, dyt, dfinals, masks, pieces):
         """A unidirectional stack's BPTT in pieces of time, last piece first: layer k reads
         the gradient of its output from layer k+1's input gradient, piece by piece."""
         T, B = dyt.shape[:2]
@@ -459,7 +436,7 @@ class RNN:
         return dxs[0], dstates
 
     def _wavefront(self, runs, T: int, pieces: int, masks, backward: bool) -> None:
-        """Advance one pieced run per layer through `pieces` pieces of time, in the layer
+        """Advance one run per layer through `pieces` pieces of time, in the layer
         wavefront: layer k runs piece c once it has run the piece before (c-1 forward, c+1
         backward) and its feeder (layer k-1 forward, k+1 backward) has run piece c, whose
         result (output / input gradient) it copies in first, times the dropout mask between

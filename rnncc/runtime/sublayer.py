@@ -35,7 +35,7 @@ class SubLayer:
         self._packed: dict | None = None
         self._shared: dict = {}       # stacked matrices re-stacked per call (a parameter twice)
         self._compiled = None
-        if target == "cpu":
+        if backend.wavefront:
             self._compiled = backend.compiled(cell, dtype)
             params = self._pack(params)
         self.params = params
@@ -43,7 +43,7 @@ class SubLayer:
         self._last = None
 
     @property
-    def chunkable(self) -> bool:
+    def wavefront(self) -> bool:
         """Can a forward call run in pieces of time (ForwardRun)?"""
         return self._compiled is not None
 
@@ -92,7 +92,7 @@ class SubLayer:
                                     packed=self._packed_now())
 
     def finish(self, run):
-        """(ys, final) of a pieced run; with keep, remembers what backward needs (the input the
+        """(ys, final) of a run in pieces of time; with keep, remembers what backward needs (the input the
         run read, filled in place, is the input of the tape)."""
         result = run.results()
         if run.keep:   # an inference call leaves the last training call's tape alone

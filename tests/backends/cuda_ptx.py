@@ -19,26 +19,20 @@ from numba import cuda, types
 import rnncc
 from rnncc.backends.cpu.runtime import load
 from rnncc.backends.cuda.codegen import generate
+from rnncc.plan.layout import ArgKind
 
 CC = (9, 0)  # H100
 
 
-def argument_types(cell, plan, signature, dtype) -> tuple:
-    """The numba types the runtime's arrays have (runtime.Compiled._arrays)."""
+def argument_types(cell, plan, layout, dtype) -> tuple:
+    """The numba types the runtime's arrays have (runtime.Compiled._arrays): the layout's
+    arguments, each as many dimensions as its shape for a call has."""
     float_type = types.float32 if dtype == np.float32 else types.float64
     args = [types.int64, types.int64, types.Array(types.int64, 1, "C")]
     args += [types.int64] * len(cell.dims)
-    for _, what, spec in signature:
-        if what == "buffer":
-            b = plan.buffers[spec]
-            ndim = {"none": 0, "B": 1, "T*B": 2}[b.rows] + max(len(b.shape),
-                                                                 0 if b.rows == "none" else 1)
-        elif what == "every_step":
-            ndim = 3
-        elif what == "workspace":
-            ndim = 1 if spec[0] == "none" else 2
-        else:  # a [T*B, width] alias
-            ndim = 2
+    sizes = {d: 3 for d in cell.dims}
+    for argument in layout.arguments:
+        ndim = 2 if argument.kind == ArgKind.ROWS else len(argument.shape(plan, sizes, 2, 2))
         args.append(types.Array(float_type, ndim, "C"))
     return tuple(args)
 
@@ -67,10 +61,10 @@ def main(dtype_name: str, names: list[str]) -> None:
     for name in names:
         cell = rnncc.load(name)
         plans = cell.compiled_plans()
-        source, signatures = generate(plans, dtype, cell.dims, simulator=False)
+        source, layouts = generate(plans, dtype, cell.dims, simulator=False)
         module = load(source)
-        for function, signature in signatures.items():
-            args = argument_types(cell, plans[function], signature, dtype)
+        for function, layout in layouts.items():
+            args = argument_types(cell, plans[function], layout, dtype)
             ptx, _ = cuda.compile_ptx(getattr(module, function).py_func, args, cc=CC)
             assert ".entry" in ptx
             print(f"{name} {function} {dtype_name}: {len(ptx)} bytes of PTX")

@@ -200,7 +200,7 @@ def test_a_second_process_loads_the_compiled_cell_from_the_disk_cache(tmp_path):
         x = np.ones((2, 1, 3), np.float32)
         start = time.perf_counter()
         cell.forward(p, x, target="cpu")
-        compiled = cell._cpu_compiled[np.dtype(np.float32)].module.infer
+        compiled = rnncc.backends.get("cpu").compiled(cell, np.float32).module.infer
         print(time.perf_counter() - start, sum(compiled.stats.cache_hits.values()))
     """)
     env = dict(os.environ, RNNCC_CACHE_DIR=str(tmp_path))
@@ -235,7 +235,7 @@ def test_lstm_at_benchmark_size_equals_torch():
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     module = torch.nn.LSTM(H_BENCH, H_BENCH)
-    layer = rnncc.RNN.from_torch(module)
+    layer = rnncc.from_torch(module)
     assert layer.dtype == np.float32
     oracle = module.double()
     rng = np.random.default_rng(0)

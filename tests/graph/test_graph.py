@@ -84,6 +84,13 @@ def test_verify_catches_an_undeclared_dimension_and_missing_update():
         verify(g)
 
 
+def test_verify_catches_a_constant_without_a_value():
+    g, h, _ = _tiny_graph()
+    g.add("const", (), (), {})
+    with pytest.raises(GraphError, match="a constant is a scalar with a value"):
+        verify(g)
+
+
 def test_verify_catches_edges_that_disagree_with_arguments():
     g, h, t = _tiny_graph()
     g.nx.add_edge(h, t, index=1)  # a second, phantom argument edge

@@ -78,7 +78,7 @@ def test_stack_equals_torch_on_packed_sequences(name, dtype, layers, bi, batch_f
     D = 2 if bi else 1
     module = torch_module(name, dtype, num_layers=layers, bidirectional=bi,
                           batch_first=batch_first)
-    layer = rnncc.RNN.from_torch(module, target=target)
+    layer = rnncc.from_torch(module, target=target)
     assert (layer.num_layers, layer.bidirectional, layer.batch_first, layer.dtype) == \
         (layers, bi, batch_first, np.dtype(dtype))
 
@@ -148,7 +148,7 @@ def test_an_empty_row_keeps_its_state_and_passes_its_gradient_through(shipped_ce
 def test_to_torch_round_trips(name, shipped_cells):
     layer = rnncc.RNN(shipped_cells[name], I, H, num_layers=2, bidirectional=True,
                       dtype=np.float64, batch_first=True, seed=4)
-    module = layer.to_torch()
+    module = rnncc.to_torch(layer)
     assert isinstance(module, torch.nn.RNNBase) and module.batch_first and module.bidirectional
     x = np.random.default_rng(1).standard_normal((B, T, I))
     y, final = layer(x)
@@ -156,7 +156,7 @@ def test_to_torch_round_trips(name, shipped_cells):
         out, hn = module(torch.from_numpy(x))
     close(y, out.numpy(), np.float64, "y")
     close(final["h"], (hn[0] if name == "lstm" else hn).numpy(), np.float64, "h_n")
-    back = rnncc.RNN.from_torch(module)
+    back = rnncc.from_torch(module)
     assert back.cell.name == name and set(back.params) == set(layer.params)
     for k, v in layer.params.items():
         np.testing.assert_array_equal(back.params[k], v)
@@ -164,13 +164,13 @@ def test_to_torch_round_trips(name, shipped_cells):
 
 def test_from_torch_rejects_what_it_cannot_map(shipped_cells):
     with pytest.raises(TypeError, match="takes a torch.nn.LSTM, GRU or RNN, not Linear"):
-        rnncc.RNN.from_torch(torch.nn.Linear(3, 4))
+        rnncc.from_torch(torch.nn.Linear(3, 4))
     with pytest.raises(ValueError, match="proj_size=3"):
-        rnncc.RNN.from_torch(torch.nn.LSTM(I, H, proj_size=3))
+        rnncc.from_torch(torch.nn.LSTM(I, H, proj_size=3))
     with pytest.raises(ValueError, match="float16"):
-        rnncc.RNN.from_torch(torch.nn.GRU(I, H).half())
+        rnncc.from_torch(torch.nn.GRU(I, H).half())
     with pytest.raises(ValueError, match="no PyTorch counterpart"):
-        rnncc.RNN(shipped_cells["mgu"], I, H, target="reference").to_torch()
+        rnncc.to_torch(rnncc.RNN(shipped_cells["mgu"], I, H, target="reference"))
 
 
 def test_torch_stays_optional_until_from_torch_or_to_torch():
@@ -183,7 +183,7 @@ def test_torch_stays_optional_until_from_torch_or_to_torch():
         y, final = layer(np.zeros((2, 1, 3)))
         print(y.shape, final["h"].shape)
         try:
-            layer.to_torch()
+            rnncc.to_torch(layer)
         except ImportError as e:
             print("ImportError")
     """)
@@ -194,7 +194,7 @@ def test_torch_stays_optional_until_from_torch_or_to_torch():
 
 def test_from_torch_without_biases_maps_zero_biases():
     module = torch_module("lstm", np.float64, bias=False)
-    layer = rnncc.RNN.from_torch(module)
+    layer = rnncc.from_torch(module)
     assert not layer.params["b_i_l0"].any()
     x = np.random.default_rng(2).standard_normal((T, B, I))
     with torch.no_grad():
@@ -212,8 +212,8 @@ def test_threaded_schedules_compute_what_one_piece_after_another_does(shipped_ce
     lengths = rng.integers(0, 41, 6)
     for bi in (False, True):
         layer = rnncc.RNN(shipped_cells["lstm"], I, H, num_layers=3, bidirectional=bi, seed=1)
-        assert layer._pieces(40, 6) == (1 if bi else 8)
-        assert layer._pieces(40, 10_000) == 1   # steps that keep the cores busy alone
+        assert layer._wavefront_pieces(40, 6) == (1 if bi else 8)
+        assert layer._wavefront_pieces(40, 10_000) == 1   # steps that keep the cores busy alone
         runs = {}
         for wavefront in (True, False):
             layer.wavefront = wavefront
@@ -253,7 +253,7 @@ def test_schedule_runs_tasks_after_their_dependencies_and_raises_their_errors(mo
         schedule.run(tasks, workers=2)
         assert order == ["a", "b", "c", "d"]
         layer = rnncc.RNN("gru", I, H, num_layers=2, target="cpu")
-        assert layer._workers(2) == 1 and layer._pieces(40, 6) == 1
+        assert layer._workers(2) == 1 and layer._wavefront_pieces(40, 6) == 1
     with pytest.raises(ZeroDivisionError, match="boom"):
         schedule.run({"x": task("boom", fail=True), "y": task("y", ("x",))}, workers=2)
     with pytest.raises(RuntimeError, match="wait for each other"):

@@ -21,9 +21,11 @@ import numpy as np
 from ...ops import REGISTRY
 from ...ops.base import EvalContext, dim_size
 from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
+from ...plan.layout import ArgKind, ident
+from ...plan.plan import Role, Rows
 from ..compile_log import compiling
 from . import fastmath
-from .codegen import generate, ident
+from .codegen import generate
 
 
 def cache_dir() -> Path:
@@ -80,16 +82,6 @@ def kernel_threads(B: int, sizes: dict, available: int) -> int:
     return available if work >= PARALLEL_MIN_WORK else 1
 
 
-def buffer_shape(b, sizes: dict, T: int, B: int) -> tuple:
-    """The shape of a buffer's array: [*per row] ("none"), [B, *per row] or [T, B, *per row];
-    a per-row scalar has a width of 1."""
-    per_row = tuple(dim_size(d, sizes) for d in b.shape)
-    if b.rows == "none":
-        return per_row
-    per_row = per_row or (1,)
-    return (B, *per_row) if b.rows == "B" else (T, B, *per_row)
-
-
 def masked_leaves(plan) -> set:
     """The buffers of the caller's per-step arrays (inputs, dy) that must read zero past each
     row's length: the GEMMs over all T*B rows read every row."""
@@ -108,7 +100,7 @@ def whole(plan, arrays: dict, name: str, sizes: dict, dtype):
     if b.view_of is not None:
         return b.take(whole(plan, arrays, b.view_of, sizes, dtype), plan.buffers[b.view_of],
                       sizes)
-    if b.role == "constant":  # a result that is a constant: the gradient of an unused input
+    if b.role == Role.CONSTANT:  # a result that is a constant: the gradient of an unused input
         op, attrs = b.value
         return REGISTRY[op].evaluate([], attrs, EvalContext(sizes, dtype))
     return arrays[ident(name)]
@@ -122,21 +114,19 @@ class Compiled:
         # forward keeps what backward reads; infer (forward-only calls) stores only the output.
         # Numba compiles each function at its first call, so an unused one costs nothing.
         self.plans = cell.compiled_plans()
-        self.source, self.signatures = generate(self.plans, self.dtype, cell.dims)
-        self.time_axes = {d: self._time_axes(d) for d in self.signatures}  # for pieced runs
+        self.source, self.layouts = generate(self.plans, self.dtype, cell.dims)
+        self.time_axes = {d: [a.time_axis(self.plans[d]) for a in layout.arguments]
+                          for d, layout in self.layouts.items()}  # for runs in pieces
         self.module = load(self.source)
 
     # -- arrays ---------------------------------------------------------------------------------------
-    def _shape(self, b, sizes, T, B) -> tuple:
-        return buffer_shape(b, sizes, T, B)
-
     def packs(self) -> dict:
         """Packed parameter buffers of both directions: name -> the parameters it stacks (rows,
         in order). Forward and backward pack the same parameters alike under the same name."""
         packs = {}
         for plan in self.plans.values():
             for name, b in plan.buffers.items():
-                if b.role == "packed":
+                if b.role == Role.PACKED:
                     if packs.setdefault(name, b.pack) != b.pack:
                         raise AssertionError(f"plans stack {name} differently")
         return packs
@@ -152,12 +142,14 @@ class Compiled:
         key = (direction, T, B, tuple(sorted(sizes.items())))
         reused = workspace is not None and key in workspace
         arrays = workspace[key] if reused else {}
-        for arg, what, spec in self.signatures[direction]:
-            if what == "buffer" and spec in bound:
+        for argument in self.layouts[direction].arguments:
+            arg, spec = argument.name, argument.buffer
+            is_buffer = argument.kind == ArgKind.BUFFER
+            if is_buffer and spec in bound:
                 b = plan.buffers[spec]
-                shape = self._shape(b, sizes, T, B)
+                shape = argument.shape(plan, sizes, T, B)
                 value = bound[spec]
-                if b.rows == "B":  # a carried state: the generated code writes it
+                if b.rows == Rows.STEP:  # a carried state: the generated code writes it
                     value = np.broadcast_to(np.asarray(value, dtype=self.dtype), shape)
                     if reused:
                         np.copyto(arrays[arg], value)
@@ -172,7 +164,7 @@ class Compiled:
                     arrays[arg] = np.array(np.broadcast_to(np.asarray(value, dtype=self.dtype),
                                                            shape), dtype=self.dtype, order="C")
                 continue
-            if what == "buffer" and plan.buffers[spec].role == "packed":
+            if is_buffer and plan.buffers[spec].role == Role.PACKED:
                 b = plan.buffers[spec]
                 if packed is not None and spec in packed:
                     arrays[arg] = packed[spec]
@@ -185,15 +177,7 @@ class Compiled:
                 if ragged:
                     arrays[arg].fill(0)
                 continue
-            if what == "buffer":
-                shape = self._shape(plan.buffers[spec], sizes, T, B)
-            elif what == "every_step":  # a "B" buffer's [T, B, ...] array
-                shape = (T, *self._shape(plan.buffers[spec], sizes, T, B))
-            else:
-                rows, width = spec
-                w = dim_size(width, sizes) if not isinstance(width, int) else width
-                shape = {"B": (B, w), "T*B": (T * B, w), "none": (w,)}[rows]
-            arrays[arg] = np.zeros(shape, dtype=self.dtype)
+            arrays[arg] = np.zeros(argument.shape(plan, sizes, T, B), dtype=self.dtype)
         if workspace is not None:
             workspace[key] = arrays
         return arrays
@@ -223,20 +207,6 @@ class Compiled:
         with compiling(self.cell.name, direction, self.dtype, "cpu",
                        cached=lambda: sum(fn.stats.cache_hits.values()) > hits):
             fn.compile(types)
-
-    def _time_axes(self, direction: str) -> list[str | None]:
-        """Per argument of the function, how it is indexed by time: "steps" (a leading T axis:
-        [T, B, ...]), "rows" (T*B rows, step-major) or None (not at all)."""
-        plan = self.plans[direction]
-        out = []
-        for _, what, spec in self.signatures[direction]:
-            if what == "every_step":
-                out.append("steps")
-            elif what == "buffer":
-                out.append("steps" if plan.buffers[spec].rows == "T*B" else None)
-            else:
-                out.append("rows" if spec[0] == "T*B" else None)
-        return out
 
     def _whole(self, direction: str, arrays: dict, name: str, sizes) -> np.ndarray:
         return whole(self.plans[direction], arrays, name, sizes, self.dtype)
@@ -302,7 +272,7 @@ class _PiecedRun:
                                        workspace, packed)
         self.lengths = (np.full(call.B, call.T, dtype=np.int64) if call.lengths is None
                         else np.ascontiguousarray(call.lengths, dtype=np.int64))
-        self._args = [self.arrays[arg] for arg, _, _ in compiled.signatures[direction]]
+        self._args = [self.arrays[a.name] for a in compiled.layouts[direction].arguments]
         self._axes = compiled.time_axes[direction]
 
     def _run_piece(self, t0: int, t1: int, threads: int | None) -> bool:

@@ -19,18 +19,21 @@ decisions of its own; what differs from the cpu printing is only where the work 
 - carrying the state to the next step is done by the block that computed the row, right after
   its kernel, when the step ends with a kernel over rows (every shipped cell).
 
-The module is plain text (`rnncc show SPEC --stage cuda` prints it); kernel arguments are those
-of the cpu function (runtime.Compiled.signatures) plus a 2-D alias ([T*B, width]) of each array
-a GEMM reads or writes over all rows.
+Which GEMM algorithm and tile, where the carry happens and which arrays get 2-D aliases are the
+layout's decisions (TARGET below asks for them; rnncc/plan/layout.py makes them). The module is
+plain text (`rnncc show SPEC --stage cuda` prints it); kernel arguments are the layout's: those
+of the cpu function plus a 2-D alias ([T*B, width]) of each array a GEMM reads or writes over
+all rows.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from itertools import takewhile
 
 import numpy as np
 
-from ...plan.plan import GraphPlan, Kernel
-from ..cpu.codegen import _Kernel, _Printer, dim_expr, ident, split_ops
+from ...plan.layout import Algorithm, Layout, Single, Target, ident, layout
+from ...plan.plan import Kernel, Rows
+from ..printing import FunctionPrinter, KernelPrinter, dim_expr
 
 # Launch shape: threads per block, the depth BK of the operand slices a GEMM stages, and two GEMM
 # tile shapes (BM, BN, TM, TN: a block's BM x BN outputs, each thread's TM x TN of them;
@@ -193,6 +196,12 @@ def {name}(a, b, c, acc, trans_a, trans_b, accumulate, blk, nblk, tid, sa, sb, p
 # the math functions HELPERS defines (in the run's dtype); others are libdevice's, as math.*
 DEVICE_FUNCTIONS = ("sigmoid", "tanh", "exp", "log", "softplus")
 
+# What the layout decides for this target: 2-D aliases for the GEMMs over all rows, the carry
+# in the step's last kernel, a tile per GEMM (the wide one over all rows, the narrow one for a
+# step's few rows), and a kernel's sums over every row first (they wait for a grid sync).
+TARGET = Target("cuda", row_aliases=True, carry_in_kernel=True,
+                tiles=((Rows.ALL, "gemm"), (Rows.STEP, "gemm_step")), batch_sums_first=True)
+
 
 class CudaMath:
     """Math in a generated CUDA module: the helpers above, else Python's math module (Numba maps
@@ -201,7 +210,6 @@ class CudaMath:
     def __init__(self, dtype, const):
         self.suffix = "32" if np.dtype(dtype) == np.float32 else "64"
         self.const = const
-        self.used: set[str] = set()
 
     def call(self, function: str, *args: str) -> str:
         if function in DEVICE_FUNCTIONS:
@@ -209,86 +217,74 @@ class CudaMath:
         return f"math.{function}({', '.join(args)})"
 
 
-class _CudaPrinter(_Printer):
-    MATH = CudaMath
-
-    def __init__(self, plan: GraphPlan, dtype, dims: list[str], simulator: bool = False):
-        super().__init__(plan, dtype, dims)
+class CudaPrinter(FunctionPrinter):
+    def __init__(self, layout: Layout, dtype, dims: list[str], simulator: bool = False):
+        super().__init__(layout, dtype, dims, CudaMath)
         self.simulator = simulator
-        self.row_aliases: dict[str, str] = {}   # 2-D alias argument -> the array it views
-
-    def arrays(self) -> list[tuple]:
-        """The cpu function's arrays, and ("rows", array argument) for each 2-D alias."""
-        return super().arrays() + [(alias, "rows", array)
-                                   for alias, array in self.row_aliases.items()]
 
     def matrix(self, b, t: str | None) -> str:
         """A buffer as a 2-D array for the GEMM: [rows, columns]."""
         array, offset = self.base(b, t)
-        rows_all = (b.rows == "T*B" or (b.rows == "B" and b.stored)) and t is None
+        rows_all = (b.rows == Rows.ALL or (b.rows == Rows.STEP and b.stored)) and t is None
         if rows_all:  # every step's rows: the array's [T*B, width] alias
-            alias = f"{array}_rows"
-            self.row_aliases[alias] = array
-            array = alias
+            array = f"{array}_rows"
         if b.view_of is not None and b.axis == "cols":
             array = f"{array}[:, {offset}:{offset} + {dim_expr(b.shape[-1])}]"
         return array
 
-    def gemm(self, step, indent: int, t: str | None) -> None:
+    def gemm(self, step, key, indent: int, t: str | None) -> None:
         buffers = self.plan.buffers
         a_buf, b_buf = buffers[step.a], buffers[step.b]
         a, v, out = (self.matrix(a_buf, t), self.matrix(b_buf, t),
                      self.matrix(buffers[step.out], t))
-        if step.op != "outer_sum" and b_buf.rows == "none":  # a matrix times a vector
-            acc = self.matrix(buffers[step.accumulate], t) if step.accumulate else out
+        acc = self.matrix(buffers[step.accumulate], t) if step.accumulate else out
+        how = self.layout.gemms[key]
+        if how.algorithm == Algorithm.GEMV:  # a matrix times a vector
             self.emit(indent, f"gemv({v}, {a}, {out}, {acc}, {step.op == 'matmul_t'}, "
                               f"{bool(step.accumulate)}, blk, nblk, tid)")
             return
-        if step.op == "outer_sum" and "none" in (a_buf.rows, b_buf.rows):
-            self.emit(indent, f"outer_of_sums({a}, {v}, {out}, {a_buf.rows != 'none'}, "
-                              f"{b_buf.rows != 'none'}, blk, nblk, tid)")
+        if how.algorithm == Algorithm.OUTER_OF_SUMS:
+            self.emit(indent, f"outer_of_sums({a}, {v}, {out}, {a_buf.rows != Rows.NONE}, "
+                              f"{b_buf.rows != Rows.NONE}, blk, nblk, tid)")
             return
         # (left operand, right operand, transposes): matmul  out = v @ a^T,
         # matmul_t  out = v @ a,  outer_sum  out = a^T @ v
         left, right, trans = {"matmul": (v, a, "False, True"), "matmul_t": (v, a, "False, False"),
                               "outer_sum": (a, v, "True, False")}[step.op]
-        acc = self.matrix(buffers[step.accumulate], t) if step.accumulate else out
-        function = "gemm" if t is None else "gemm_step"
-        self.emit(indent, f"{function}({left}, {right}, {out}, {acc}, {trans}, "
+        self.emit(indent, f"{how.tile}({left}, {right}, {out}, {acc}, {trans}, "
                           f"{bool(step.accumulate)}, blk, nblk, tid, sa, sb, part, rb)")
 
-    def kernel(self, step: Kernel, indent: int, t, phase: str) -> None:
-        _CudaKernel(self, step, indent, t, phase).print()
+    def step(self, step, key, indent: int, t, phase: str) -> None:
+        if step.kind == "gemm":
+            self.gemm(step, key, indent, t)
+        else:
+            CudaKernel(self, step, self.layout.kernels[key], indent, t, phase).print()
 
     def function(self, name: str) -> str:
         plan = self.plan
         body_start = len(self.lines)
-        for step in plan.phases["before_loop"]:
-            self.step(step, 1, None, "before")
+        for k, step in enumerate(plan.phases["before_loop"]):
+            self.step(step, ("before_loop", k), 1, None, "before")
             self.emit(1, "grid.sync()")
         reverse = plan.kind == "backward"
         self.emit(1, "for s in range(T):")
         self.emit(2, f"t = {'T - 1 - s' if reverse else 's'}")
         steps = plan.phases["per_step"]
-        # the block that computed a row in the step's last kernel carries it right away
-        carried_in_kernel = bool(steps) and _loops_over_step_rows(steps[-1])
-        for step in steps:
-            self.step(step, 2, "t", "step")
-            if step is steps[-1] and carried_in_kernel:
+        for k, step in enumerate(steps):
+            self.step(step, ("per_step", k), 2, "t", "step")
+            if k == len(steps) - 1 and self.layout.carry_in_kernel:
                 self.emit(3, "cuda.syncthreads()")
                 self.carry(3, loop=False)
             else:
                 self.emit(2, "grid.sync()")
-        if not carried_in_kernel:
+        if not self.layout.carry_in_kernel:
             self.carry(2, loop=True)
         self.emit(2, "grid.sync()")
-        for step in plan.phases["after_loop"]:
-            self.step(step, 1, None, "after")
+        for k, step in enumerate(plan.phases["after_loop"]):
+            self.step(step, ("after_loop", k), 1, None, "after")
             self.emit(1, "grid.sync()")
         body = self.lines[body_start:]
         del self.lines[body_start:]
-        args = ", ".join(["T", "B", "lengths"] + [f"d_{d}" for d in self.dims]
-                         + [a for a, _, _ in self.arrays()])
         shared = ["sa = cuda.shared.array((BK, BM), dtype)",
                   "sb = cuda.shared.array((BK, BN), dtype)",
                   "red = cuda.shared.array(NT, dtype)"]
@@ -299,7 +295,7 @@ class _CudaPrinter(_Printer):
             # nothing (seen: rare, grossly wrong results). One thread at a time allocates.
             shared = ["with SHARED_ALLOCATION:"] + [f"    {line}" for line in shared]
         head = ["@cuda.jit(cache=True)",
-                f"def {name}({args}):",
+                f"def {name}({self.arguments_text()}):",
                 "    grid = cuda.cg.this_grid()",
                 "    tid = cuda.threadIdx.x",
                 "    blk = cuda.blockIdx.x",
@@ -317,19 +313,17 @@ class _CudaPrinter(_Printer):
         if loop:
             self.emit(indent, "for b in range(blk, B, nblk):")
             indent += 1
-        if self.records_states():  # each row's state at the start of the step, every row
+        if self.layout.records_states:  # each row's state at the start of the step, every row
             for read, _ in plan.carried.values():
                 width = self.width(plan.buffers[read])
                 self.emit(indent, f"for j in range(tid, {width}, NT):")
                 self.emit(indent + 1, f"{ident(read)}_all[t, b, j] = {ident(read)}[b, j]")
         self.emit(indent, "if t < lengths[b]:")
-        for name in plan.per_step_results:
+        for name in self.layout.captured:
             rb = plan.buffers[name]
-            if rb.rows == "B" and not rb.stored:
-                array, offset = self.base(rb, "t")
-                self.emit(indent + 1, f"for j in range(tid, {self.width(rb)}, NT):")
-                self.emit(indent + 2, f"{ident(name)}_all[t, b, j] = {array}[b, {offset} + j]")
-                self.captured.append(name)
+            array, offset = self.base(rb, "t")
+            self.emit(indent + 1, f"for j in range(tid, {self.width(rb)}, NT):")
+            self.emit(indent + 2, f"{ident(name)}_all[t, b, j] = {array}[b, {offset} + j]")
         for read, written in plan.carried.values():
             wb = plan.buffers[written]
             self.emit(indent + 1, f"for j in range(tid, {self.width(wb)}, NT):")
@@ -337,46 +331,13 @@ class _CudaPrinter(_Printer):
                 src = self.constant(wb)
             else:
                 array, offset = self.base(wb, "t")
-                src = (f"{array}[{offset} + j]" if wb.rows == "none"
+                src = (f"{array}[{offset} + j]" if wb.rows == Rows.NONE
                        else f"{array}[b, {offset} + j]")
             self.emit(indent + 2, f"{ident(read)}[b, j] = {src}")
 
 
-class _CudaKernel(_Kernel):
+class CudaKernel(KernelPrinter):
     """One fused kernel: each row to a block, the row's columns over the block's threads."""
-
-    def row_element(self, array: str, index: str, col: str) -> str:
-        return f"{array}[{index}, {col}]"
-
-    @contextmanager
-    def row_views(self, indent: int):
-        yield  # rows are indexed directly: a GPU thread reads one element of each
-
-    def row_range(self, count: str) -> str:
-        return f"range(blk, {count}, nblk)"  # this block's rows
-
-    def print(self) -> None:
-        p, ind = self.p, self.indent
-        row_ops, after_ops = split_ops(self.step)
-        if self.step.rows == "none":  # parameter-only work: the first block does it
-            p.emit(ind, "if blk == 0:")
-            self.body(row_ops + after_ops, ind + 1, rows=False)
-            return
-        if row_ops:
-            self.open_row_loop(ind)
-            self.body(row_ops, ind + 2, rows=True)
-        if after_ops:
-            # sums over every row need all rows done; what follows them reads their sums
-            p.emit(ind, "grid.sync()")
-            sums = [op for op in after_ops if op.op == "batch_sum"]
-            for op in sums:
-                self.single(op, ind)
-            rest = [op for op in after_ops if op.op != "batch_sum"]
-            if rest:
-                if sums:
-                    p.emit(ind, "grid.sync()")
-                p.emit(ind, "if blk == 0:")
-                self.body(rest, ind + 1, rows=False)
 
     def column_loop(self, width: str) -> str:
         return f"for j in range(tid, {width}, NT):"
@@ -387,27 +348,54 @@ class _CudaKernel(_Kernel):
     def row_total(self, local: str, indent: int) -> None:
         self.p.emit(indent, f"{local} = block_sum({local}, red, tid)")
 
-    def single(self, op, indent: int) -> None:
+    def open_row_loop(self, indent: int) -> None:
+        """This block's rows, skipping rows past their length; the body goes at indent + 2."""
         p = self.p
-        if op.op == "batch_sum":  # each thread of the grid sums its own columns over all rows
-            self.keep(op.out)
-            (arg,) = op.args
-            p.emit(indent, f"for j in range(blk * NT + tid, {dim_expr(op.shape[-1])}, "
-                           "nblk * NT):")
-            p.emit(indent + 1, "total = ZERO")
-            p.emit(indent + 1, "for tt in range(T):")
-            p.emit(indent + 2, "for b in range(B):")
-            p.emit(indent + 3, "tb = tt * B + b")
-            p.emit(indent + 3, "if tt < lengths[b]:")
-            p.emit(indent + 4, f"total += {self.value(arg, 'j', set())}")
-            p.emit(indent + 1, f"{self.stored_element(op.out, 'j')} = total")
+        if self.phase == "step":
+            p.emit(indent, "for b in range(blk, B, nblk):")
+            p.emit(indent + 1, "if t < lengths[b]:")
+        else:
+            p.emit(indent, "for tb in range(blk, T * B, nblk):")
+            p.emit(indent + 1, "tt = tb // B")
+            p.emit(indent + 1, "b = tb - tt * B")
+            p.emit(indent + 1, "if tt < lengths[b]:")
+
+    def print(self) -> None:
+        p, ind, layout = self.p, self.indent, self.layout
+        if self.step.rows == Rows.NONE:  # parameter-only work: the first block does it
+            p.emit(ind, "if blk == 0:")
+            self.print_loops(layout.after_loops, ind + 1)
             return
-        super().single(op, indent)  # the rest as on one thread; per-row scalars: every thread
+        if layout.row_loops:
+            self.open_row_loop(ind)
+            self.print_loops(layout.row_loops, ind + 2)
+        if layout.after_loops:
+            # sums over every row need all rows done (the layout puts them first); what
+            # follows them reads their sums
+            p.emit(ind, "grid.sync()")
+            sums = list(takewhile(lambda item: isinstance(item, Single)
+                                  and self.ops[item.op].op == "batch_sum", layout.after_loops))
+            rest = layout.after_loops[len(sums):]
+            self.print_loops(sums, ind)
+            if rest:
+                if sums:
+                    p.emit(ind, "grid.sync()")
+                p.emit(ind, "if blk == 0:")
+                self.print_loops(rest, ind + 1)
 
-
-def _loops_over_step_rows(step) -> bool:
-    """Does this per-step step print a loop over the batch rows (a kernel with per-row ops)?"""
-    return step.kind == "kernel" and step.rows == "B" and bool(split_ops(step)[0])
+    def batch_sum(self, op, indent: int) -> None:
+        """Each thread of the grid sums its own columns over all rows."""
+        p = self.p
+        (arg,) = op.args
+        p.emit(indent, f"for j in range(blk * NT + tid, {dim_expr(op.shape[-1])}, "
+                       "nblk * NT):")
+        p.emit(indent + 1, "total = ZERO")
+        p.emit(indent + 1, "for tt in range(T):")
+        p.emit(indent + 2, "for b in range(B):")
+        p.emit(indent + 3, "tb = tt * B + b")
+        p.emit(indent + 3, "if tt < lengths[b]:")
+        p.emit(indent + 4, f"total += {self.value(arg, 'j', set())}")
+        p.emit(indent + 1, f"{self.stored_element(op.out, 'j')} = total")
 
 
 def launch_shape(simulator: bool) -> dict:
@@ -415,16 +403,16 @@ def launch_shape(simulator: bool) -> dict:
 
 
 def generate(plans: dict, dtype, dims: list[str], simulator: bool) -> tuple[str, dict]:
-    """The module's source for GraphPlans {kernel name: plan}, and each kernel's argument list
-    (see _CudaPrinter.arrays)."""
+    """The module's source for GraphPlans {kernel name: plan}, and each kernel's Layout (its
+    arguments are the kernel's, in order)."""
     dtype = np.dtype(dtype)
     suffix = "32" if dtype == np.float32 else "64"
-    kernels, signatures, consts = [], {}, {}
+    kernels, layouts, consts = [], {}, {}
     for name, plan in plans.items():
-        printer = _CudaPrinter(plan, dtype, dims, simulator)
+        layouts[name] = layout(plan, TARGET)
+        printer = CudaPrinter(layouts[name], dtype, dims, simulator)
         printer.consts = consts
         kernels.append(printer.function(name))
-        signatures[name] = printer.arrays()
     head = [
         '"""Generated by rnncc from a cell\'s plan for numba.cuda; do not edit (the cache '
         'regenerates it)."""',
@@ -449,4 +437,4 @@ def generate(plans: dict, dtype, dims: list[str], simulator: bool) -> tuple[str,
     helpers += "\n\n" + "\n\n".join(
         GEMM.format(name=name, bm=bm, bn=bn, tm=tm, tn=tn)
         for name, (bm, bn, tm, tn) in tiles.items())
-    return "\n".join(head + [helpers, ""] + ["\n\n\n".join(kernels)]) + "\n", signatures
+    return "\n".join(head + [helpers, ""] + ["\n\n\n".join(kernels)]) + "\n", layouts

@@ -15,11 +15,11 @@ import threading
 
 import numpy as np
 
-from ...ops.base import dim_size
 from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
+from ...plan.layout import ArgKind, buffer_shape, ident
+from ...plan.plan import Role, Rows
 from ..compile_log import compiling
-from ..cpu.codegen import ident
-from ..cpu.runtime import buffer_shape, load, masked_leaves, whole
+from ..cpu.runtime import load, masked_leaves, whole
 from . import device, transfer
 from .codegen import generate, launch_shape
 
@@ -33,14 +33,14 @@ class Compiled:
         self.simulator = device.simulator()
         self.cell, self.dtype = cell, np.dtype(dtype)
         self.plans = cell.compiled_plans()
-        self.source, self.signatures = generate(self.plans, self.dtype, cell.dims,
-                                                self.simulator)
+        self.source, self.layouts = generate(self.plans, self.dtype, cell.dims,
+                                             self.simulator)
         self.module = load(self.source)
         self.threads = launch_shape(self.simulator)["threads"]
         self._blocks: dict = {}
         self._kernels: dict = {}   # (direction, argument types) -> specialized kernel
         self._kept: dict = {}    # direction -> (shapes, the arrays only the kernel uses)
-        self._handed = {d: self._handed_out(d) for d in self.signatures}
+        self._handed = {d: self._handed_out(d) for d in self.layouts}
         # one call at a time: the simulator's switch interval (_launch) is process-wide, and the
         # calls share the default stream, which runs their kernels one after another anyway
         self._lock = threading.Lock()
@@ -96,8 +96,8 @@ class Compiled:
                 add(name)
         for read, _ in plan.carried.values():
             add(read)
-        return {arg for arg, what, spec in self.signatures[direction]
-                if what in ("buffer", "every_step") and spec in names}
+        return {a.name for a in self.layouts[direction].arguments
+                if a.kind in (ArgKind.BUFFER, ArgKind.EVERY_STEP) and a.buffer in names}
 
     def _arrays(self, direction: str, bound: dict, call, lengths) -> dict:
         """The kernel's arrays. The ones it only works in (hoisted products, per-step values
@@ -124,38 +124,34 @@ class Compiled:
                 transfer.zero_fill(kept[arg])
             return kept[arg]
 
-        for arg, what, spec in self.signatures[direction]:
-            if what == "rows":
+        arguments = self.layouts[direction].arguments
+        for argument in arguments:
+            arg, spec = argument.name, argument.buffer
+            if argument.kind == ArgKind.ROWS:
                 continue
-            if what == "buffer" and spec in bound:
+            if argument.kind == ArgKind.BUFFER and spec in bound:
                 b = plan.buffers[spec]
                 ragged = call.lengths is not None and spec in masked
-                arrays[arg] = self._device_value(bound[spec], buffer_shape(b, sizes, T, B),
-                                                 writable=b.rows == "B",
+                arrays[arg] = self._device_value(bound[spec], argument.shape(plan, sizes, T, B),
+                                                 writable=b.rows == Rows.STEP,
                                                  lengths=lengths if ragged else None)
-            elif what == "buffer" and plan.buffers[spec].role == "packed":
+            elif argument.kind == ArgKind.BUFFER and plan.buffers[spec].role == Role.PACKED:
                 b = plan.buffers[spec]
                 arrays[arg] = self._packed([bound[plan.leaves["param"][p]] for p in b.pack],
                                            kept.get(arg))
                 kept[arg] = arrays[arg]
-            elif what == "buffer":
-                arrays[arg] = zeros(arg, buffer_shape(plan.buffers[spec], sizes, T, B))
-            elif what == "every_step":
-                arrays[arg] = zeros(arg, (T, *buffer_shape(plan.buffers[spec], sizes, T, B)))
-            else:  # a kernel's workspace
-                rows, width = spec
-                w = width if isinstance(width, int) else dim_size(width, sizes)
-                arrays[arg] = zeros(arg, {"B": (B, w), "T*B": (T * B, w), "none": (w,)}[rows])
-        for arg, what, array in self.signatures[direction]:
-            if what == "rows":  # [T, B, w] viewed as [T*B, w]
-                base = arrays[array]
-                arrays[arg] = base.reshape(T * B, tuple(base.shape)[-1])
+            else:
+                arrays[arg] = zeros(arg, argument.shape(plan, sizes, T, B))
+        for argument in arguments:
+            if argument.kind == ArgKind.ROWS:  # [T, B, w] viewed as [T*B, w]
+                base = arrays[argument.buffer]
+                arrays[argument.name] = base.reshape(T * B, tuple(base.shape)[-1])
         return arrays
 
     # -- launching ------------------------------------------------------------------------------------
     def _launch(self, direction: str, arrays: dict, call, lengths) -> None:
         args = [call.T, call.B, lengths[0], *(call.sizes[d] for d in self.cell.dims),
-                *(arrays[arg] for arg, _, _ in self.signatures[direction])]
+                *(arrays[a.name] for a in self.layouts[direction].arguments)]
         kernel = self._kernel(direction, args)
         if not self.simulator:
             kernel[self._grid(kernel), self.threads](*args)
@@ -234,7 +230,7 @@ class Compiled:
         """A per-step result as [T, B, width], zero past each row's length."""
         b = self.plans[direction].buffers[name]
         shape = buffer_shape(b, call.sizes, call.T, call.B)
-        shape = shape if b.rows == "T*B" else (call.T, call.B, shape[-1] if shape else 1)
+        shape = shape if b.rows == Rows.ALL else (call.T, call.B, shape[-1] if shape else 1)
         return self._result(self._whole(direction, arrays, name, call.sizes), shape, call,
                             lengths)
 
