@@ -28,6 +28,6 @@ from .errors import SpecError, SpecWarning  # noqa: E402
 from .runtime import RNN, Cell, compile, load, shipped  # noqa: A004, E402
 from .interop.pytorch import from_torch, to_torch  # noqa: E402  (torch only when called)
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 __all__ = ["SpecError", "SpecWarning", "Cell", "RNN", "compile", "load", "shipped", "from_torch",
            "to_torch", "__version__"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .backends.cuda.device import CudaUnavailableError
 from .errors import SpecError, SpecWarning
 from .graph import FORMATS

@@ -16,10 +16,13 @@ recomputed and every forward value a rule reads is saved, as cuDNN does for its 
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import networkx as nx
 
 from ..graph import Graph, verify
 from ..graph.graph import upstream_grad_name
+from ..graph.naming import gradient_name, graph_names
 from .emitter import Emitter
 
 
@@ -27,6 +30,7 @@ def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
     backward = Graph(forward.name, forward.dims, kind="backward")
     e = Emitter(backward, forward)
     value_of: dict[int, int] = {}  # forward node -> backward node holding its value
+    names = graph_names(forward)   # saved values and gradients are named in forward terms
 
     # The step's inputs, previous states and parameters are available to backward as they are.
     for op in ("input", "state", "param"):
@@ -44,7 +48,10 @@ def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
             value_of[fnid] = backward.add(node.op, [value(a) for a in node.args], node.shape,
                                           node.attrs, None, node.pos)
         else:
-            label = node.name or f"{node.op}_{fnid}"  # saved values are named in forward terms
+            label, k = names[fnid], 1
+            while label in backward.saved:  # two values the same expression names
+                k += 1
+                label = f"{names[fnid]}.{k}"
             value_of[fnid] = backward.add("saved", (), node.shape, name=label, pos=node.pos)
             backward.saved[label] = fnid
         return value_of[fnid]
@@ -86,6 +93,7 @@ def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
             total[fnid] = add_all(reduced)
             continue
         g = total[fnid] = add_all(grads)
+        _name_gradient(backward, g, gradient_name(names[fnid]))
         if node.is_leaf or node.opdef.vjp is None:
             continue  # an input or state; or a piecewise-constant op: no gradient flows
         args = [lambda a=a: value(a) for a in node.args]
@@ -109,3 +117,17 @@ def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
         "params": {p: result(n) for p, n in forward.params.items()},
     }
     return verify(backward)
+
+
+def _name_gradient(backward: Graph, g: int, name: str) -> None:
+    """Name node g, a value's whole gradient, after the value (unless it has a name: a leaf's,
+    or another value's whose gradient it also is). The upstream gradient of a state is a leaf
+    of that name already; the whole gradient (with dy's part) is then `dh'_total`."""
+    node = backward.node(g)
+    if node.name or node.opdef.kind == "constant":
+        return
+    taken = {backward.node(n).name for n in backward.order}
+    while name in taken:
+        name += "_total"
+    backward.nx.nodes[g]["node"] = replace(node, name=name)
+

@@ -93,9 +93,6 @@ class FunctionPrinter:
     def width(self, b: Buffer) -> str:
         return dim_expr(b.shape[-1]) if b.shape else "1"
 
-    def kernel_layout(self, phase: str, index: int) -> KernelLayout:
-        return self.layout.kernels[(phase, index)]
-
 
 class KernelPrinter:
     """Prints one fused kernel from its KernelLayout: its loop over rows, inside each row its

@@ -65,7 +65,7 @@ def forward(graph: Graph, params: dict, xs: dict, state: dict, lengths, sizes: d
     order = live_order(graph)
     # the values to keep for backward: listed on a training forward graph, else on the backward
     # graph (whose saved values name nodes of the forward graph it was derived from)
-    saved = graph.results.get("saved", backward.saved if backward is not None else {})
+    saved = graph.saved or (backward.saved if backward is not None else {})
     if backward is not None:  # keep every saved value alive, even one no root needs
         order = [n for n in graph.order if n in set(order) | set(saved.values())]
     inputs, states = graph.inputs, graph.states

@@ -51,8 +51,10 @@ class Graph:
     forward:  {"updates": {state: new value}, "output": {output name: value}}
     backward: {"state": {state: gradient}, "x": {input: gradient}, "params": {param: gradient}}
 
-    A backward graph also lists in `saved` the forward values it reads: saved-leaf name ->
-    forward node id. The forward pass must keep those values at every step.
+    `saved` is the forward values backward reads, saved-leaf name -> node id of the forward
+    graph: a backward graph lists them (rnncc/autodiff), and the training forward graph returns
+    them as its result group "saved" (plan.with_saved); either way `graph.saved` reads them.
+    The forward pass must keep those values at every step.
     """
 
     def __init__(self, name: str, dims: tuple, kind: str = "forward"):
@@ -61,11 +63,21 @@ class Graph:
         self.kind = kind
         self.nx = nx.MultiDiGraph()      # multi: `h * h` has two edges from h
         self.results: dict[str, dict[str, int]] = {}
-        self.saved: dict[str, int] = {}
+        self._saved: dict[str, int] = {}
         # Set by the scheduling passes (passes/hoist.py, passes/fuse.py): node -> decision,
         # typed in schedule.py.
         self.phase: dict = {}    # node -> Phase
         self.stage: dict = {}    # node -> Stage
+
+    @property
+    def saved(self) -> dict[str, int]:
+        return self.results.get("saved", {}) if self.kind == "forward" else self._saved
+
+    @saved.setter
+    def saved(self, value: dict) -> None:
+        if self.kind == "forward":
+            raise AttributeError("a forward graph's saved values are its results['saved']")
+        self._saved = dict(value)
 
     def annotated(self, phase=None, stage=None) -> "Graph":
         """A copy carrying scheduling decisions (the nodes themselves are shared, unchanged)."""

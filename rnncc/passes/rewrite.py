@@ -37,7 +37,8 @@ def rebuild(graph: Graph, visit=None, keep=None) -> Graph:
         mapping[nid] = copy_node(new, node, args) if out is None else out
     new.results = {group: {name: mapping[n] for name, n in named.items()}
                    for group, named in graph.results.items()}
-    new.saved = dict(graph.saved)
+    if graph.kind == "backward":
+        new.saved = graph.saved
     return new
 
 
@@ -48,7 +49,7 @@ class Draft:
         self.name, self.dims, self.kind = graph.name, graph.dims, graph.kind
         self.nodes: dict[int, Node] = {n: graph.node(n) for n in graph.order}
         self.results = {g: dict(named) for g, named in graph.results.items()}
-        self.saved = dict(graph.saved)
+        self.saved = dict(graph.saved)  # a backward graph's (a forward one's are its results)
         self.next_id = max(self.nodes, default=-1) + 1
 
     def add(self, op: str, args, shape, attrs=None, name=None, pos=None) -> int:
@@ -93,5 +94,6 @@ class Draft:
             mapping[nid] = copy_node(new, node, tuple(mapping[a] for a in node.args))
         new.results = {group: {k: mapping[n] for k, n in named.items()}
                        for group, named in self.results.items()}
-        new.saved = dict(self.saved)
+        if new.kind == "backward":
+            new.saved = self.saved
         return new

@@ -30,11 +30,18 @@ from ..ops.base import dim_size
 from .plan import PHASES, Buffer, Gemm, GraphPlan, Kernel, Role, Rows
 
 
+_SPELLED = (("'", "_next"), ("@", "_at_"), ("^T", "T"), ("**", "_pow_"), ("+", "_plus_"),
+            ("-", "_minus_"), ("*", "_times_"), ("/", "_over_"), (".", "_"))
+
+
 def ident(name: str) -> str:
-    """The identifier of a buffer or value in generated code."""
-    text = (name.replace("'", "_new").replace("@", "_at_").replace("^T", "T")
-            .replace("+", "_plus_").replace(".", "_"))
-    return "v_" + re.sub(r"\W", "_", text)
+    """The identifier of a buffer or value in generated code: c' is v_c_next, tanh(c') is
+    v_tanh_c_next, W_i@x+U_i@h is v_W_i_at_x_plus_U_i_at_h."""
+    text = name
+    for sign, word in _SPELLED:
+        text = text.replace(sign, word)
+    text = re.sub(r"_+", "_", re.sub(r"\W", "_", text)).strip("_")
+    return "v_" + text
 
 
 @dataclass(frozen=True)
@@ -271,9 +278,6 @@ class Layout:
     carry_in_kernel: bool      # the step's last kernel carries each row's state
     row_aliases: dict = field(default_factory=dict)   # ROWS argument -> the aliased argument
 
-    def argument(self, name: str) -> Argument:
-        return next(a for a in self.arguments if a.name == name)
-
 
 def _storage(b: Buffer) -> Storage:
     if b.view_of is not None:
@@ -321,7 +325,7 @@ def layout(plan: GraphPlan, target: Target) -> Layout:
                     if array is not None:
                         row_aliases.setdefault(f"{array}_rows", array)
     arguments = [Argument(ident(name), ArgKind.BUFFER, name) for name, b in plan.buffers.items()
-                 if storage[name] in (Storage.ARGUMENT,)]
+                 if storage[name] == Storage.ARGUMENT]
     every = [name for name, b in plan.buffers.items() if b.stored and b.view_of is None]
     if records_states:
         every += [read for read, _ in plan.carried.values()]

@@ -1,13 +1,19 @@
 """Lowering: an optimized, scheduled step graph -> GraphPlan.
 
-Every decision was made by the passes (graph.phase from hoist, graph.stage from fuse); this
-file only names buffers and writes the decisions down as steps.
+The phases and the steps are the passes' decisions (graph.phase from hoist, graph.stage from
+fuse); lowering writes them down as GEMM and kernel steps. It decides the buffers: their names
+(the spec's, graph/naming.py), which kernel values need one (read outside their kernel, or a
+result: needs_buffer) and which step buffers are kept for every step (read after the loop, or
+wanted by the caller or by backward: _stored). How buffers are stored and looped over is
+decided after it, per target (layout.py).
 """
 from __future__ import annotations
 
 from ..graph import Graph
+from ..graph.naming import value_name
 from ..graph.schedule import (PHASE_ORDER, Absorbed, ByGemm, InKernel, Packed, Phase, View,
                               absorber)
+from .layout import ident
 from .plan import PHASES, Buffer, Gemm, GraphPlan, Kernel, Op, Role, Rows
 
 _PHASE_ROWS = {Phase.INVARIANT: Rows.NONE, Phase.BEFORE: Rows.ALL, Phase.STEP: Rows.STEP,
@@ -35,14 +41,16 @@ class _Lowering:
 
     # -- names ---------------------------------------------------------------------------------------
     def _names(self) -> dict[int, str]:
+        """Buffer and value names, from the spec's (graph/naming.py), unique also as
+        identifiers in generated code."""
         g, names, taken = self.g, {}, set()
 
         def claim(n: int, name: str) -> None:
             base, k = name, 1
-            while name in taken:
+            while ident(name) in taken:
                 k += 1
                 name = f"{base}.{k}"
-            taken.add(name)
+            taken.add(ident(name))
             names[n] = name
 
         preferred: dict[int, str] = {}
@@ -87,8 +95,10 @@ class _Lowering:
                     name = f"{names[stacked]}@{names[source.args[1]]}"
                 else:
                     name = f"{names[node.args[0]]}[{index}]"
+            elif node.op == "concat" and g.kind == "backward":
+                name = "dgates"  # the gradients of gates whose products were stacked
             else:
-                name = f"{node.op}{n}"
+                name = value_name(node.op, node.attrs, [names[a] for a in node.args])
             claim(n, name)
         return names
 

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ...plan.layout import Algorithm, Layout, Target, ident, layout
-from ...plan.plan import Buffer, Gemm, Kernel, Rows
+from ...plan.plan import Buffer, Gemm, Rows
 from ..printing import FunctionPrinter, KernelPrinter, dim_expr
 from .fastmath import CALLER_OPTIONS, FUNCTIONS
 

@@ -35,7 +35,7 @@ def cache_dir() -> Path:
 
 
 def _fingerprint(source: str) -> str:
-    from ... import __version__
+    from ...version import __version__
     h = hashlib.sha256()
     for part in (source, Path(fastmath.__file__).read_text(), __version__, numba.__version__,
                  np.__version__):

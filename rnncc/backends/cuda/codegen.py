@@ -32,7 +32,7 @@ from itertools import takewhile
 import numpy as np
 
 from ...plan.layout import Algorithm, Layout, Single, Target, ident, layout
-from ...plan.plan import Kernel, Rows
+from ...plan.plan import Rows
 from ..printing import FunctionPrinter, KernelPrinter, dim_expr
 
 # Launch shape: threads per block, the depth BK of the operand slices a GEMM stages, and two GEMM
