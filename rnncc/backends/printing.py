@@ -122,6 +122,23 @@ class KernelPrinter:
         """A sum over every row of the call (a parameter gradient's bias part)."""
         raise NotImplementedError
 
+    def row_range(self, count: str) -> str:
+        """The rows of `count` this code runs."""
+        raise NotImplementedError
+
+    def open_row_loop(self, indent: int) -> None:
+        """The loop over the kernel's rows, skipping rows past their length; its body goes at
+        indent + 2, with b (and tt, tb outside the time loop) set."""
+        p = self.p
+        if self.phase == "step":
+            p.emit(indent, f"for b in {self.row_range('B')}:")
+            p.emit(indent + 1, "if t < lengths[b]:")
+        else:
+            p.emit(indent, f"for tb in {self.row_range('T * B')}:")
+            p.emit(indent + 1, "tt = tb // B")
+            p.emit(indent + 1, "b = tb - tt * B")
+            p.emit(indent + 1, "if tt < lengths[b]:")
+
     # -- the kernel -----------------------------------------------------------------------------------
     def __init__(self, printer: FunctionPrinter, step: Kernel, layout: KernelLayout,
                  indent: int, t, phase: str):

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..ops import REGISTRY
 from ..ops.base import EvalContext, dim_size
-from .plan import Buffer, GraphPlan
+from .plan import Buffer, GraphPlan, Role, Rows
 
 
 class _Executor:
@@ -21,23 +21,23 @@ class _Executor:
         # the (t, b) rows that exist, for the phases over all rows; None: all of them
         self.valid = None if lengths is None else np.arange(T)[:, None] < lengths[None, :]
         self.ctx = EvalContext(sizes, dtype)
-        self.arrays: dict[str, np.ndarray] = {}   # "none" and "T*B" buffers, stored copies
-        self.carried: dict[str, np.ndarray] = {}  # "B" buffers read from the previous step
+        self.arrays: dict[str, np.ndarray] = {}   # NONE and ALL buffers, stored copies
+        self.carried: dict[str, np.ndarray] = {}  # STEP buffers read from the previous step
 
     def shape(self, b: Buffer) -> tuple:
         per_row = tuple(dim_size(d, self.sizes) for d in b.shape)
-        if not per_row and b.rows != "none":
+        if not per_row and b.rows != Rows.NONE:
             per_row = (1,)  # a per-row scalar is kept as [..., 1], as numpy evaluation has it
-        return {"none": (), "B": (self.B,), "T*B": (self.T, self.B)}[b.rows] + per_row
+        return {Rows.NONE: (), Rows.STEP: (self.B,), Rows.ALL: (self.T, self.B)}[b.rows] + per_row
 
     def zeros(self, name: str) -> np.ndarray:
         b = self.plan.buffers[name]
-        shape = self.shape(b) if b.rows != "B" else (self.T, self.B) + self.shape(b)[1:]
+        shape = self.shape(b) if b.rows != Rows.STEP else (self.T, self.B) + self.shape(b)[1:]
         return np.zeros(shape, dtype=self.dtype)
 
     def bind(self, name: str, value) -> None:
         b = self.plan.buffers[name]
-        if b.rows == "B":
+        if b.rows == Rows.STEP:
             self.carried[name] = np.array(np.broadcast_to(value, self.shape(b)), dtype=self.dtype)
         else:
             self.arrays[name] = np.asarray(value, dtype=self.dtype)
@@ -45,16 +45,16 @@ class _Executor:
     def prepare(self) -> None:
         """Packed parameters, constants, and zeroed stores, before anything runs."""
         for name, b in self.plan.buffers.items():
-            if b.role == "packed":
+            if b.role == Role.PACKED:
                 self.arrays[name] = np.concatenate([self.arrays[p] for p in b.pack], axis=0)
-            elif b.role == "constant":
+            elif b.role == Role.CONSTANT:
                 op, attrs = b.value
                 self.arrays[name] = REGISTRY[op].evaluate([], attrs, self.ctx)
             elif b.stored and name not in self.arrays:
                 self.arrays[name] = self.zeros(name)
         # results wanted for every step that no step stores (a carried leaf, a view of one)
         self.capture = {name: self.zeros(name) for name in self.plan.per_step_results
-                        if self.plan.buffers[name].rows == "B"
+                        if self.plan.buffers[name].rows == Rows.STEP
                         and not self.plan.buffers[name].stored}
 
     # -- reading and writing -----------------------------------------------------------------------
@@ -65,14 +65,14 @@ class _Executor:
         if b.view_of is not None:
             return b.take(self.read(b.view_of, local, t, rows), self.plan.buffers[b.view_of],
                           self.sizes)
-        if b.rows == "B":
+        if b.rows == Rows.STEP:
             if t is None and b.stored:  # after the loop: every step's value
                 return self.arrays[name] if self.valid is None else self.arrays[name][self.valid]
             if name in self.carried:
                 return self.carried[name][rows]
             raise KeyError(f"buffer {name} is read before it is written")
         value = self.arrays[name]
-        if b.rows == "T*B":
+        if b.rows == Rows.ALL:
             if t is not None:
                 return value[t][rows]
             if self.valid is not None:
@@ -81,11 +81,11 @@ class _Executor:
 
     def write(self, name: str, value, local: dict, t=None, rows=None) -> None:
         b = self.plan.buffers[name]
-        if t is not None and b.rows == "B":
+        if t is not None and b.rows == Rows.STEP:
             local[name] = value
             if b.stored:
                 self.arrays[name][t][rows] = value
-        elif b.rows == "T*B":
+        elif b.rows == Rows.ALL:
             if self.valid is None:
                 self.arrays[name] = np.array(np.broadcast_to(value, self.shape(b)),
                                              dtype=self.dtype)
@@ -202,7 +202,7 @@ def run_forward(plan: GraphPlan, params: dict, xs: dict, state: dict, lengths,
 
 
 def _whole(ex: _Executor, name: str) -> np.ndarray:
-    """A buffer's value for every step: [T, B, ...], or without rows for a "none" buffer."""
+    """A buffer's value for every step: [T, B, ...], or without rows for a buffer without rows."""
     b = ex.plan.buffers[name]
     if name in ex.capture:
         return ex.capture[name]

@@ -185,7 +185,7 @@ class GraphPlan:
     def text(self) -> str:
         direction = "t = 0 .. T-1" if self.kind == "forward" else "t = T-1 .. 0"
         lines = [f"{self.kind}:"]
-        packed = [b for b in self.buffers.values() if b.role == "packed"]
+        packed = [b for b in self.buffers.values() if b.role == Role.PACKED]
         if packed:
             lines.append("  packed once: " + "; ".join(
                 f"{b.describe()} = stack({', '.join(b.pack)})" for b in packed))

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ...plan.layout import Algorithm, Layout, Target, ident, layout
-from ...plan.plan import Buffer, Gemm, Rows
+from ...plan.plan import Buffer, Gemm, Role, Rows
 from ..printing import FunctionPrinter, KernelPrinter, dim_expr
 from .fastmath import CALLER_OPTIONS, FUNCTIONS
 
@@ -144,7 +144,7 @@ class CpuPrinter(FunctionPrinter):
                                   f"{array}[b, {offset}:{offset} + {self.width(rb)}]")
         for read, written in self.plan.carried.values():
             wb = self.plan.buffers[written]
-            if wb.role == "constant":  # a state whose next value is a constant (zeros)
+            if wb.role == Role.CONSTANT:  # a state whose next value is a constant (zeros)
                 self.emit(indent + 2, f"{ident(read)}[b, :] = {self.constant(wb)}")
                 continue
             array, offset = self.base(wb, "t")
@@ -196,18 +196,8 @@ class CpuKernel(KernelPrinter):
                                          for key, view in self.views.items()]
             self.views, self.in_rows = outer, False
 
-    def open_row_loop(self, indent: int) -> None:
-        """The loop over the kernel's rows, over Numba's threads, skipping rows past their
-        length; its body goes at indent + 2, with b (and tt, tb outside the time loop) set."""
-        p = self.p
-        if self.phase == "step":
-            p.emit(indent, "for b in prange(B):")
-            p.emit(indent + 1, "if t < lengths[b]:")
-        else:
-            p.emit(indent, "for tb in prange(T * B):")
-            p.emit(indent + 1, "tt = tb // B")
-            p.emit(indent + 1, "b = tb - tt * B")
-            p.emit(indent + 1, "if tt < lengths[b]:")
+    def row_range(self, count: str) -> str:
+        return f"prange({count})"  # all of them, over Numba's threads
 
     def print(self) -> None:
         ind, layout = self.indent, self.layout

@@ -21,8 +21,9 @@ import numpy as np
 from ...ops import REGISTRY
 from ...ops.base import EvalContext, dim_size
 from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
-from ...plan.layout import ArgKind, ident
+from ...plan.layout import ident
 from ...plan.plan import Role, Rows
+from ..binding import bind
 from ..compile_log import compiling
 from . import fastmath
 from .codegen import generate
@@ -138,46 +139,38 @@ class Compiled:
         copied in, and the rest is zeroed only for ragged rows (with full rows every step
         writes every row before anything reads it). `packed`: stacked parameters the caller
         keeps (name -> array); missing ones are stacked here from the bound parameters."""
-        plan = self.plans[direction]
         key = (direction, T, B, tuple(sorted(sizes.items())))
-        reused = workspace is not None and key in workspace
-        arrays = workspace[key] if reused else {}
-        for argument in self.layouts[direction].arguments:
-            arg, spec = argument.name, argument.buffer
-            is_buffer = argument.kind == ArgKind.BUFFER
-            if is_buffer and spec in bound:
-                b = plan.buffers[spec]
-                shape = argument.shape(plan, sizes, T, B)
-                value = bound[spec]
-                if b.rows == Rows.STEP:  # a carried state: the generated code writes it
-                    value = np.broadcast_to(np.asarray(value, dtype=self.dtype), shape)
-                    if reused:
-                        np.copyto(arrays[arg], value)
-                    else:
-                        arrays[arg] = np.array(value, dtype=self.dtype)
-                elif (isinstance(value, np.ndarray) and value.dtype == self.dtype
-                      and value.shape == shape and value.flags.c_contiguous):
-                    arrays[arg] = value  # read only: no copy
-                else:
-                    # order="C": the generated code reshapes it (a transposed caller's array,
-                    # batch_first, would otherwise keep its strides through the copy)
-                    arrays[arg] = np.array(np.broadcast_to(np.asarray(value, dtype=self.dtype),
-                                                           shape), dtype=self.dtype, order="C")
-                continue
-            if is_buffer and plan.buffers[spec].role == Role.PACKED:
-                b = plan.buffers[spec]
-                if packed is not None and spec in packed:
-                    arrays[arg] = packed[spec]
-                else:
-                    arrays[arg] = np.ascontiguousarray(np.concatenate(
-                        [bound[plan.leaves["param"][p]] for p in b.pack], axis=0),
-                        dtype=self.dtype)
-                continue
-            if reused:
+        kept = workspace.get(key, {}) if workspace is not None else {}
+        dtype = self.dtype
+
+        def caller(argument, b, value, shape):
+            if b.rows == Rows.STEP:  # a carried state: the generated code writes it
+                value = np.broadcast_to(np.asarray(value, dtype=dtype), shape)
+                if argument.name in kept:
+                    np.copyto(kept[argument.name], value)
+                    return kept[argument.name]
+                return np.array(value, dtype=dtype)
+            if (isinstance(value, np.ndarray) and value.dtype == dtype and value.shape == shape
+                    and value.flags.c_contiguous):
+                return value  # read only: no copy
+            # order="C": the generated code reshapes it (a transposed caller's array,
+            # batch_first, would otherwise keep its strides through the copy)
+            return np.array(np.broadcast_to(np.asarray(value, dtype=dtype), shape),
+                            dtype=dtype, order="C")
+
+        def stacked(argument, members):
+            if packed is not None and argument.buffer in packed:
+                return packed[argument.buffer]
+            return np.ascontiguousarray(np.concatenate(members, axis=0), dtype=dtype)
+
+        def own(argument, shape):
+            if argument.name in kept:
                 if ragged:
-                    arrays[arg].fill(0)
-                continue
-            arrays[arg] = np.zeros(argument.shape(plan, sizes, T, B), dtype=self.dtype)
+                    kept[argument.name].fill(0)
+                return kept[argument.name]
+            return np.zeros(shape, dtype=dtype)
+
+        arrays = bind(self.layouts[direction], bound, sizes, T, B, caller, stacked, own)
         if workspace is not None:
             workspace[key] = arrays
         return arrays

@@ -32,7 +32,7 @@ from itertools import takewhile
 import numpy as np
 
 from ...plan.layout import Algorithm, Layout, Single, Target, ident, layout
-from ...plan.plan import Rows
+from ...plan.plan import Role, Rows
 from ..printing import FunctionPrinter, KernelPrinter, dim_expr
 
 # Launch shape: threads per block, the depth BK of the operand slices a GEMM stages, and two GEMM
@@ -327,7 +327,7 @@ class CudaPrinter(FunctionPrinter):
         for read, written in plan.carried.values():
             wb = plan.buffers[written]
             self.emit(indent + 1, f"for j in range(tid, {self.width(wb)}, NT):")
-            if wb.role == "constant":  # a state whose next value is a constant (zeros)
+            if wb.role == Role.CONSTANT:  # a state whose next value is a constant (zeros)
                 src = self.constant(wb)
             else:
                 array, offset = self.base(wb, "t")
@@ -348,17 +348,8 @@ class CudaKernel(KernelPrinter):
     def row_total(self, local: str, indent: int) -> None:
         self.p.emit(indent, f"{local} = block_sum({local}, red, tid)")
 
-    def open_row_loop(self, indent: int) -> None:
-        """This block's rows, skipping rows past their length; the body goes at indent + 2."""
-        p = self.p
-        if self.phase == "step":
-            p.emit(indent, "for b in range(blk, B, nblk):")
-            p.emit(indent + 1, "if t < lengths[b]:")
-        else:
-            p.emit(indent, "for tb in range(blk, T * B, nblk):")
-            p.emit(indent + 1, "tt = tb // B")
-            p.emit(indent + 1, "b = tb - tt * B")
-            p.emit(indent + 1, "if tt < lengths[b]:")
+    def row_range(self, count: str) -> str:
+        return f"range(blk, {count}, nblk)"  # this block's rows
 
     def print(self) -> None:
         p, ind, layout = self.p, self.indent, self.layout

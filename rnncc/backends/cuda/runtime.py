@@ -17,7 +17,8 @@ import numpy as np
 
 from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
 from ...plan.layout import ArgKind, buffer_shape, ident
-from ...plan.plan import Role, Rows
+from ...plan.plan import Rows
+from ..binding import bind
 from ..compile_log import compiling
 from ..cpu.runtime import load, masked_leaves, whole
 from . import device, transfer
@@ -113,9 +114,18 @@ class Compiled:
         kept = self._kept[direction][1]
         handed_out = self._handed[direction]
         masked = masked_leaves(plan)
-        arrays = {}
 
-        def zeros(arg, shape):
+        def caller(argument, b, value, shape):
+            ragged = call.lengths is not None and argument.buffer in masked
+            return self._device_value(value, shape, writable=b.rows == Rows.STEP,
+                                      lengths=lengths if ragged else None)
+
+        def stacked(argument, members):
+            kept[argument.name] = self._packed(members, kept.get(argument.name))
+            return kept[argument.name]
+
+        def own(argument, shape):
+            arg = argument.name
             if arg in handed_out:
                 return transfer.zeros(shape, self.dtype)
             if arg not in kept:
@@ -124,28 +134,7 @@ class Compiled:
                 transfer.zero_fill(kept[arg])
             return kept[arg]
 
-        arguments = self.layouts[direction].arguments
-        for argument in arguments:
-            arg, spec = argument.name, argument.buffer
-            if argument.kind == ArgKind.ROWS:
-                continue
-            if argument.kind == ArgKind.BUFFER and spec in bound:
-                b = plan.buffers[spec]
-                ragged = call.lengths is not None and spec in masked
-                arrays[arg] = self._device_value(bound[spec], argument.shape(plan, sizes, T, B),
-                                                 writable=b.rows == Rows.STEP,
-                                                 lengths=lengths if ragged else None)
-            elif argument.kind == ArgKind.BUFFER and plan.buffers[spec].role == Role.PACKED:
-                b = plan.buffers[spec]
-                arrays[arg] = self._packed([bound[plan.leaves["param"][p]] for p in b.pack],
-                                           kept.get(arg))
-                kept[arg] = arrays[arg]
-            else:
-                arrays[arg] = zeros(arg, argument.shape(plan, sizes, T, B))
-        for argument in arguments:
-            if argument.kind == ArgKind.ROWS:  # [T, B, w] viewed as [T*B, w]
-                base = arrays[argument.buffer]
-                arrays[argument.name] = base.reshape(T * B, tuple(base.shape)[-1])
+        arrays = bind(self.layouts[direction], bound, sizes, T, B, caller, stacked, own)
         return arrays
 
     # -- launching ------------------------------------------------------------------------------------
