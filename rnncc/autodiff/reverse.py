@@ -31,6 +31,7 @@ def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
     e = Emitter(backward, forward)
     value_of: dict[int, int] = {}  # forward node -> backward node holding its value
     names = graph_names(forward)   # saved values and gradients are named in forward terms
+    taken = set(names.values())    # the backward graph's names so far, and the forward's
 
     # The step's inputs, previous states and parameters are available to backward as they are.
     for op in ("input", "state", "param"):
@@ -53,6 +54,7 @@ def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
                 k += 1
                 label = f"{names[fnid]}.{k}"
             value_of[fnid] = backward.add("saved", (), node.shape, name=label, pos=node.pos)
+            taken.add(label)
             backward.saved[label] = fnid
         return value_of[fnid]
 
@@ -69,6 +71,7 @@ def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
     for state, nid in forward.updates.items():
         pending.setdefault(nid, []).append(
             backward.add("grad", (), forward.node(nid).shape, name=upstream_grad_name(state)))
+    taken.update(backward.node(n).name for n in backward.order)  # the leaves: dy, dh', ...
 
     def add_all(nodes: list[int]) -> int:
         g = nodes[0]
@@ -93,7 +96,7 @@ def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
             total[fnid] = add_all(reduced)
             continue
         g = total[fnid] = add_all(grads)
-        _name_gradient(backward, g, gradient_name(names[fnid]))
+        _name_gradient(backward, g, gradient_name(names[fnid]), taken)
         if node.is_leaf or node.opdef.vjp is None:
             continue  # an input or state; or a piecewise-constant op: no gradient flows
         args = [lambda a=a: value(a) for a in node.args]
@@ -119,15 +122,15 @@ def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
     return verify(backward)
 
 
-def _name_gradient(backward: Graph, g: int, name: str) -> None:
+def _name_gradient(backward: Graph, g: int, name: str, taken: set) -> None:
     """Name node g, a value's whole gradient, after the value (unless it has a name: a leaf's,
     or another value's whose gradient it also is). The upstream gradient of a state is a leaf
     of that name already; the whole gradient (with dy's part) is then `dh'_total`."""
     node = backward.node(g)
     if node.name or node.opdef.kind == "constant":
         return
-    taken = {backward.node(n).name for n in backward.order}
     while name in taken:
         name += "_total"
+    taken.add(name)
     backward.nx.nodes[g]["node"] = replace(node, name=name)
 

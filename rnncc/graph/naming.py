@@ -14,12 +14,22 @@ INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 MAX_EXPRESSION = 24   # longer expressions are named by their op and first argument
 
 
+def _top_level_operators(name: str) -> set:
+    """The infix operators of a name outside its parentheses (d(1-z) has none)."""
+    found, depth = set(), 0
+    for c in name:
+        depth += (c == "(") - (c == ")")
+        if depth == 0 and c in "+-*/":
+            found.add(c)
+    return found
+
+
 def _operand(name: str, op: str, right: bool) -> str:
     """An argument's name inside an infix expression, parenthesized where precedence needs it."""
-    if not any(c in name for c in "+-*/") or name.startswith("(") and name.endswith(")"):
-        return name
-    loose = any(c in name for c in "+-")
-    if op in ("mul", "div") and loose or right and op in ("sub", "div") or op == "neg":
+    operators = _top_level_operators(name)
+    loose = bool(operators & {"+", "-"})
+    if (op in ("mul", "div", "neg") and loose or right and op in ("sub", "div") and operators
+            or op == "neg" and operators):
         return f"({name})"
     return name
 
