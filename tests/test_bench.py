@@ -99,6 +99,15 @@ def test_cpu_profile_runs(capsys):
     assert all(part in out for part in ("whole", "gemms only", "kernels only", "layer(x)"))
 
 
+def test_training_step_benchmark_runs(capsys):
+    bench = script("train")
+    assert bench.main(["--cells", "rnn", "lnlstm", "--configs", "3,2,4", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| cell |") and len(out) == 4
+    assert out[2].startswith("| rnn | 3, 2, 4 |") and out[3].startswith("| lnlstm | 3, 2, 4 |")
+    assert all(line.count("|") == out[0].count("|") for line in out)
+
+
 def test_stack_benchmark_runs(capsys):
     bench = script("stacks")
     assert bench.main(["--configs", "rnn,2,bi,3,2,4", "gru,3,uni,5,2,4", "--rounds", "1"]) == 0

@@ -55,7 +55,8 @@ def test_no_target_name_is_compared_outside_the_backends():
                          r"""|(["'](cpu|cuda)["']\s*(==|!=|in\b))""")
     found = [f"{path.relative_to(ROOT)}:{k}: {line.strip()}"
              for name, path in MODULES.items() if not name.startswith("rnncc.backends")
-             for k, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+             for k, line in enumerate(path.read_text().splitlines(), 1)
+             if pattern.search(line) and "device" not in line]   # a torch device is no target
     assert not found, "\n".join(found)
 
 

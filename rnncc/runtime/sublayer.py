@@ -74,58 +74,94 @@ class SubLayer:
 
     def forward(self, x, state, lengths, keep: bool, threads: int = 0):
         """(ys, final) of the whole sequence; with keep, remembers what backward needs."""
-        if self._compiled is not None:
-            run = self.start(x, state, lengths, keep)
-            run.advance(0, run.call.T, threads)
-            return self.finish(run)
-        call = check_forward(self.cell, self.params, x, state, lengths)
-        result = (self.backend.train if keep else self.backend.forward)(self.cell, call)
+        ys, final, tape = self.call(x, state, lengths, keep, threads)
         if keep:   # an inference call leaves the last training call's tape alone
-            self._last = (call, result[2])
-        return result[0], result[1]
+            self._last = tape
+        return ys, final
 
-    def start(self, x, state, lengths, keep: bool):
+    def call(self, x, state, lengths, keep: bool, threads: int = 0, own: bool = False,
+             params: dict | None = None):
+        """(ys, final, tape) of the whole sequence: tape is what backward needs (None unless
+        keep). With `own`, the call works in arrays of its own instead of the unit's workspace,
+        so its tape stays valid through later calls (each call of the torch module owns its
+        tape); without, the next call's arrays are the same ones. `params`: values to run with
+        instead of the unit's own (stacked for this call only)."""
+        if self._compiled is not None:
+            run = self.start(x, state, lengths, keep, own, params)
+            run.advance(0, run.call.T, threads)
+            return self._results(run)
+        call = check_forward(self.cell, self.params if params is None else params, x, state,
+                             lengths)
+        result = (self.backend.train if keep else self.backend.forward)(self.cell, call)
+        return result[0], result[1], ((call, result[2], None) if keep else None)
+
+    def start(self, x, state, lengths, keep: bool, own: bool = False,
+              params: dict | None = None):
         """A forward call run in pieces (cpu target): fill run.input_array() piece by piece,
         run.advance(t0, t1), then finish(run)."""
-        call = check_forward(self.cell, self.params, x, state, lengths)
-        return self._compiled.start(call, keep=keep, workspace=self._workspace,
-                                    packed=self._packed_now())
+        call = check_forward(self.cell, self.params if params is None else params, x, state,
+                             lengths)
+        run = self._compiled.start(call, keep=keep, workspace=None if own else self._workspace,
+                                   packed=self._packed_now() if params is None else None)
+        run.own_params = params is None
+        return run
 
     def finish(self, run):
-        """(ys, final) of a run in pieces of time; with keep, remembers what backward needs (the input the
-        run read, filled in place, is the input of the tape)."""
-        result = run.results()
+        """(ys, final) of a run in pieces of time; with keep, remembers what backward needs."""
+        ys, final, tape = self._results(run)
         if run.keep:   # an inference call leaves the last training call's tape alone
-            name = self.cell.inputs[0]
-            call = replace(run.call, xs={**run.call.xs, name: run.input_array()})
-            self._last = (call, result[2])
-        return result[0], result[1]
+            self._last = tape
+        return ys, final
+
+    def _results(self, run):
+        """(ys, final, tape) of a finished run (the input the run read, filled in place, is the
+        input of the tape)."""
+        result = run.results()
+        if not run.keep:
+            return result[0], result[1], None
+        name = self.cell.inputs[0]
+        call = replace(run.call, xs={**run.call.xs, name: run.input_array()})
+        # the tape: the call, what it saved, and the stacked parameters it multiplied with
+        # (the unit's own, or None: stacked again from the call's parameters)
+        return result[0], result[1], (call, result[2], self._packed_now() if run.own_params
+                                      else None)
 
     def backward(self, dy, dfinal, threads: int = 0):
         """BPTT through the last forward call: fills self.grads, returns (dx, dstate)."""
-        if self._compiled is not None:
-            run = self.start_backward(dy, dfinal)
-            run.advance(0, run.call.T, threads)
-            return self.finish_backward(run)
-        call, tape = self._last
-        dys, dfinal = check_backward(self.cell, call, dy, dfinal)
-        return self._gradients(*self.backend.backward(self.cell, call, tape, dys, dfinal))
+        dx, dstate, dparams = self.call_backward(self._last, dy, dfinal, threads)
+        for name, g in dparams.items():
+            np.copyto(self.grads[name], g)
+        return dx, dstate
 
-    def start_backward(self, dy, dfinal):
-        """BPTT through the last forward call in pieces (cpu target), last piece first: fill
-        run.grad_array() piece by piece (it starts as dy), run.advance(t0, t1), then
-        finish_backward(run)."""
-        call, tape = self._last
+    def call_backward(self, tape, dy, dfinal, threads: int = 0, own: bool = False):
+        """BPTT through the forward call that made `tape`: (dx, dstate, dparams), arrays of
+        their own. `own`: as in call()."""
+        if self._compiled is not None:
+            run = self.start_backward(dy, dfinal, tape, own)
+            run.advance(0, run.call.T, threads)
+            return self._backward_results(run)
+        call, saved, _ = tape
         dys, dfinal = check_backward(self.cell, call, dy, dfinal)
-        return self._compiled.start_backward(call, tape, dys, dfinal,
-                                             workspace=self._workspace,
-                                             packed=self._packed_now())
+        dparams, dxs, dstate = self.backend.backward(self.cell, call, saved, dys, dfinal)
+        return dxs[self.cell.inputs[0]], dstate, dparams
+
+    def start_backward(self, dy, dfinal, tape=None, own: bool = False):
+        """BPTT through a forward call (by default the last) in pieces (cpu target), last piece
+        first: fill run.grad_array() piece by piece (it starts as dy), run.advance(t0, t1),
+        then finish_backward(run)."""
+        call, saved, packed = self._last if tape is None else tape
+        dys, dfinal = check_backward(self.cell, call, dy, dfinal)
+        return self._compiled.start_backward(call, saved, dys, dfinal,
+                                             workspace=None if own else self._workspace,
+                                             packed=packed)
 
     def finish_backward(self, run):
         """Fills self.grads from a finished backward run; returns (dx, dstate)."""
-        return self._gradients(*run.results())
-
-    def _gradients(self, dparams, dxs, dstate):
+        dx, dstate, dparams = self._backward_results(run)
         for name, g in dparams.items():
             np.copyto(self.grads[name], g)
-        return dxs[self.cell.inputs[0]], dstate
+        return dx, dstate
+
+    def _backward_results(self, run):
+        dparams, dxs, dstate = run.results()
+        return dxs[self.cell.inputs[0]], dstate, dparams

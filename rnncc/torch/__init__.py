@@ -1,0 +1,287 @@
+"""rnncc inside PyTorch: `rnncc.torch.RNN`, a torch.nn.Module running any cell spec.
+
+    import rnncc.torch                     # needs torch; `import rnncc` alone never imports it
+    m = rnncc.torch.RNN("lstm", input_size=32, hidden_size=64, num_layers=2)
+    y, final = m(x)                        # x [T, B, I] (batch_first: [B, T, I]) or packed
+    loss(y).backward()                     # gradients of x, the initial states, every parameter
+    torch.optim.Adam(m.parameters()).step()
+
+The module is a thin adapter over rnncc.RNN's units (one layer, one direction each): the same
+compiled cell, the same stacked parameter matrices. Each nn.Parameter shares its memory with
+the unit's view into the stacked matrix, so an optimizer's in-place step is what the next call
+multiplies with (no re-packing, no stale copy). Each unit's forward and BPTT are one autograd
+function (one rnncc call each way, never a Python loop over time); what connects the units
+(reversal for the reverse direction, joining the directions, dropout between layers) is
+ordinary torch code, differentiated by torch. Each call owns its tape, so a layer applied to
+two sequences before one backward() gets both gradients.
+
+PyTorch's conventions, as in rnncc.RNN: states and finals are dicts state name ->
+[num_layers * num_directions, B, dim]; parameters are named like rnncc.RNN's (W_i_l0,
+W_i_l0_reverse, ...); train()/eval() switch dropout only, and whether a call keeps its tape
+follows torch.is_grad_enabled() and requires_grad (torch.no_grad() inference keeps nothing).
+
+This version runs on the CPU (float32, float64). Not yet: CUDA tensors, torch.compile custom
+ops, one thread pool shared with torch (see the README).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..runtime.arguments import check_lengths
+from ..runtime.layer import RNN as _Layer
+from ..runtime.naming import suffix
+
+_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _numpy_dtype(dtype) -> type:
+    if dtype not in _DTYPES:
+        raise TypeError(f"rnncc.torch.RNN runs in torch.float32 or torch.float64, not {dtype}")
+    return _DTYPES[dtype]
+
+
+def _array(what: str, tensor: torch.Tensor, dtype) -> np.ndarray:
+    """A CPU tensor's values as a numpy array, without a copy where it is contiguous."""
+    if tensor.device.type != "cpu":
+        raise ValueError(f"{what} is on {tensor.device}; rnncc.torch.RNN runs on the CPU (move "
+                         f"the tensor with .cpu(); CUDA tensors are not supported yet)")
+    if tensor.dtype != dtype:
+        raise TypeError(f"{what} has dtype {tensor.dtype} but the module's is {dtype} (rnncc "
+                        f"runs in torch.float32 or torch.float64: convert the tensor with "
+                        f".to(m.dtype), or the module with m.to(dtype))")
+    return tensor.detach().contiguous().numpy()
+
+
+class _Unit(torch.autograd.Function):
+    """One layer and direction: rnncc's forward over the sequence, and its BPTT."""
+
+    @staticmethod
+    def forward(ctx, unit, lengths, keep, x, *tensors):
+        cell = unit.cell
+        n = len(cell.states)
+        states = {s: t.detach().numpy() for s, t in zip(cell.states, tensors[:n])}
+        given = dict(zip(cell.params, tensors[n:]))
+        # the module's own parameters share the unit's stacked matrices: nothing to pass; other
+        # values (torch.func.functional_call, gradcheck) run as given, stacked for this call
+        own = all(t.data_ptr() == unit.params[p].ctypes.data for p, t in given.items())
+        params = None if own else {p: _array(f"parameter {p!r}", t, t.dtype)
+                                   for p, t in given.items()}
+        ys, final, tape = unit.call(x.detach().numpy(), states, lengths, keep, own=keep,
+                                    params=params)
+        ctx.unit, ctx.tape = unit, tape
+        if keep:  # torch checks at backward that none was modified in place since
+            ctx.save_for_backward(x, *tensors)
+        return (torch.from_numpy(ys), *(torch.from_numpy(final[s]) for s in cell.states))
+
+    @staticmethod
+    def backward(ctx, dys, *dfinals):
+        unit, tape = ctx.unit, ctx.tape
+        if tape is None:
+            raise RuntimeError("rnncc.torch.RNN: this call kept no tape (it ran without "
+                               "gradients enabled)")
+        saved = ctx.saved_tensors  # raises if an input was modified in place since forward
+        cell = unit.cell
+        dfinal = {s: d.detach().contiguous().numpy() for s, d in zip(cell.states, dfinals)}
+        # the tape is read, never written: backward may run again (retain_graph=True)
+        dx, dstate, dparams = unit.call_backward(tape, dys.detach().contiguous().numpy(),
+                                                 dfinal, own=True)
+        grads = [torch.from_numpy(dx), *(torch.from_numpy(dstate[s]) for s in cell.states),
+                 *(torch.from_numpy(dparams[p]) for p in cell.params)]
+        if torch.is_grad_enabled():  # create_graph=True: differentiating these must not pass
+            leaves = [t for t in saved if t.requires_grad]   # silently as constants
+            grads = [_NoDoubleBackward.apply(g, *leaves) for g in grads]
+        return (None, None, None, *grads)
+
+
+class _NoDoubleBackward(torch.autograd.Function):
+    """The identity on a gradient rnncc computed, whose own derivative is refused clearly."""
+
+    @staticmethod
+    def forward(ctx, grad, *inputs):
+        return grad.clone()
+
+    @staticmethod
+    def backward(ctx, *_):
+        raise RuntimeError("rnncc.torch.RNN does not differentiate its gradients (double "
+                           "backward, create_graph=True through rnncc's BPTT); gradients of "
+                           "the loss itself are what it computes")
+
+
+def _reverse_index(lengths, T: int, B: int) -> torch.Tensor:
+    """Index [T, B] that reverses each row within its own length (reverse_within_lengths)."""
+    t = np.arange(T)[:, None]
+    if lengths is None:
+        source = np.broadcast_to(T - 1 - t, (T, B))
+    else:
+        source = np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
+    return torch.from_numpy(np.ascontiguousarray(source, dtype=np.int64))
+
+
+def _reverse(a: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return torch.gather(a, 0, index[:, :, None].expand(-1, -1, a.shape[2]))
+
+
+class RNN(torch.nn.Module):
+    """A stack of recurrent layers of any cell, as a torch.nn.Module (see the module doc).
+
+    cell: a rnncc.Cell, a shipped spec's name, a spec path or spec text. input_size and
+    hidden_size set the cell's input dimension and its first state's dimension; other
+    dimensions are keyword arguments (P=...). Parameters are drawn by cell.init_params, as
+    rnncc.RNN draws them (seed: an int, default 0).
+    """
+
+    def __init__(self, cell, input_size: int, hidden_size: int, *, num_layers: int = 1,
+                 bidirectional: bool = False, dropout: float = 0.0, batch_first: bool = False,
+                 dtype=torch.float32, device="cpu", seed: int | None = None, **dims):
+        super().__init__()
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"rnncc.torch.RNN runs on the CPU; device={device!r} is not "
+                             f"supported yet")
+        self._config = dict(input_size=input_size, hidden_size=hidden_size,
+                            num_layers=num_layers, bidirectional=bidirectional,
+                            dropout=dropout, batch_first=batch_first, **dims)
+        self._seed = 0 if seed is None else seed
+        self._layer = _Layer(cell, target="cpu", dtype=_numpy_dtype(dtype), seed=self._seed,
+                             **self._config)
+        layer = self._layer
+        self.cell = layer.cell
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.num_layers, self.num_directions = layer.num_layers, layer.num_directions
+        self.bidirectional, self.batch_first = layer.bidirectional, layer.batch_first
+        self.dropout, self.output_size = layer.dropout, layer.output_size
+        for name, array in layer.params.items():
+            self.register_parameter(name, torch.nn.Parameter(torch.from_numpy(array)))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the module computes in: its parameters' (torch.float32 or float64)."""
+        return torch.float64 if self._layer.dtype == np.float64 else torch.float32
+
+    def extra_repr(self) -> str:
+        return (f"{self.cell.name!r}, {self.input_size}, {self.hidden_size}, "
+                f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, "
+                f"dropout={self.dropout}, batch_first={self.batch_first}")
+
+    # -- parameters ----------------------------------------------------------------------------
+    def _sync(self) -> None:
+        """Make each parameter the unit's array again where torch replaced its tensor (.to(),
+        .double(), assignment to .data): the values are copied into the units' stacked
+        matrices (rebuilt in the new dtype if it changed), and the parameter shares them."""
+        params = {name: p for name, p in self.named_parameters()
+                  if isinstance(p, torch.nn.Parameter)}   # not functional_call's stand-ins
+        if not params:
+            return
+        layer = self._layer
+        dtypes = {p.dtype for p in params.values()}
+        devices = {p.device.type for p in params.values()}
+        if len(dtypes) != 1 or devices != {"cpu"}:
+            raise TypeError(f"the module's parameters are {sorted(map(str, dtypes))} on "
+                            f"{sorted(devices)}; rnncc.torch.RNN needs them all in one float "
+                            f"dtype on the CPU")
+        dtype = dtypes.pop()
+        if _numpy_dtype(dtype) != layer.dtype:
+            self._layer = layer = _Layer(self.cell, target="cpu", dtype=_numpy_dtype(dtype),
+                                         seed=self._seed, **self._config)
+        for name, p in params.items():
+            array = dict.__getitem__(layer.params, name)
+            if p.data.data_ptr() != array.ctypes.data:
+                np.copyto(array, p.detach().numpy())
+                p.data = torch.from_numpy(array)
+
+    # -- the call -------------------------------------------------------------------------------
+    def forward(self, x, state: dict | None = None, lengths=None):
+        """(y, final): y [T, B, D*out] ([B, T, D*out] with batch_first), zero past each row's
+        length, or a PackedSequence for packed input; final maps each state name to
+        [num_layers * D, B, dim]."""
+        self._sync()
+        packed = isinstance(x, torch.nn.utils.rnn.PackedSequence)
+        if packed:
+            if lengths is not None:
+                raise ValueError("lengths comes with a packed sequence already; pass one")
+            x, lengths = torch.nn.utils.rnn.pad_packed_sequence(x)
+        elif self.batch_first:
+            x = x.transpose(0, 1)
+        dtype = self.dtype
+        if x.dtype != dtype or x.device.type != "cpu":
+            _array("x", x, dtype)   # the error that says which
+        if x.dim() != 3 or x.shape[2] != self._layer.input_size:
+            layout = "[B, T, " if self.batch_first and not packed else "[T, B, "
+            raise ValueError(f"x has shape {tuple(x.shape)} but the expected shape is "
+                             f"{layout}{self._layer.input_size}]")
+        T, B = x.shape[:2]
+        if lengths is not None:
+            lengths = check_lengths(np.asarray(lengths.cpu() if torch.is_tensor(lengths)
+                                               else lengths), T, B)
+        L, D = self.num_layers, self.num_directions
+        initial = self._initial(state, B, dtype)
+        params = dict(self.named_parameters())
+        keep = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in params.values())
+            or any(t.requires_grad for t in initial.values()))
+        index = _reverse_index(lengths, T, B) if D == 2 else None
+        finals = {s: [] for s in self.cell.states}
+        layer_input = x
+        for k in range(L):
+            outs = []
+            for d in range(D):
+                unit = self._layer._units[k][d]
+                u = k * D + d
+                x_in = layer_input if d == 0 else _reverse(layer_input, index)
+                results = _Unit.apply(unit, lengths, keep, x_in.contiguous(),
+                                      *(initial[s][u] for s in self.cell.states),
+                                      *(params[p + suffix(k, d)] for p in self.cell.params))
+                ys = results[0]
+                outs.append(ys if d == 0 else _reverse(ys, index))
+                for s, f in zip(self.cell.states, results[1:]):
+                    finals[s].append(f)
+            layer_input = outs[0] if D == 1 else torch.cat(outs, dim=-1)
+            if self.training and self.dropout > 0 and k + 1 < L:
+                layer_input = torch.nn.functional.dropout(layer_input, self.dropout, True)
+        final = {s: torch.stack(f) for s, f in finals.items()}
+        y = layer_input
+        if packed:
+            y = torch.nn.utils.rnn.pack_padded_sequence(y, torch.as_tensor(lengths),
+                                                        enforce_sorted=False)
+        elif self.batch_first:
+            y = y.transpose(0, 1)
+        return y, final
+
+    def _initial(self, state, B: int, dtype) -> dict:
+        """Initial states [L*D, B, dim] by name (zeros where not given), checked."""
+        dims = self._layer._state_dims
+        units = self.num_layers * self.num_directions
+        state = dict(state or {})
+        for name in state:
+            if name not in dims:
+                raise KeyError(f"unknown state {name!r}; this cell's states are: "
+                               f"{', '.join(self.cell.states)}")
+        out = {}
+        for name, shape in dims.items():
+            if name not in state:
+                out[name] = torch.zeros((units, B, *shape), dtype=dtype)
+                continue
+            t = state[name]
+            _array(f"state[{name!r}]", t, dtype)
+            if tuple(t.shape) != (units, B, *shape):
+                raise ValueError(f"state[{name!r}] has shape {tuple(t.shape)} but the expected "
+                                 f"shape is [num_layers * num_directions, B, "
+                                 f"{', '.join(map(str, shape))}] = {(units, B, *shape)}")
+            out[name] = t
+        return out
+
+    # -- PyTorch's own modules -------------------------------------------------------------------
+    @classmethod
+    def from_torch(cls, module) -> "RNN":
+        """A module with the configuration and weights of a torch.nn.LSTM, GRU or RNN (the
+        shipped lstm, gru, rnn and rnn_relu cells; the two torch biases summed)."""
+        from ..interop.pytorch import from_torch
+        layer = from_torch(module)
+        m = cls(layer.cell, layer.input_size, layer.hidden_size, num_layers=layer.num_layers,
+                bidirectional=layer.bidirectional, dropout=layer.dropout,
+                batch_first=layer.batch_first,
+                dtype=torch.float64 if layer.dtype == np.float64 else torch.float32)
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                p.copy_(torch.from_numpy(np.asarray(layer.params[name])))
+        return m.train(module.training)
