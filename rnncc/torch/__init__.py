@@ -25,6 +25,8 @@ ops, one thread pool shared with torch (see the README).
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 
@@ -67,16 +69,18 @@ class _Unit(torch.autograd.Function):
         own = all(t.data_ptr() == unit.params[p].ctypes.data for p, t in given.items())
         params = None if own else {p: _array(f"parameter {p!r}", t, t.dtype)
                                    for p, t in given.items()}
-        ys, final, tape = unit.call(x.detach().numpy(), states, lengths, keep, own=keep,
-                                    params=params)
-        ctx.unit, ctx.tape = unit, tape
+        workspace = unit.lend_workspace() if keep else None  # the tape lives in it
+        ys, final, tape = unit.call(x.detach().numpy(), states, lengths, keep,
+                                    workspace=workspace, params=params)
+        ctx.unit = unit
+        ctx.tape = _Tape(tape, unit, workspace) if keep else None
         if keep:  # torch checks at backward that none was modified in place since
             ctx.save_for_backward(x, *tensors)
         return (torch.from_numpy(ys), *(torch.from_numpy(final[s]) for s in cell.states))
 
     @staticmethod
     def backward(ctx, dys, *dfinals):
-        unit, tape = ctx.unit, ctx.tape
+        unit, tape = ctx.unit, ctx.tape and ctx.tape.tape
         if tape is None:
             raise RuntimeError("rnncc.torch.RNN: this call kept no tape (it ran without "
                                "gradients enabled)")
@@ -85,13 +89,22 @@ class _Unit(torch.autograd.Function):
         dfinal = {s: d.detach().contiguous().numpy() for s, d in zip(cell.states, dfinals)}
         # the tape is read, never written: backward may run again (retain_graph=True)
         dx, dstate, dparams = unit.call_backward(tape, dys.detach().contiguous().numpy(),
-                                                 dfinal, own=True)
+                                                 dfinal)
         grads = [torch.from_numpy(dx), *(torch.from_numpy(dstate[s]) for s in cell.states),
                  *(torch.from_numpy(dparams[p]) for p in cell.params)]
         if torch.is_grad_enabled():  # create_graph=True: differentiating these must not pass
             leaves = [t for t in saved if t.requires_grad]   # silently as constants
             grads = [_NoDoubleBackward.apply(g, *leaves) for g in grads]
         return (None, None, None, *grads)
+
+
+class _Tape:
+    """A call's tape; when torch frees the call's graph (and so this), the workspace the tape
+    lives in goes back to the unit for a later call."""
+
+    def __init__(self, tape, unit, workspace):
+        self.tape = tape
+        weakref.finalize(self, unit.return_workspace, workspace)
 
 
 class _NoDoubleBackward(torch.autograd.Function):
