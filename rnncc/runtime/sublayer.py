@@ -22,9 +22,15 @@ def reverse_within_lengths(a: np.ndarray, lengths) -> np.ndarray:
     if lengths is None:
         return a[::-1].copy()
     T, B = a.shape[:2]
+    return a[reversal_index(lengths, T, B), np.arange(B)[None, :]]
+
+
+def reversal_index(lengths, T: int, B: int) -> np.ndarray:
+    """[T, B]: the step each position of a row reversed within its length reads."""
     t = np.arange(T)[:, None]
-    source = np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
-    return a[source, np.arange(B)[None, :]]
+    if lengths is None:
+        return np.broadcast_to(T - 1 - t, (T, B))
+    return np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
 
 
 class SubLayer:

@@ -33,6 +33,7 @@ import torch
 from ..runtime.arguments import check_lengths
 from ..runtime.layer import RNN as _Layer
 from ..runtime.naming import suffix
+from ..runtime.sublayer import reversal_index
 
 _DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
@@ -123,12 +124,7 @@ class _NoDoubleBackward(torch.autograd.Function):
 
 def _reverse_index(lengths, T: int, B: int) -> torch.Tensor:
     """Index [T, B] that reverses each row within its own length (reverse_within_lengths)."""
-    t = np.arange(T)[:, None]
-    if lengths is None:
-        source = np.broadcast_to(T - 1 - t, (T, B))
-    else:
-        source = np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
-    return torch.from_numpy(np.ascontiguousarray(source, dtype=np.int64))
+    return torch.from_numpy(np.ascontiguousarray(reversal_index(lengths, T, B), dtype=np.int64))
 
 
 def _reverse(a: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
