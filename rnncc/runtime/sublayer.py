@@ -50,6 +50,13 @@ class SubLayer:
         self._last = None
 
     @property
+    def output_width(self) -> int:
+        """The width of the unit's output per row (1 for a scalar output)."""
+        cell = self.cell
+        return int(np.prod(cell.shape_of_dims(cell.graph.node(cell.graph.output).shape,
+                                              self.sizes)))
+
+    @property
     def wavefront(self) -> bool:
         """Can a forward call run in pieces of time (ForwardRun)?"""
         return self._compiled is not None

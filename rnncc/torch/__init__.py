@@ -9,8 +9,9 @@
 The module is a thin adapter over rnncc.RNN's units (one layer, one direction each): the same
 compiled cell, the same stacked parameter matrices. Each nn.Parameter shares its memory with
 the unit's view into the stacked matrix, so an optimizer's in-place step is what the next call
-multiplies with (no re-packing, no stale copy). Each unit's forward and BPTT are one autograd
-function (one rnncc call each way, never a Python loop over time); what connects the units
+multiplies with (no re-packing, no stale copy). Each unit's forward and BPTT are custom
+operators with a registered derivative (one rnncc call each way, never a Python loop over time),
+so torch.compile(fullgraph=True) takes a model with rnncc layers whole; what connects the units
 (reversal for the reverse direction, joining the directions, dropout between layers) is
 ordinary torch code, differentiated by torch. Each call owns its tape, so a layer applied to
 two sequences before one backward() gets both gradients.
@@ -20,12 +21,14 @@ PyTorch's conventions, as in rnncc.RNN: states and finals are dicts state name -
 W_i_l0_reverse, ...); train()/eval() switch dropout only, and whether a call keeps its tape
 follows torch.is_grad_enabled() and requires_grad (torch.no_grad() inference keeps nothing).
 
-This version runs on the CPU (float32, float64). Not yet: CUDA tensors, torch.compile custom
-ops, one thread pool shared with torch (see the README).
+This version runs on the CPU (float32, float64). Not yet: CUDA tensors, one thread pool shared
+with torch (see the README).
 """
 from __future__ import annotations
 
+import itertools
 import weakref
+from typing import Optional
 
 import numpy as np
 import torch
@@ -33,7 +36,6 @@ import torch
 from ..runtime.arguments import check_lengths
 from ..runtime.layer import RNN as _Layer
 from ..runtime.naming import suffix
-from ..runtime.sublayer import reversal_index
 
 _DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
@@ -56,75 +58,120 @@ def _array(what: str, tensor: torch.Tensor, dtype) -> np.ndarray:
     return tensor.detach().contiguous().numpy()
 
 
-class _Unit(torch.autograd.Function):
-    """One layer and direction: rnncc's forward over the sequence, and its BPTT."""
+# -- the operators -------------------------------------------------------------------------------
+# Each unit's forward and BPTT are custom operators (torch.library), so that torch.compile
+# (fullgraph=True included) keeps them whole: one opaque call each way, whatever T is, where
+# torch's own compile unrolls a recurrent loop. An operator takes tensors and plain values, so a
+# unit is passed by its key in _UNITS, and a call's tape by a handle (a 0-d tensor) into _TAPES;
+# the tape, and the workspace it lives in, are released when torch frees the handle (with the
+# call's graph).
 
-    @staticmethod
-    def forward(ctx, unit, lengths, keep, x, *tensors):
-        cell = unit.cell
-        n = len(cell.states)
-        states = {s: t.detach().numpy() for s, t in zip(cell.states, tensors[:n])}
-        given = dict(zip(cell.params, tensors[n:]))
-        # the module's own parameters share the unit's stacked matrices: nothing to pass; other
-        # values (torch.func.functional_call, gradcheck) run as given, stacked for this call
-        own = all(t.data_ptr() == unit.params[p].ctypes.data for p, t in given.items())
-        params = None if own else {p: _array(f"parameter {p!r}", t, t.dtype)
-                                   for p, t in given.items()}
-        workspace = unit.lend_workspace() if keep else None  # the tape lives in it
-        ys, final, tape = unit.call(x.detach().numpy(), states, lengths, keep,
-                                    workspace=workspace, params=params)
-        ctx.unit = unit
-        ctx.tape = _Tape(tape, unit, workspace) if keep else None
-        if keep:  # torch checks at backward that none was modified in place since
-            ctx.save_for_backward(x, *tensors)
-        return (torch.from_numpy(ys), *(torch.from_numpy(final[s]) for s in cell.states))
-
-    @staticmethod
-    def backward(ctx, dys, *dfinals):
-        unit, tape = ctx.unit, ctx.tape and ctx.tape.tape
-        if tape is None:
-            raise RuntimeError("rnncc.torch.RNN: this call kept no tape (it ran without "
-                               "gradients enabled)")
-        saved = ctx.saved_tensors  # raises if an input was modified in place since forward
-        cell = unit.cell
-        dfinal = {s: d.detach().contiguous().numpy() for s, d in zip(cell.states, dfinals)}
-        # the tape is read, never written: backward may run again (retain_graph=True)
-        dx, dstate, dparams = unit.call_backward(tape, dys.detach().contiguous().numpy(),
-                                                 dfinal)
-        grads = [torch.from_numpy(dx), *(torch.from_numpy(dstate[s]) for s in cell.states),
-                 *(torch.from_numpy(dparams[p]) for p in cell.params)]
-        if torch.is_grad_enabled():  # create_graph=True: differentiating these must not pass
-            leaves = [t for t in saved if t.requires_grad]   # silently as constants
-            grads = [_NoDoubleBackward.apply(g, *leaves) for g in grads]
-        return (None, None, None, *grads)
+_UNITS: "weakref.WeakValueDictionary[int, object]" = weakref.WeakValueDictionary()
+_TAPES: dict = {}
+_HANDLES = itertools.count(1)
 
 
-class _Tape:
-    """A call's tape; when torch frees the call's graph (and so this), the workspace the tape
-    lives in goes back to the unit for a later call."""
-
-    def __init__(self, tape, unit, workspace):
-        self.tape = tape
-        weakref.finalize(self, unit.return_workspace, workspace)
+def _release(handle: int) -> None:
+    tape = _TAPES.pop(handle, None)
+    if tape is not None:
+        _, unit, workspace = tape
+        unit.return_workspace(workspace)
 
 
-class _NoDoubleBackward(torch.autograd.Function):
-    """The identity on a gradient rnncc computed, whose own derivative is refused clearly."""
+@torch.library.custom_op("rnncc::unit_forward", mutates_args=())
+def _unit_forward(unit_id: int, keep: bool, lengths: Optional[torch.Tensor], x: torch.Tensor,
+                  states: list[torch.Tensor], params: list[torch.Tensor]
+                  ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """One layer and direction over the sequence: (ys, final states, tape handle)."""
+    unit = _UNITS[unit_id]
+    cell = unit.cell
+    given = dict(zip(cell.params, params))
+    # the module's own parameters share the unit's stacked matrices: nothing to pass; other
+    # values (torch.func.functional_call, gradcheck) run as given, stacked for this call
+    own = all(t.data_ptr() == unit.params[p].ctypes.data for p, t in given.items())
+    values = None if own else {p: _array(f"parameter {p!r}", t, t.dtype)
+                               for p, t in given.items()}
+    xs = x.detach().contiguous().numpy()
+    if lengths is not None:
+        lengths = check_lengths(lengths.numpy(), xs.shape[0], xs.shape[1])
+    workspace = unit.lend_workspace() if keep else None  # the tape lives in it
+    ys, final, tape = unit.call(
+        xs, {s: t.detach().contiguous().numpy() for s, t in zip(cell.states, states)}, lengths,
+        keep, workspace=workspace, params=values)
+    handle = torch.zeros((), dtype=torch.int64)
+    if keep:
+        key = next(_HANDLES)
+        _TAPES[key] = (tape, unit, workspace)
+        handle.fill_(key)
+        weakref.finalize(handle, _release, key)
+    return torch.from_numpy(ys), [torch.from_numpy(final[s]) for s in cell.states], handle
 
-    @staticmethod
-    def forward(ctx, grad, *inputs):
-        return grad.clone()
 
-    @staticmethod
-    def backward(ctx, *_):
-        raise RuntimeError("rnncc.torch.RNN does not differentiate its gradients (double "
-                           "backward, create_graph=True through rnncc's BPTT); gradients of "
-                           "the loss itself are what it computes")
+@_unit_forward.register_fake
+def _(unit_id, keep, lengths, x, states, params):
+    T, B = x.shape[0], x.shape[1]
+    return (x.new_empty((T, B, _UNITS[unit_id].output_width)),
+            [t.new_empty(t.shape) for t in states], x.new_empty((), dtype=torch.int64))
+
+
+@torch.library.custom_op("rnncc::unit_backward", mutates_args=())
+def _unit_backward(unit_id: int, handle: torch.Tensor, dys: torch.Tensor,
+                   dfinals: list[torch.Tensor], x: torch.Tensor
+                   ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """BPTT through the call whose tape `handle` names: (dx, initial-state grads, parameter
+    grads). x, the call's input, is read for nothing but its shape; it makes these gradients
+    depend on x, so that differentiating them reaches the clear refusal below."""
+    unit = _UNITS[unit_id]
+    if int(handle) not in _TAPES:
+        raise RuntimeError("rnncc.torch.RNN: this call kept no tape (it ran without gradients "
+                           "enabled)")
+    cell = unit.cell
+    dx, dstate, dparams = unit.call_backward(
+        _TAPES[int(handle)][0], dys.detach().contiguous().numpy(),
+        {s: d.detach().contiguous().numpy() for s, d in zip(cell.states, dfinals)})
+    # the tape is read, never written: backward may run again (retain_graph=True)
+    return (torch.from_numpy(dx), [torch.from_numpy(dstate[s]) for s in cell.states],
+            [torch.from_numpy(dparams[p]) for p in cell.params])
+
+
+@_unit_backward.register_fake
+def _(unit_id, handle, dys, dfinals, x):
+    unit = _UNITS[unit_id]
+    return (x.new_empty(x.shape), [d.new_empty(d.shape) for d in dfinals],
+            [x.new_empty(tuple(unit.params[p].shape)) for p in unit.cell.params])
+
+
+def _setup_forward(ctx, inputs, output):
+    unit_id, keep, lengths, x, states, params = inputs
+    ctx.unit_id = unit_id
+    # the handle, and the inputs: torch checks at backward that none was modified in place
+    ctx.save_for_backward(output[2], x, *states, *params)
+
+
+def _forward_derivative(ctx, dys, dfinals, dhandle):
+    handle, x = ctx.saved_tensors[:2]
+    dx, dstates, dparams = _unit_backward(ctx.unit_id, handle, dys, list(dfinals), x)
+    return None, None, None, dx, dstates, dparams
+
+
+def _refuse_double_backward(ctx, *grads):
+    raise RuntimeError("rnncc.torch.RNN does not differentiate its gradients (double backward, "
+                       "create_graph=True through rnncc's BPTT); gradients of the loss itself "
+                       "are what it computes")
+
+
+_unit_forward.register_autograd(_forward_derivative, setup_context=_setup_forward)
+_unit_backward.register_autograd(_refuse_double_backward,
+                                 setup_context=lambda ctx, inputs, output: None)
 
 
 def _reverse_index(lengths, T: int, B: int) -> torch.Tensor:
-    """Index [T, B] that reverses each row within its own length (reverse_within_lengths)."""
-    return torch.from_numpy(np.ascontiguousarray(reversal_index(lengths, T, B), dtype=np.int64))
+    """Index [T, B] that reverses each row within its own length (as the numpy layer's
+    sublayer.reversal_index, in torch operations: torch.compile traces it)."""
+    t = torch.arange(T)[:, None]
+    if lengths is None:
+        return (T - 1 - t).expand(T, B)
+    return torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
 
 
 def _reverse(a: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -161,11 +208,21 @@ class RNN(torch.nn.Module):
         self.dropout, self.output_size = layer.dropout, layer.output_size
         for name, array in layer.params.items():
             self.register_parameter(name, torch.nn.Parameter(torch.from_numpy(array)))
+        self._register_units()
+
+    def _register_units(self) -> None:
+        """The operators' keys of this module's units (plain ints: torch.compile bakes them in)."""
+        self._unit_ids = []
+        for row in self._layer._units:
+            for unit in row:
+                _UNITS[id(unit)] = unit
+                self._unit_ids.append(id(unit))
+        self._dtype = torch.float64 if self._layer.dtype == np.float64 else torch.float32
 
     @property
     def dtype(self) -> torch.dtype:
         """The dtype the module computes in: its parameters' (torch.float32 or float64)."""
-        return torch.float64 if self._layer.dtype == np.float64 else torch.float32
+        return self._dtype
 
     def extra_repr(self) -> str:
         return (f"{self.cell.name!r}, {self.input_size}, {self.hidden_size}, "
@@ -173,12 +230,19 @@ class RNN(torch.nn.Module):
                 f"dropout={self.dropout}, batch_first={self.batch_first}")
 
     # -- parameters ----------------------------------------------------------------------------
+    def _apply(self, fn, *args, **kwargs):
+        """.to(), .double(), .float() and the like give the parameters new tensors: afterwards
+        each is made the units' array again (see _sync)."""
+        result = super()._apply(fn, *args, **kwargs)
+        self._sync()
+        return result
+
     def _sync(self) -> None:
-        """Make each parameter the unit's array again where torch replaced its tensor (.to(),
-        .double(), assignment to .data): the values are copied into the units' stacked
-        matrices (rebuilt in the new dtype if it changed), and the parameter shares them."""
-        params = {name: p for name, p in self.named_parameters()
-                  if isinstance(p, torch.nn.Parameter)}   # not functional_call's stand-ins
+        """Make each parameter the unit's array again where torch replaced its tensor: the
+        values are copied into the units' stacked matrices (rebuilt in the new dtype if it
+        changed), and the parameter shares them. (A parameter replaced otherwise, by
+        assignment, still works: its values are stacked at each call instead.)"""
+        params = dict(self.named_parameters())
         if not params:
             return
         layer = self._layer
@@ -192,6 +256,7 @@ class RNN(torch.nn.Module):
         if _numpy_dtype(dtype) != layer.dtype:
             self._layer = layer = _Layer(self.cell, target="cpu", dtype=_numpy_dtype(dtype),
                                          seed=self._seed, **self._config)
+            self._register_units()
         for name, p in params.items():
             array = dict.__getitem__(layer.params, name)
             if p.data.data_ptr() != array.ctypes.data:
@@ -202,8 +267,8 @@ class RNN(torch.nn.Module):
     def forward(self, x, state: dict | None = None, lengths=None):
         """(y, final): y [T, B, D*out] ([B, T, D*out] with batch_first), zero past each row's
         length, or a PackedSequence for packed input; final maps each state name to
-        [num_layers * D, B, dim]."""
-        self._sync()
+        [num_layers * D, B, dim]. Written in torch operations only, so that torch.compile
+        traces it whole; the rnncc calls are the custom operators above."""
         packed = isinstance(x, torch.nn.utils.rnn.PackedSequence)
         if packed:
             if lengths is not None:
@@ -219,9 +284,11 @@ class RNN(torch.nn.Module):
             raise ValueError(f"x has shape {tuple(x.shape)} but the expected shape is "
                              f"{layout}{self._layer.input_size}]")
         T, B = x.shape[:2]
-        if lengths is not None:
-            lengths = check_lengths(np.asarray(lengths.cpu() if torch.is_tensor(lengths)
-                                               else lengths), T, B)
+        if lengths is not None:   # its values are checked by the operator (check_lengths)
+            lengths = torch.as_tensor(lengths, dtype=torch.int64, device="cpu")
+            if tuple(lengths.shape) != (B,):
+                raise ValueError(f"lengths has shape {tuple(lengths.shape)} but the expected "
+                                 f"shape is [B] = ({B},)")
         L, D = self.num_layers, self.num_directions
         initial = self._initial(state, B, dtype)
         params = dict(self.named_parameters())
@@ -234,15 +301,14 @@ class RNN(torch.nn.Module):
         for k in range(L):
             outs = []
             for d in range(D):
-                unit = self._layer._units[k][d]
                 u = k * D + d
                 x_in = layer_input if d == 0 else _reverse(layer_input, index)
-                results = _Unit.apply(unit, lengths, keep, x_in.contiguous(),
-                                      *(initial[s][u] for s in self.cell.states),
-                                      *(params[p + suffix(k, d)] for p in self.cell.params))
-                ys = results[0]
+                ys, unit_finals, _ = _unit_forward(
+                    self._unit_ids[u], keep, lengths, x_in.contiguous(),
+                    [initial[s][u] for s in self.cell.states],
+                    [params[p + suffix(k, d)] for p in self.cell.params])
                 outs.append(ys if d == 0 else _reverse(ys, index))
-                for s, f in zip(self.cell.states, results[1:]):
+                for s, f in zip(self.cell.states, unit_finals):
                     finals[s].append(f)
             layer_input = outs[0] if D == 1 else torch.cat(outs, dim=-1)
             if self.training and self.dropout > 0 and k + 1 < L:
@@ -250,8 +316,7 @@ class RNN(torch.nn.Module):
         final = {s: torch.stack(f) for s, f in finals.items()}
         y = layer_input
         if packed:
-            y = torch.nn.utils.rnn.pack_padded_sequence(y, torch.as_tensor(lengths),
-                                                        enforce_sorted=False)
+            y = torch.nn.utils.rnn.pack_padded_sequence(y, lengths, enforce_sorted=False)
         elif self.batch_first:
             y = y.transpose(0, 1)
         return y, final

@@ -258,3 +258,45 @@ def test_clear_errors():
         rnncc.torch.RNN("gru", I, H, dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="runs on the CPU"):
         rnncc.torch.RNN("gru", I, H, device="cuda")
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_torch_compile_fullgraph_equals_eager():
+    """A model with an rnncc layer compiles with torch.compile(fullgraph=True): the layer's
+    forward and BPTT are custom operators, opaque to the compiler (no graph break, no unrolled
+    time loop), and the compiled model computes the eager values and gradients."""
+    ref = torch_module("lstm", torch.float64, num_layers=2, bidirectional=True)
+    layer = rnncc.torch.RNN.from_torch(ref)
+    head = torch.nn.Linear(2 * H, 2).double()
+
+    def model(x, lengths):
+        y, final = layer(x, lengths=lengths)
+        return (head(y) ** 2).sum() + final["c"].sum()
+
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([6, 2, 5, 1])
+    grads = []
+    for fn in (model, torch.compile(model, fullgraph=True)):
+        for p in [*layer.parameters(), *head.parameters(), x]:
+            p.grad = None
+        loss = fn(x, lengths)
+        loss.backward()
+        grads.append([loss.detach()] + [p.grad.clone() for p in [*layer.parameters(), x]])
+    for eager, compiled in zip(*grads):
+        assert_close(compiled.numpy(), eager.numpy(), 1e-12)
+
+
+def test_a_calls_tape_is_released_with_its_graph():
+    """The tape lives until torch frees the call's graph; its workspace then serves the next
+    call (a loop of training calls holds one)."""
+    m = small_module("gru")
+    unit = m._layer._units[0][0]
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    before = len(rnncc.torch._TAPES)   # other tests' graphs may still be alive
+    for _ in range(3):
+        m(x)[0].sum().backward()
+    assert len(rnncc.torch._TAPES) == before and len(unit._free) == 1
+    y, final = m(x)
+    assert len(rnncc.torch._TAPES) == before + 1 and not unit._free   # alive with the graph
+    del y, final
+    assert len(rnncc.torch._TAPES) == before and len(unit._free) == 1
