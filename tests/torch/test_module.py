@@ -3,6 +3,7 @@ states and every gradient through torch's autograd; torch.autograd.gradcheck in 
 training with torch.optim; each call's own tape; what torch's module conventions promise."""
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
 
 torch = pytest.importorskip("torch")
 
@@ -11,6 +12,7 @@ import rnncc.torch  # noqa: E402
 from rnncc.interop.pytorch import LAYOUTS  # noqa: E402
 
 from ..close import assert_close  # noqa: E402
+from ..strategies import cell_specs  # noqa: E402
 
 TORCH = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
 I, H, T, B = 3, 5, 6, 4
@@ -300,3 +302,30 @@ def test_a_calls_tape_is_released_with_its_graph():
     assert len(rnncc.torch._TAPES) == before + 1 and not unit._free   # alive with the graph
     del y, final
     assert len(rnncc.torch._TAPES) == before and len(unit._free) == 1
+
+
+@pytest.mark.filterwarnings("ignore::rnncc.SpecWarning")
+@settings(max_examples=3, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(gen=cell_specs())
+def test_gradcheck_of_generated_cells(gen):
+    """torch.autograd.gradcheck through the module for random valid specs (one input; the
+    layer takes one), bidirectional, ragged: every gradient the custom operators return."""
+    cell = rnncc.compile(gen.text)
+    assume(len(cell.inputs) == 1)
+    x_dim = cell.symbolic_shapes[cell.inputs[0]][0]
+    h_dim = cell.symbolic_shapes[cell.states[0]][0]
+    assume(isinstance(x_dim, str) and isinstance(h_dim, str) and x_dim != h_dim)
+    sizes = {d: gen.sizes[d] for d in cell.dims}
+    others = {d: n for d, n in sizes.items() if d not in (x_dim, h_dim)}
+    m = rnncc.torch.RNN(cell, sizes[x_dim], sizes[h_dim], bidirectional=True,
+                        dtype=torch.float64, seed=5, **others)
+    names = [n for n, _ in m.named_parameters()]
+    gen_ = torch.Generator().manual_seed(7)
+    x = torch.randn(3, 2, sizes[x_dim], generator=gen_, dtype=torch.float64, requires_grad=True)
+    params = [p.detach().clone().requires_grad_(True) for p in m.parameters()]
+
+    def f(x, *values):
+        y, final = torch.func.functional_call(m, dict(zip(names, values)), (x, None, [3, 2]))
+        return y, *final.values()
+    assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-6, rtol=1e-5)
