@@ -1,14 +1,14 @@
 """Timing contenders fairly: each in its own process, rounds interleaved, medians.
 
 Settings that one library makes for its whole process would otherwise be shared: rnncc sets
-OMP_WAIT_POLICY=PASSIVE and OPENBLAS_THREAD_TIMEOUT at import (so that its BLAS and OpenMP
-threads sleep between its GEMMs and kernels), and torch's many small per-step ops run several
-times slower with sleeping OpenMP threads (measured on a 2-core Xeon: nn.LSTM forward at T=200,
-B=1, H=128 took 17.1 ms beside rnncc and 0.8-1.0 ms alone). So each contender is set up in a
-worker process of its kind ("rnncc": imports rnncc and no torch; "torch": torch and no rnncc;
-"floor": numpy alone; "mixed": torch, then rnncc, as a training script has them), every
-contender gets the same number of threads, and the parent (which imports neither) asks the
-workers in turn for one timed call per round.
+OPENBLAS_THREAD_TIMEOUT at import, and rnncc and torch share one OpenMP runtime and its policy
+(until issue 15, rnncc set OMP_WAIT_POLICY=PASSIVE, and torch's many small per-step ops ran
+several times slower with sleeping OpenMP threads: measured on a 2-core Xeon, nn.LSTM forward
+at T=200, B=1, H=128 took 17.1 ms beside rnncc and 0.8-1.0 ms alone). So each contender is
+set up in a worker process of its kind ("rnncc": imports rnncc and no torch; "torch": torch and
+no rnncc; "floor": numpy alone; "mixed": torch, then rnncc, as a training script has them),
+every contender gets the same number of threads, and the parent (which imports neither) asks
+the workers in turn for one timed call per round.
 
     run_table(script, argv, args, header, cases)   # workers of every kind, a row per case
     medians = measure_in_processes([(label, worker, builder, config), ...], rounds)

@@ -13,16 +13,14 @@
 import os
 
 # The cpu target's GEMMs run on OpenBLAS's threads (SciPy's, which Numba calls), and between them
-# its kernels run on Numba's threads (or on the calling thread alone for small steps: see
-# backends/cpu/runtime.py, kernel_threads). OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s)
-# after each GEMM and take the cores from everything else in the process; 2^4 ends that
+# its kernels run on Numba's threads (or on the calling thread alone: see
+# backends/cpu/threads.py, which also starts Numba's OpenMP runtime with sleeping idle threads
+# without changing the policy of any other runtime). OpenBLAS's idle threads spin for 2^28 cycles
+# (~0.1 s) after each GEMM and take the cores from everything else in the process; 2^4 ends that
 # (measured, bench/cpu.py, 2 cores: torch's lstm forward beside rnncc 122 ms -> 90 ms, rnncc's
-# own rounds steadier). It only takes effect if SciPy's BLAS is not loaded yet; a value the user
-# set wins.
+# own rounds steadier). It only takes effect for a BLAS loaded after this (SciPy's, which only
+# Numba's products use here); a value the user set wins.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-# The same for the OpenMP runtime that runs the kernels' parallel loops (Numba's omp threading
-# layer), read when it starts, at the first parallel kernel.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import SpecError, SpecWarning  # noqa: E402
 from .runtime import RNN, Cell, compile, load, shipped  # noqa: A004, E402

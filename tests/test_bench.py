@@ -34,9 +34,8 @@ def test_cpu_benchmark_runs(capsys):
 
 
 def test_each_contender_runs_in_a_process_of_its_own_kind():
-    """torch is timed with its own defaults: its process never imports rnncc (whose import
-    sets OMP_WAIT_POLICY=PASSIVE), and rnncc's never imports torch; the mixed process has
-    both."""
+    """torch is timed with its own defaults: its process never imports rnncc, and rnncc's
+    never imports torch; the mixed process has both."""
     bench, harness = script("cpu"), script("harness")
     workers = harness.start_workers(bench.__file__, 1)
     try:

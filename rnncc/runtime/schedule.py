@@ -42,8 +42,8 @@ def concurrent_kernels() -> bool:
     launch parallel loops at once, so without OpenMP or TBB rnncc runs one task at a time."""
     global _concurrent
     if _concurrent is None:
-        from numba.np.ufunc import parallel
-        parallel._launch_threads()  # picks the layer (as the first parallel call would)
+        from ..backends.cpu import threads
+        threads.launch()  # picks the layer (as the first parallel call would)
         _concurrent = numba.threading_layer() in ("omp", "tbb")
     return _concurrent
 

@@ -21,8 +21,7 @@ PyTorch's conventions, as in rnncc.RNN: states and finals are dicts state name -
 W_i_l0_reverse, ...); train()/eval() switch dropout only, and whether a call keeps its tape
 follows torch.is_grad_enabled() and requires_grad (torch.no_grad() inference keeps nothing).
 
-This version runs on the CPU (float32, float64). Not yet: CUDA tensors, one thread pool shared
-with torch (see the README).
+This version runs on the CPU (float32, float64). Not yet: CUDA tensors.
 """
 from __future__ import annotations
 

@@ -115,9 +115,11 @@ def test_specs_that_once_broke_code_generation(name):
 
 
 def test_kernels_on_several_threads_equal_the_reference(shipped_cells, monkeypatch):
-    """Small problems run their kernels on one thread; force every call onto all of Numba's."""
-    from rnncc.backends.cpu import runtime
+    """Small problems (and processes whose OpenMP threads spin) run their kernels on one
+    thread; force every call onto all of Numba's."""
+    from rnncc.backends.cpu import runtime, threads
     monkeypatch.setattr(runtime, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(threads, "_shared", True)
     assert runtime.kernel_threads(2, {"H": 3}, 2) == 2
     for name in ("lstm", "gru"):
         cell = shipped_cells[name]
@@ -284,11 +286,38 @@ def test_forward_and_backward_never_write_the_callers_arrays(shipped_cells, targ
         np.testing.assert_array_equal(a, b)
 
 
-def test_kernels_share_the_cores_only_for_wide_steps():
-    """The kernels of a step run on Numba's threads when rows x widest dimension reaches
-    PARALLEL_MIN_WORK, else on the calling thread (what the README says)."""
+def test_kernels_share_the_cores_only_for_wide_steps(monkeypatch):
+    """Where Numba's idle threads sleep, the kernels of a step run on its threads when rows x
+    widest dimension reaches PARALLEL_MIN_WORK, else on the calling thread; where they spin,
+    always on the calling thread (what the README says)."""
+    from rnncc.backends.cpu import threads
     from rnncc.backends.cpu.runtime import PARALLEL_MIN_WORK, kernel_threads
+    monkeypatch.setattr(threads, "_shared", False)
+    assert kernel_threads(64, {"I": 256, "H": 256}, 2) == 1
+    monkeypatch.setattr(threads, "_shared", True)
     assert kernel_threads(64, {"I": 256, "H": 256}, 2) == 2
     assert kernel_threads(1, {"I": 128, "H": 128}, 2) == 1
     assert kernel_threads(16, {"H": PARALLEL_MIN_WORK // 16}, 4) == 4
     assert kernel_threads(16, {"H": PARALLEL_MIN_WORK // 16 - 1}, 4) == 1
+
+
+def test_rnncc_leaves_the_openmp_policy_to_the_process():
+    """`import rnncc` and a call set no OpenMP policy (it would be every OpenMP library's: torch
+    shares the runtime), and the kernels use Numba's threads only where its idle threads sleep:
+    OMP_WAIT_POLICY=PASSIVE, or a threading layer that is not OpenMP."""
+    code = textwrap.dedent("""
+        import os, numpy as np, rnncc
+        rnncc.RNN("rnn", 3, 4)(np.zeros((2, 1, 3), np.float32))
+        from rnncc.backends.cpu import threads
+        print(os.environ.get("OMP_WAIT_POLICY"), threads.launch())
+    """)
+    cases = {(): "None False", (("OMP_WAIT_POLICY", "PASSIVE"),): "PASSIVE True",
+             (("OMP_WAIT_POLICY", "ACTIVE"),): "ACTIVE False",
+             (("NUMBA_THREADING_LAYER", "workqueue"),): "None True"}
+    for extra, want in cases.items():
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        env.update(extra)
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, timeout=600)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.split("\n")[-2] == want, (extra, run.stdout)

@@ -25,7 +25,7 @@ from ...plan.layout import ident
 from ...plan.plan import Role, Rows
 from ..binding import bind
 from ..compile_log import compiling
-from . import fastmath
+from . import fastmath, threads
 from .codegen import generate
 
 
@@ -74,11 +74,13 @@ PARALLEL_MIN_WORK = 4096
 
 def kernel_threads(B: int, sizes: dict, available: int) -> int:
     """Threads for the kernels of one call: `available` (numba.get_num_threads(), all cores
-    unless the caller lowered it) or one.
+    unless the caller lowered it) or one: one where Numba's idle threads would spin beside
+    BLAS's (threads.py), or where the step is too small to pay for waking them.
 
-    Measured on 2 cores, lstm T=100, B=64, H=256 forward: kernels on 2 threads 61 ms against
-    70 ms on one, provided OpenMP's idle threads sleep (OMP_WAIT_POLICY=PASSIVE, which rnncc
-    sets unless told otherwise); with them spinning beside BLAS's, 92 ms."""
+    Measured on 2 cores (Xeon), lstm T=100, B=64, H=256 forward: kernels on 2 threads 61 ms
+    against 70 ms on one, with OpenMP's idle threads asleep; with them spinning, 92 ms."""
+    if not threads.launch():
+        return 1
     work = B * max(sizes.values(), default=1)
     return available if work >= PARALLEL_MIN_WORK else 1
 

@@ -1,0 +1,40 @@
+"""Whether the cpu target's kernels may use Numba's threads beside BLAS's.
+
+The GEMMs run on BLAS's threads (every core), the kernels between them on Numba's, through an
+OpenMP runtime. An OpenMP runtime whose idle threads spin (its default wait policy) takes the
+cores BLAS's threads need. Measured on 2 cores (AMD EPYC), lstm T=50, B=128, H=512 forward and
+backward: 225 ms with the kernels on 2 threads whose idle threads sleep, 350 ms with spinning
+ones, 227 ms with the kernels on the calling thread alone.
+
+rnncc does not choose the policy: it is the process's. Its processes share one OpenMP runtime
+with PyTorch (the dynamic loader gives both libraries the libgomp.so.1 loaded first), so a policy
+rnncc set (before, `import rnncc` set OMP_WAIT_POLICY=PASSIVE) slowed torch's small ops up to
+15x, and torch's default (spinning) made rnncc's multithreaded kernels 1.5x slower beside it. So
+the kernels use Numba's threads only where the idle threads sleep: the user set
+OMP_WAIT_POLICY=PASSIVE (every OpenMP library of the process then sleeps between its work), or
+Numba's threading layer is not OpenMP (workqueue's and TBB's idle threads block). Elsewhere they
+run on the calling thread: what that costs, kernel-heavy cells at large sizes (the layer-norm
+LSTM at B=128, H=512: 335 -> 420 ms), bench/RESULTS.md records.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+import numba
+
+_lock = threading.Lock()
+_shared: bool | None = None
+
+
+def launch() -> bool:
+    """Start Numba's thread pool (once; its first parallel call would). Returns whether the
+    kernels may use its threads beside BLAS's: whether its idle threads sleep."""
+    global _shared
+    with _lock:
+        if _shared is None:
+            from numba.np.ufunc import parallel
+            parallel._launch_threads()
+            _shared = (numba.threading_layer() != "omp"
+                       or os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE")
+        return _shared
