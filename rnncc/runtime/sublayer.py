@@ -124,10 +124,12 @@ class SubLayer:
         run.advance(t0, t1), then finish(run)."""
         call = check_forward(self.cell, self.params if params is None else params, x, state,
                              lengths)
+        # the unit's stacked parameters, or None: stacked from the call's parameters
+        packed = self._packed_now() if params is None else None
         run = self._compiled.start(call, keep=keep,
                                    workspace=self._workspace if workspace is None else workspace,
-                                   packed=self._packed_now() if params is None else None)
-        run.own_params = params is None
+                                   packed=packed)
+        run.packed = packed   # the tape's: backward multiplies with the same matrices
         return run
 
     def finish(self, run):
@@ -146,16 +148,11 @@ class SubLayer:
         name = self.cell.inputs[0]
         call = replace(run.call, xs={**run.call.xs, name: run.input_array()})
         # the tape: the call, what it saved, and the stacked parameters it multiplied with
-        # (the unit's own, or None: stacked again from the call's parameters)
-        return result[0], result[1], (call, result[2], self._packed_now() if run.own_params
-                                      else None)
+        return result[0], result[1], (call, result[2], run.packed)
 
     def backward(self, dy, dfinal, threads: int = 0):
         """BPTT through the last forward call: fills self.grads, returns (dx, dstate)."""
-        dx, dstate, dparams = self.call_backward(self._last, dy, dfinal, threads)
-        for name, g in dparams.items():
-            np.copyto(self.grads[name], g)
-        return dx, dstate
+        return self._fill_grads(*self.call_backward(self._last, dy, dfinal, threads))
 
     def call_backward(self, tape, dy, dfinal, threads: int = 0):
         """BPTT through the forward call that made `tape`: (dx, dstate, dparams), arrays of
@@ -180,7 +177,9 @@ class SubLayer:
 
     def finish_backward(self, run):
         """Fills self.grads from a finished backward run; returns (dx, dstate)."""
-        dx, dstate, dparams = self._backward_results(run)
+        return self._fill_grads(*self._backward_results(run))
+
+    def _fill_grads(self, dx, dstate, dparams):
         for name, g in dparams.items():
             np.copyto(self.grads[name], g)
         return dx, dstate

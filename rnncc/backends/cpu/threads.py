@@ -31,6 +31,8 @@ def launch() -> bool:
     """Start Numba's thread pool (once; its first parallel call would). Returns whether the
     kernels may use its threads beside BLAS's: whether its idle threads sleep."""
     global _shared
+    if _shared is not None:   # every call asks: no lock once decided
+        return _shared
     with _lock:
         if _shared is None:
             from numba.np.ufunc import parallel
