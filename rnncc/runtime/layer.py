@@ -122,7 +122,7 @@ class RNN:
                 unit_seed = seed if k == d == 0 else int(
                     np.random.SeedSequence([seed, k, d]).generate_state(1)[0])
                 p = cell.init_params(seed=unit_seed, dtype=self.dtype, **layer_sizes)
-                unit = SubLayer(cell, self.backend, target, self.dtype, layer_sizes, p)
+                unit = SubLayer(cell, self.backend, self.dtype, layer_sizes, p)
                 row.append(unit)
                 params.update({name + suffix(k, d): v for name, v in unit.params.items()})
             self._units.append(row)

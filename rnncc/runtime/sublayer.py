@@ -34,8 +34,8 @@ def reversal_index(lengths, T: int, B: int) -> np.ndarray:
 
 
 class SubLayer:
-    def __init__(self, cell, backend, target: str, dtype, sizes: dict, params: dict):
-        self.cell, self.backend, self.target, self.dtype = cell, backend, target, dtype
+    def __init__(self, cell, backend, dtype, sizes: dict, params: dict):
+        self.cell, self.backend, self.dtype = cell, backend, dtype
         self.sizes = sizes
         self._workspace: dict = {}
         self._free: list = []         # lent workspaces given back (their tapes are gone)

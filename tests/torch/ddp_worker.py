@@ -4,7 +4,6 @@ rnncc GRU wrapped in DDP on its share of the batch rows, and rank 0 saves the pa
 
     python tests/torch/ddp_worker.py OUT.pt STEPS
 """
-import os
 import sys
 
 import torch
