@@ -22,6 +22,7 @@ def bind(layout: Layout, bound: dict, sizes: dict, T: int, B: int, caller, packe
          own) -> dict:
     """The function's arrays, by argument name."""
     plan = layout.plan
+    shapes = layout.shapes(sizes, T, B)
     arrays = {}
     for argument in layout.arguments:
         if argument.kind == ArgKind.ROWS:
@@ -29,12 +30,12 @@ def bind(layout: Layout, bound: dict, sizes: dict, T: int, B: int, caller, packe
         b = plan.buffers[argument.buffer] if argument.kind == ArgKind.BUFFER else None
         if b is not None and argument.buffer in bound:
             arrays[argument.name] = caller(argument, b, bound[argument.buffer],
-                                           argument.shape(plan, sizes, T, B))
+                                           shapes[argument.name])
         elif b is not None and b.role == Role.PACKED:
             arrays[argument.name] = packed(argument,
                                            [bound[plan.leaves["param"][p]] for p in b.pack])
         else:
-            arrays[argument.name] = own(argument, argument.shape(plan, sizes, T, B))
+            arrays[argument.name] = own(argument, shapes[argument.name])
     for argument in layout.arguments:
         if argument.kind == ArgKind.ROWS:  # [T, B, w] viewed as [T*B, w]
             base = arrays[argument.buffer]

@@ -21,6 +21,7 @@ stored and looped, so that a printer only prints:
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -34,6 +35,7 @@ _SPELLED = (("'", "_next"), ("@", "_at_"), ("^T", "T"), ("**", "_pow_"), ("+", "
             ("-", "_minus_"), ("*", "_times_"), ("/", "_over_"), (".", "_"))
 
 
+@functools.lru_cache(maxsize=None)   # every call binds by it: a name's identifier, once
 def ident(name: str) -> str:
     """The identifier of a buffer or value in generated code: c' is v_c_next, tanh(c') is
     v_tanh_c_next, W_i@x+U_i@h is v_W_i_at_x_plus_U_i_at_h."""
@@ -277,6 +279,16 @@ class Layout:
     captured: list             # results wanted for every step that no step stores
     carry_in_kernel: bool      # the step's last kernel carries each row's state
     row_aliases: dict = field(default_factory=dict)   # ROWS argument -> the aliased argument
+    _shapes: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def shapes(self, sizes: dict, T: int, B: int) -> dict:
+        """Each argument's array shape for a call (Argument.shape), by argument name; computed
+        once per call shape (a small call's binding was a tenth of its time)."""
+        key = (T, B, tuple(sorted(sizes.items())))
+        if key not in self._shapes:
+            self._shapes[key] = {a.name: a.shape(self.plan, sizes, T, B)
+                                 for a in self.arguments if a.kind != ArgKind.ROWS}
+        return self._shapes[key]
 
 
 def _storage(b: Buffer) -> Storage:

@@ -124,6 +124,19 @@ def test_kernels_on_several_threads_equal_the_reference(shipped_cells, monkeypat
     for name in ("lstm", "gru"):
         cell = shipped_cells[name]
         compare(cell, random_problem(cell, T=5, B=7, seed=9, ragged=True), np.float32)
+        module = rnncc.backends.get("cpu").compiled(cell, np.float32).module
+        assert module.forward.signatures and module.backward.signatures  # the parallel twins
+
+
+def test_kernels_on_the_calling_thread_run_the_serial_twin(shipped_cells, monkeypatch):
+    """One thread for the kernels: the serial twin runs (no parallel region to launch per
+    step), and equals the reference."""
+    from rnncc.backends.cpu import threads
+    monkeypatch.setattr(threads, "_shared", False)
+    cell = shipped_cells["gru"]
+    compare(cell, random_problem(cell, T=5, B=7, seed=4, ragged=True), np.float64)
+    module = rnncc.backends.get("cpu").compiled(cell, np.float64).module
+    assert module.forward_serial.signatures and module.backward_serial.signatures
 
 
 def compare_in_pieces(cell, prob, forward_pieces, backward_pieces, err_msg=""):
@@ -202,8 +215,9 @@ def test_a_second_process_loads_the_compiled_cell_from_the_disk_cache(tmp_path):
         x = np.ones((2, 1, 3), np.float32)
         start = time.perf_counter()
         cell.forward(p, x, target="cpu")
-        compiled = rnncc.backends.get("cpu").compiled(cell, np.float32).module.infer
-        print(time.perf_counter() - start, sum(compiled.stats.cache_hits.values()))
+        module = rnncc.backends.get("cpu").compiled(cell, np.float32).module
+        hits = sum(sum(f.stats.cache_hits.values()) for f in (module.infer, module.infer_serial))
+        print(time.perf_counter() - start, hits)
     """)
     env = dict(os.environ, RNNCC_CACHE_DIR=str(tmp_path))
     runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -221,8 +235,9 @@ def test_a_second_process_loads_the_compiled_cell_from_the_disk_cache(tmp_path):
 
 def test_show_cpu_prints_the_generated_source(shipped_cells):
     source = shipped_cells["gru"].show("text", stage="cpu")
-    assert source.count("@njit(") == 3
-    assert all(f"def {f}(" in source for f in ("forward", "backward", "infer"))
+    assert source.count("@njit(") == 6   # each function and its serial twin
+    assert all(f"def {f}(" in source and f"def {f}_serial(" in source
+               for f in ("forward", "backward", "infer"))
     compile(source, "<generated>", "exec")  # it is Python
 
 

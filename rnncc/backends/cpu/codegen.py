@@ -10,7 +10,8 @@ them:
   groups in order: a group of elementwise ops is one inner loop over the row's 1-D views whose
   intermediates are scalars (LLVM vectorizes it: no libm, see fastmath.py);
 - a kernel's rows are a prange loop; how many threads run it is the runtime's choice per call
-  (runtime.kernel_threads): the GEMMs between kernels run on BLAS's threads;
+  (runtime.kernel_threads): the GEMMs between kernels run on BLAS's threads. A function with
+  kernels comes twice, parallel and serial (`forward_serial`), the latter for one thread;
 - constants are typed in the run's dtype, so float32 code stays float32.
 
 The generated module is plain text (readable; `rnncc show SPEC --stage cpu` prints it); its
@@ -34,6 +35,10 @@ TARGET = Target("cpu")
 # measured). Only the kernels' explicit prange loops are parallel.
 PRANGE_ONLY = repr({option: False for option in ("comprehension", "reduction", "inplace_binop",
                                                  "setitem", "numpy", "stencil", "fusion")})
+
+
+# The name suffix of a function's serial twin (see CpuPrinter.function).
+SERIAL = "_serial"
 
 
 class CpuMath:
@@ -118,12 +123,20 @@ class CpuPrinter(FunctionPrinter):
             self.step(step, ("after_loop", k), 1, None, "after")
         body = self.lines[body_start:]
         del self.lines[body_start:]
-        # parallel only where a kernel loops over rows (else Numba warns it found nothing to do)
-        parallel = f"parallel={PRANGE_ONLY}, " if any("prange(" in line for line in body) else ""
         options = ", ".join(f"{k}={v!r}" for k, v in CALLER_OPTIONS.items())
-        head = [f"@njit(cache=True, {parallel}{options}, nogil=True)",
-                f"def {name}({self.arguments_text()}):"]
-        return "\n".join(head + body)
+        signature = f"({self.arguments_text()}):"
+        serial = [f"@njit(cache=True, {options}, nogil=True)", f"def {name}{signature}"]
+        if not any("prange(" in line for line in body):
+            return "\n".join(serial + body)   # (parallel=... would find nothing to do, and warn)
+        # The same body twice: a parallel function, and a serial one for calls whose kernels
+        # run on the calling thread (outside parallel=True, prange is range). Launching a
+        # parallel region costs 0.6 us even on one thread, per kernel and step: at B=1 that
+        # was a quarter of an lstm's forward. Two functions, not one compiled twice: Numba's
+        # cache keys a function's machine code by its source, not by its options.
+        parallel = [f"@njit(cache=True, parallel={PRANGE_ONLY}, {options}, nogil=True)",
+                    f"def {name}{signature}"]
+        serial[1] = f"def {name}{SERIAL}{signature}"
+        return "\n".join(parallel + body) + "\n\n\n" + "\n".join(serial + body)
 
     def step(self, step, key, indent: int, t, phase: str) -> None:
         if step.kind == "gemm":

@@ -26,7 +26,7 @@ from ...plan.plan import Role, Rows
 from ..binding import bind
 from ..compile_log import compiling
 from . import fastmath, threads
-from .codegen import generate
+from .codegen import SERIAL, generate
 
 
 def cache_dir() -> Path:
@@ -121,6 +121,7 @@ class Compiled:
         self.time_axes = {d: [a.time_axis(self.plans[d]) for a in layout.arguments]
                           for d, layout in self.layouts.items()}  # for runs in pieces
         self.module = load(self.source)
+        self._ready: set = set()   # the functions known compiled
 
     # -- arrays ---------------------------------------------------------------------------------------
     def packs(self) -> dict:
@@ -180,11 +181,17 @@ class Compiled:
     def _call(self, direction: str, args, sizes, T, B, lengths, threads=None) -> None:
         """Call the generated function on `args` (its array arguments, in order). threads:
         Numba threads for the kernels (default: kernel_threads' choice)."""
-        fn = getattr(self.module, direction)
         all_args = (T, B, lengths, *(sizes[d] for d in self.cell.dims), *args)
-        self._compile(direction, fn, all_args)
         previous = numba.get_num_threads()
-        numba.set_num_threads(threads or kernel_threads(B, sizes, previous))
+        threads = threads or kernel_threads(B, sizes, previous)
+        serial = getattr(self.module, direction + SERIAL, None)
+        if threads == 1 and serial is not None:
+            self._compile(direction, serial, all_args)
+            serial(*all_args)
+            return
+        fn = getattr(self.module, direction)
+        self._compile(direction, fn, all_args)
+        numba.set_num_threads(threads)
         try:
             fn(*all_args)
         finally:
@@ -195,13 +202,15 @@ class Compiled:
         wait is logged (compile_log), and the call's time is its own. A generated function
         has one signature: every array it is given is C-contiguous, in the module's dtype (so
         a cheap check per call; typing the arguments costs 0.1 ms, 10% of a small call)."""
-        if fn.signatures:
+        if fn in self._ready:   # (Dispatcher.signatures builds a list per call: slower)
             return
-        types = tuple(fn.typeof_pyval(a) for a in args)
-        hits = sum(fn.stats.cache_hits.values())
-        with compiling(self.cell.name, direction, self.dtype, "cpu",
-                       cached=lambda: sum(fn.stats.cache_hits.values()) > hits):
-            fn.compile(types)
+        if not fn.signatures:
+            types = tuple(fn.typeof_pyval(a) for a in args)
+            hits = sum(fn.stats.cache_hits.values())
+            with compiling(self.cell.name, direction, self.dtype, "cpu",
+                           cached=lambda: sum(fn.stats.cache_hits.values()) > hits):
+                fn.compile(types)
+        self._ready.add(fn)
 
     def _whole(self, direction: str, arrays: dict, name: str, sizes) -> np.ndarray:
         return whole(self.plans[direction], arrays, name, sizes, self.dtype)
