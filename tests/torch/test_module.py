@@ -288,6 +288,22 @@ def test_torch_compile_fullgraph_equals_eager():
         assert_close(compiled.numpy(), eager.numpy(), 1e-12)
 
 
+def test_the_custom_operators_pass_torchs_opcheck():
+    """What torch.compile runs (the custom operators; eager calls take the same implementation
+    through autograd.Functions): schema, fake-tensor and autograd registration, checked by
+    torch's own tool. (Its AOT check compares two calls' outputs whole: the tape handle, a
+    counter, differs between calls by design.)"""
+    m = small_module("gru")
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    h = torch.zeros(B, H, dtype=torch.float64, requires_grad=True)
+    params = [getattr(m, p + "_l0") for p in m.cell.params]
+    for keep, lengths in ((True, None), (False, torch.tensor([6, 2, 5, 1]))):
+        result = torch.library.opcheck(
+            rnncc.torch._unit_forward, (m._unit_ids[0], keep, lengths, x, [h], params),
+            test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+        assert set(result.values()) == {"SUCCESS"}, result
+
+
 def test_a_calls_tape_is_released_with_its_graph():
     """The tape lives until torch frees the call's graph; its workspace then serves the next
     call (a loop of training calls holds one)."""
