@@ -154,11 +154,13 @@ class SubLayer:
         """BPTT through the last forward call: fills self.grads, returns (dx, dstate)."""
         return self._fill_grads(*self.call_backward(self._last, dy, dfinal, threads))
 
-    def call_backward(self, tape, dy, dfinal, threads: int = 0):
+    def call_backward(self, tape, dy, dfinal, threads: int = 0, inputs: bool = True):
         """BPTT through the forward call that made `tape`: (dx, dstate, dparams), arrays of
-        their own (its work arrays are the unit's backward workspace, which no tape holds)."""
+        their own (its work arrays are the unit's backward workspace, which no tape holds).
+        inputs=False: dx is not wanted (None where that saved its work: the cpu target skips
+        the input gradient's GEMMs)."""
         if self._compiled is not None:
-            run = self.start_backward(dy, dfinal, tape)
+            run = self.start_backward(dy, dfinal, tape, inputs)
             run.advance(0, run.call.T, threads)
             return self._backward_results(run)
         call, saved, _ = tape
@@ -166,14 +168,15 @@ class SubLayer:
         dparams, dxs, dstate = self.backend.backward(self.cell, call, saved, dys, dfinal)
         return dxs[self.cell.inputs[0]], dstate, dparams
 
-    def start_backward(self, dy, dfinal, tape=None):
+    def start_backward(self, dy, dfinal, tape=None, inputs: bool = True):
         """BPTT through a forward call (by default the last) in pieces (cpu target), last piece
         first: fill run.grad_array() piece by piece (it starts as dy), run.advance(t0, t1),
         then finish_backward(run)."""
         call, saved, packed = self._last if tape is None else tape
         dys, dfinal = check_backward(self.cell, call, dy, dfinal)
         return self._compiled.start_backward(call, saved, dys, dfinal,
-                                             workspace=self._workspace, packed=packed)
+                                             workspace=self._workspace, packed=packed,
+                                             inputs=inputs)
 
     def finish_backward(self, run):
         """Fills self.grads from a finished backward run; returns (dx, dstate)."""
@@ -186,4 +189,4 @@ class SubLayer:
 
     def _backward_results(self, run):
         dparams, dxs, dstate = run.results()
-        return dxs[self.cell.inputs[0]], dstate, dparams
+        return dxs.get(self.cell.inputs[0]), dstate, dparams

@@ -117,11 +117,13 @@ def _(unit_id, keep, lengths, x, states, params):
 
 
 def _backward_impl(unit_id: int, handle: torch.Tensor, dys: torch.Tensor,
-                   dfinals: list[torch.Tensor], x: torch.Tensor
+                   dfinals: list[torch.Tensor], x: torch.Tensor, inputs: bool
                    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """BPTT through the call whose tape `handle` names: (dx, initial-state grads, parameter
     grads). x, the call's input, is read for nothing but its shape; it makes these gradients
-    depend on x, so that differentiating them reaches the clear refusal below."""
+    depend on x, so that differentiating them reaches the clear refusal below. inputs=False:
+    nobody wants dx (x is data, not an activation), so its work is skipped and dx is zeros
+    that autograd drops."""
     unit = _UNITS[unit_id]
     if int(handle) not in _TAPES:
         raise RuntimeError("rnncc.torch.RNN: this call kept no tape (it ran without gradients "
@@ -129,9 +131,11 @@ def _backward_impl(unit_id: int, handle: torch.Tensor, dys: torch.Tensor,
     cell = unit.cell
     dx, dstate, dparams = unit.call_backward(
         _TAPES[int(handle)][0], dys.detach().contiguous().numpy(),
-        {s: d.detach().contiguous().numpy() for s, d in zip(cell.states, dfinals)})
+        {s: d.detach().contiguous().numpy() for s, d in zip(cell.states, dfinals)},
+        inputs=inputs)
     # the tape is read, never written: backward may run again (retain_graph=True)
-    return (torch.from_numpy(dx), [torch.from_numpy(dstate[s]) for s in cell.states],
+    dx = torch.zeros(x.shape, dtype=x.dtype) if dx is None else torch.from_numpy(dx)
+    return (dx, [torch.from_numpy(dstate[s]) for s in cell.states],
             [torch.from_numpy(dparams[p]) for p in cell.params])
 
 
@@ -140,7 +144,7 @@ _unit_backward = torch.library.custom_op("rnncc::unit_backward", _backward_impl,
 
 
 @_unit_backward.register_fake
-def _(unit_id, handle, dys, dfinals, x):
+def _(unit_id, handle, dys, dfinals, x, inputs):
     unit = _UNITS[unit_id]
     return (x.new_empty(x.shape), [d.new_empty(d.shape) for d in dfinals],
             [x.new_empty(tuple(unit.params[p].shape)) for p in unit.cell.params])
@@ -155,7 +159,8 @@ def _setup_forward(ctx, inputs, output):
 
 def _forward_derivative(ctx, dys, dfinals, dhandle):
     handle, x = ctx.saved_tensors[:2]
-    dx, dstates, dparams = _unit_backward(ctx.unit_id, handle, dys, list(dfinals), x)
+    dx, dstates, dparams = _unit_backward(ctx.unit_id, handle, dys, list(dfinals), x,
+                                          ctx.needs_input_grad[3])
     return None, None, None, dx, dstates, dparams
 
 
@@ -188,19 +193,20 @@ class _EagerForward(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dys, dhandle, *dfinals):
         handle, x = ctx.saved_tensors[:2]   # (gradients not given arrive as zeros)
+        inputs = ctx.needs_input_grad[3]
         if torch.is_grad_enabled():   # create_graph=True: gradients that refuse differentiation
-            grads = _EagerBackward.apply(ctx.unit_id, handle, dys, x, *dfinals)
+            grads = _EagerBackward.apply(ctx.unit_id, handle, dys, x, inputs, *dfinals)
             dx, rest = grads[0], grads[1:]
         else:
-            dx, dstates, dparams = _backward_impl(ctx.unit_id, handle, dys, dfinals, x)
+            dx, dstates, dparams = _backward_impl(ctx.unit_id, handle, dys, dfinals, x, inputs)
             rest = (*dstates, *dparams)
-        return None, None, None, dx, None, *rest
+        return None, None, None, dx if inputs else None, None, *rest
 
 
 class _EagerBackward(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, unit_id, handle, dys, x, *dfinals):
-        dx, dstates, dparams = _backward_impl(unit_id, handle, dys, list(dfinals), x)
+    def forward(ctx, unit_id, handle, dys, x, inputs, *dfinals):
+        dx, dstates, dparams = _backward_impl(unit_id, handle, dys, list(dfinals), x, inputs)
         return dx, *dstates, *dparams
 
     @staticmethod

@@ -88,7 +88,21 @@ class CpuPrinter(FunctionPrinter):
             return f"np.ascontiguousarray({array})"
         return array
 
+    def arguments_text(self) -> str:
+        """A backward function's first arguments are T, B, lengths and `inputs`: whether the
+        caller wants the input gradients (the first layer of a model rarely does: its input
+        is data), else their GEMMs are skipped."""
+        text = super().arguments_text()
+        return text.replace("lengths", "lengths, inputs", 1) if self.skips_inputs else text
+
+    @property
+    def skips_inputs(self) -> bool:
+        return self.plan.kind == "backward"
+
     def gemm(self, step: Gemm, key, indent: int, t: str | None) -> None:
+        if self.skips_inputs and step.out in self.plan.results["x"].values():
+            self.emit(indent, "if inputs:")
+            indent += 1
         b = self.plan.buffers
         a_buf, b_buf, out_buf = b[step.a], b[step.b], b[step.out]
         a, v, out = self.operand(a_buf, t), self.operand(b_buf, t), self.matrix(out_buf, t)

@@ -178,10 +178,13 @@ class Compiled:
             workspace[key] = arrays
         return arrays
 
-    def _call(self, direction: str, args, sizes, T, B, lengths, threads=None) -> None:
+    def _call(self, direction: str, args, sizes, T, B, lengths, threads=None,
+              inputs: bool = True) -> None:
         """Call the generated function on `args` (its array arguments, in order). threads:
-        Numba threads for the kernels (default: kernel_threads' choice)."""
-        all_args = (T, B, lengths, *(sizes[d] for d in self.cell.dims), *args)
+        Numba threads for the kernels (default: kernel_threads' choice); inputs: whether
+        backward computes the input gradients."""
+        flags = (inputs,) if direction == "backward" else ()
+        all_args = (T, B, lengths, *flags, *(sizes[d] for d in self.cell.dims), *args)
         previous = numba.get_num_threads()
         threads = threads or kernel_threads(B, sizes, previous)
         serial = getattr(self.module, direction + SERIAL, None)
@@ -238,15 +241,16 @@ class Compiled:
         return run.results()
 
     def start_backward(self, call, tape, dys, dfinal, workspace: dict | None = None,
-                       packed: dict | None = None) -> "BackwardRun":
+                       packed: dict | None = None, inputs: bool = True) -> "BackwardRun":
         """A backward call that runs in pieces of time (BackwardRun.advance, last piece
-        first)."""
-        return BackwardRun(self, call, tape, dys, dfinal, workspace, packed)
+        first). inputs=False: no input gradients (results() gives an empty dict for them)."""
+        return BackwardRun(self, call, tape, dys, dfinal, workspace, packed, inputs)
 
     def backward(self, call, tape, dys, dfinal, workspace: dict | None = None,
-                 packed: dict | None = None, threads: int | None = None):
+                 packed: dict | None = None, threads: int | None = None,
+                 inputs: bool = True):
         """(param grads, input grads, initial-state grads) of the call that made `tape`."""
-        run = self.start_backward(call, tape, dys, dfinal, workspace, packed)
+        run = self.start_backward(call, tape, dys, dfinal, workspace, packed, inputs)
         run.advance(0, call.T, threads)
         return run.results()
 
@@ -279,6 +283,8 @@ class _PiecedRun:
         self._args = [self.arrays[a.name] for a in compiled.layouts[direction].arguments]
         self._axes = compiled.time_axes[direction]
 
+    inputs = True   # backward: whether it computes the input gradients
+
     def _run_piece(self, t0: int, t1: int, threads: int | None) -> bool:
         """Call the function on steps t0 .. t1-1; False where there was nothing to run (an
         empty piece of a non-empty call: a call with T = 0 still runs, for its zero results)."""
@@ -293,7 +299,8 @@ class _PiecedRun:
             args = [a[t0:t1] if axis == "steps" else a[t0 * B:t1 * B] if axis == "rows" else a
                     for a, axis in zip(self._args, self._axes)]
             lengths = np.clip(self.lengths - t0, 0, t1 - t0)
-        self.compiled._call(self.direction, args, self.call.sizes, t1 - t0, B, lengths, threads)
+        self.compiled._call(self.direction, args, self.call.sizes, t1 - t0, B, lengths, threads,
+                            self.inputs)
         return True
 
     def _leaf_array(self, kind: str, name: str) -> np.ndarray:
@@ -359,11 +366,13 @@ class BackwardRun(_PiecedRun):
     work covers its own rows: the input gradient's rows are written in place, the parameter
     gradients (sums over rows) are added up over the pieces."""
 
-    def __init__(self, compiled: Compiled, call, tape, dys, dfinal, workspace, packed):
+    def __init__(self, compiled: Compiled, call, tape, dys, dfinal, workspace, packed,
+                 inputs: bool = True):
         plan = compiled.plans["backward"]
         super().__init__(compiled, "backward", call,
                          backward_leaves(plan, tape, call.params, call.xs, dys, dfinal),
                          workspace, packed)
+        self.inputs = inputs
         self.done = call.T   # steps done .. T-1 have run
         self._dparams: dict | None = None
 
@@ -394,6 +403,8 @@ class BackwardRun(_PiecedRun):
     def dinput(self, t0: int, t1: int) -> np.ndarray:
         """The input gradient at steps t0 .. t1-1 ([t1-t0, B, I]; rows past their length: zero
         when the call is ragged), a view where it is stored."""
+        if not self.inputs:
+            raise ValueError("this backward run computes no input gradients (inputs=False)")
         return self._steps(self.plan.results["x"][self.compiled.cell.inputs[0]], t0, t1)
 
     def results(self):
@@ -402,7 +413,7 @@ class BackwardRun(_PiecedRun):
             raise ValueError(f"the backward run stopped at step {self.done}")
         c, call, plan = self.compiled, self.call, self.plan
         dxs = {}
-        for n, buf in plan.results["x"].items():
+        for n, buf in plan.results["x"].items() if self.inputs else ():
             full = np.broadcast_to(c._whole("backward", self.arrays, buf, call.sizes),
                                    call.xs[n].shape)
             dxs[n] = mask_padding(np.array(full, dtype=c.dtype), call.lengths, call.T)
