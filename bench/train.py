@@ -79,8 +79,10 @@ def build_module(name, T, B, H, dtype, threads, step=True):
         return train_step(model(layer, H, x.dtype), x, target)
     x.requires_grad_(True)
 
-    def run():   # the module's forward and backward alone, as rnncc.RNN's below
+    def run():   # the module's forward and backward alone, as rnncc.RNN's below (x is an
+        # activation whose gradient flows on: a fresh one each step, as in a model)
         layer.zero_grad(set_to_none=True)
+        x.grad = None
         layer(x)[0].backward(target)
     return run
 

@@ -27,6 +27,7 @@ from ...plan.layout import Algorithm, Layout, Target, ident, layout
 from ...plan.plan import Buffer, Gemm, Role, Rows
 from ..printing import FunctionPrinter, KernelPrinter, dim_expr
 from .fastmath import CALLER_OPTIONS, FUNCTIONS
+from .threads import SERIAL
 
 TARGET = Target("cpu")
 
@@ -35,10 +36,6 @@ TARGET = Target("cpu")
 # measured). Only the kernels' explicit prange loops are parallel.
 PRANGE_ONLY = repr({option: False for option in ("comprehension", "reduction", "inplace_binop",
                                                  "setitem", "numpy", "stencil", "fusion")})
-
-
-# The name suffix of a function's serial twin (see CpuPrinter.function).
-SERIAL = "_serial"
 
 
 class CpuMath:

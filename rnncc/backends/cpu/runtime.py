@@ -26,7 +26,8 @@ from ...plan.plan import Role, Rows
 from ..binding import bind
 from ..compile_log import compiling
 from . import fastmath, threads
-from .codegen import SERIAL, generate
+from .codegen import generate
+from .threads import SERIAL
 
 
 def cache_dir() -> Path:
