@@ -67,6 +67,7 @@ def _array(what: str, tensor: torch.Tensor, dtype) -> np.ndarray:
 # call's graph).
 
 _UNITS: "weakref.WeakValueDictionary[int, object]" = weakref.WeakValueDictionary()
+_ADDRESSES: dict = {}   # unit key -> its parameter arrays' addresses, in cell.params order
 _TAPES: dict = {}
 _HANDLES = itertools.count(1)
 
@@ -84,12 +85,11 @@ def _forward_impl(unit_id: int, keep: bool, lengths: Optional[torch.Tensor], x: 
     """One layer and direction over the sequence: (ys, final states, tape handle)."""
     unit = _UNITS[unit_id]
     cell = unit.cell
-    given = dict(zip(cell.params, params))
     # the module's own parameters share the unit's stacked matrices: nothing to pass; other
     # values (torch.func.functional_call, gradcheck) run as given, stacked for this call
-    own = all(t.data_ptr() == unit.params[p].ctypes.data for p, t in given.items())
+    own = all(t.data_ptr() == address for t, address in zip(params, _ADDRESSES[unit_id]))
     values = None if own else {p: _array(f"parameter {p!r}", t, t.dtype)
-                               for p, t in given.items()}
+                               for p, t in zip(cell.params, params)}
     xs = x.detach().contiguous().numpy()
     if lengths is not None:
         lengths = check_lengths(lengths.numpy(), xs.shape[0], xs.shape[1])
@@ -276,6 +276,10 @@ class RNN(torch.nn.Module):
         for row in self._layer._units:
             for unit in row:
                 _UNITS[id(unit)] = unit
+                if id(unit) not in _ADDRESSES:
+                    weakref.finalize(unit, _ADDRESSES.pop, id(unit), None)
+                _ADDRESSES[id(unit)] = tuple(unit.params[p].ctypes.data
+                                             for p in unit.cell.params)
                 self._unit_ids.append(id(unit))
         self._dtype = torch.float64 if self._layer.dtype == np.float64 else torch.float32
 

@@ -256,6 +256,12 @@ class Compiled:
         return run.results()
 
 
+def _shaped(a: np.ndarray, shape: tuple) -> np.ndarray:
+    """`a` broadcast to `shape` (a gradient computed once for all rows); itself where it has
+    that shape already (nearly always: np.broadcast_to costs microseconds a parameter)."""
+    return a if a.shape == shape else np.broadcast_to(a, shape)
+
+
 def _width(b, sizes) -> int:
     return dim_size(b.shape[-1], sizes) if b.shape else 1
 
@@ -392,8 +398,8 @@ class BackwardRun(_PiecedRun):
         if not ran:
             return
         c, call = self.compiled, self.call
-        pieces = {n: np.broadcast_to(c._whole("backward", self.arrays, buf, call.sizes),
-                                     call.params[n].shape)
+        pieces = {n: _shaped(c._whole("backward", self.arrays, buf, call.sizes),
+                             call.params[n].shape)
                   for n, buf in self.plan.results["params"].items()}
         if self._dparams is None:
             self._dparams = {n: np.array(g, dtype=c.dtype) for n, g in pieces.items()}
