@@ -97,3 +97,50 @@ def test_a_loop_over_it_vectorizes(name, dtype):
     scalar = "float" if dtype == np.float32 else "double"
     widths = {int(w) for w in re.findall(rf"<(\d+) x {scalar}>", llvm)}
     assert widths and max(widths) >= 2, f"no vector of {scalar} in the loop over {name}"
+
+
+@njit(**fastmath.CALLER_OPTIONS)   # as a generated kernel calls it
+def _row_sum32(a, start, n, out):
+    out[0] = fastmath.row_sum32(a, start, n)
+
+
+@njit(**fastmath.CALLER_OPTIONS)
+def _row_sum64(a, start, n, out):
+    out[1] = fastmath.row_sum64(a, start, n)
+
+
+def _row_sums(a, start, n, out):
+    (_row_sum32 if a.dtype == np.float32 else _row_sum64)(a, start, n, out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_row_sum_is_a_sum_in_some_order(dtype):
+    """A kernel's mean or sum: the stretch a[start:start+n], summed in an order of LLVM's
+    choosing, is within the bound of any order of summation (n eps sum|a|) of the exact sum,
+    and inf and NaN come through."""
+    rng = np.random.default_rng(3)
+    eps = np.finfo(dtype).eps
+    k = 0 if dtype == np.float32 else 1
+    out = np.zeros(2)
+    for n in (0, 1, 7, 16, 17, 129, 1000):
+        a = (rng.standard_normal(n + 5) * 10 ** rng.uniform(-3, 3, n + 5)).astype(dtype)
+        _row_sums(a, 3, n, out)
+        exact = np.sum(a[3:3 + n].astype(np.longdouble))
+        bound = n * eps * np.sum(np.abs(a[3:3 + n].astype(np.longdouble)))
+        assert abs(out[k] - exact) <= bound, (n, out[k], exact)
+    a = np.array([1, np.inf, 2, np.nan], dtype)
+    _row_sums(a, 0, 3, out)
+    assert out[k] == np.inf
+    _row_sums(a, 0, 4, out)
+    assert np.isnan(out[k])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_row_sum_vectorizes_inside_its_caller(dtype):
+    """Called from a function compiled as the kernels are (no reassociation of its own), the
+    sum still runs on vectors: the call's own flags survive LLVM's inlining."""
+    _row_sums(np.ones(64, dtype), 0, 64, np.zeros(2))
+    f = _row_sum32 if dtype == np.float32 else _row_sum64
+    llvm = "\n".join(f.inspect_llvm().values())
+    scalar = "float" if dtype == np.float32 else "double"
+    assert re.search(rf"<(\d+) x {scalar}>", llvm), f"no vector of {scalar} in the sum"

@@ -19,6 +19,7 @@ function arguments are the dimension sizes, T, B, the row lengths and the layout
 """
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 
 import numpy as np
@@ -222,6 +223,30 @@ class CpuKernel(KernelPrinter):
 
     def row_range(self, count: str) -> str:
         return f"prange({count})"  # all of them, over Numba's threads
+
+    # an element a 1-D row view or vector gives: name[offset + j] or name[j]
+    _ELEMENT = re.compile(r"^(\w+)\[(?:(.+) \+ )?j\]$")
+
+    def single(self, op, indent: int) -> None:
+        """A mean or sum over a row's columns is a call of fastmath's row_sum (a sum whose
+        order may change, so it vectorizes), where the summed values are a stretch of one
+        array; anything else as every target prints it."""
+        if op.op in ("mean", "sum") and self.is_vector(op.args[0]):
+            element = self._ELEMENT.match(self.value(op.args[0], "j", set()))
+            if element is not None:
+                array, offset = element.group(1), element.group(2) or "0"
+                width = dim_expr(self.dim_of(op.args[0]))
+                local = f"x_{ident(op.out)[2:]}"
+                math = self.p.math
+                math.used.add("row_sum")
+                total = f"row_sum{math.suffix}({array}, {offset}, {width})"
+                self.p.emit(indent, f"{local} = {total}" if op.op == "sum"
+                            else f"{local} = {total} / dtype({width})")
+                self.scalars.add(op.out)
+                if op.out in self.stored:
+                    self.store(op.out, None, local, indent)
+                return
+        super().single(op, indent)
 
     def print(self) -> None:
         ind, layout = self.indent, self.layout

@@ -33,6 +33,9 @@ fuse a multiply and an add into one FMA instruction (one rounding instead of two
 accurate; nothing else of IEEE arithmetic is relaxed: no reassociation, NaN and infinities as
 usual). It halves the instructions of every polynomial here (an LSTM gate kernel: 20% faster,
 measured). The error bounds below are measured with these options.
+
+row_sum32/row_sum64, a kernel's sum over a row's columns (mean, sum), are the one exception: a
+sum in whatever order vectorizes (see there).
 """
 from __future__ import annotations
 
@@ -236,6 +239,33 @@ def tanh64(x):
 @njit(**_inline)
 def softplus64(x):
     return max(x, 0.0) + log1p64(exp64(-abs(x)))
+
+
+# -- sums over a row ---------------------------------------------------------------------------
+# A kernel's mean or sum over a row's columns. A sum's order is the one thing these kernels
+# leave unspecified: with reassociation allowed here (and only here: LLVM inlines the call and
+# keeps each instruction's own flags), the loop vectorizes into partial sums, 12x faster than
+# the one-at-a-time chain of adds (a sum of 128 float32: 36 -> 3 ns, measured), and no less
+# accurate (partial sums are a step towards pairwise summation). The order then depends on the
+# vector width the CPU has.
+
+_REASSOC = dict(cache=True, error_model="numpy", fastmath={"contract", "reassoc"})
+
+
+@njit(**_REASSOC)
+def row_sum32(a, start, n):
+    acc = np.float32(0.0)
+    for j in range(n):
+        acc += a[start + j]
+    return acc
+
+
+@njit(**_REASSOC)
+def row_sum64(a, start, n):
+    acc = np.float64(0.0)
+    for j in range(n):
+        acc += a[start + j]
+    return acc
 
 
 FUNCTIONS = {
