@@ -111,6 +111,32 @@ def small_module(name, dtype=torch.float64, **config):
     return rnncc.torch.RNN.from_torch(torch_module(name, dtype, **config))
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "torch.compile"])
+def test_a_first_layer_skips_the_input_gradient_nobody_wants(compiled, monkeypatch):
+    """x is data (no requires_grad): the first layer's backward is asked for no input gradient
+    (its GEMM is skipped), the second layer's is (it flows into the first layer's output),
+    and every parameter gradient still equals torch's."""
+    from rnncc.runtime.sublayer import SubLayer
+    asked = []
+    call_backward = SubLayer.call_backward
+
+    def spy(unit, *args, inputs=True, **kwargs):
+        asked.append((unit, inputs))
+        return call_backward(unit, *args, inputs=inputs, **kwargs)
+    monkeypatch.setattr(SubLayer, "call_backward", spy)
+    ref = torch_module("gru", torch.float64, num_layers=2, bidirectional=True)
+    m = rnncc.torch.RNN.from_torch(ref)
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    forward = torch.compile(m, fullgraph=True) if compiled else m
+    forward(x)[0].pow(2).sum().backward()
+    ref(x)[0].pow(2).sum().backward()
+    units = m._layer._units
+    assert {(u, False) for u in units[0]} | {(u, True) for u in units[1]} == set(asked)
+    want = expected_grads(m.cell, ref, 2, 2)
+    for n, p in m.named_parameters():
+        assert_close(p.grad.numpy(), want[n], 1e-10, f"d{n}")
+
+
 @pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
 def test_gradcheck_through_functional_call(name):
     """torch.autograd.gradcheck (float64 finite differences) with respect to the input, the
