@@ -316,6 +316,28 @@ def test_kernels_share_the_cores_only_for_wide_steps(monkeypatch):
     assert kernel_threads(16, {"H": PARALLEL_MIN_WORK // 16 - 1}, 4) == 1
 
 
+def test_kernel_heavy_steps_share_the_cores_even_beside_spinning_threads(monkeypatch):
+    """Where OpenMP's idle threads spin, a step's kernels get Numba's threads only when they
+    weigh against its products (kernel_share, ops weighted by cost) and the step is wide: the
+    layer-norm LSTM's do at H=256, B=64, the LSTM's and the GRU's do not."""
+    from rnncc.backends.cpu import runtime, threads
+    monkeypatch.setattr(threads, "_shared", False)
+    sizes = {"I": 256, "H": 256}
+    shares = {name: {d: runtime.kernel_share(p, sizes)
+                     for d, p in rnncc.load(name).compiled_plans().items()}
+              for name in ("lstm", "gru", "lnlstm")}
+    for name, want in (("lstm", 1), ("gru", 1), ("lnlstm", 2)):
+        for direction, share in shares[name].items():
+            assert runtime.kernel_threads(64, sizes, 2, share) == want, (name, direction, share)
+    assert runtime.kernel_threads(16, sizes, 2, shares["lnlstm"]["forward"]) == 1   # narrow
+    # the share by hand for the lstm forward: 4 gates' products, H*H multiply-adds each, and
+    # its kernel's elements at their costs
+    lstm = rnncc.load("lstm").compiled_plans()["forward"]
+    (kernel,) = [s for s in lstm.phases["per_step"] if s.kind == "kernel"]
+    by_hand = sum(runtime.OP_COST.get(op.op, 1) * 256 for op in kernel.ops) / (4 * 256 * 256)
+    assert shares["lstm"]["forward"] == pytest.approx(by_hand)
+
+
 def test_rnncc_leaves_the_openmp_policy_to_the_process():
     """`import rnncc` and a call set no OpenMP policy (it would be every OpenMP library's: torch
     shares the runtime), and the kernels use Numba's threads only where its idle threads sleep:

@@ -72,18 +72,54 @@ def load(source: str):
 # the 2-core runs in bench/RESULTS.md: B=1 latency kept, B=64 faster; not tuned further).
 PARALLEL_MIN_WORK = 4096
 
+# Where OpenMP's idle threads spin (its default, and torch's), Numba's threads take cores from
+# BLAS's between kernels: a loss for steps that are mostly product, a gain for steps whose
+# kernels weigh (kernel_share below). Measured on 2 cores (AMD EPYC), a training step beside
+# torch at T=100 (bench/RESULTS.md, 2026-11-29), kernels on 1 thread -> on 2 in the directions
+# whose share reaches the threshold: lstm H=256 B=64 (shares forward 0.051, backward 0.026),
+# both directions on 2 threads: 108 -> 135 ms (gru, rnn alike: 82 -> 102, 49 -> 53); lstm H=128
+# (0.102, 0.053): backward on 2, 42 -> 45, forward on 2, 43 -> 43; layer-norm LSTM H=512 B=128
+# (0.057) 452 -> 448; H=256 B=64 (0.114) 194 -> 154; H=128 B=64 (0.228) 100 -> 71; H=256 B=16
+# (rows x width 4096) 67 -> 67. Set from these alone: one machine class, five cells' shapes.
+KERNEL_HEAVY = 0.1
+SPINNING_MIN_WORK = 8192
 
-def kernel_threads(B: int, sizes: dict, available: int) -> int:
+
+def kernel_threads(B: int, sizes: dict, available: int, kernel_share: float = 0.0) -> int:
     """Threads for the kernels of one call: `available` (numba.get_num_threads(), all cores
-    unless the caller lowered it) or one: one where Numba's idle threads would spin beside
-    BLAS's (threads.py), or where the step is too small to pay for waking them.
+    unless the caller lowered it) or one. One where the step is too small to pay for waking
+    Numba's threads; where their idle threads would spin beside BLAS's (threads.py), one
+    unless the step's kernels are heavy (kernel_share >= KERNEL_HEAVY) and wide.
 
     Measured on 2 cores (Xeon), lstm T=100, B=64, H=256 forward: kernels on 2 threads 61 ms
     against 70 ms on one, with OpenMP's idle threads asleep; with them spinning, 92 ms."""
-    if not threads.launch():
-        return 1
     work = B * max(sizes.values(), default=1)
-    return available if work >= PARALLEL_MIN_WORK else 1
+    if work < PARALLEL_MIN_WORK:
+        return 1
+    if threads.launch():
+        return available
+    return available if kernel_share >= KERNEL_HEAVY and work >= SPINNING_MIN_WORK else 1
+
+
+# An op's cost per element in a kernel, in simple arithmetic ops (multiply-add, compare): the
+# fastmath functions are polynomials (about 8 vector ops each, fastmath.py), a division or a
+# square root a few; anything else one.
+OP_COST = {**{f: 8 for f in fastmath.FUNCTIONS[np.dtype(np.float32)]}, "div": 4, "sqrt": 4}
+
+
+def kernel_share(plan, sizes: dict) -> float:
+    """A plan's per-step kernel work per row (its ops' elements, weighted by OP_COST) over its
+    per-step product work per row (multiply-adds): how much of a step the kernels are."""
+    elements, products = 0, 0
+    for step in plan.phases["per_step"]:
+        if step.kind == "gemm":
+            (_, k), (_, n) = step.shape
+            products += dim_size(k, sizes) * dim_size(n, sizes)
+        else:
+            for op in step.ops:
+                elements += OP_COST.get(op.op, 1) * int(np.prod([dim_size(d, sizes)
+                                                                 for d in op.shape]))
+    return elements / products if products else float("inf")
 
 
 def masked_leaves(plan) -> set:
@@ -123,6 +159,7 @@ class Compiled:
                           for d, layout in self.layouts.items()}  # for runs in pieces
         self.module = load(self.source)
         self._ready: set = set()   # the functions known compiled
+        self._shares: dict = {}    # (direction, sizes) -> kernel_share
 
     # -- arrays ---------------------------------------------------------------------------------------
     def packs(self) -> dict:
@@ -187,7 +224,8 @@ class Compiled:
         flags = (inputs,) if direction == "backward" else ()
         all_args = (T, B, lengths, *flags, *(sizes[d] for d in self.cell.dims), *args)
         previous = numba.get_num_threads()
-        threads = threads or kernel_threads(B, sizes, previous)
+        threads = threads or kernel_threads(B, sizes, previous,
+                                            self._kernel_share(direction, sizes))
         serial = getattr(self.module, direction + SERIAL, None)
         if threads == 1 and serial is not None:
             self._compile(direction, serial, all_args)
@@ -200,6 +238,12 @@ class Compiled:
             fn(*all_args)
         finally:
             numba.set_num_threads(previous)
+
+    def _kernel_share(self, direction: str, sizes: dict) -> float:
+        key = (direction, tuple(sorted(sizes.items())))
+        if key not in self._shares:
+            self._shares[key] = kernel_share(self.plans[direction], sizes)
+        return self._shares[key]
 
     def _compile(self, direction: str, fn, args) -> None:
         """Compile `fn` at its first call (Numba would do it inside the call, silently): the

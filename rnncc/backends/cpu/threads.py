@@ -10,11 +10,12 @@ rnncc does not choose the policy: it is the process's. Its processes share one O
 with PyTorch (the dynamic loader gives both libraries the libgomp.so.1 loaded first), so a policy
 rnncc set (before, `import rnncc` set OMP_WAIT_POLICY=PASSIVE) slowed torch's small ops up to
 15x, and torch's default (spinning) made rnncc's multithreaded kernels 1.5x slower beside it. So
-the kernels use Numba's threads only where the idle threads sleep: the user set
+the kernels use Numba's threads where the idle threads sleep: the user set
 OMP_WAIT_POLICY=PASSIVE (every OpenMP library of the process then sleeps between its work), or
 Numba's threading layer is not OpenMP (workqueue's and TBB's idle threads block). Elsewhere they
-run on the calling thread: what that costs, kernel-heavy cells at large sizes (the layer-norm
-LSTM at B=128, H=512: 335 -> 420 ms), bench/RESULTS.md records.
+run on the calling thread, unless the step's kernels weigh enough to gain even beside spinning
+threads (runtime.kernel_threads, KERNEL_HEAVY); what the calling thread costs the others,
+bench/RESULTS.md records.
 """
 from __future__ import annotations
 
