@@ -318,24 +318,31 @@ def test_kernels_share_the_cores_only_for_wide_steps(monkeypatch):
 
 def test_kernel_heavy_steps_share_the_cores_even_beside_spinning_threads(monkeypatch):
     """Where OpenMP's idle threads spin, a step's kernels get Numba's threads only when they
-    weigh against its products (kernel_share, ops weighted by cost) and the step is wide: the
-    layer-norm LSTM's do at H=256, B=64, the LSTM's and the GRU's do not."""
+    weigh against its products (kernel_share) and the step is wide: the layer-norm LSTM's
+    training forward and backward do at H=256, B=64, its inference and the LSTM's and GRU's
+    kernels do not (as measured: see runtime.KERNEL_HEAVY)."""
     from rnncc.backends.cpu import runtime, threads
     monkeypatch.setattr(threads, "_shared", False)
     sizes = {"I": 256, "H": 256}
-    shares = {name: {d: runtime.kernel_share(p, sizes)
-                     for d, p in rnncc.load(name).compiled_plans().items()}
-              for name in ("lstm", "gru", "lnlstm")}
-    for name, want in (("lstm", 1), ("gru", 1), ("lnlstm", 2)):
-        for direction, share in shares[name].items():
-            assert runtime.kernel_threads(64, sizes, 2, share) == want, (name, direction, share)
-    assert runtime.kernel_threads(16, sizes, 2, shares["lnlstm"]["forward"]) == 1   # narrow
-    # the share by hand for the lstm forward: 4 gates' products, H*H multiply-adds each, and
-    # its kernel's elements at their costs
-    lstm = rnncc.load("lstm").compiled_plans()["forward"]
-    (kernel,) = [s for s in lstm.phases["per_step"] if s.kind == "kernel"]
-    by_hand = sum(runtime.OP_COST.get(op.op, 1) * 256 for op in kernel.ops) / (4 * 256 * 256)
-    assert shares["lstm"]["forward"] == pytest.approx(by_hand)
+    want = {"lstm": {"forward": 1, "backward": 1, "infer": 1},
+            "gru": {"forward": 1, "backward": 1, "infer": 1},
+            "lnlstm": {"forward": 2, "backward": 2, "infer": 1}}
+    shares = {}
+    for name, directions in want.items():
+        plans = rnncc.load(name).compiled_plans()
+        for direction, threads_wanted in directions.items():
+            shares[name, direction] = share = runtime.kernel_share(plans[direction], sizes)
+            assert runtime.kernel_threads(64, sizes, 2, share) == threads_wanted, \
+                (name, direction, share)
+    assert runtime.kernel_threads(16, sizes, 2, shares["lnlstm", "forward"]) == 1   # narrow
+    # the share by hand for the lstm's inference: 4 gates' products, H*H multiply-adds each;
+    # its kernel's 5 fastmath calls and other ops per element, and its 2 stored outputs
+    infer = rnncc.load("lstm").compiled_plans()["infer"]
+    (kernel,) = [s for s in infer.phases["per_step"] if s.kind == "kernel"]
+    calls = sum(op.op in ("sigmoid", "tanh") for op in kernel.ops)
+    assert calls == 5 and len(kernel.outputs) == 2
+    by_hand = (8 * calls + (len(kernel.ops) - calls) + 4 * 2) * 256 / (4 * 256 * 256)
+    assert shares["lstm", "infer"] == pytest.approx(by_hand)
 
 
 def test_rnncc_leaves_the_openmp_policy_to_the_process():

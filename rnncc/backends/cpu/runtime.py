@@ -74,14 +74,17 @@ PARALLEL_MIN_WORK = 4096
 
 # Where OpenMP's idle threads spin (its default, and torch's), Numba's threads take cores from
 # BLAS's between kernels: a loss for steps that are mostly product, a gain for steps whose
-# kernels weigh (kernel_share below). Measured on 2 cores (AMD EPYC), a training step beside
-# torch at T=100 (bench/RESULTS.md, 2026-11-29), kernels on 1 thread -> on 2 in the directions
-# whose share reaches the threshold: lstm H=256 B=64 (shares forward 0.051, backward 0.026),
-# both directions on 2 threads: 108 -> 135 ms (gru, rnn alike: 82 -> 102, 49 -> 53); lstm H=128
-# (0.102, 0.053): backward on 2, 42 -> 45, forward on 2, 43 -> 43; layer-norm LSTM H=512 B=128
-# (0.057) 452 -> 448; H=256 B=64 (0.114) 194 -> 154; H=128 B=64 (0.228) 100 -> 71; H=256 B=16
-# (rows x width 4096) 67 -> 67. Set from these alone: one machine class, five cells' shapes.
-KERNEL_HEAVY = 0.1
+# kernels weigh (kernel_share below). Measured on 2 cores (AMD EPYC), kernels on 1 thread ->
+# on 2 (bench/RESULTS.md, 2026-11-29). A training step beside torch, T=100, both directions
+# on 2: lstm H=256 B=64 (shares forward 0.078, backward 0.046) 108 -> 135 ms; gru 82 -> 102;
+# rnn 49 -> 53; layer-norm LSTM H=512 B=128 (0.106, 0.086) 452 -> 448; H=256 B=16 (rows x
+# width 4096) 67 -> 67. rnncc.RNN alone, T=100, B=64, per direction: layer-norm LSTM H=256
+# forward (0.211) 80.5 -> 51.5, backward (0.172) 90 -> 80, inference (0.121) 35 -> 40; H=128
+# forward (0.423) 39 -> 24, backward (0.345) 46 -> 36, inference (0.243) 16 -> 16; lstm H=128
+# forward (0.156) 15 -> 15, inference (0.117) 10 -> 15, and its backward (0.092) slower after
+# a forward on 2 (the idle threads then spin through it). Set from these alone: one machine
+# class, five cells' shapes.
+KERNEL_HEAVY = 0.165
 SPINNING_MIN_WORK = 8192
 
 
@@ -103,23 +106,29 @@ def kernel_threads(B: int, sizes: dict, available: int, kernel_share: float = 0.
 
 # An op's cost per element in a kernel, in simple arithmetic ops (multiply-add, compare): the
 # fastmath functions are polynomials (about 8 vector ops each, fastmath.py), a division or a
-# square root a few; anything else one.
+# square root a few; anything else one. A stored element (a kernel output: what a training
+# forward keeps for backward, a gradient) is a write to memory, which costs the loop more than
+# arithmetic: an inference kernel, which stores little, gained nothing from a second thread.
 OP_COST = {**{f: 8 for f in fastmath.FUNCTIONS[np.dtype(np.float32)]}, "div": 4, "sqrt": 4}
+STORE_COST = 4
 
 
 def kernel_share(plan, sizes: dict) -> float:
-    """A plan's per-step kernel work per row (its ops' elements, weighted by OP_COST) over its
-    per-step product work per row (multiply-adds): how much of a step the kernels are."""
-    elements, products = 0, 0
+    """A plan's per-step kernel work per row (its ops' elements weighted by OP_COST, and its
+    stored elements by STORE_COST) over its per-step product work per row (multiply-adds):
+    how much of a step the kernels are."""
+    def elements(shape) -> int:
+        return int(np.prod([dim_size(d, sizes) for d in shape]))
+
+    work, products = 0, 0
     for step in plan.phases["per_step"]:
         if step.kind == "gemm":
             (_, k), (_, n) = step.shape
             products += dim_size(k, sizes) * dim_size(n, sizes)
         else:
-            for op in step.ops:
-                elements += OP_COST.get(op.op, 1) * int(np.prod([dim_size(d, sizes)
-                                                                 for d in op.shape]))
-    return elements / products if products else float("inf")
+            work += sum(OP_COST.get(op.op, 1) * elements(op.shape) for op in step.ops)
+            work += sum(STORE_COST * elements(plan.buffers[out].shape) for out in step.outputs)
+    return work / products if products else float("inf")
 
 
 def masked_leaves(plan) -> set:
