@@ -62,8 +62,12 @@ class FunctionPrinter:
             return f"dtype({dim_expr(attrs['dim'])})"
         raise NotImplementedError(f"constant {op}")
 
+    def flags(self) -> list[str]:
+        """Scalar arguments after the row lengths that a target's functions take."""
+        return []
+
     def arguments_text(self) -> str:
-        return ", ".join(["T", "B", "lengths"] + [f"d_{d}" for d in self.dims]
+        return ", ".join(["T", "B", "lengths", *self.flags()] + [f"d_{d}" for d in self.dims]
                          + [a.name for a in self.layout.arguments])
 
     def base(self, b: Buffer, t: str | None) -> tuple[str, str]:

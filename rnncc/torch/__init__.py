@@ -123,7 +123,15 @@ def _backward_impl(unit_id: int, handle: torch.Tensor, dys: torch.Tensor,
     grads). x, the call's input, is read for nothing but its shape; it makes these gradients
     depend on x, so that differentiating them reaches the clear refusal below. inputs=False:
     nobody wants dx (x is data, not an activation), so its work is skipped and dx is zeros
-    that autograd drops."""
+    that autograd drops (an operator returns a tensor)."""
+    dx, dstates, dparams = _backward(unit_id, handle, dys, dfinals, inputs)
+    return (torch.zeros(x.shape, dtype=x.dtype) if dx is None else dx), dstates, dparams
+
+
+def _backward(unit_id: int, handle: torch.Tensor, dys: torch.Tensor,
+              dfinals: list[torch.Tensor], inputs: bool):
+    """(dx, initial-state grads, parameter grads) of the call whose tape `handle` names; dx is
+    None where not wanted (inputs=False)."""
     unit = _UNITS[unit_id]
     if int(handle) not in _TAPES:
         raise RuntimeError("rnncc.torch.RNN: this call kept no tape (it ran without gradients "
@@ -134,8 +142,8 @@ def _backward_impl(unit_id: int, handle: torch.Tensor, dys: torch.Tensor,
         {s: d.detach().contiguous().numpy() for s, d in zip(cell.states, dfinals)},
         inputs=inputs)
     # the tape is read, never written: backward may run again (retain_graph=True)
-    dx = torch.zeros(x.shape, dtype=x.dtype) if dx is None else torch.from_numpy(dx)
-    return (dx, [torch.from_numpy(dstate[s]) for s in cell.states],
+    return (None if dx is None else torch.from_numpy(dx),
+            [torch.from_numpy(dstate[s]) for s in cell.states],
             [torch.from_numpy(dparams[p]) for p in cell.params])
 
 
@@ -198,7 +206,7 @@ class _EagerForward(torch.autograd.Function):
             grads = _EagerBackward.apply(ctx.unit_id, handle, dys, x, inputs, *dfinals)
             dx, rest = grads[0], grads[1:]
         else:
-            dx, dstates, dparams = _backward_impl(ctx.unit_id, handle, dys, dfinals, x, inputs)
+            dx, dstates, dparams = _backward(ctx.unit_id, handle, dys, dfinals, inputs)
             rest = (*dstates, *dparams)
         return None, None, None, dx if inputs else None, None, *rest
 

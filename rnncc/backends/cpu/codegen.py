@@ -86,12 +86,11 @@ class CpuPrinter(FunctionPrinter):
             return f"np.ascontiguousarray({array})"
         return array
 
-    def arguments_text(self) -> str:
-        """A backward function's first arguments are T, B, lengths and `inputs`: whether the
-        caller wants the input gradients (the first layer of a model rarely does: its input
-        is data), else their GEMMs are skipped."""
-        text = super().arguments_text()
-        return text.replace("lengths", "lengths, inputs", 1) if self.skips_inputs else text
+    def flags(self) -> list[str]:
+        """A backward function takes `inputs`: whether the caller wants the input gradients
+        (the first layer of a model rarely does: its input is data), else their GEMMs are
+        skipped."""
+        return ["inputs"] if self.skips_inputs else []
 
     @property
     def skips_inputs(self) -> bool:
