@@ -1,6 +1,7 @@
 """Where a cpu-target forward spends its time: GEMMs against kernels.
 
-Takes the generated `infer` function of a cell (what an eval-mode layer runs), compiles two
+Takes the generated `infer` function of a cell (what an eval-mode layer runs; its serial twin
+where the kernels get one thread, as the runtime chooses), compiles two
 variants of its source beside it, one without the np.dot lines and one without the row loops
 (kernels and the carry), and times the three on the same arrays, interleaved, medians. The
 variants compute nonsense; only their time means something.
@@ -24,6 +25,7 @@ import numpy as np  # noqa: E402
 
 import rnncc  # noqa: E402
 from rnncc.backends.cpu.runtime import kernel_threads  # noqa: E402
+from rnncc.backends.cpu.threads import SERIAL  # noqa: E402
 from rnncc.plan.interpret import forward_leaves  # noqa: E402
 from rnncc.runtime.arguments import check_forward  # noqa: E402
 
@@ -55,7 +57,13 @@ def main(argv=None) -> int:
     unit = layer._units[0][0]   # the one layer, one direction
     compiled = unit._compiled
     source = compiled.source
-    start = source.rindex("@njit", 0, source.index("def infer("))
+    call = check_forward(layer.cell, unit.params, x, None, None)
+    import numba
+    threads = kernel_threads(B, call.sizes, numba.get_num_threads(),
+                             compiled._kernel_share("infer", call.sizes))
+    # the function the layer runs: the parallel one, or its serial twin for one thread
+    name = "infer" if threads > 1 or f"def infer{SERIAL}(" not in source else f"infer{SERIAL}"
+    start = source.rindex("@njit", 0, source.index(f"def {name}("))
     end = source.find("\n\n\n@njit", start)
     function = source[start:end if end > 0 else len(source)]
     lines = function.split("\n")
@@ -64,7 +72,7 @@ def main(argv=None) -> int:
                                               "for tb in prange(T * B)")),
                 "kernels only": "\n".join(line for line in lines if "np.dot" not in line)}
     text = source[:source.index("@njit")] + "\n\n".join(
-        body.replace("def infer(", f"def variant{k}(").replace("cache=True", "cache=False")
+        body.replace(f"def {name}(", f"def variant{k}(").replace("cache=True", "cache=False")
         for k, body in enumerate(variants.values()))
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(text)
@@ -75,15 +83,13 @@ def main(argv=None) -> int:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
 
-    call = check_forward(layer.cell, unit.params, x, None, None)
     plan = compiled.plans["infer"]
     bound = compiled._masked(plan, forward_leaves(plan, call.params, call.xs, call.state), call)
     arrays = compiled._arrays("infer", bound, call.sizes, T, B, False, None,
                               unit._packed_now())
     fn_args = [T, B, np.full(B, T, np.int64), *(call.sizes[d] for d in layer.cell.dims),
                *(arrays[a.name] for a in compiled.layouts["infer"].arguments)]
-    import numba
-    numba.set_num_threads(kernel_threads(B, call.sizes, numba.get_num_threads()))
+    numba.set_num_threads(threads)
     functions = {name: getattr(module, f"variant{k}") for k, name in enumerate(variants)}
     functions["layer(x)"] = lambda *_: layer(x)
     times = {name: [] for name in functions}

@@ -13,6 +13,7 @@ workers together use the cores a single layer's small GEMMs would leave idle.
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -28,9 +29,14 @@ class Task:
     priority: tuple = ()                # smaller first among ready tasks
 
 
+@functools.lru_cache(maxsize=1)   # os.cpu_count() reads the system's files: 6 us, every call
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
 def cores() -> int:
     """The threads rnncc may use: Numba's thread count (NUMBA_NUM_THREADS, default all cores)."""
-    return max(1, min(numba.config.NUMBA_NUM_THREADS, os.cpu_count() or 1))
+    return max(1, min(numba.config.NUMBA_NUM_THREADS, _cpu_count()))
 
 
 _concurrent: bool | None = None
