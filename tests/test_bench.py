@@ -138,3 +138,10 @@ def test_compile_benchmark_runs(capsys):
     assert out[0].startswith("| cell | cold: infer s |") and out[2].startswith("| rnn |")
     cells = [float(v) for v in out[2].strip("|").split("|")[1:]]
     assert all(v > 0 for v in cells) and cells[4] < cells[3]   # loading beats compiling
+
+
+def test_kernel_threads_bench_runs(capsys):
+    bench = script("kernel_threads")
+    assert bench.main(["--cells", "lnlstm", "--configs", "3,2,4", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("| lnlstm | 3, 2, 4 |") == 3   # forward, backward, inference
