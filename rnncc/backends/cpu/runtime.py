@@ -227,11 +227,11 @@ class Compiled:
         return arrays
 
     def _call(self, direction: str, args, sizes, T, B, lengths, threads=None,
-              inputs: bool = True) -> None:
+              flags: tuple = ()) -> None:
         """Call the generated function on `args` (its array arguments, in order). threads:
-        Numba threads for the kernels (default: kernel_threads' choice); inputs: whether
-        backward computes the input gradients."""
-        flags = (inputs,) if direction == "backward" else ()
+        Numba threads for the kernels (default: kernel_threads' choice); flags: the scalar
+        arguments after the lengths the function takes (the printer's flags(): backward's
+        `inputs`)."""
         all_args = (T, B, lengths, *flags, *(sizes[d] for d in self.cell.dims), *args)
         previous = numba.get_num_threads()
         threads = threads or kernel_threads(B, sizes, previous,
@@ -344,7 +344,7 @@ class _PiecedRun:
         self._args = [self.arrays[a.name] for a in compiled.layouts[direction].arguments]
         self._axes = compiled.time_axes[direction]
 
-    inputs = True   # backward: whether it computes the input gradients
+    flags: tuple = ()   # the function's flag arguments (backward: inputs)
 
     def _run_piece(self, t0: int, t1: int, threads: int | None) -> bool:
         """Call the function on steps t0 .. t1-1; False where there was nothing to run (an
@@ -361,7 +361,7 @@ class _PiecedRun:
                     for a, axis in zip(self._args, self._axes)]
             lengths = np.clip(self.lengths - t0, 0, t1 - t0)
         self.compiled._call(self.direction, args, self.call.sizes, t1 - t0, B, lengths, threads,
-                            self.inputs)
+                            self.flags)
         return True
 
     def _leaf_array(self, kind: str, name: str) -> np.ndarray:
@@ -433,7 +433,8 @@ class BackwardRun(_PiecedRun):
         super().__init__(compiled, "backward", call,
                          backward_leaves(plan, tape, call.params, call.xs, dys, dfinal),
                          workspace, packed)
-        self.inputs = inputs
+        self.inputs = inputs   # whether it computes the input gradients
+        self.flags = (inputs,)
         self.done = call.T   # steps done .. T-1 have run
         self._dparams: dict | None = None
 
