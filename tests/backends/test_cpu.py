@@ -224,12 +224,10 @@ def test_a_second_process_loads_the_compiled_cell_from_the_disk_cache(tmp_path):
                            env=env, timeout=600) for _ in range(2)]
     for run in runs:
         assert run.returncode == 0, run.stderr
-    (cold, cold_hits), (warm, warm_hits) = [map(float, r.stdout.split()) for r in runs]
+    (_, cold_hits), (_, warm_hits) = [map(float, r.stdout.split()) for r in runs]
+    # Numba's own count of functions loaded from its cache: none in the first process, the one
+    # called in the second (how long each took is bench/compile.py's business)
     assert cold_hits == 0 and warm_hits >= 1
-    # measured on this machine class: about 8 s cold, 0.7-0.9 s warm, nearly all of it Numba's
-    # one-time start (SciPy's BLAS import, its typing registries); a second cell in the same
-    # process loads in 0.07 s. A ratio is what holds on a loaded machine.
-    assert warm < cold / 4, (cold, warm)
     assert any(path.suffix == ".py" for path in tmp_path.iterdir())
 
 

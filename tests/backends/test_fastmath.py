@@ -99,6 +99,37 @@ def test_a_loop_over_it_vectorizes(name, dtype):
     assert widths and max(widths) >= 2, f"no vector of {scalar} in the loop over {name}"
 
 
+def _every_function_twice(dtype):
+    """A loop like a fused kernel's: each function called at two places (an lstm's kernel
+    calls tanh twice, sigmoid three times)."""
+    fs = fastmath.FUNCTIONS[np.dtype(dtype)]
+    exp, expm1, log, log1p = fs["exp"], fs["expm1"], fs["log"], fs["log1p"]
+    sigmoid, tanh, softplus = fs["sigmoid"], fs["tanh"], fs["softplus"]
+
+    @njit(**fastmath.CALLER_OPTIONS)
+    def kernel(a, out):
+        for i in range(a.size):
+            x = a[i]
+            y = (exp(x) + expm1(x) + log(x) + log1p(x) + sigmoid(x) + tanh(x) + softplus(x))
+            out[i] = y * (exp(y) + expm1(y) + log(y) + log1p(y) + sigmoid(y) + tanh(y)
+                          + softplus(y))
+    return kernel
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_every_call_is_inlined_in_a_loop_that_calls_it_twice(dtype):
+    """LLVM's own cost model declines to inline a function called at several places (tanh32,
+    twice in an lstm's kernel: its loop stayed scalar and ran 3x slower); forceinline makes it."""
+    kernel = _every_function_twice(dtype)
+    x = np.full(64, 0.5, dtype)
+    kernel(x, np.empty_like(x))
+    llvm = "\n".join(kernel.inspect_llvm().values())
+    called = set(re.findall(r"call [^@\n]*@(\S*3cpu8fastmath\S*?)\(", llvm))
+    assert not called, f"not inlined: {called}"
+    scalar = "float" if dtype == np.float32 else "double"
+    assert re.search(rf"<(\d+) x {scalar}>", llvm), f"no vector of {scalar} in the loop"
+
+
 @njit(**fastmath.CALLER_OPTIONS)   # as a generated kernel calls it
 def _row_sum32(a, start, n, out):
     out[0] = fastmath.row_sum32(a, start, n)
