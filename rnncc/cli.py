@@ -1,4 +1,5 @@
-"""The `rnncc` command: show a cell's graph, run a cell on random data.
+"""The `rnncc` command: show a cell's graph, run a cell on random data, check its gradients,
+compile it ahead of time, and show or empty the compiled-code cache.
 
 Exit codes: 0 success, 1 a bad spec or a failed run (message on stderr), 2 bad usage.
 """
@@ -24,6 +25,8 @@ from .passes import PASS_NAMES
 from .runtime.cell import STAGES
 from .runtime import load, shipped
 from .runtime.gradcheck import check_gradients, default_sizes, random_problem
+from .runtime.precompile import precompile
+from .backends import disk_cache
 
 # option names a dimension cannot take as --NAME (use --dims NAME=N for those)
 _RUN_OPTIONS = {"T", "B", "dims", "seed", "dtype", "target", "ragged", "repeat", "help", "h"}
@@ -171,6 +174,61 @@ def _run(args, extra, parser) -> int:
     return 0
 
 
+def _names(choices, what: str):
+    """An argparse type: a comma-separated list of some of `choices`."""
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        wrong = [n for n in names if n not in choices]
+        if not names or wrong:
+            raise argparse.ArgumentTypeError(
+                f"expected {what} from {', '.join(choices)} (comma-separated), got {text!r}")
+        return names
+    return parse
+
+
+def _compile(args, extra, parser) -> int:
+    rows, start = [], time.perf_counter()
+    for spec in args.spec:
+        cell = _open(spec)
+        for event in precompile(cell, args.dtype, args.target):
+            function = f"{event.function} ({event.variant})" if event.variant else event.function
+            rows.append((cell.name, event.dtype, event.target, function,
+                         f"{event.seconds:.2f}", "loaded" if event.cached else "compiled"))
+    _table(("cell", "dtype", "target", "function", "seconds", ""), rows)
+    print(f"{len(rows)} functions in {time.perf_counter() - start:.1f} s; "
+          f"cache: {disk_cache.cache_dir()}")
+    return 0
+
+
+def _table(header, rows) -> None:
+    widths = [max(len(str(v)) for v in column) for column in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def _cache(args, extra, parser) -> int:
+    directory = disk_cache.cache_dir()
+    if args.action == "clear":
+        removed, size = disk_cache.clear(directory)
+        print(f"removed {removed} generated modules and their compiled code "
+              f"({_megabytes(size)}) from {directory}")
+        return 0
+    found = disk_cache.modules(directory)
+    print(f"cache: {directory} (RNNCC_CACHE_DIR moves it)")
+    compiled = sum(len(m.compiled) for m in found)
+    print(f"{len(found)} generated modules, {compiled} compiled functions, "
+          f"{_megabytes(sum(m.bytes for m in found))}")
+    if found:
+        _table(("module", "target", "dtype", "compiled functions"),
+               [(m.path.name, m.target, m.dtype,
+                 ", ".join(sorted(m.compiled)) or "-") for m in found])
+    return 0
+
+
 def _common_options(command: argparse.ArgumentParser, T: int, B: int, target: str) -> None:
     """What `run` and `check` both take: the spec, sizes, sequence shape, seed and target."""
     command.add_argument("spec", metavar="SPEC", help="a .cell file, or a shipped spec's name")
@@ -223,6 +281,28 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--ragged", action="store_true",
                        help="give the rows different lengths (row 0 runs all T steps)")
     check.set_defaults(func=_check, subparser=check)
+
+    compile_ = commands.add_parser(
+        "compile", help="compile cells ahead of time into the cache",
+        description="Compile every function of each cell (forward, backward, infer; on the "
+        "cpu target each in its threaded and one-thread variants) for the given dtypes and "
+        "targets, into the disk cache, so later processes load them instead of compiling. "
+        "Prints what it compiled (or found compiled) and how long each took.",
+        epilog="example: rnncc compile specs/lstm.cell gru --dtype float32,float64")
+    compile_.add_argument("spec", metavar="SPEC", nargs="+",
+                          help="a .cell file, or a shipped spec's name")
+    compile_.add_argument("--dtype", type=_names(["float32", "float64"], "dtypes"),
+                          default=["float32"], help="float32 (default), float64 or both")
+    compile_.add_argument("--target", type=_names(["cpu", "cuda"], "targets"),
+                          default=["cpu"], help="cpu (default), cuda or both")
+    compile_.set_defaults(func=_compile, subparser=compile_)
+
+    cache = commands.add_parser(
+        "cache", help="show or empty the cache of compiled cells",
+        description="info: where the cache is, and the generated modules and compiled "
+        "functions in it; clear: remove them (only rnncc's files).")
+    cache.add_argument("action", choices=["info", "clear"])
+    cache.set_defaults(func=_cache, subparser=cache)
     return parser
 
 

@@ -67,8 +67,10 @@ def test_run_compiles_by_default_and_times_the_first_call_apart(capsys, tmp_path
     assert len(first) == 1 and "the first call" in first[0]
     assert len(timed) == 1 and "median of 3 calls after the first" in timed[0]
     lines = err.splitlines()
-    assert "rnncc: compiling fresh: infer, float32, cpu target ..." in lines
-    done = [line for line in lines if line.startswith("rnncc: compiled fresh: infer, float32")]
+    # (the one-thread variant: a small call's kernels run on the calling thread)
+    assert "rnncc: compiling fresh: infer (one thread), float32, cpu target ..." in lines
+    done = [line for line in lines
+            if line.startswith("rnncc: compiled fresh: infer (one thread), float32")]
     assert len(done) == 1 and done[0].endswith(" s")
     seconds = float(done[0].rsplit(" ", 2)[-2])
     # compiling is part of the first call (the log prints tenths of a second)
@@ -78,7 +80,8 @@ def test_run_compiles_by_default_and_times_the_first_call_apart(capsys, tmp_path
                             "--H", "4", "--T", "6"], capture_output=True, text=True,
                            timeout=300, env={**os.environ, "RNNCC_CACHE_DIR": str(tmp_path)})
     assert again.returncode == 0, again.stderr
-    assert "rnncc: loaded fresh: infer, float32, cpu target, from the disk cache" in again.stderr
+    assert ("rnncc: loaded fresh: infer (one thread), float32, cpu target, from the disk cache"
+            in again.stderr)
 
 
 def test_compilations_are_logged(caplog, tmp_path, monkeypatch):
@@ -94,7 +97,9 @@ def test_compilations_are_logged(caplog, tmp_path, monkeypatch):
         ("logged", "infer", "float64", "cpu", "start"), ("logged", "infer", "float64", "cpu",
                                                          "done")]
     assert events[1].seconds > 0 and not events[1].cached
-    assert caplog.records[1].getMessage().startswith("compiled logged: infer, float64, cpu")
+    assert events[1].variant == "one thread"
+    assert caplog.records[1].getMessage().startswith(
+        "compiled logged: infer (one thread), float64, cpu")
 
 
 def test_commands_print_the_specs_lint_warnings(capsys, tmp_path):

@@ -31,9 +31,11 @@ class CompileEvent:
     phase: str           # "start" or "done"
     seconds: float = 0.0
     cached: bool = False  # done: loaded from the disk cache rather than compiled
+    variant: str = ""     # where a function comes in variants: which ("one thread", "threads")
 
     def describe(self) -> str:
-        what = f"{self.cell}: {self.function}, {self.dtype}, {self.target} target"
+        function = f"{self.function} ({self.variant})" if self.variant else self.function
+        what = f"{self.cell}: {function}, {self.dtype}, {self.target} target"
         if self.phase == "start":
             return f"compiling {what} ..."
         if self.cached:
@@ -42,13 +44,14 @@ class CompileEvent:
 
 
 @contextmanager
-def compiling(cell: str, function: str, dtype, target: str, cached=lambda: False):
+def compiling(cell: str, function: str, dtype, target: str, cached=lambda: False,
+              variant: str = ""):
     """Log the start and the end of a compilation; `cached()` (asked at the end) says whether
     the code came from the disk cache."""
-    event = CompileEvent(cell, function, str(dtype), target, "start")
+    event = CompileEvent(cell, function, str(dtype), target, "start", variant=variant)
     log.info(event.describe(), extra={"rnncc_compile": event})
     start = time.perf_counter()
     yield
     done = CompileEvent(cell, function, str(dtype), target, "done",
-                        time.perf_counter() - start, bool(cached()))
+                        time.perf_counter() - start, bool(cached()), variant)
     log.info(done.describe(), extra={"rnncc_compile": done})

@@ -17,7 +17,7 @@ import numpy as np
 from numba import cuda, types
 
 import rnncc
-from rnncc.backends.cpu.runtime import load
+from rnncc.backends.disk_cache import load
 from rnncc.backends.cuda.codegen import generate
 from rnncc.plan.layout import ArgKind
 

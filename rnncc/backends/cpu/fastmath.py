@@ -281,3 +281,9 @@ FUNCTIONS = {
     np.dtype(np.float64): {"exp": exp64, "expm1": expm1_64, "log": log64, "log1p": log1p64,
                            "sigmoid": sigmoid64, "tanh": tanh64, "softplus": softplus64},
 }
+
+
+def compiled() -> list:
+    """Every Numba function here (the disk cache holds their machine code)."""
+    from numba.core.registry import CPUDispatcher
+    return [f for f in globals().values() if isinstance(f, CPUDispatcher)]

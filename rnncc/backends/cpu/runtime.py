@@ -1,19 +1,11 @@
-"""Compiling generated modules (with a disk cache) and calling them.
+"""Compiling generated modules and calling them.
 
-Numba cannot cache functions made by exec() from a string (numba issue 3501), so the generated
-source is written to a real file in the cache directory, named by a hash of everything that
-decides the compiled code: the source, the fastmath module it imports, and the versions of
-rnncc, Numba and numpy. Numba's own cache (cache=True) keeps the machine code beside it, so a
-second process loads a compiled cell instead of compiling it. RNNCC_CACHE_DIR moves the cache
-(default ~/.cache/rnncc).
+The generated source goes through the disk cache (rnncc/backends/disk_cache.py): a real file
+Numba can cache machine code beside, so a second process loads a compiled cell instead of
+compiling it.
 """
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import os
-import sys
-from pathlib import Path
 
 import numba
 import numpy as np
@@ -24,47 +16,26 @@ from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
 from ...plan.layout import ident
 from ...plan.plan import Role, Rows
 from ..binding import bind
+from ..disk_cache import forget_cached, load
 from ..compile_log import compiling
 from . import fastmath, threads
 from .codegen import generate
 from .threads import SERIAL
 
 
-def cache_dir() -> Path:
-    path = Path(os.environ.get("RNNCC_CACHE_DIR", Path.home() / ".cache" / "rnncc"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _fingerprint(source: str) -> str:
-    from ...version import __version__
-    h = hashlib.sha256()
-    for part in (source, Path(fastmath.__file__).read_text(), __version__, numba.__version__,
-                 np.__version__):
-        h.update(part.encode())
-    return h.hexdigest()[:24]
-
-
-def load(source: str):
-    """Import generated `source` from its file in the cache (writing the file if new)."""
-    key = _fingerprint(source)
-    name = f"rnncc_cell_{key}"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = cache_dir() / f"{name}.py"
-    if not path.exists():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(source)
-        os.replace(tmp, path)  # atomic: another process may be writing the same file
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]  # never hand out a half-imported module
-        raise
-    return module
+def compile_past_damage(fn, types) -> None:
+    """fn.compile(types), where Numba's disk cache may hold damaged files. Numba unpickles
+    them without a check of its own: a truncated one (a full disk, a killed copy) raises. Then
+    the function's cached code, else that of the fastmath functions it calls (their cache is
+    Numba's too), is removed and the compile tried again; an error with nothing left to remove
+    is a real one."""
+    while True:
+        try:
+            fn.compile(types)
+            return
+        except Exception:
+            if not forget_cached(fn) and not any([forget_cached(f) for f in fastmath.compiled()]):
+                raise
 
 
 # Rows x widest dimension below which a kernel runs on the calling thread alone: waking Numba's
@@ -169,6 +140,9 @@ class Compiled:
                           for d, layout in self.layouts.items()}  # for runs in pieces
         self.module = load(self.source)
         self._ready: set = set()   # the functions known compiled
+        # compile a function's parallel and one-thread variants alike at its first call, not
+        # only the one the call runs (ahead-of-time compiling: rnncc.runtime.precompile)
+        self.every_variant = False
         self._shares: dict = {}    # (direction, sizes) -> kernel_share
 
     # -- arrays ---------------------------------------------------------------------------------------
@@ -237,6 +211,9 @@ class Compiled:
         threads = threads or kernel_threads(B, sizes, previous,
                                             self._kernel_share(direction, sizes))
         serial = getattr(self.module, direction + SERIAL, None)
+        if self.every_variant and serial is not None:
+            self._compile(direction, getattr(self.module, direction), all_args)
+            self._compile(direction, serial, all_args)
         if threads == 1 and serial is not None:
             self._compile(direction, serial, all_args)
             serial(*all_args)
@@ -265,9 +242,12 @@ class Compiled:
         if not fn.signatures:
             types = tuple(fn.typeof_pyval(a) for a in args)
             hits = sum(fn.stats.cache_hits.values())
-            with compiling(self.cell.name, direction, self.dtype, "cpu",
+            variant = ""   # a function with kernels comes twice (codegen.py): say which
+            if hasattr(self.module, direction + SERIAL):
+                variant = "one thread" if fn.__name__.endswith(SERIAL) else "threads"
+            with compiling(self.cell.name, direction, self.dtype, "cpu", variant=variant,
                            cached=lambda: sum(fn.stats.cache_hits.values()) > hits):
-                fn.compile(types)
+                compile_past_damage(fn, types)
         self._ready.add(fn)
 
     def _whole(self, direction: str, arrays: dict, name: str, sizes) -> np.ndarray:

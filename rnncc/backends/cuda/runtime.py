@@ -20,7 +20,8 @@ from ...plan.layout import ArgKind, buffer_shape, ident
 from ...plan.plan import Rows
 from ..binding import bind
 from ..compile_log import compiling
-from ..cpu.runtime import load, masked_leaves, whole
+from ..cpu.runtime import masked_leaves, whole
+from ..disk_cache import load
 from . import device, transfer
 from .codegen import generate, launch_shape
 

@@ -1,0 +1,156 @@
+"""The disk cache of generated modules and their machine code.
+
+Numba cannot cache functions made by exec() from a string (numba issue 3501), so a generated
+module is written to a real file in the cache directory, named by a hash of everything that
+decides the compiled code: the source, the fastmath module it imports, and the versions of
+rnncc, Numba and numpy. Numba's own cache (cache=True) keeps the machine code beside it, in
+__pycache__ (or under NUMBA_CACHE_DIR where that is set), so a second process loads a compiled
+cell instead of compiling it. RNNCC_CACHE_DIR moves the cache (default ~/.cache/rnncc).
+
+Safe to share: processes compiling the same cell at once each write whole files and rename
+them into place (as Numba does), and a damaged file is found and rebuilt: a module whose text
+is not its source is rewritten here; a damaged machine-code file is removed and compiled again
+by the backend that reads it (forget_cached).
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib.util
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numba
+import numpy as np
+
+PREFIX = "rnncc_cell_"
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("RNNCC_CACHE_DIR", Path.home() / ".cache" / "rnncc"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _fingerprint(source: str) -> str:
+    from ..version import __version__
+    from .cpu import fastmath
+    h = hashlib.sha256()
+    for part in (source, Path(fastmath.__file__).read_text(), __version__, numba.__version__,
+                 np.__version__):
+        h.update(part.encode())
+    return h.hexdigest()[:24]
+
+
+def _holds(path: Path, source: str) -> bool:
+    """Whether the file at `path` is `source` (reading 10-100 KB once per cell and process)."""
+    try:
+        return path.read_text() == source
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def load(source: str):
+    """Import generated `source` from its file in the cache (writing the file if new)."""
+    name = PREFIX + _fingerprint(source)
+    if name in sys.modules:
+        return sys.modules[name]
+    path = cache_dir() / f"{name}.py"
+    if not _holds(path, source):  # new, or damaged (truncated by a full disk, a killed copy)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(source)
+        os.replace(tmp, path)  # atomic: another process may be writing the same file
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]  # never hand out a half-imported module
+        raise
+    return module
+
+
+def forget_cached(fn) -> bool:
+    """Remove a Numba function's machine code from Numba's disk cache (its index and data
+    files); whether there was any. Numba writes each file whole (a temporary file, then a
+    rename), so only damage from outside leaves one unreadable."""
+    try:   # where Numba keeps it: beside the module, or under NUMBA_CACHE_DIR (its locators)
+        index = Path(fn._cache._cache_file._index_path)
+    except AttributeError:
+        return False
+    stem = index.name[:-len(".nbi")]
+    removed = False
+    for file in [index, *index.parent.glob(f"{glob.escape(stem)}.*.nbc")]:
+        try:
+            file.unlink()
+            removed = True
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+# -- what is in it (`rnncc cache info|clear`) ----------------------------------------------------
+
+@dataclass
+class Module:
+    """One generated module in the cache, and the machine code Numba keeps for it."""
+    path: Path
+    target: str                    # "cpu" or "cuda"
+    dtype: str
+    functions: list[str]           # the functions it defines
+    compiled: set[str] = field(default_factory=set)    # those with machine code on disk
+    files: list[Path] = field(default_factory=list)    # every file of it (module, caches)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files if f.exists())
+
+
+def _compiled_dirs(directory: Path) -> list[Path]:
+    """Where Numba keeps machine code for modules in `directory`: its __pycache__, and under
+    NUMBA_CACHE_DIR where that is set (one folder per source folder)."""
+    dirs = [directory / "__pycache__"]
+    if numba.config.CACHE_DIR:
+        dirs += [d for d in Path(numba.config.CACHE_DIR).glob("*") if d.is_dir()]
+    return [d for d in dirs if d.is_dir()]
+
+
+def modules(directory: Path | None = None) -> list[Module]:
+    """The generated modules in the cache, oldest first."""
+    directory = directory or cache_dir()
+    found = []
+    for path in sorted(directory.glob(f"{PREFIX}*.py"), key=lambda p: p.stat().st_mtime):
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        dtype = re.search(r"^dtype = np\.(\w+)$", text, re.M)
+        module = Module(path, "cuda" if "from numba import cuda" in text else "cpu",
+                        dtype.group(1) if dtype else "?",
+                        re.findall(r"^def (\w+)\(", text, re.M), files=[path])
+        for d in _compiled_dirs(directory):
+            for file in d.glob(f"{glob.escape(path.stem)}.*"):
+                module.files.append(file)
+                if file.suffix == ".nbi":   # Numba's index: NAME-LINE.TAG.nbi
+                    module.compiled.add(file.name[len(path.stem) + 1:].split("-")[0])
+        found.append(module)
+    return found
+
+
+def clear(directory: Path | None = None) -> tuple[int, int]:
+    """Remove every generated module and its machine code; (modules, bytes) removed. Only
+    rnncc's files: the folder may hold others."""
+    removed, size = 0, 0
+    for module in modules(directory):
+        size += module.bytes
+        for file in module.files:
+            try:
+                file.unlink()
+            except FileNotFoundError:
+                pass
+        removed += 1
+    return removed, size
