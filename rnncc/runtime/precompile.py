@@ -52,14 +52,14 @@ def precompile(cell, dtypes=("float32",), targets=("cpu",)) -> list[CompileEvent
     if not logger.isEnabledFor(logging.INFO):
         logger.setLevel(logging.INFO)
     try:
-        for target in targets:
-            backend = backends.get(target)
+        for name in targets:
+            backend = backends.get(name)
             for dtype in dtypes:
                 dtype = np.dtype(dtype)
                 if dtype not in (np.float32, np.float64):
                     raise ValueError(f"dtype {dtype.name}: cells compile for float32 and "
                                      f"float64")
-                _run_everything(cell, backend, dtype, target)
+                _run_everything(cell, backend, dtype, name)
     finally:
         logger.removeHandler(collect)
         logger.setLevel(level)
