@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import threading
@@ -190,7 +191,7 @@ def _compile(args, extra, parser) -> int:
     rows, start = [], time.perf_counter()
     for spec in args.spec:
         cell = _open(spec)
-        for event in precompile(cell, args.dtype, args.target):
+        for event in precompile(cell, args.dtype, args.target, jobs=args.jobs):
             function = f"{event.function} ({event.variant})" if event.variant else event.function
             rows.append((cell.name, event.dtype, event.target, function,
                          f"{event.seconds:.2f}", "loaded" if event.cached else "compiled"))
@@ -287,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compile every function of each cell (forward, backward, infer; on the "
         "cpu target each in its threaded and one-thread variants) for the given dtypes and "
         "targets, into the disk cache, so later processes load them instead of compiling. "
-        "Prints what it compiled (or found compiled) and how long each took.",
+        "Prints what it compiled (or found compiled) and how long each took; the seconds are "
+        "each compiling process's own, and they run --jobs at a time.",
         epilog="example: rnncc compile specs/lstm.cell gru --dtype float32,float64")
     compile_.add_argument("spec", metavar="SPEC", nargs="+",
                           help="a .cell file, or a shipped spec's name")
@@ -295,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
                           default=["float32"], help="float32 (default), float64 or both")
     compile_.add_argument("--target", type=_names(["cpu", "cuda"], "targets"),
                           default=["cpu"], help="cpu (default), cuda or both")
+    compile_.add_argument("--jobs", type=_positive_int, default=os.cpu_count() or 1,
+                          metavar="N", help="processes compiling at once (default: one per "
+                          "core); each takes a dtype, target and variant")
     compile_.set_defaults(func=_compile, subparser=compile_)
 
     cache = commands.add_parser(

@@ -5,28 +5,27 @@ run from a prepared image) loads them instead of compiling.
 A generated function takes one signature per dtype (its arrays are C-contiguous, in the
 module's dtype; sizes are arguments), so a two-step call on small random data compiles exactly
 what any later call runs. On the cpu target a function with kernels comes in two variants
-(threads, one thread: codegen.py); a call runs one, and here both are compiled.
+(threads, one thread: codegen.py) and a call runs one of them: here each variant gets a run.
+
+The runs are independent jobs (a dtype, a target, a variant), so they can compile in processes
+of their own at once (`jobs`): the disk cache is safe to fill from several processes, and the
+functions' seconds are each process's own.
 """
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager, nullcontext
+import multiprocessing
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 
 from .. import backends
-from ..backends.compile_log import CompileEvent
+from ..backends.compile_log import CompileEvent, log
 from .gradcheck import random_problem
 
-
-@contextmanager
-def _every_variant(compiled):
-    previous = compiled.every_variant
-    compiled.every_variant = True
-    try:
-        yield
-    finally:
-        compiled.every_variant = previous
+# the variants a target's functions come in (the cpu target's: backends/cpu/runtime.py)
+VARIANTS = {"cpu": ("threads", "one thread")}
 
 
 class _Collect(logging.Handler):
@@ -40,42 +39,66 @@ class _Collect(logging.Handler):
             self.events.append(event)
 
 
-def precompile(cell, dtypes=("float32",), targets=("cpu",)) -> list[CompileEvent]:
+def precompile(cell, dtypes=("float32",), targets=("cpu",), jobs: int = 1) -> list[CompileEvent]:
     """Compile (or load from the disk cache) every function of `cell` for each dtype and
-    target: forward (training), backward and infer. Returns the compile log's "done" events,
-    one per function: its seconds, and whether it came from the cache. A function this process
-    has compiled already (for this cell, or for another whose generated code is the same) is
-    ready, and not listed."""
+    target: forward (training), backward and infer, in each variant. Returns the compile log's
+    "done" events, one per function: its seconds, and whether it came from the cache. With
+    jobs > 1, that many processes compile at once. In this process, a function compiled already
+    (for this cell, or for another whose generated code is the same) is ready, and not listed."""
+    work = []
+    for name in targets:
+        backends.get(name)   # an unknown target: the error, before any work
+        for dtype in dtypes:
+            dtype = np.dtype(dtype)
+            if dtype not in (np.float32, np.float64):
+                raise ValueError(f"dtype {dtype.name}: cells compile for float32 and float64")
+            work += [(dtype.name, name, variant) for variant in VARIANTS.get(name, (None,))]
+    if jobs <= 1 or len(work) <= 1:
+        return [event for job in work for event in _job(cell, *job)]
+    # spawn, not fork: a forked copy of a process whose Numba threads have started can hang
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(work)), mp_context=context) as pool:
+        futures = [pool.submit(_job_in_process, cell.spec.source.text, *job) for job in work]
+        for future in as_completed(futures):   # this process's log shows them as they end
+            for event in future.result():
+                log.info(event.describe(), extra={"rnncc_compile": event})
+        return [event for future in futures for event in future.result()]
+
+
+def _job_in_process(spec_text: str, dtype: str, target: str, variant) -> list[CompileEvent]:
+    from .cell import compile as compile_cell
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the spec's lint warnings: the caller's process has them
+        cell = compile_cell(spec_text)
+    return _job(cell, dtype, target, variant)
+
+
+def _job(cell, dtype: str, target: str, variant) -> list[CompileEvent]:
+    """Run a small problem through infer, forward and backward: each compiles at its first
+    call (or loads from the disk cache), in the given variant."""
     logger = logging.getLogger("rnncc.compile")
     collect, level = _Collect(), logger.level
     logger.addHandler(collect)
     if not logger.isEnabledFor(logging.INFO):
         logger.setLevel(logging.INFO)
+    backend = backends.get(target)
+    compiled = backend.compiled(cell, dtype) if variant is not None else None
     try:
-        for name in targets:
-            backend = backends.get(name)
-            for dtype in dtypes:
-                dtype = np.dtype(dtype)
-                if dtype not in (np.float32, np.float64):
-                    raise ValueError(f"dtype {dtype.name}: cells compile for float32 and "
-                                     f"float64")
-                _run_everything(cell, backend, dtype, name)
+        if compiled is not None:
+            compiled.variant = variant
+        prob = random_problem(cell, T=2, B=2)
+
+        def cast(arrays: dict) -> dict:
+            return {k: v.astype(dtype) for k, v in arrays.items()}
+        x = prob.x_arg(cell)
+        x = cast(x) if isinstance(x, dict) else x.astype(dtype)
+        p, state = cast(prob.p), cast(prob.state)
+        cell.forward(p, x, state, target=target)                              # infer
+        cell.backward(p, x, prob.dys.astype(dtype), state, cast(prob.dfinal),  # forward, backward
+                      target=target)
     finally:
+        if compiled is not None:
+            compiled.variant = None
         logger.removeHandler(collect)
         logger.setLevel(level)
     return collect.events
-
-
-def _run_everything(cell, backend, dtype, target: str) -> None:
-    prob = random_problem(cell, T=2, B=2)
-    p = {k: v.astype(dtype) for k, v in prob.p.items()}
-    x = prob.x_arg(cell)
-    x = {k: v.astype(dtype) for k, v in x.items()} if isinstance(x, dict) else x.astype(dtype)
-    state = {k: v.astype(dtype) for k, v in prob.state.items()}
-    compiled = backend.compiled(cell, dtype) if hasattr(backend, "compiled") else None
-    variants = (_every_variant(compiled) if hasattr(compiled, "every_variant")
-                else nullcontext())
-    with variants:
-        cell.forward(p, x, state, target=target)                        # infer
-        cell.backward(p, x, prob.dys.astype(dtype), state,              # forward, backward
-                      {k: v.astype(dtype) for k, v in prob.dfinal.items()}, target=target)

@@ -140,9 +140,10 @@ class Compiled:
                           for d, layout in self.layouts.items()}  # for runs in pieces
         self.module = load(self.source)
         self._ready: set = set()   # the functions known compiled
-        # compile a function's parallel and one-thread variants alike at its first call, not
-        # only the one the call runs (ahead-of-time compiling: rnncc.runtime.precompile)
-        self.every_variant = False
+        # the variant every call runs, whatever its threads ("threads", "one thread"; None:
+        # the one its threads call for): ahead-of-time compiling (runtime/precompile.py)
+        # compiles each
+        self.variant: str | None = None
         self._shares: dict = {}    # (direction, sizes) -> kernel_share
 
     # -- arrays ---------------------------------------------------------------------------------------
@@ -211,10 +212,8 @@ class Compiled:
         threads = threads or kernel_threads(B, sizes, previous,
                                             self._kernel_share(direction, sizes))
         serial = getattr(self.module, direction + SERIAL, None)
-        if self.every_variant and serial is not None:
-            self._compile(direction, getattr(self.module, direction), all_args)
-            self._compile(direction, serial, all_args)
-        if threads == 1 and serial is not None:
+        if serial is not None and (self.variant == "one thread"
+                                   or (threads == 1 and self.variant != "threads")):
             self._compile(direction, serial, all_args)
             serial(*all_args)
             return
