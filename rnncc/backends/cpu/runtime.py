@@ -6,9 +6,9 @@ compiling it.
 """
 from __future__ import annotations
 
-
 import numba
 import numpy as np
+from numba.core.errors import NumbaError
 
 from ...ops import REGISTRY
 from ...ops.base import EvalContext, dim_size
@@ -16,8 +16,8 @@ from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
 from ...plan.layout import ident
 from ...plan.plan import Role, Rows
 from ..binding import bind
-from ..disk_cache import forget_cached, load
 from ..compile_log import compiling
+from ..disk_cache import forget_cached, load
 from . import fastmath, threads
 from .codegen import generate
 from .threads import SERIAL
@@ -25,14 +25,16 @@ from .threads import SERIAL
 
 def compile_past_damage(fn, types) -> None:
     """fn.compile(types), where Numba's disk cache may hold damaged files. Numba unpickles
-    them without a check of its own: a truncated one (a full disk, a killed copy) raises. Then
-    the function's cached code, else that of the fastmath functions it calls (their cache is
-    Numba's too), is removed and the compile tried again; an error with nothing left to remove
-    is a real one."""
+    them without a check of its own: a truncated one (a full disk, a killed copy) raises
+    (pickle's errors, not Numba's). Then the function's cached code, else that of the fastmath
+    functions it calls (their cache is Numba's too), is removed and the compile tried again;
+    an error with nothing left to remove, or one of Numba's own, is a real one."""
     while True:
         try:
             fn.compile(types)
             return
+        except NumbaError:
+            raise
         except Exception:
             if not forget_cached(fn) and not any([forget_cached(f) for f in fastmath.compiled()]):
                 raise
