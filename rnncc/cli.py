@@ -224,9 +224,9 @@ def _cache(args, extra, parser) -> int:
     print(f"{len(found)} generated modules, {compiled} compiled functions, "
           f"{_megabytes(sum(m.bytes for m in found))}")
     if found:
-        _table(("module", "target", "dtype", "compiled functions"),
-               [(m.path.name, m.target, m.dtype,
-                 ", ".join(sorted(m.compiled)) or "-") for m in found])
+        _table(("cells", "target", "dtype", "compiled functions", "module"),
+               [(", ".join(m.cells) or "?", m.target, m.dtype,
+                 ", ".join(sorted(m.compiled)) or "-", m.path.name) for m in found])
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -53,16 +54,38 @@ def _holds(path: Path, source: str) -> bool:
         return False
 
 
-def load(source: str):
-    """Import generated `source` from its file in the cache (writing the file if new)."""
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)  # atomic: another process may be writing the same file
+
+
+def _note_cell(path: Path, cell: str) -> None:
+    """Record in the module's .json beside it that `cell` uses it (for `rnncc cache info`:
+    cells whose generated code is the same share one module)."""
+    cells = _cells(path)
+    if cell not in cells:
+        _write(path.with_suffix(".json"), json.dumps({"cells": sorted({*cells, cell})}))
+
+
+def _cells(path: Path) -> list[str]:
+    try:
+        return list(json.loads(path.with_suffix(".json").read_text())["cells"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []   # none yet, or damaged: it is only a label
+
+
+def load(source: str, cell: str | None = None):
+    """Import generated `source` from its file in the cache (writing the file if new); `cell`:
+    the name of a cell that uses it."""
     name = PREFIX + _fingerprint(source)
     if name in sys.modules:
         return sys.modules[name]
     path = cache_dir() / f"{name}.py"
     if not _holds(path, source):  # new, or damaged (truncated by a full disk, a killed copy)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(source)
-        os.replace(tmp, path)  # atomic: another process may be writing the same file
+        _write(path, source)
+    if cell is not None:
+        _note_cell(path, cell)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -99,6 +122,7 @@ def forget_cached(fn) -> bool:
 class Module:
     """One generated module in the cache, and the machine code Numba keeps for it."""
     path: Path
+    cells: list[str]               # the cells that have used it (names)
     target: str                    # "cpu" or "cuda"
     dtype: str
     functions: list[str]           # the functions it defines
@@ -129,9 +153,11 @@ def modules(directory: Path | None = None) -> list[Module]:
         except (OSError, UnicodeDecodeError):
             text = ""
         dtype = re.search(r"^dtype = np\.(\w+)$", text, re.M)
-        module = Module(path, "cuda" if "from numba import cuda" in text else "cpu",
+        labels = path.with_suffix(".json")
+        module = Module(path, _cells(path), "cuda" if "from numba import cuda" in text else "cpu",
                         dtype.group(1) if dtype else "?",
-                        re.findall(r"^def (\w+)\(", text, re.M), files=[path])
+                        re.findall(r"^def (\w+)\(", text, re.M),
+                        files=[path, *([labels] if labels.exists() else [])])
         for d in _compiled_dirs(directory):
             for file in d.glob(f"{glob.escape(path.stem)}.*"):
                 module.files.append(file)

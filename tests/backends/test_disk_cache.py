@@ -40,7 +40,8 @@ def run(tmp_path, count=1):
 
 
 def cache_files(tmp_path):
-    return [f for f in tmp_path.rglob("*") if f.is_file() and f.suffix in (".py", ".nbi", ".nbc")]
+    return [f for f in tmp_path.rglob("*")
+            if f.is_file() and f.suffix in (".py", ".json", ".nbi", ".nbc")]
 
 
 def test_two_processes_compiling_the_same_new_cell_at_once_both_get_it_right(tmp_path):
@@ -50,11 +51,11 @@ def test_two_processes_compiling_the_same_new_cell_at_once_both_get_it_right(tmp
 
 @pytest.mark.parametrize("damage", ["truncated", "emptied"])
 def test_a_damaged_cache_file_is_rebuilt(tmp_path, damage):
-    """Every file of the cache at once: the generated module, Numba's index and data files of
-    the cell's function and of the fastmath functions it inlines."""
+    """Every file of the cache at once: the generated module and its label, Numba's index and
+    data files of the cell's function and of the fastmath functions it inlines."""
     run(tmp_path)
     files = cache_files(tmp_path)
-    assert {f.suffix for f in files} == {".py", ".nbi", ".nbc"}
+    assert {f.suffix for f in files} == {".py", ".json", ".nbi", ".nbc"}
     for f in files:
         data = f.read_bytes()
         f.write_bytes(data[:len(data) // 3] if damage == "truncated" else b"")
@@ -83,8 +84,10 @@ def test_compile_ahead_then_info_then_clear(tmp_path, monkeypatch, capsys):
     assert main(["cache", "info"]) == 0
     out = capsys.readouterr().out
     assert "2 generated modules, 12 compiled functions" in out
-    assert out.count("backward, backward_serial, forward, forward_serial, infer, "
-                     "infer_serial") == 2
+    rows = [line.split() for line in out.splitlines() if line.startswith("ahead ")]
+    assert sorted(row[2] for row in rows) == ["float32", "float64"]
+    assert all(row[1] == "cpu" and " ".join(row[3:9]) == "backward, backward_serial, forward, "
+               "forward_serial, infer, infer_serial" for row in rows)
 
     assert main(["cache", "clear"]) == 0
     assert "removed 2 generated modules" in capsys.readouterr().out

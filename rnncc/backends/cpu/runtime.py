@@ -140,7 +140,7 @@ class Compiled:
         self.source, self.layouts = generate(self.plans, self.dtype, cell.dims)
         self.time_axes = {d: [a.time_axis(self.plans[d]) for a in layout.arguments]
                           for d, layout in self.layouts.items()}  # for runs in pieces
-        self.module = load(self.source)
+        self.module = load(self.source, cell.name)
         self._ready: set = set()   # the functions known compiled
         # the variant every call runs, whatever its threads ("threads", "one thread"; None:
         # the one its threads call for): ahead-of-time compiling (runtime/precompile.py)

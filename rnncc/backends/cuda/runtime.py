@@ -37,7 +37,7 @@ class Compiled:
         self.plans = cell.compiled_plans()
         self.source, self.layouts = generate(self.plans, self.dtype, cell.dims,
                                              self.simulator)
-        self.module = load(self.source)
+        self.module = load(self.source, cell.name)
         self.threads = launch_shape(self.simulator)["threads"]
         self._blocks: dict = {}
         self._kernels: dict = {}   # (direction, argument types) -> specialized kernel
