@@ -26,7 +26,7 @@ from .passes import PASS_NAMES
 from .runtime.cell import STAGES
 from .runtime import load, shipped
 from .runtime.gradcheck import check_gradients, default_sizes, random_problem
-from .runtime.precompile import precompile
+from .runtime.precompile import VARIANTS, precompile
 from .backends import disk_cache
 
 # option names a dimension cannot take as --NAME (use --dims NAME=N for those)
@@ -189,8 +189,12 @@ def _names(choices, what: str):
 
 def _compile(args, extra, parser) -> int:
     rows, start = [], time.perf_counter()
+    jobs = len(args.dtype) * sum(len(VARIANTS.get(t, (None,))) for t in args.target)
     for spec in args.spec:
         cell = _open(spec)
+        if min(jobs, args.jobs) > 1:   # the jobs' processes log nothing here until each ends
+            print(f"rnncc: compiling {cell.name}: {jobs} jobs (dtype, target, variant) in "
+                  f"{min(jobs, args.jobs)} processes ...", file=sys.stderr, flush=True)
         for event in precompile(cell, args.dtype, args.target, jobs=args.jobs):
             function = f"{event.function} ({event.variant})" if event.variant else event.function
             rows.append((cell.name, event.dtype, event.target, function,

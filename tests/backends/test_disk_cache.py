@@ -71,7 +71,9 @@ def test_compile_ahead_then_info_then_clear(tmp_path, monkeypatch, capsys):
     spec = tmp_path / "ahead.cell"
     spec.write_text("cell ahead\ninput x[I]\nstate h[H]\nh' = tanh(W @ x + U @ h + b) * 0.625\n")
     assert main(["compile", str(spec), "--dtype", "float32,float64", "--jobs", "2"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "rnncc: compiling ahead: 4 jobs (dtype, target, variant) in 2 processes ..." in err
+    assert err.count("rnncc: compiled ahead: ") == 12   # each job's log, as it ends
     lines = [line.split() for line in out.splitlines()[1:] if line.startswith("ahead")]
     # every function, both variants (threads, one thread), each dtype: 2 x 3 x 2
     assert len(lines) == 12 and all(line[-1] in ("compiled", "loaded") for line in lines)
