@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .version import __version__
+from . import backends
+from .backends import disk_cache
 from .backends.cuda.device import CudaUnavailableError
 from .errors import SpecError, SpecWarning
 from .graph import FORMATS
@@ -26,8 +28,7 @@ from .passes import PASS_NAMES
 from .runtime.cell import STAGES
 from .runtime import load, shipped
 from .runtime.gradcheck import check_gradients, default_sizes, random_problem
-from .runtime.precompile import VARIANTS, precompile
-from .backends import disk_cache
+from .runtime.precompile import precompile
 
 # option names a dimension cannot take as --NAME (use --dims NAME=N for those)
 _RUN_OPTIONS = {"T", "B", "dims", "seed", "dtype", "target", "ragged", "repeat", "help", "h"}
@@ -189,7 +190,7 @@ def _names(choices, what: str):
 
 def _compile(args, extra, parser) -> int:
     rows, start = [], time.perf_counter()
-    jobs = len(args.dtype) * sum(len(VARIANTS.get(t, (None,))) for t in args.target)
+    jobs = len(args.dtype) * sum(len(backends.get(t).variants) for t in args.target)
     for spec in args.spec:
         cell = _open(spec)
         if min(jobs, args.jobs) > 1:   # the jobs' processes log nothing here until each ends

@@ -10,6 +10,8 @@ runtime asks about instead of comparing target names:
     wavefront       compiled(cell, dtype) runs a call in pieces of time (start, advance): what a
                     layer's wavefront schedules, and the workspaces a layer keeps between calls
     prints_source   source(cell, dtype) is the generated module (`rnncc show --stage NAME`)
+    variants        the variants its generated functions come in, each compiled apart (the cpu
+                    target's: threaded, and one thread); (None,) where there is one
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from weakref import WeakKeyDictionary
 import numpy as np
 
 from . import reference
+from .cpu.threads import ONE_THREAD, THREADS
 from ..plan import interpret
 
 
@@ -26,6 +29,7 @@ class _Backend:
     device_arrays = False
     wavefront = False
     prints_source = False
+    variants: tuple = (None,)
 
 
 class _Reference(_Backend):
@@ -67,6 +71,7 @@ class _CPU(_Backend):
     name = "cpu"
     wavefront = True
     prints_source = True
+    variants = (THREADS, ONE_THREAD)
 
     def __init__(self):
         self._compiled = WeakKeyDictionary()   # cell -> dtype -> its compiled code
@@ -102,6 +107,7 @@ class _CUDA(_CPU):
     name = "cuda"
     device_arrays = True
     wavefront = False
+    variants = (None,)
 
     def _new(self, cell, dtype):
         from .cuda.device import cuda

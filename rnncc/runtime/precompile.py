@@ -24,10 +24,6 @@ from .. import backends
 from ..backends.compile_log import CompileEvent, log
 from .gradcheck import random_problem
 
-# the variants a target's functions come in (the cpu target's: backends/cpu/runtime.py)
-VARIANTS = {"cpu": ("threads", "one thread")}
-
-
 class _Collect(logging.Handler):
     def __init__(self):
         super().__init__(logging.INFO)
@@ -47,12 +43,12 @@ def precompile(cell, dtypes=("float32",), targets=("cpu",), jobs: int = 1) -> li
     (for this cell, or for another whose generated code is the same) is ready, and not listed."""
     work = []
     for name in targets:
-        backends.get(name)   # an unknown target: the error, before any work
+        backend = backends.get(name)   # an unknown target: the error, before any work
         for dtype in dtypes:
             dtype = np.dtype(dtype)
             if dtype not in (np.float32, np.float64):
                 raise ValueError(f"dtype {dtype.name}: cells compile for float32 and float64")
-            work += [(dtype.name, name, variant) for variant in VARIANTS.get(name, (None,))]
+            work += [(dtype.name, name, variant) for variant in backend.variants]
     if jobs <= 1 or len(work) <= 1:
         return [event for job in work for event in _job(cell, *job)]
     # spawn, not fork: a forked copy of a process whose Numba threads have started can hang

@@ -20,7 +20,7 @@ from ..compile_log import compiling
 from ..disk_cache import forget_cached, load
 from . import fastmath, threads
 from .codegen import generate
-from .threads import SERIAL
+from .threads import ONE_THREAD, SERIAL, THREADS
 
 
 def compile_past_damage(fn, types) -> None:
@@ -142,9 +142,9 @@ class Compiled:
                           for d, layout in self.layouts.items()}  # for runs in pieces
         self.module = load(self.source, cell.name)
         self._ready: set = set()   # the functions known compiled
-        # the variant every call runs, whatever its threads ("threads", "one thread"; None:
-        # the one its threads call for): ahead-of-time compiling (runtime/precompile.py)
-        # compiles each
+        # the variant every call runs, whatever its threads (THREADS, ONE_THREAD; None: the
+        # one its threads call for): ahead-of-time compiling (runtime/precompile.py) compiles
+        # each
         self.variant: str | None = None
         self._shares: dict = {}    # (direction, sizes) -> kernel_share
 
@@ -214,8 +214,8 @@ class Compiled:
         threads = threads or kernel_threads(B, sizes, previous,
                                             self._kernel_share(direction, sizes))
         serial = getattr(self.module, direction + SERIAL, None)
-        if serial is not None and (self.variant == "one thread"
-                                   or (threads == 1 and self.variant != "threads")):
+        if serial is not None and (self.variant == ONE_THREAD
+                                   or (threads == 1 and self.variant != THREADS)):
             self._compile(direction, serial, all_args)
             serial(*all_args)
             return
@@ -245,7 +245,7 @@ class Compiled:
             hits = sum(fn.stats.cache_hits.values())
             variant = ""   # a function with kernels comes twice (codegen.py): say which
             if hasattr(self.module, direction + SERIAL):
-                variant = "one thread" if fn.__name__.endswith(SERIAL) else "threads"
+                variant = ONE_THREAD if fn.__name__.endswith(SERIAL) else THREADS
             with compiling(self.cell.name, direction, self.dtype, "cpu", variant=variant,
                            cached=lambda: sum(fn.stats.cache_hits.values()) > hits):
                 compile_past_damage(fn, types)

@@ -28,6 +28,9 @@ import numba
 # same body compiled without parallel=True, which the runtime calls when the kernels get one
 # thread (launching a parallel region costs about 0.6 us even then, per kernel and step).
 SERIAL = "_serial"
+# The two variants by name (the compile log's, `rnncc compile`'s): the parallel function, and
+# its serial twin.
+THREADS, ONE_THREAD = "threads", "one thread"
 
 _lock = threading.Lock()
 _shared: bool | None = None
