@@ -1,2 +1,3 @@
 """The CPU backend: Numba code generated from the Plan (fastmath.py: vectorizable elementary
-functions; codegen.py: Plan -> source; runtime.py: compiling with a disk cache, calling)."""
+functions; codegen.py: Plan -> source; runtime.py: compiling through the disk cache
+(../disk_cache.py), calling; threads.py: whether the kernels use Numba's threads)."""
