@@ -2,6 +2,10 @@
 
     x * 1, 1 * x, x / 1, x + 0, 0 + x, x - 0, x ** 1  ->  x
     -(-x) -> x;   0 - x -> -x;   x + (-y) -> x - y;   x - (-y) -> x + y;   (-x) * (-y) -> x * y
+    sum(-v) -> -sum(v);   mean(-v) -> -mean(v)   (v a vector: negation is exact, so the total is
+        the same, bit for bit; the negated vector is then often unused. Every row sum in the
+        layer-norm LSTM's backward was of one: the derivative of x - mean(x). Dropping them
+        removed a stored vector and a loop each)
     part(concat(v_1, ..., v_k), i) -> v_i
 
 A rule applies only when the result keeps the node's shape (1 * x with x a scalar and the 1 a
@@ -56,6 +60,9 @@ def simplify(graph: Graph) -> Graph:
                                    node.pos)
         if op == "neg" and new.node(args[0]).op == "neg":
             return new.node(args[0]).args[0]
+        if op in ("sum", "mean") and new.node(args[0]).op == "neg" and new.node(args[0]).shape:
+            total = new.add(op, new.node(args[0]).args, node.shape, node.attrs, None, node.pos)
+            return new.add("neg", (total,), node.shape, {}, node.name, node.pos)
         if op == "pow" and node.attrs["exponent"] == 1:
             return args[0]
         if op == "part" and new.node(args[0]).op == "concat":

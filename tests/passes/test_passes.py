@@ -77,6 +77,25 @@ def test_simplify_keeps_a_broadcast_that_changes_shape():
     assert out.node(out.updates["h"]).shape == ("H",)
 
 
+def test_a_row_sum_of_a_negated_vector_becomes_the_negated_sum():
+    """sum(-v) -> -sum(v), mean(-v) -> -mean(v): the negated vector goes (no vector is negated
+    any more), and the result is the same to the bit (negation is exact)."""
+    cell = rnncc.compile("cell t\ninput x[I]\nstate h[H]\n"
+                         "h' = tanh(W @ x) * sum(-h) + mean(-(h * h))\n")
+    before = fold_constants(cell.graph)
+    after = verify(dce(simplify(before)))
+    negs = [n for n in after.order if after.node(n).op == "neg"]
+    # (one scalar negation is left: x + (-m) became x - m)
+    assert negs and all(after.node(n).shape == () for n in negs)
+    assert sum(len(before.node(n).shape) == 1 for n in before.order
+               if before.node(n).op == "neg") == 2
+    prob = random_problem(cell, T=4, B=3, seed=5)
+    dtype = np.dtype(np.float64)
+    ys = [reference.forward(g, prob.p, prob.xs, prob.state, None, prob.sizes, dtype)[0]
+          for g in (before, after)]
+    np.testing.assert_array_equal(ys[0], ys[1])
+
+
 def test_cse_merges_repeated_work_and_commuted_arguments():
     cell = rnncc.compile("cell t\ninput x[I]\nstate h[H]\n"
                          "a = tanh(W @ x + h)\nb = tanh(h + W @ x)\nh' = a * b + sigmoid(a)\n")

@@ -56,7 +56,9 @@ PARALLEL_MIN_WORK = 4096
 # forward (0.423) 39 -> 24, backward (0.345) 46 -> 36, inference (0.243) 16 -> 16; lstm H=128
 # forward (0.156) 15 -> 15, inference (0.117) 10 -> 15, and its backward (0.092) slower after
 # a forward on 2 (the idle threads then spin through it). Set from these alone: one machine
-# class, five cells' shapes. `python bench/kernel_threads.py --force` measures every direction
+# class, five cells' shapes. Since simplify's sum(-v) -> -sum(v), the layer-norm LSTM's H=256
+# backward weighs 0.157 and is break-even (beside torch: 91 -> 88 ms on 2, 0.97), so it now
+# stays on one thread. `python bench/kernel_threads.py --force` measures every direction
 # threaded against one thread, to set it on another machine.
 KERNEL_HEAVY = 0.165
 SPINNING_MIN_WORK = 8192
