@@ -299,6 +299,68 @@ def test_forward_and_backward_never_write_the_callers_arrays(shipped_cells, targ
         np.testing.assert_array_equal(a, b)
 
 
+def test_no_array_a_generated_function_writes_overlaps_another_argument(shipped_cells,
+                                                                         monkeypatch):
+    """The generated functions tell LLVM that their arrays do not overlap (noalias.py): every
+    argument the function may write must be memory of its own. Read only are the buffers the
+    call binds (parameters, inputs, tape, upstream gradients), except carried states, which
+    the function writes (a copy), and the stacked parameters (rnncc.RNN keeps them, each
+    parameter a view of its stack); that it leaves them as they were is checked too. On every
+    call of every shipped cell's functions, ragged, and through rnncc.RNN's workspaces and
+    packed parameters (two calls: the second reuses them), bidirectional, two layers deep."""
+    from rnncc.backends.cpu import runtime
+    from rnncc.plan.layout import ArgKind
+    from rnncc.plan.plan import Role, Rows
+
+    checked = []
+    bind = runtime.bind
+
+    def checking_bind(layout, bound, *args):
+        arrays = bind(layout, bound, *args)
+        plan = layout.plan
+        read_only = {a.name for a in layout.arguments if a.kind == ArgKind.BUFFER and (
+            (a.buffer in bound and plan.buffers[a.buffer].rows != Rows.STEP)
+            or plan.buffers[a.buffer].role == Role.PACKED)}
+        for name, array in arrays.items():
+            if name in read_only:
+                continue
+            for other, other_array in arrays.items():
+                assert other == name or not np.shares_memory(array, other_array), (
+                    f"{plan.kind}: {name}, which the function writes, overlaps {other}")
+        checked.append("infer" if plan.kind == "forward" and "saved" not in plan.results
+                       else plan.kind)
+        unwritten[id(layout)] = [i for i, a in enumerate(layout.arguments)
+                                 if a.name in read_only]
+        return arrays
+
+    unwritten = {}   # id(layout) -> the read-only arguments' positions
+    call = runtime.Compiled._call
+
+    def checking_call(self, direction, args, *rest):
+        before = {i: args[i].copy() for i in unwritten[id(self.layouts[direction])]}
+        call(self, direction, args, *rest)
+        for i, copy in before.items():
+            np.testing.assert_array_equal(args[i], copy, err_msg=f"{direction} wrote "
+                                          f"{self.layouts[direction].arguments[i].name}")
+
+    monkeypatch.setattr(runtime, "bind", checking_bind)
+    monkeypatch.setattr(runtime.Compiled, "_call", checking_call)
+    for name in rnncc.shipped():
+        cell = shipped_cells[name]
+        prob = random_problem(cell, T=4, B=3, seed=5, ragged=True)
+        p = {k: v.astype(np.float32) for k, v in prob.p.items()}
+        x = {k: v.astype(np.float32) for k, v in prob.xs.items()}
+        x = x if len(x) > 1 else x[cell.inputs[0]]
+        cell.forward(p, x, lengths=prob.lengths, target="cpu")
+        cell.backward(p, x, prob.dys.astype(np.float32), lengths=prob.lengths, target="cpu")
+    model = rnncc.RNN(shipped_cells["lstm"], 3, 4, num_layers=2, bidirectional=True)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32)
+    for _ in range(2):
+        ys, _ = model(x, train=True)
+        model.backward(np.ones_like(ys))
+    assert set(checked) == {"infer", "forward", "backward"}
+
+
 def test_kernels_share_the_cores_only_for_wide_steps(monkeypatch):
     """Where Numba's idle threads sleep, the kernels of a step run on its threads when rows x
     widest dimension reaches PARALLEL_MIN_WORK, else on the calling thread; where they spin,

@@ -138,6 +138,7 @@ class CpuPrinter(FunctionPrinter):
         del self.lines[body_start:]
         options = ", ".join(f"{k}={v!r}" for k, v in CALLER_OPTIONS.items())
         signature = f"({self.arguments_text()}):"
+        options += ", pipeline_class=NoAliasCompiler"   # its arrays do not overlap: noalias.py
         serial = [f"@njit(cache=True, {options}, nogil=True)", f"def {name}{signature}"]
         if not any("prange(" in line for line in body):
             return "\n".join(serial + body)   # (parallel=... would find nothing to do, and warn)
@@ -303,6 +304,7 @@ def generate(plans: dict, dtype, dims: list[str]) -> tuple[str, dict]:
         "from numba import njit, prange",
         *([f"from rnncc.backends.cpu.fastmath import "
            f"{', '.join(f'{f}{suffix}' for f in sorted(used))}"] if used else []),
+        "from rnncc.backends.cpu.noalias import NoAliasCompiler",
         "",
         f"dtype = np.{dtype.name}",
         "ZERO, HALF, ONE = dtype(0.0), dtype(0.5), dtype(1.0)",
