@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     arrays = compiled._arrays("infer", bound, call.sizes, T, B, False, None,
                               unit._packed_now())
     fn_args = [T, B, np.full(B, T, np.int64), *(call.sizes[d] for d in layer.cell.dims),
-               *(arrays[a.name] for a in compiled.layouts["infer"].arguments)]
+               *(arrays[a.name] for a in compiled.arguments["infer"])]
     numba.set_num_threads(threads)
     functions = {name: getattr(module, f"variant{k}") for k, name in enumerate(variants)}
     functions["layer(x)"] = lambda *_: layer(x)

@@ -66,9 +66,12 @@ class FunctionPrinter:
         """Scalar arguments after the row lengths that a target's functions take."""
         return []
 
-    def arguments_text(self) -> str:
+    def arguments_text(self, arrays: list | None = None) -> str:
+        """The function's parameters: the scalars, then the array arguments (`arrays`, default
+        every argument of the layout)."""
+        arrays = self.layout.arguments if arrays is None else arrays
         return ", ".join(["T", "B", "lengths", *self.flags()] + [f"d_{d}" for d in self.dims]
-                         + [a.name for a in self.layout.arguments])
+                         + [a.name for a in arrays])
 
     def base(self, b: Buffer, t: str | None) -> tuple[str, str]:
         """(array expression, column offset) of a buffer for one phase: per step reads the

@@ -329,19 +329,20 @@ def test_no_array_a_generated_function_writes_overlaps_another_argument(shipped_
                     f"{plan.kind}: {name}, which the function writes, overlaps {other}")
         checked.append("infer" if plan.kind == "forward" and "saved" not in plan.results
                        else plan.kind)
-        unwritten[id(layout)] = [i for i, a in enumerate(layout.arguments)
-                                 if a.name in read_only]
+        unwritten[id(layout)] = read_only
         return arrays
 
-    unwritten = {}   # id(layout) -> the read-only arguments' positions
+    unwritten = {}   # id(layout) -> the read-only arguments' names
     call = runtime.Compiled._call
 
     def checking_call(self, direction, args, *rest):
-        before = {i: args[i].copy() for i in unwritten[id(self.layouts[direction])]}
+        names = [a.name for a in self.arguments[direction]]   # the function's, in order
+        before = {name: a.copy() for name, a in zip(names, args)
+                  if name in unwritten[id(self.layouts[direction])]}
         call(self, direction, args, *rest)
-        for i, copy in before.items():
-            np.testing.assert_array_equal(args[i], copy, err_msg=f"{direction} wrote "
-                                          f"{self.layouts[direction].arguments[i].name}")
+        for name, a in zip(names, args):
+            if name in before:
+                np.testing.assert_array_equal(a, before[name], err_msg=f"{direction} wrote {name}")
 
     monkeypatch.setattr(runtime, "bind", checking_bind)
     monkeypatch.setattr(runtime.Compiled, "_call", checking_call)

@@ -136,8 +136,16 @@ class CpuPrinter(FunctionPrinter):
             self.step(step, ("after_loop", k), 1, None, "after")
         body = self.lines[body_start:]
         del self.lines[body_start:]
+        # Only the arrays the body names are parameters (the stacked products read W_ifgo, not
+        # W_i ...: a third of an lstm backward's arrays went unused). Numba's cost of a
+        # parameter grows with their number (every array is 7 to 11 machine arguments, and the
+        # call into the function passes them all): 150 arrays cost 1.9 s to compile with an
+        # empty body, 50 cost 0.3 s (measured).
+        text = "\n".join(body)
+        self.taken = [a for a in self.layout.arguments
+                      if re.search(rf"\b{re.escape(a.name)}\b", text)]
         options = ", ".join(f"{k}={v!r}" for k, v in CALLER_OPTIONS.items())
-        signature = f"({self.arguments_text()}):"
+        signature = f"({self.arguments_text(self.taken)}):"
         options += ", pipeline_class=NoAliasCompiler"   # its arrays do not overlap: noalias.py
         serial = [f"@njit(cache=True, {options}, nogil=True)", f"def {name}{signature}"]
         if not any("prange(" in line for line in body):
@@ -284,16 +292,18 @@ class CpuKernel(KernelPrinter):
                                f"{self.value(arg, 'j', set())}")
 
 
-def generate(plans: dict, dtype, dims: list[str]) -> tuple[str, dict]:
-    """The module's source for GraphPlans {function name: plan}, and each function's Layout
-    (its arguments are the function's, in order)."""
+def generate(plans: dict, dtype, dims: list[str]) -> tuple[str, dict, dict]:
+    """The module's source for GraphPlans {function name: plan}, each function's Layout, and
+    the array arguments each function takes, in order (those of its Layout's arguments that
+    its code uses; the runtime binds them all, results may live in any)."""
     dtype = np.dtype(dtype)
-    functions, layouts, consts, used = [], {}, {}, set()
+    functions, layouts, taken, consts, used = [], {}, {}, {}, set()
     for name, plan in plans.items():
         layouts[name] = layout(plan, TARGET)
         printer = CpuPrinter(layouts[name], dtype, dims)
         printer.consts = consts
         functions.append(printer.function(name))
+        taken[name] = printer.taken
         used |= printer.math.used
     suffix = printer.math.suffix
     head = [
@@ -310,4 +320,4 @@ def generate(plans: dict, dtype, dims: list[str]) -> tuple[str, dict]:
         "ZERO, HALF, ONE = dtype(0.0), dtype(0.5), dtype(1.0)",
     ]
     head += [f"{c} = dtype({value!r})" for value, c in consts.items()]
-    return "\n".join(head + ["", ""] + ["\n\n\n".join(functions)]) + "\n", layouts
+    return "\n".join(head + ["", ""] + ["\n\n\n".join(functions)]) + "\n", layouts, taken

@@ -139,9 +139,11 @@ class Compiled:
         # forward keeps what backward reads; infer (forward-only calls) stores only the output.
         # Numba compiles each function at its first call, so an unused one costs nothing.
         self.plans = cell.compiled_plans()
-        self.source, self.layouts = generate(self.plans, self.dtype, cell.dims)
-        self.time_axes = {d: [a.time_axis(self.plans[d]) for a in layout.arguments]
-                          for d, layout in self.layouts.items()}  # for runs in pieces
+        # arguments: the array arguments each function takes, in order (its layout's, less
+        # those its code never names)
+        self.source, self.layouts, self.arguments = generate(self.plans, self.dtype, cell.dims)
+        self.time_axes = {d: [a.time_axis(self.plans[d]) for a in arguments]
+                          for d, arguments in self.arguments.items()}  # for runs in pieces
         self.module = load(self.source, cell.name)
         self._ready: set = set()   # the functions known compiled
         # the variant every call runs, whatever its threads (THREADS, ONE_THREAD; None: the
@@ -324,7 +326,7 @@ class _PiecedRun:
                                        workspace, packed)
         self.lengths = (np.full(call.B, call.T, dtype=np.int64) if call.lengths is None
                         else np.ascontiguousarray(call.lengths, dtype=np.int64))
-        self._args = [self.arrays[a.name] for a in compiled.layouts[direction].arguments]
+        self._args = [self.arrays[a.name] for a in compiled.arguments[direction]]
         self._axes = compiled.time_axes[direction]
 
     flags: tuple = ()   # the function's flag arguments (backward: inputs)
