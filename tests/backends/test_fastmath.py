@@ -117,15 +117,18 @@ def _every_function_twice(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-def test_every_call_is_inlined_in_a_loop_that_calls_it_twice(dtype):
-    """LLVM's own cost model declines to inline a function called at several places (tanh32,
-    twice in an lstm's kernel: its loop stayed scalar and ran 3x slower); forceinline makes it."""
+def test_a_loop_that_calls_every_function_twice_vectorizes_and_calls_nothing(dtype):
+    """Each call emits its instructions in the loop (the functions are intrinsics): nothing
+    is left to LLVM's inliner, whose cost model declined a function called at several places
+    (tanh32, twice in an lstm's kernel, when it was a function of its own: the loop stayed
+    scalar and ran 3x slower)."""
     kernel = _every_function_twice(dtype)
     x = np.full(64, 0.5, dtype)
     kernel(x, np.empty_like(x))
     llvm = "\n".join(kernel.inspect_llvm().values())
-    called = set(re.findall(r"call [^@\n]*@(\S*3cpu8fastmath\S*?)\(", llvm))
-    assert not called, f"not inlined: {called}"
+    called = {name for name in re.findall(r"call [^@\n]*@([\w.$]+)\(", llvm)
+              if not name.startswith(("llvm.", "NRT_", "Py", "_ZN5tests"))}
+    assert not called, f"calls left in the loop: {called}"
     scalar = "float" if dtype == np.float32 else "double"
     assert re.search(rf"<(\d+) x {scalar}>", llvm), f"no vector of {scalar} in the loop"
 

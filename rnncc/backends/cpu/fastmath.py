@@ -27,12 +27,19 @@ correctly rounded result (tests/backends/test_fastmath.py holds them to these bo
     float32   0.9   3.0   1.8   3.2     2.0    2.7     3.0
     float64   0.8   3.1   1.9   3.2     2.1    2.9     3.5
 
-Callers must compile with CALLER_OPTIONS: error_model="numpy" (Python's error model checks
-every division for zero, and that check stops vectorization) and fastmath={"contract"}: LLVM may
-fuse a multiply and an add into one FMA instruction (one rounding instead of two, so never less
-accurate; nothing else of IEEE arithmetic is relaxed: no reassociation, NaN and infinities as
-usual). It halves the instructions of every polynomial here (an LSTM gate kernel: 20% faster,
-measured). The error bounds below are measured with these options.
+Each function is a Numba intrinsic: a call emits the function's LLVM instructions in place, in
+the caller's loop, where LLVM vectorizes them with the loop. Nothing is compiled on its own: as
+separate Numba functions (inlined by LLVM, forceinline) the five an lstm used (sigmoid, tanh and
+the exp, expm1 and scaling they call) cost a fresh install 0.3 s before its first result;
+Numba's own inlining (inline="always") re-typed the callee's IR at every call site, 0.9 s of an
+lstm's first forward (both measured).
+The instructions carry LLVM's `contract` flag: a multiply and an add may fuse into one FMA
+instruction (one rounding instead of two, so never less accurate; nothing else of IEEE
+arithmetic is relaxed: no reassociation, NaN and infinities as usual). It halves the
+instructions of every polynomial here (an LSTM gate kernel: 20% faster, measured); the error
+bounds above are measured with it. Callers compile with CALLER_OPTIONS: error_model="numpy"
+(Python's error model checks every division for zero, and that check stops vectorization) and
+the same contraction for their own arithmetic.
 
 row_sum (row_sum32/row_sum64), a kernel's sum over a row's columns (mean, sum), is the one
 exception: a sum in whatever order vectorizes (see there).
@@ -40,212 +47,202 @@ exception: a sum in whatever order vectorizes (see there).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-
-def _bitcast(source, target, llvm_target):
-    """An intrinsic reinterpreting a `source` value's bits as `target` (one LLVM bitcast,
-    which vectorizes, unlike a round trip through memory)."""
-    @intrinsic
-    def cast(typingctx, value):
-        if value != source:
-            return None
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], llvm_target)
-        return target(source), codegen
-    return cast
-
-
-_f32_bits = _bitcast(types.float32, types.int32, ir.IntType(32))
-_f32_from_bits = _bitcast(types.int32, types.float32, ir.FloatType())
-_f64_bits = _bitcast(types.float64, types.int64, ir.IntType(64))
-_f64_from_bits = _bitcast(types.int64, types.float64, ir.DoubleType())
-
 CALLER_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
-
-# Each function is compiled once and inlined by LLVM (forceinline: LLVM's alwaysinline, kept when
-# the function comes from Numba's cache), so a kernel's loop sees the polynomial and vectorizes.
-# Not Numba's inline="always", which copies and re-types the callee's IR at every call site
-# (nested: tanh -> expm1 -> exp): that was 0.9 s of an lstm's 3.6 s cold forward, measured;
-# LLVM's own cost model, with neither, declined tanh32 in an lstm kernel and the loop ran
-# 3x slower. Compiled with the callers' options, so the bounds above hold inlined or not.
-_inline = dict(cache=True, forceinline=True, **CALLER_OPTIONS)
 LN2 = math.log(2.0)
+_CONTRACT = ("contract",)
 
 
 def _taylor(n):
     return [1.0 / math.factorial(k) for k in range(n, -1, -1)]  # Horner order
 
 
-# -- float32 ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Format:
+    """A float format's LLVM types and the constants its functions use."""
+    numba: types.Float
+    float: ir.Type
+    int: ir.IntType
+    mantissa_bits: int
+    bias: int
+    exp_series: tuple        # e^r's Taylor coefficients, Horner order
+    exp_range: tuple         # exp's argument clamped to it: below it 0, above it inf
+    log2e: float             # 1 / ln 2
+    ln2_hi: float            # ln 2 in two parts (Cody-Waite): k * hi exact for the k used
+    ln2_lo: float
+    expm1_small: float       # below it (|x| < ln(2)/2) expm1 is its series, no cancellation
+    tiny: float              # smallest normal: log scales subnormals up by 2^tiny_shift
+    tiny_shift: int
+    sqrt2: float
+    log_series: tuple        # odd series of atanh (1/(2k+1), from the highest k), Horner order
 
-_E32 = tuple(np.float32(c) for c in _taylor(7))
-_LN2_HI32 = np.float32(0.693359375)          # exact in float32, few bits: k * it is exact
-_LN2_LO32 = np.float32(LN2 - 0.693359375)
-_LOG2E32 = np.float32(1.0 / LN2)
+    def const(self, value) -> ir.Constant:
+        return ir.Constant(self.float, float(value))
 
-
-@njit(**_inline)
-def _scale32(p, k):
-    """p * 2^k for integer k in [-252, 254], in two steps so neither factor over/underflows."""
-    half = k >> 1
-    return (p * _f32_from_bits(np.int32((half + 127) << 23))) * _f32_from_bits(
-        np.int32((k - half + 127) << 23))
-
-
-@njit(**_inline)
-def exp32(x):
-    xc = min(max(x, np.float32(-104.0)), np.float32(89.0))
-    k = np.floor(xc * _LOG2E32 + np.float32(0.5))
-    r = (xc - k * _LN2_HI32) - k * _LN2_LO32
-    p = _E32[0]
-    for c in _E32[1:]:
-        p = p * r + c
-    result = _scale32(p, np.int32(k))
-    return result if x == x else x
+    def integer(self, value) -> ir.Constant:
+        return ir.Constant(self.int, int(value))
 
 
-@njit(**_inline)
-def expm1_32(x):
-    p = _E32[0]
-    for c in _E32[1:-1]:
-        p = p * x + c
-    small = p * x
-    return small if abs(x) < np.float32(0.34657359) else exp32(x) - np.float32(1.0)
+_F32 = _Format(
+    types.float32, ir.FloatType(), ir.IntType(32), 23, 127,
+    tuple(float(np.float32(c)) for c in _taylor(7)), (-104.0, 89.0), float(np.float32(1 / LN2)),
+    0.693359375,                                   # exact in float32, few bits
+    float(np.float32(LN2 - 0.693359375)), float(np.float32(0.34657359)),
+    float(np.float32(1.1754944e-38)), 25, float(np.float32(1.41421356)),
+    tuple(float(np.float32(1 / k)) for k in (9, 7, 5, 3)))
+_F64 = _Format(
+    types.float64, ir.DoubleType(), ir.IntType(64), 52, 1023,
+    tuple(_taylor(13)), (-746.0, 710.0), 1 / LN2,
+    6.93147180369123816490e-01, 1.90821492927058770002e-10,   # fdlibm's split
+    0.34657359027997264, 2.2250738585072014e-308, 54, 1.4142135623730951,
+    tuple(1 / k for k in (21, 19, 17, 15, 13, 11, 9, 7, 5, 3)))
 
 
-@njit(**_inline)
-def log32(x):
-    tiny = x < np.float32(1.1754944e-38)
-    xs = x * np.float32(33554432.0) if tiny else x  # 2^25: subnormals become normal
-    bits = _f32_bits(xs)
-    e = ((bits >> 23) & 0xFF) - 127 - (25 if tiny else 0)
-    m = _f32_from_bits(np.int32((bits & 0x007FFFFF) | 0x3F800000))  # [1, 2)
-    big = m > np.float32(1.41421356)
-    m = m * np.float32(0.5) if big else m
-    e = e + 1 if big else e
-    s = (m - np.float32(1.0)) / (m + np.float32(1.0))
-    z = s * s
-    series = ((((z * np.float32(1 / 9) + np.float32(1 / 7)) * z + np.float32(1 / 5)) * z
-               + np.float32(1 / 3)) * z) * s + s
-    y = np.float32(2.0) * series + np.float32(e) * _LN2_LO32 + np.float32(e) * _LN2_HI32
-    y = y if x > np.float32(0.0) else (np.float32(-np.inf) if x == np.float32(0.0)
-                                       else np.float32(np.nan))
-    return x if (x != x or x == np.float32(np.inf)) else y
+# -- the functions' instructions ------------------------------------------------------------------
+# Each takes the builder, the format and the argument's LLVM value, and returns the result's.
+
+def _add(b, x, y):
+    return b.fadd(x, y, flags=_CONTRACT)
 
 
-@njit(**_inline)
-def log1p32(u):
-    w = np.float32(1.0) + u
-    d = w - np.float32(1.0)
-    return u if d == np.float32(0.0) else log32(w) * (u / d)
+def _sub(b, x, y):
+    return b.fsub(x, y, flags=_CONTRACT)
 
 
-@njit(**_inline)
-def sigmoid32(x):
-    e = exp32(-abs(x))
-    r = np.float32(1.0) / (np.float32(1.0) + e)  # one division for both signs
-    return r if x >= np.float32(0.0) else e * r
+def _mul(b, x, y):
+    return b.fmul(x, y, flags=_CONTRACT)
 
 
-@njit(**_inline)
-def tanh32(x):
-    em = expm1_32(np.float32(-2.0) * abs(x))
-    t = -em / (em + np.float32(2.0))
-    return t if x >= np.float32(0.0) else -t
+def _div(b, x, y):
+    return b.fdiv(x, y, flags=_CONTRACT)
 
 
-@njit(**_inline)
-def softplus32(x):
-    return max(x, np.float32(0.0)) + log1p32(exp32(-abs(x)))
+def _horner(b, f, coefficients, x):
+    p = f.const(coefficients[0])
+    for c in coefficients[1:]:
+        p = _add(b, _mul(b, p, x), f.const(c))
+    return p
 
 
-# -- float64 ------------------------------------------------------------------------------------
-
-_E64 = tuple(_taylor(13))
-_LN2_HI64 = 6.93147180369123816490e-01     # fdlibm's split: k * hi is exact for |k| < 2^20
-_LN2_LO64 = 1.90821492927058770002e-10
-_LOG2E64 = 1.0 / LN2
+def _fabs(b, x):
+    return b.call(b.module.declare_intrinsic("llvm.fabs", [x.type]), [x])
 
 
-@njit(**_inline)
-def _scale64(p, k):
-    half = k >> 1
-    return (p * _f64_from_bits(np.int64((half + 1023) << 52))) * _f64_from_bits(
-        np.int64((k - half + 1023) << 52))
+def _is_nan(b, x):
+    return b.fcmp_unordered("uno", x, x)
 
 
-@njit(**_inline)
-def exp64(x):
-    xc = min(max(x, -746.0), 710.0)
-    k = np.floor(xc * _LOG2E64 + 0.5)
-    r = (xc - k * _LN2_HI64) - k * _LN2_LO64
-    p = _E64[0]
-    for c in _E64[1:]:
-        p = p * r + c
-    result = _scale64(p, np.int64(k))
-    return result if x == x else x
+def _scale(b, f, p, k):
+    """p * 2^k for an integer k within the exponent's range and a little below it, in two
+    steps so that neither factor over- or underflows."""
+    half = b.ashr(k, f.int(1))
+    first = b.shl(b.add(half, f.integer(f.bias)), f.integer(f.mantissa_bits))
+    second = b.shl(b.add(b.sub(k, half), f.integer(f.bias)), f.integer(f.mantissa_bits))
+    return _mul(b, _mul(b, p, b.bitcast(first, f.float)), b.bitcast(second, f.float))
 
 
-@njit(**_inline)
-def expm1_64(x):
-    p = _E64[0]
-    for c in _E64[1:-1]:
-        p = p * x + c
-    small = p * x
-    return small if abs(x) < 0.34657359027997264 else exp64(x) - 1.0
+def _exp(b, f, x):
+    low, high = (f.const(v) for v in f.exp_range)
+    clamped = b.select(b.fcmp_ordered(">", low, x), low, x)          # max(x, low)
+    clamped = b.select(b.fcmp_ordered("<", high, clamped), high, clamped)   # min(., high)
+    floor = b.module.declare_intrinsic("llvm.floor", [f.float])
+    k = b.call(floor, [_add(b, _mul(b, clamped, f.const(f.log2e)), f.const(0.5))])
+    r = _sub(b, _sub(b, clamped, _mul(b, k, f.const(f.ln2_hi))), _mul(b, k, f.const(f.ln2_lo)))
+    result = _scale(b, f, _horner(b, f, f.exp_series, r), b.fptosi(k, f.int))
+    return b.select(_is_nan(b, x), x, result)
 
 
-@njit(**_inline)
-def log64(x):
-    tiny = x < 2.2250738585072014e-308
-    xs = x * 18014398509481984.0 if tiny else x  # 2^54
-    bits = _f64_bits(xs)
-    e = ((bits >> 52) & 0x7FF) - 1023 - (54 if tiny else 0)
-    m = _f64_from_bits(np.int64((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000))
-    big = m > 1.4142135623730951
-    m = m * 0.5 if big else m
-    e = e + 1 if big else e
-    s = (m - 1.0) / (m + 1.0)
-    z = s * s
-    series = 1.0 / 21.0
-    for k in (19.0, 17.0, 15.0, 13.0, 11.0, 9.0, 7.0, 5.0, 3.0):
-        series = series * z + 1.0 / k
-    series = series * z * s + s
-    y = 2.0 * series + float(e) * _LN2_LO64 + float(e) * _LN2_HI64
-    y = y if x > 0.0 else (-np.inf if x == 0.0 else np.nan)
-    return x if (x != x or x == np.inf) else y
+def _expm1(b, f, x):
+    small = _mul(b, _horner(b, f, f.exp_series[:-1], x), x)
+    near_zero = b.fcmp_ordered("<", _fabs(b, x), f.const(f.expm1_small))
+    return b.select(near_zero, small, _sub(b, _exp(b, f, x), f.const(1.0)))
 
 
-@njit(**_inline)
-def log1p64(u):
-    w = 1.0 + u
-    d = w - 1.0
-    return u if d == 0.0 else log64(w) * (u / d)
+def _log(b, f, x):
+    tiny = b.fcmp_ordered("<", x, f.const(f.tiny))
+    scaled = b.select(tiny, _mul(b, x, f.const(2.0 ** f.tiny_shift)), x)
+    bits = b.bitcast(scaled, f.int)
+    exponent_mask = (1 << (f.int.width - 1 - f.mantissa_bits)) - 1
+    e = b.and_(b.ashr(bits, f.integer(f.mantissa_bits)), f.integer(exponent_mask))
+    e = b.sub(b.sub(e, f.integer(f.bias)), b.select(tiny, f.integer(f.tiny_shift), f.integer(0)))
+    one_bits = f.bias << f.mantissa_bits
+    m = b.bitcast(b.or_(b.and_(bits, f.integer((1 << f.mantissa_bits) - 1)),
+                        f.integer(one_bits)), f.float)                     # in [1, 2)
+    big = b.fcmp_ordered(">", m, f.const(f.sqrt2))
+    m = b.select(big, _mul(b, m, f.const(0.5)), m)
+    e = b.select(big, b.add(e, f.integer(1)), e)
+    s = _div(b, _sub(b, m, f.const(1.0)), _add(b, m, f.const(1.0)))
+    z = _mul(b, s, s)
+    series = _add(b, _mul(b, _mul(b, _horner(b, f, f.log_series, z), z), s), s)
+    ef = b.sitofp(e, f.float)
+    y = _add(b, _add(b, _mul(b, f.const(2.0), series), _mul(b, ef, f.const(f.ln2_lo))),
+             _mul(b, ef, f.const(f.ln2_hi)))
+    zero_or_less = b.select(b.fcmp_ordered("==", x, f.const(0.0)), f.const(-math.inf),
+                            f.const(math.nan))
+    y = b.select(b.fcmp_ordered(">", x, f.const(0.0)), y, zero_or_less)
+    keep = b.or_(_is_nan(b, x), b.fcmp_ordered("==", x, f.const(math.inf)))
+    return b.select(keep, x, y)
 
 
-@njit(**_inline)
-def sigmoid64(x):
-    e = exp64(-abs(x))
-    r = 1.0 / (1.0 + e)
-    return r if x >= 0.0 else e * r
+def _log1p(b, f, u):
+    w = _add(b, f.const(1.0), u)
+    d = _sub(b, w, f.const(1.0))
+    return b.select(b.fcmp_ordered("==", d, f.const(0.0)), u,
+                    _mul(b, _log(b, f, w), _div(b, u, d)))
 
 
-@njit(**_inline)
-def tanh64(x):
-    em = expm1_64(-2.0 * abs(x))
-    t = -em / (em + 2.0)
-    return t if x >= 0.0 else -t
+def _sigmoid(b, f, x):
+    e = _exp(b, f, b.fneg(_fabs(b, x)))
+    r = _div(b, f.const(1.0), _add(b, f.const(1.0), e))   # one division for both signs
+    return b.select(b.fcmp_ordered(">=", x, f.const(0.0)), r, _mul(b, e, r))
 
 
-@njit(**_inline)
-def softplus64(x):
-    return max(x, 0.0) + log1p64(exp64(-abs(x)))
+def _tanh(b, f, x):
+    em = _expm1(b, f, _mul(b, f.const(-2.0), _fabs(b, x)))
+    t = _div(b, b.fneg(em), _add(b, em, f.const(2.0)))
+    return b.select(b.fcmp_ordered(">=", x, f.const(0.0)), t, b.fneg(t))
+
+
+def _softplus(b, f, x):
+    positive = b.select(b.fcmp_ordered(">", f.const(0.0), x), f.const(0.0), x)   # max(x, 0)
+    return _add(b, positive, _log1p(b, f, _exp(b, f, b.fneg(_fabs(b, x)))))
+
+
+def _function(name: str, emit, f: _Format):
+    """The intrinsic `name` (exp32, expm1_32, ...): a call of it in a Numba function emits
+    `emit`'s instructions there. Its argument is cast to the format (generated kernels pass
+    exactly that)."""
+    @intrinsic
+    def function(typingctx, x):
+        if not isinstance(x, (types.Float, types.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            value = context.cast(builder, args[0], signature.args[0], f.numba)
+            return emit(builder, f, value)
+        return f.numba(x), codegen
+    function.__name__ = function.__qualname__ = name
+    return function
+
+
+_EMITTERS = {"exp": _exp, "expm1": _expm1, "log": _log, "log1p": _log1p, "sigmoid": _sigmoid,
+             "tanh": _tanh, "softplus": _softplus}
+FUNCTIONS = {np.dtype(dtype): {
+    name: _function(f"{name}{'_' if name[-1].isdigit() else ''}{bits}", emit, f)
+    for name, emit in _EMITTERS.items()} for dtype, f, bits in ((np.float32, _F32, 32),
+                                                                 (np.float64, _F64, 64))}
+
+# the names generated modules import
+exp32, expm1_32, log32, log1p32, sigmoid32, tanh32, softplus32 = (
+    FUNCTIONS[np.dtype(np.float32)][n] for n in _EMITTERS)
+exp64, expm1_64, log64, log1p64, sigmoid64, tanh64, softplus64 = (
+    FUNCTIONS[np.dtype(np.float64)][n] for n in _EMITTERS)
 
 
 # -- sums over a row ---------------------------------------------------------------------------
@@ -270,14 +267,6 @@ def row_sum(a, start, n):
 # the names generated modules import, per dtype as for the functions above (one function:
 # Numba compiles it once per array type)
 row_sum32 = row_sum64 = row_sum
-
-
-FUNCTIONS = {
-    np.dtype(np.float32): {"exp": exp32, "expm1": expm1_32, "log": log32, "log1p": log1p32,
-                           "sigmoid": sigmoid32, "tanh": tanh32, "softplus": softplus32},
-    np.dtype(np.float64): {"exp": exp64, "expm1": expm1_64, "log": log64, "log1p": log1p64,
-                           "sigmoid": sigmoid64, "tanh": tanh64, "softplus": softplus64},
-}
 
 
 def compiled() -> list:
