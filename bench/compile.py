@@ -9,6 +9,11 @@ then a training forward and backward. Columns:
     all three       from that call to the end of backward (infer, forward, backward compiled)
     per function    the seconds rnncc's compile log gives each
     warm            the second process: `import rnncc` to the first result, and the import alone
+    warm parts      a third process, the same path timed in parts: Python's and Numba's share
+                    (numpy, numba, and the registries Numba loads before it runs any compiled
+                    function, which import scipy.linalg for BLAS), then rnncc's (its import,
+                    the cell's pipeline from spec to generated source, loading and calling
+                    the cached function): what rnncc could avoid is in the second
 Goals (2 cores): lstm, gru, rnn first result <= 1.5 s, all three <= 3 s; lnlstm all three
 <= 6 s; warm import to first result <= 0.4 s.
 
@@ -53,14 +58,32 @@ cell.backward(p, x, np.zeros_like(ys), target="cpu")
 print(json.dumps({"import": imported, "first": result - first, "to_first": result - start,
                   "all": time.perf_counter() - first, "events": events}))
 """
+PARTS = """
+import json, sys, time
+start = time.perf_counter()
+import numpy as np
+import numba
+from numba.core.registry import cpu_target
+cpu_target.target_context.refresh()   # what loading a cached function does first
+numba_done = time.perf_counter()
+import rnncc
+from rnncc.backends.cpu.codegen import generate
+cell = rnncc.load(sys.argv[1])
+generate(cell.compiled_plans(), np.float32, cell.dims)
+sizes = {d: 8 for d in cell.dims}
+p = cell.init_params(seed=0, dtype=np.float32, **sizes)
+x = np.zeros((3, 2, *cell.shape(cell.inputs[0], **sizes)), np.float32)
+cell.forward(p, x, target="cpu")
+print(json.dumps({"numba": numba_done - start, "rnncc": time.perf_counter() - numba_done}))
+"""
 GOALS = {"first": 1.5, "all": 3.0}
 GOALS_BY_CELL = {"lnlstm": {"all": 6.0}}
 WARM_GOAL = 0.4
 
 
-def probe(cell: str, cache: str) -> dict:
+def probe(cell: str, cache: str, script: str = PROBE) -> dict:
     env = {**os.environ, "RNNCC_CACHE_DIR": cache, "NUMBA_CACHE_DIR": str(Path(cache) / "numba")}
-    done = subprocess.run([sys.executable, "-c", PROBE, cell], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", script, cell], capture_output=True, text=True,
                           env=env, timeout=1800)
     if done.returncode:
         raise RuntimeError(done.stderr)
@@ -68,7 +91,8 @@ def probe(cell: str, cache: str) -> dict:
 
 
 HEADER = ("| cell | cold: first result s | all three s | infer s | forward s | backward s "
-          "| warm: import to first result s | import s | goals met |")
+          "| warm: import to first result s | import s | warm parts: numpy, numba, its "
+          "registries s | rnncc: import, pipeline, call s | goals met |")
 
 
 def goals(name: str, cold: dict, warm: dict) -> str:
@@ -94,21 +118,23 @@ def main(argv=None) -> int:
     for name in args.cells:
         with tempfile.TemporaryDirectory() as cache:
             cold, warm = probe(name, cache), probe(name, cache)
+            parts = probe(name, cache, PARTS)
         seconds = {f: s for f, s, cached in cold["events"]}
         assert not any(cached for *_, cached in cold["events"])
         assert all(cached for *_, cached in warm["events"])
         row = (f"| {name} | {cold['first']:.1f} | {cold['all']:.1f} | {seconds['infer']:.1f} | "
                f"{seconds['forward']:.1f} | {seconds['backward']:.1f} | "
-               f"{warm['to_first']:.2f} | {warm['import']:.2f} | {goals(name, cold, warm)} |")
+               f"{warm['to_first']:.2f} | {warm['import']:.2f} | {parts['numba']:.2f} | "
+               f"{parts['rnncc']:.2f} | {goals(name, cold, warm)} |")
         print(row, flush=True)
         rows.append(row)
     if args.write:
         machine = (f"{harness.cpu_model()}, {os.cpu_count()} cores, float32, numba "
                    f"{__import__('numba').__version__}")
         harness.record("compile.py", argv, HEADER, rows, machine,
-                       "one cold and one warm process per cell, each with empty caches of its "
-                       "own (rnncc's and Numba's); seconds from the probe's clock and rnncc's "
-                       "compile log")
+                       "one cold, one warm and one warm-in-parts process per cell, with empty "
+                       "caches of their own (rnncc's and Numba's) at the cold one; seconds from "
+                       "the probe's clock and rnncc's compile log")
     return 0
 
 
