@@ -11,7 +11,10 @@ layer-norm LSTM's backward 30877 -> 21335 lines of assembly, LLVM's time on forw
 backward 7.9 -> 5.8 s; an LSTM's functions a fifth smaller.
 
 Numba has the flag (Flags.noalias: what its parfors set on a gufunc whose arrays it finds
-apart) but no jit option for it; a generated module passes this class as `pipeline_class`.
+apart) but no jit option for it; a generated module passes this class as `pipeline_class`. In
+the threaded variant the flag reaches the gufunc of each prange loop too: its arrays are the
+function's own arguments (a kernel takes its row views inside the loop), so the promise holds
+there as well.
 
 The promise is the runtime's to keep, and it does: a generated function's arguments are its
 own arrays (allocated per call or kept per workspace key, one per argument; a carried state
