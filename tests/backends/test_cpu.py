@@ -17,6 +17,7 @@ import rnncc
 from rnncc.runtime.gradcheck import random_problem
 
 from ..close import TOLERANCE, assert_close
+from ..noalias import check_arrays_apart
 
 
 def compare(cell, prob, dtype, rtol=None, err_msg="", target="cpu"):
@@ -301,51 +302,12 @@ def test_forward_and_backward_never_write_the_callers_arrays(shipped_cells, targ
 
 def test_no_array_a_generated_function_writes_overlaps_another_argument(shipped_cells,
                                                                          monkeypatch):
-    """The generated functions tell LLVM that their arrays do not overlap (noalias.py): every
-    argument the function may write must be memory of its own. Read only are the buffers the
-    call binds (parameters, inputs, tape, upstream gradients), except carried states, which
-    the function writes (a copy), and the stacked parameters (rnncc.RNN keeps them, each
-    parameter a view of its stack); that it leaves them as they were is checked too. On every
-    call of every shipped cell's functions, ragged, and through rnncc.RNN's workspaces and
-    packed parameters (two calls: the second reuses them), bidirectional, two layers deep."""
-    from rnncc.backends.cpu import runtime
-    from rnncc.plan.layout import ArgKind
-    from rnncc.plan.plan import Role, Rows
-
-    checked = []
-    bind = runtime.bind
-
-    def checking_bind(layout, bound, *args):
-        arrays = bind(layout, bound, *args)
-        plan = layout.plan
-        read_only = {a.name for a in layout.arguments if a.kind == ArgKind.BUFFER and (
-            (a.buffer in bound and plan.buffers[a.buffer].rows != Rows.STEP)
-            or plan.buffers[a.buffer].role == Role.PACKED)}
-        for name, array in arrays.items():
-            if name in read_only:
-                continue
-            for other, other_array in arrays.items():
-                assert other == name or not np.shares_memory(array, other_array), (
-                    f"{plan.kind}: {name}, which the function writes, overlaps {other}")
-        checked.append("infer" if plan.kind == "forward" and "saved" not in plan.results
-                       else plan.kind)
-        unwritten[id(layout)] = read_only
-        return arrays
-
-    unwritten = {}   # id(layout) -> the read-only arguments' names
-    call = runtime.Compiled._call
-
-    def checking_call(self, direction, args, *rest):
-        names = [a.name for a in self.arguments[direction]]   # the function's, in order
-        before = {name: a.copy() for name, a in zip(names, args)
-                  if name in unwritten[id(self.layouts[direction])]}
-        call(self, direction, args, *rest)
-        for name, a in zip(names, args):
-            if name in before:
-                np.testing.assert_array_equal(a, before[name], err_msg=f"{direction} wrote {name}")
-
-    monkeypatch.setattr(runtime, "bind", checking_bind)
-    monkeypatch.setattr(runtime.Compiled, "_call", checking_call)
+    """The generated functions tell LLVM that their arrays do not overlap (noalias.py):
+    tests/noalias.py checks every call (memory of its own for every array the function may
+    write, the read-only ones left as they were). Every shipped cell's functions, ragged, and
+    rnncc.RNN's workspaces and packed parameters (two calls: the second reuses them),
+    bidirectional, two layers deep; rnncc.torch's in tests/torch/test_module.py."""
+    checked = check_arrays_apart(monkeypatch)
     for name in rnncc.shipped():
         cell = shipped_cells[name]
         prob = random_problem(cell, T=4, B=3, seed=5, ragged=True)

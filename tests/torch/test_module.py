@@ -12,6 +12,7 @@ import rnncc.torch  # noqa: E402
 from rnncc.interop.pytorch import LAYOUTS  # noqa: E402
 
 from ..close import assert_close  # noqa: E402
+from ..noalias import check_arrays_apart  # noqa: E402
 from ..strategies import cell_specs  # noqa: E402
 
 TORCH = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
@@ -211,6 +212,23 @@ def test_an_optimizer_step_is_what_the_next_call_uses():
         module(x)[0].square().sum().backward()
         torch.optim.SGD(weights, lr=0.5).step()
     assert_close(m(x)[0].detach().numpy(), ref(x)[0].detach().numpy(), 1e-10)
+
+
+def test_no_array_a_generated_function_writes_overlaps_another_argument(monkeypatch):
+    """The promise the generated functions make LLVM (cpu/noalias.py), through rnncc.torch:
+    parameters are views of torch's tensors and of the stacked matrices they share memory
+    with. Two training steps, each followed by an optimizer step (two layers, both
+    directions), then a call under no_grad (infer); tests/noalias.py checks every call."""
+    checked = check_arrays_apart(monkeypatch)
+    ref = torch_module("lstm", torch.float64, num_layers=2, bidirectional=True)
+    m = rnncc.torch.RNN.from_torch(ref)
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    for _ in range(2):
+        m(x)[0].square().sum().backward()
+        torch.optim.SGD(m.parameters(), lr=0.1).step()
+    with torch.no_grad():
+        m(x)
+    assert set(checked) == {"infer", "forward", "backward"}
 
 
 def test_each_call_owns_its_tape():
