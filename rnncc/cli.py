@@ -334,6 +334,11 @@ class CompileProgress(logging.Handler):
         if event is None:
             return
         tty = getattr(self.stream, "isatty", lambda: False)()
+        if event.phase == "background":   # it ends while other lines come: no spinner
+            self.stream.write(("\r\033[K" if self._spinner is not None else "")
+                              + f"rnncc: {event.describe()}\n")
+            self.stream.flush()
+            return
         if event.phase == "start":
             if not tty:
                 self.stream.write(f"rnncc: {event.describe()}\n")

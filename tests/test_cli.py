@@ -196,3 +196,33 @@ def test_show_plan_and_pass_stages(capsys):
     assert code == 0 and "[step kernel 0]" in out and "[after gemm 1]" in out
     code, _, err = run_cli(capsys, "show", "lstm", "--stage", "plan", "--format", "dot")
     assert code == 1 and "text or json" in err
+
+
+def test_the_progress_lines_of_a_background_compile():
+    """A background process's start is one line with no spinner (other compiles run while it
+    does); the call that waits for it says so, then how long after the call it was ready."""
+    import io
+    import logging
+
+    from rnncc.backends.compile_log import CompileEvent
+    from rnncc.cli import CompileProgress
+    progress = CompileProgress(io.StringIO())
+    for event in [CompileEvent("c", "backward", "float32", "cpu", "background",
+                               variant="one thread"),
+                  CompileEvent("c", "forward", "float32", "cpu", "start", variant="threads"),
+                  CompileEvent("c", "forward", "float32", "cpu", "done", 2.0, variant="threads"),
+                  CompileEvent("c", "backward", "float32", "cpu", "start", variant="one thread",
+                               background=True),
+                  CompileEvent("c", "backward", "float32", "cpu", "done", 1.5, True,
+                               "one thread", True)]:
+        record = logging.LogRecord("rnncc.compile", logging.INFO, "", 0, event.describe(),
+                                   None, None)
+        record.rnncc_compile = event
+        progress.emit(record)
+    assert progress.stream.getvalue().splitlines() == [
+        "rnncc: compiling c: backward (one thread), float32, cpu target, in a background process",
+        "rnncc: compiling c: forward (threads), float32, cpu target ...",
+        "rnncc: compiled c: forward (threads), float32, cpu target, in 2.0 s",
+        "rnncc: waiting for c: backward (one thread), float32, cpu target ...",
+        "rnncc: compiled c: backward (one thread), float32, cpu target, in a background "
+        "process: ready 1.5 s after the call"]

@@ -97,13 +97,28 @@ def load(source: str, cell: str | None = None):
     return module
 
 
+def _index(fn) -> Path | None:
+    """Where Numba keeps the index of fn's machine code: beside the module, or under
+    NUMBA_CACHE_DIR (its locators; a private attribute of Numba's cache)."""
+    try:
+        return Path(fn._cache._cache_file._index_path)
+    except AttributeError:
+        return None
+
+
+def has_cached(fn) -> bool:
+    """Whether Numba's disk cache holds machine code of fn (for some signature: a generated
+    function has one per module)."""
+    index = _index(fn)
+    return index is not None and index.exists()
+
+
 def forget_cached(fn) -> bool:
     """Remove a Numba function's machine code from Numba's disk cache (its index and data
     files); whether there was any. Numba writes each file whole (a temporary file, then a
     rename), so only damage from outside leaves one unreadable."""
-    try:   # where Numba keeps it: beside the module, or under NUMBA_CACHE_DIR (its locators)
-        index = Path(fn._cache._cache_file._index_path)
-    except AttributeError:
+    index = _index(fn)
+    if index is None:
         return False
     stem = index.name[:-len(".nbi")]
     removed = False

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 
@@ -293,18 +294,26 @@ class CpuKernel(KernelPrinter):
                                f"{self.value(arg, 'j', set())}")
 
 
-def generate(plans: dict, dtype, dims: list[str]) -> tuple[str, dict, dict]:
-    """The module's source for GraphPlans {function name: plan}, each function's Layout, and
-    the array arguments each function takes, in order (those of its Layout's arguments that
-    its code uses; the runtime binds them all, results may live in any)."""
+class Generated(NamedTuple):
+    """A generated module: its source and, per function, its Layout, the array arguments it
+    takes in order (those of its Layout's arguments that its code uses; the runtime binds them
+    all, results may live in any), and the flags it takes after the row lengths."""
+    source: str
+    layouts: dict
+    arguments: dict
+    flags: dict
+
+
+def generate(plans: dict, dtype, dims: list[str]) -> Generated:
+    """The module for GraphPlans {function name: plan}."""
     dtype = np.dtype(dtype)
-    functions, layouts, taken, consts, used = [], {}, {}, {}, set()
+    functions, layouts, taken, flags, consts, used = [], {}, {}, {}, {}, set()
     for name, plan in plans.items():
         layouts[name] = layout(plan, TARGET)
         printer = CpuPrinter(layouts[name], dtype, dims)
         printer.consts = consts
         functions.append(printer.function(name))
-        taken[name] = printer.taken
+        taken[name], flags[name] = printer.taken, printer.flags()
         used |= printer.math.used
     suffix = printer.math.suffix
     head = [
@@ -321,4 +330,5 @@ def generate(plans: dict, dtype, dims: list[str]) -> tuple[str, dict, dict]:
         "ZERO, HALF, ONE = dtype(0.0), dtype(0.5), dtype(1.0)",
     ]
     head += [f"{c} = dtype({value!r})" for value, c in consts.items()]
-    return "\n".join(head + ["", ""] + ["\n\n\n".join(functions)]) + "\n", layouts, taken
+    source = "\n".join(head + ["", ""] + ["\n\n\n".join(functions)]) + "\n"
+    return Generated(source, layouts, taken, flags)

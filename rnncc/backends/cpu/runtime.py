@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba.core import types
 from numba.core.errors import NumbaError
 
 from ...ops import REGISTRY
@@ -17,21 +18,21 @@ from ...plan.layout import ident
 from ...plan.plan import Role, Rows
 from ..binding import bind
 from ..compile_log import compiling
-from ..disk_cache import forget_cached, load
-from . import fastmath, threads
+from ..disk_cache import forget_cached, has_cached, load
+from . import ahead, fastmath, threads
 from .codegen import generate
 from .threads import ONE_THREAD, SERIAL, THREADS
 
 
-def compile_past_damage(fn, types) -> None:
-    """fn.compile(types), where Numba's disk cache may hold damaged files. Numba unpickles
+def compile_past_damage(fn, signature) -> None:
+    """fn.compile(signature), where Numba's disk cache may hold damaged files. Numba unpickles
     them without a check of its own: a truncated one (a full disk, a killed copy) raises
     (pickle's errors, not Numba's). Then the function's cached code, else that of the fastmath
     functions it calls (their cache is Numba's too), is removed and the compile tried again;
     an error with nothing left to remove, or one of Numba's own, is a real one."""
     while True:
         try:
-            fn.compile(types)
+            fn.compile(signature)
             return
         except NumbaError:
             raise
@@ -140,8 +141,9 @@ class Compiled:
         # Numba compiles each function at its first call, so an unused one costs nothing.
         self.plans = cell.compiled_plans()
         # arguments: the array arguments each function takes, in order (its layout's, less
-        # those its code never names)
-        self.source, self.layouts, self.arguments = generate(self.plans, self.dtype, cell.dims)
+        # those its code never names); flags: the scalars it takes after the row lengths
+        self.source, self.layouts, self.arguments, self.flags = generate(self.plans, self.dtype,
+                                                                         cell.dims)
         self.time_axes = {d: [a.time_axis(self.plans[d]) for a in arguments]
                           for d, arguments in self.arguments.items()}  # for runs in pieces
         self.module = load(self.source, cell.name)
@@ -151,6 +153,7 @@ class Compiled:
         # each
         self.variant: str | None = None
         self._shares: dict = {}    # (direction, sizes) -> kernel_share
+        self._ahead: dict = {}     # function name -> its ahead.Job (compiling in background)
 
     # -- arrays ---------------------------------------------------------------------------------------
     def packs(self) -> dict:
@@ -217,19 +220,58 @@ class Compiled:
         previous = numba.get_num_threads()
         threads = threads or kernel_threads(B, sizes, previous,
                                             self._kernel_share(direction, sizes))
-        serial = getattr(self.module, direction + SERIAL, None)
-        if serial is not None and (self.variant == ONE_THREAD
-                                   or (threads == 1 and self.variant != THREADS)):
-            self._compile(direction, serial, all_args)
-            serial(*all_args)
-            return
-        fn = getattr(self.module, direction)
+        fn = self._function(direction, threads)
+        if fn not in self._ready and direction == "forward":
+            self._compile_ahead("backward", B, sizes, previous)   # the step's next call
         self._compile(direction, fn, all_args)
+        if fn.__name__.endswith(SERIAL):
+            fn(*all_args)
+            return
         numba.set_num_threads(threads)
         try:
             fn(*all_args)
         finally:
             numba.set_num_threads(previous)
+
+    def _function(self, direction: str, threads: int):
+        """The variant a call whose kernels get `threads` runs: the serial twin for one thread
+        (where the function has kernels), unless `variant` says otherwise."""
+        serial = getattr(self.module, direction + SERIAL, None)
+        if serial is not None and (self.variant == ONE_THREAD
+                                   or (threads == 1 and self.variant != THREADS)):
+            return serial
+        return getattr(self.module, direction)
+
+    def argument_types(self, direction: str) -> tuple:
+        """The Numba types of the arguments every call of `direction`'s function passes (_call:
+        T, B, the row lengths, the flags, the dimension sizes, the arrays, each C-contiguous in
+        the module's dtype): its one signature, known without a call."""
+        plan, sizes = self.plans[direction], {d: 2 for d in self.cell.dims}
+        element = numba.from_dtype(self.dtype)
+        return (types.int64, types.int64, types.Array(types.int64, 1, "C"),
+                *[types.boolean for _ in self.flags[direction]],
+                *[types.int64 for _ in self.cell.dims],
+                *[types.Array(element, len(a.shape(plan, sizes, 2, 2)), "C")
+                  for a in self.arguments[direction]])
+
+    def _compile_ahead(self, direction: str, B: int, sizes: dict, available: int) -> None:
+        """Start compiling the function a call of `direction` at these sizes will run, in a
+        background process, where that pays (ahead.py)."""
+        if self.variant is not None or not ahead.enabled():
+            return
+        fn = self._function(direction, kernel_threads(B, sizes, available,
+                                                      self._kernel_share(direction, sizes)))
+        if (fn in self._ready or fn.signatures or fn.__name__ in self._ahead
+                or not ahead.worth_it(self.source, fn.__name__) or has_cached(fn)):
+            return
+        self._ahead[fn.__name__] = ahead.start(self.cell, self.dtype, direction, fn.__name__,
+                                               self._variant_of(direction, fn))
+
+    def _variant_of(self, direction: str, fn) -> str:
+        """How the compile log names the variant `fn` is ("" where there is one)."""
+        if not hasattr(self.module, direction + SERIAL):
+            return ""
+        return ONE_THREAD if fn.__name__.endswith(SERIAL) else THREADS
 
     def _kernel_share(self, direction: str, sizes: dict) -> float:
         key = (direction, tuple(sorted(sizes.items())))
@@ -245,14 +287,17 @@ class Compiled:
         if fn in self._ready:   # (Dispatcher.signatures builds a list per call: slower)
             return
         if not fn.signatures:
-            types = tuple(fn.typeof_pyval(a) for a in args)
+            signature = tuple(fn.typeof_pyval(a) for a in args)
             hits = sum(fn.stats.cache_hits.values())
-            variant = ""   # a function with kernels comes twice (codegen.py): say which
-            if hasattr(self.module, direction + SERIAL):
-                variant = ONE_THREAD if fn.__name__.endswith(SERIAL) else THREADS
-            with compiling(self.cell.name, direction, self.dtype, "cpu", variant=variant,
-                           cached=lambda: sum(fn.stats.cache_hits.values()) > hits):
-                compile_past_damage(fn, types)
+            job = self._ahead.pop(fn.__name__, None)   # compiling in a background process
+            done = []
+            with compiling(self.cell.name, direction, self.dtype, "cpu",
+                           variant=self._variant_of(direction, fn),
+                           cached=lambda: sum(fn.stats.cache_hits.values()) > hits,
+                           background=None if job is None else lambda: done[0]):
+                if job is not None:
+                    done.append(job.wait())   # then Numba loads what it left in the cache
+                compile_past_damage(fn, signature)
         self._ready.add(fn)
 
     def _whole(self, direction: str, arrays: dict, name: str, sizes) -> np.ndarray:

@@ -1,0 +1,32 @@
+"""The background process of ahead.py: compiles one generated function into the disk cache.
+
+    python -m rnncc.backends.cpu.compile_worker   < {"spec": ..., "dtype": ..., "direction": ...,
+                                                    "function": ...}
+
+It builds the cell from the spec's text as the parent did (the same generated module, the same
+cache file), and compiles the function for the types every call of it passes
+(Compiled.argument_types); Numba writes the machine code to its disk cache, where the parent's
+call finds it.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+
+
+def main() -> None:
+    job = json.loads(sys.stdin.read())
+    from .. import get
+    from ...runtime.cell import compile as compile_cell
+    from .runtime import compile_past_damage
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the spec's lint warnings: the parent has them
+        cell = compile_cell(job["spec"])
+    compiled = get("cpu").compiled(cell, job["dtype"])
+    fn = getattr(compiled.module, job["function"])
+    compile_past_damage(fn, compiled.argument_types(job["direction"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""A training step's backward compiled in a background process while its forward compiles
+(rnncc/backends/cpu/ahead.py): the types it compiles for are the ones every call passes, the
+call waits for it and loads its machine code, a failed process leaves the call to compile it,
+and every result is held to the reference interpreter."""
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+import rnncc
+from rnncc.backends.cpu import ahead, runtime
+from rnncc.runtime.gradcheck import random_problem
+
+from ..close import assert_close
+
+
+def test_the_types_compiled_ahead_are_those_every_call_passes(shipped_cells, monkeypatch):
+    """Compiled.argument_types, which the background process compiles for, against the
+    arguments of real calls: every shipped cell, each function, ragged, in pieces of time."""
+    seen = []
+    compile = runtime.Compiled._compile
+
+    def checking(self, direction, fn, args):
+        seen.append(direction)
+        assert tuple(fn.typeof_pyval(a) for a in args) == self.argument_types(direction), \
+            f"{self.cell.name}: {direction}"
+        return compile(self, direction, fn, args)
+    monkeypatch.setattr(runtime.Compiled, "_compile", checking)
+    for name in rnncc.shipped():
+        cell = shipped_cells[name]
+        prob = random_problem(cell, T=3, B=2, seed=4, ragged=True)
+        for dtype in (np.float32, np.float64):
+            p = {k: v.astype(dtype) for k, v in prob.p.items()}
+            x = {k: v.astype(dtype) for k, v in prob.xs.items()}
+            x = x if len(x) > 1 else x[cell.inputs[0]]
+            cell.forward(p, x, lengths=prob.lengths, target="cpu")
+            cell.backward(p, x, prob.dys.astype(dtype), lengths=prob.lengths, target="cpu")
+    model = rnncc.RNN(shipped_cells["gru"], 3, 4, num_layers=2, bidirectional=True)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32)
+    ys, _ = model(x, train=True)
+    model.backward(np.ones_like(ys))
+    assert set(seen) == {"infer", "forward", "backward"}
+
+
+# a cell no other test compiles; its backward is short, so the script lowers the threshold
+SCRIPT = textwrap.dedent("""
+    import logging, sys, numpy as np, rnncc
+    from rnncc.backends.cpu import ahead
+    ahead.AHEAD_MIN_LINES = 0
+    ahead.enabled = lambda: True   # (a one-core machine would not start the process)
+    lines = []
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+    logging.getLogger("rnncc.compile").addHandler(Keep())
+    logging.getLogger("rnncc.compile").setLevel(logging.INFO)
+    cell = rnncc.compile("cell ahead_of_time\\ninput x[I]\\nstate h[H]\\n"
+                         "h' = tanh(W @ x + U @ h + b) * sigmoid(v * h) * 0.8125\\n")
+    p = cell.init_params(seed=0, I=3, H=4)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    dys = rng.standard_normal((5, 2, 4)).astype(np.float32)
+    got = cell.backward(p, x, dys, target="cpu")
+    want = cell.backward(p, x, dys, target="reference")
+    for k in want["params"]:
+        assert np.allclose(got["params"][k], want["params"][k], rtol=1e-4, atol=1e-5), k
+    print("\\n".join(lines))
+""")
+
+
+def run_script(tmp_path) -> str:
+    env = dict(os.environ, RNNCC_CACHE_DIR=str(tmp_path / "rnncc"),
+               NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_training_steps_backward_compiles_in_a_background_process(tmp_path):
+    """Empty caches: the training forward starts the background process and compiles; the
+    backward call waits for the process and loads what it compiled. A second process finds
+    both in the cache and starts none."""
+    log = run_script(tmp_path)
+    what = "ahead_of_time: backward (one thread), float32, cpu target"
+    assert f"compiling {what}, in a background process" in log
+    assert f"waiting for {what} ..." in log
+    assert f"compiled {what}, in a background process: ready" in log
+    assert "compiled ahead_of_time: forward (one thread), float32, cpu target, in" in log
+    again = run_script(tmp_path)
+    assert "background" not in again and "loaded ahead_of_time: backward" in again
+
+
+def test_a_failed_background_process_leaves_the_call_to_compile_it(monkeypatch, caplog,
+                                                                   tmp_path):
+    """The process ends with an error: the backward call says so and compiles the function
+    itself; the gradients are right."""
+    monkeypatch.setenv("RNNCC_CACHE_DIR", str(tmp_path))   # nothing of this cell cached
+    monkeypatch.setattr(ahead, "AHEAD_MIN_LINES", 0)
+    monkeypatch.setattr(ahead, "enabled", lambda: True)
+    popen = subprocess.Popen
+
+    def failing(command, **kwargs):
+        return popen([sys.executable, "-c", "import sys; sys.stdin.read(); sys.exit(3)"],
+                     **kwargs)
+    monkeypatch.setattr(ahead.subprocess, "Popen", failing)
+    cell = rnncc.compile("cell ahead_failing\ninput x[I]\nstate h[H]\n"
+                         "h' = tanh(W @ x + U @ h + b) * 0.6875\n")
+    p = cell.init_params(seed=0, I=3, H=4)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 2, 3))
+    dys = rng.standard_normal((4, 2, 4))
+    with caplog.at_level(logging.INFO, logger="rnncc.compile"):
+        got = cell.backward(p, x, dys, target="cpu")
+    want = cell.backward(p, x, dys, target="reference")
+    for k in want["params"]:
+        assert_close(got["params"][k], want["params"][k], 1e-10, k)
+    text = caplog.text
+    assert "in a background process failed (exit code 3); compiling it here" in text
+    assert "compiled ahead_failing: backward (one thread), float64, cpu target, in" in text
