@@ -121,3 +121,34 @@ def test_a_failed_background_process_leaves_the_call_to_compile_it(monkeypatch, 
     text = caplog.text
     assert "in a background process failed (exit code 3); compiling it here" in text
     assert "compiled ahead_failing: backward (one thread), float64, cpu target, in" in text
+
+
+def test_a_call_of_other_types_does_not_wait_for_the_background_process(monkeypatch, tmp_path):
+    """A read-only upstream gradient gives the backward other argument types than the ones the
+    process compiles for: the call compiles its own at once instead of waiting for it (here,
+    a process that would take a minute)."""
+    monkeypatch.setenv("RNNCC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(ahead, "AHEAD_MIN_LINES", 0)
+    monkeypatch.setattr(ahead, "enabled", lambda: True)
+    popen = subprocess.Popen
+    started = []
+
+    def slow(command, **kwargs):
+        started.append(popen([sys.executable, "-c", "import time; time.sleep(60)"], **kwargs))
+        return started[-1]
+    monkeypatch.setattr(ahead.subprocess, "Popen", slow)
+    cell = rnncc.compile("cell ahead_read_only\ninput x[I]\nstate h[H]\n"
+                         "h' = tanh(W @ x + U @ h + b) * 0.5625\n")
+    p = cell.init_params(seed=0, I=3, H=4)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 2, 3))
+    dys = rng.standard_normal((4, 2, 4))
+    dys.flags.writeable = False
+    import time
+    start = time.perf_counter()
+    got = cell.backward(p, x, dys, target="cpu")
+    assert time.perf_counter() - start < 45 and started and started[0].poll() is None
+    started[0].kill()
+    want = cell.backward(p, x, dys, target="reference")
+    for k in want["params"]:
+        assert_close(got["params"][k], want["params"][k], 1e-10, k)

@@ -27,7 +27,7 @@ import json
 import os
 import subprocess
 import sys
-import time
+import threading
 
 from ..compile_log import CompileEvent, log
 
@@ -58,21 +58,24 @@ class Job:
 
     def __init__(self, process: subprocess.Popen, event: CompileEvent):
         self.process, self.event = process, event
-        self.started = time.perf_counter()
+        self._lock = threading.Lock()   # calls on several threads (rnncc.RNN's units) wait
+        self._compiled: bool | None = None
 
     def wait(self) -> bool:
         """Wait for the process to end; whether it compiled the function (else the caller
-        compiles it: what went wrong is logged as a warning)."""
-        err = self.process.stderr.read()   # to its end: the process has ended
-        self.process.wait()
-        self.process.stderr.close()
-        _running.discard(self.process)
-        if self.process.returncode == 0:
-            return True
-        log.warning(f"compiling {self.event.cell}: {self.event.function} in a background "
-                    f"process failed (exit code {self.process.returncode}); compiling it here\n"
-                    + err[-2000:])
-        return False
+        compiles it: what went wrong is logged as a warning, once)."""
+        with self._lock:
+            if self._compiled is None:
+                err = self.process.stderr.read()   # to its end: the process has ended
+                self.process.wait()
+                self.process.stderr.close()
+                _running.discard(self.process)
+                self._compiled = self.process.returncode == 0
+                if not self._compiled:
+                    log.warning(f"compiling {self.event.cell}: {self.event.function} in a "
+                                f"background process failed (exit code "
+                                f"{self.process.returncode}); compiling it here\n" + err[-2000:])
+            return self._compiled
 
 
 def start(cell, dtype, direction: str, function: str, variant: str) -> Job:

@@ -289,7 +289,9 @@ class Compiled:
         if not fn.signatures:
             signature = tuple(fn.typeof_pyval(a) for a in args)
             hits = sum(fn.stats.cache_hits.values())
-            job = self._ahead.pop(fn.__name__, None)   # compiling in a background process
+            job = self._ahead.get(fn.__name__)   # compiling in a background process
+            if job is not None and signature != self.argument_types(direction):
+                job = None   # (it compiles other types: a read-only caller's array)
             done = []
             with compiling(self.cell.name, direction, self.dtype, "cpu",
                            variant=self._variant_of(direction, fn),
@@ -299,6 +301,7 @@ class Compiled:
                     done.append(job.wait())   # then Numba loads what it left in the cache
                 compile_past_damage(fn, signature)
         self._ready.add(fn)
+        self._ahead.pop(fn.__name__, None)
 
     def _whole(self, direction: str, arrays: dict, name: str, sizes) -> np.ndarray:
         return whole(self.plans[direction], arrays, name, sizes, self.dtype)
