@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 
@@ -94,30 +95,43 @@ def test_a_training_steps_backward_compiles_in_a_background_process(tmp_path):
     assert "background" not in again and "loaded ahead_of_time: backward" in again
 
 
+def ahead_with_a_stand_in(monkeypatch, tmp_path, script: str, name: str, scale: float):
+    """A new cell (nothing of it cached), whose backward is compiled ahead by a stand-in
+    process running `script` instead of the compiler; the processes started, and the cell
+    with its problem (float64: p, x, dys)."""
+    monkeypatch.setenv("RNNCC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(ahead, "AHEAD_MIN_LINES", 0)
+    monkeypatch.setattr(ahead, "enabled", lambda: True)
+    popen, started = subprocess.Popen, []
+
+    def stand_in(command, **kwargs):
+        started.append(popen([sys.executable, "-c", script], **kwargs))
+        return started[-1]
+    monkeypatch.setattr(ahead.subprocess, "Popen", stand_in)
+    cell = rnncc.compile(f"cell {name}\ninput x[I]\nstate h[H]\n"
+                         f"h' = tanh(W @ x + U @ h + b) * {scale}\n")
+    rng = np.random.default_rng(2)
+    problem = (cell.init_params(seed=0, I=3, H=4), rng.standard_normal((4, 2, 3)),
+               rng.standard_normal((4, 2, 4)))
+    return started, cell, problem
+
+
+def assert_gradients_right(cell, got, problem):
+    want = cell.backward(*problem, target="reference")
+    for k in want["params"]:
+        assert_close(got["params"][k], want["params"][k], 1e-10, k)
+
+
 def test_a_failed_background_process_leaves_the_call_to_compile_it(monkeypatch, caplog,
                                                                    tmp_path):
     """The process ends with an error: the backward call says so and compiles the function
     itself; the gradients are right."""
-    monkeypatch.setenv("RNNCC_CACHE_DIR", str(tmp_path))   # nothing of this cell cached
-    monkeypatch.setattr(ahead, "AHEAD_MIN_LINES", 0)
-    monkeypatch.setattr(ahead, "enabled", lambda: True)
-    popen = subprocess.Popen
-
-    def failing(command, **kwargs):
-        return popen([sys.executable, "-c", "import sys; sys.stdin.read(); sys.exit(3)"],
-                     **kwargs)
-    monkeypatch.setattr(ahead.subprocess, "Popen", failing)
-    cell = rnncc.compile("cell ahead_failing\ninput x[I]\nstate h[H]\n"
-                         "h' = tanh(W @ x + U @ h + b) * 0.6875\n")
-    p = cell.init_params(seed=0, I=3, H=4)
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((4, 2, 3))
-    dys = rng.standard_normal((4, 2, 4))
+    _, cell, problem = ahead_with_a_stand_in(
+        monkeypatch, tmp_path, "import sys; sys.stdin.read(); sys.exit(3)", "ahead_failing",
+        0.6875)
     with caplog.at_level(logging.INFO, logger="rnncc.compile"):
-        got = cell.backward(p, x, dys, target="cpu")
-    want = cell.backward(p, x, dys, target="reference")
-    for k in want["params"]:
-        assert_close(got["params"][k], want["params"][k], 1e-10, k)
+        got = cell.backward(*problem, target="cpu")
+    assert_gradients_right(cell, got, problem)
     text = caplog.text
     assert "in a background process failed (exit code 3); compiling it here" in text
     assert "compiled ahead_failing: backward (one thread), float64, cpu target, in" in text
@@ -127,28 +141,11 @@ def test_a_call_of_other_types_does_not_wait_for_the_background_process(monkeypa
     """A read-only upstream gradient gives the backward other argument types than the ones the
     process compiles for: the call compiles its own at once instead of waiting for it (here,
     a process that would take a minute)."""
-    monkeypatch.setenv("RNNCC_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(ahead, "AHEAD_MIN_LINES", 0)
-    monkeypatch.setattr(ahead, "enabled", lambda: True)
-    popen = subprocess.Popen
-    started = []
-
-    def slow(command, **kwargs):
-        started.append(popen([sys.executable, "-c", "import time; time.sleep(60)"], **kwargs))
-        return started[-1]
-    monkeypatch.setattr(ahead.subprocess, "Popen", slow)
-    cell = rnncc.compile("cell ahead_read_only\ninput x[I]\nstate h[H]\n"
-                         "h' = tanh(W @ x + U @ h + b) * 0.5625\n")
-    p = cell.init_params(seed=0, I=3, H=4)
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((4, 2, 3))
-    dys = rng.standard_normal((4, 2, 4))
+    started, cell, (p, x, dys) = ahead_with_a_stand_in(
+        monkeypatch, tmp_path, "import time; time.sleep(60)", "ahead_read_only", 0.5625)
     dys.flags.writeable = False
-    import time
     start = time.perf_counter()
     got = cell.backward(p, x, dys, target="cpu")
     assert time.perf_counter() - start < 45 and started and started[0].poll() is None
     started[0].kill()
-    want = cell.backward(p, x, dys, target="reference")
-    for k in want["params"]:
-        assert_close(got["params"][k], want["params"][k], 1e-10, k)
+    assert_gradients_right(cell, got, (p, x, dys))
