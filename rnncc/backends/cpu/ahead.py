@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from ..compile_log import CompileEvent, log
 
@@ -83,8 +84,13 @@ def start(cell, dtype, direction: str, function: str, variant: str) -> Job:
     `cell` for `dtype` in a background process; its log line says so."""
     job = {"spec": cell.spec.source.text, "dtype": str(dtype), "direction": direction,
            "function": function}
+    # the rnncc this process runs, first on the path whatever put it there (the same code
+    # generates the same module, whose cache file the call then finds)
+    root = str(Path(__file__).resolve().parents[3])
+    command = (f"import sys; sys.path.insert(0, {root!r}); "
+               f"from rnncc.backends.cpu.compile_worker import main; main()")
     env = {**os.environ, "RNNCC_COMPILE_AHEAD": "0"}
-    process = subprocess.Popen([sys.executable, "-m", "rnncc.backends.cpu.compile_worker"],
+    process = subprocess.Popen([sys.executable, "-c", command],
                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, env=env)
     process.stdin.write(json.dumps(job))

@@ -1,7 +1,7 @@
 """The background process of ahead.py: compiles one generated function into the disk cache.
 
-    python -m rnncc.backends.cpu.compile_worker   < {"spec": ..., "dtype": ..., "direction": ...,
-                                                    "function": ...}
+    main()   with {"spec": ..., "dtype": ..., "direction": ..., "function": ...} on stdin
+             (`python -m rnncc.backends.cpu.compile_worker` runs it too)
 
 It builds the cell from the spec's text as the parent did (the same generated module, the same
 cache file), and compiles the function for the types every call of it passes

@@ -27,9 +27,9 @@ from .threads import ONE_THREAD, SERIAL, THREADS
 def compile_past_damage(fn, signature) -> None:
     """fn.compile(signature), where Numba's disk cache may hold damaged files. Numba unpickles
     them without a check of its own: a truncated one (a full disk, a killed copy) raises
-    (pickle's errors, not Numba's). Then the function's cached code, else that of the fastmath
-    functions it calls (their cache is Numba's too), is removed and the compile tried again;
-    an error with nothing left to remove, or one of Numba's own, is a real one."""
+    (pickle's errors, not Numba's). Then the function's cached code, else that of fastmath's
+    row_sum, which it may call (its cache is Numba's too), is removed and the compile tried
+    again; an error with nothing left to remove, or one of Numba's own, is a real one."""
     while True:
         try:
             fn.compile(signature)
