@@ -149,3 +149,19 @@ def test_a_call_of_other_types_does_not_wait_for_the_background_process(monkeypa
     assert time.perf_counter() - start < 45 and started and started[0].poll() is None
     started[0].kill()
     assert_gradients_right(cell, got, (p, x, dys))
+
+
+def test_what_is_worth_compiling_ahead_follows_its_lines_threads_counting_twice():
+    """Compile time follows a function's generated lines, and a variant on Numba's threads
+    compiles in about twice the time: AHEAD_MIN_LINES one-thread lines, or half as many on
+    threads."""
+    def module(lines: int) -> str:
+        body = "".join(f"    x{k} = {k}\n" for k in range(lines - 1))
+        return (f"@njit\ndef forward(T):\n    pass\n\n\n@njit\ndef backward(T):\n{body}\n\n"
+                f"@njit\ndef backward_serial(T):\n{body}")
+    n = ahead.AHEAD_MIN_LINES
+    assert ahead.worth_it(module(n), "backward_serial", threaded=False)
+    assert not ahead.worth_it(module(n - 2), "backward_serial", threaded=False)
+    assert ahead.worth_it(module(n // 2 + 1), "backward", threaded=True)
+    assert not ahead.worth_it(module(n // 2 - 2), "backward", threaded=True)
+    assert not ahead.worth_it(module(n), "infer", threaded=False)   # no such function

@@ -9,9 +9,13 @@ machine code. (Threads would take turns: Numba compiles under one lock per proce
 
 A process costs about 0.7 s before it compiles anything (Python, numpy, Numba and the
 registries it loads, the cell's pipeline), and a core of its own, so it is started only
-    - for a backward of at least AHEAD_MIN_LINES lines of generated source (about 2 s of
-      compile on the machines measured: a small cell's backward compiles in about 1 s, less
-      than the process would cost),
+    - for a backward that takes long to compile: AHEAD_MIN_LINES lines of generated source or
+      more, a variant on Numba's threads counting twice (it compiles in about twice the time).
+      Compile time follows the lines: 13.5 ms a line for the lstm's and the layer-norm LSTM's
+      one-thread backward alike (1.0 and 7.2 s). Measured on 2 cores, first training step with
+      and without: layer-norm LSTM 8.5-9.0 s against 10.0-10.2; lstm on Numba's threads
+      (B=64, H=256, OMP_WAIT_POLICY=PASSIVE) 2.6-2.7 against 3.2-3.3; below the threshold no
+      gain (lstm one thread 1.95 against 2.0, rnn on threads 2.13 against 2.18),
     - on a machine with a second core for this process (os.sched_getaffinity),
     - where Numba's disk cache has no machine code for that function yet,
     - unless RNNCC_COMPILE_AHEAD=0 (the process itself, and `rnncc compile`'s jobs, which
@@ -32,7 +36,7 @@ from pathlib import Path
 
 from ..compile_log import CompileEvent, log
 
-AHEAD_MIN_LINES = 150
+AHEAD_MIN_LINES = 100
 _running: set = set()   # the processes not yet waited for (killed at exit)
 
 
@@ -44,14 +48,15 @@ def enabled() -> bool:
     return len(cores) >= 2
 
 
-def worth_it(source: str, function: str) -> bool:
-    """Whether `function` of the generated module `source` is long enough to compile ahead."""
+def worth_it(source: str, function: str, threaded: bool) -> bool:
+    """Whether `function` of the generated module `source` (`threaded`: the variant on
+    Numba's threads) takes long enough to compile to compile it ahead."""
     start = source.find(f"\ndef {function}(")
     if start < 0:
         return False
     end = source.find("\n@njit", start)
-    lines = source[start:end if end >= 0 else len(source)].count("\n")
-    return lines >= AHEAD_MIN_LINES
+    text = source[start + 1:end if end >= 0 else len(source)].rstrip()   # its def and body
+    return (text.count("\n") + 1) * (2 if threaded else 1) >= AHEAD_MIN_LINES
 
 
 class Job:

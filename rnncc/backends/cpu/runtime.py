@@ -261,11 +261,13 @@ class Compiled:
             return
         fn = self._function(direction, kernel_threads(B, sizes, available,
                                                       self._kernel_share(direction, sizes)))
+        variant = self._variant_of(direction, fn)
         if (fn in self._ready or fn.signatures or fn.__name__ in self._ahead
-                or not ahead.worth_it(self.source, fn.__name__) or has_cached(fn)):
+                or not ahead.worth_it(self.source, fn.__name__, variant == THREADS)
+                or has_cached(fn)):
             return
         self._ahead[fn.__name__] = ahead.start(self.cell, self.dtype, direction, fn.__name__,
-                                               self._variant_of(direction, fn))
+                                               variant)
 
     def _variant_of(self, direction: str, fn) -> str:
         """How the compile log names the variant `fn` is ("" where there is one)."""
