@@ -41,6 +41,8 @@ _running: set = set()   # the processes not yet waited for (killed at exit)
 
 
 def enabled() -> bool:
+    """Whether this process may compile ahead: RNNCC_COMPILE_AHEAD is not 0, and it may run
+    on two cores at least."""
     if os.environ.get("RNNCC_COMPILE_AHEAD", "1") == "0":
         return False
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(
