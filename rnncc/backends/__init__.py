@@ -89,7 +89,7 @@ class _CPU(_Backend):
 
     def source(self, cell, dtype) -> str:
         from .cpu.codegen import generate
-        return generate(cell.compiled_plans(), dtype, cell.dims)[0]
+        return generate(cell.compiled_plans(), dtype, cell.dims).source
 
     def forward(self, cell, call):
         return self.compiled(cell, call.dtype).forward(call)

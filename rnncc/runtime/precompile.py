@@ -61,11 +61,17 @@ def precompile(cell, dtypes=("float32",), targets=("cpu",), jobs: int = 1) -> li
         return [event for future in futures for event in future.result()]
 
 
-def _job_in_process(spec_text: str, dtype: str, target: str, variant) -> list[CompileEvent]:
+def cell_in_another_process(spec_text: str):
+    """The cell of `spec_text`, built in a process compiling it for another one (a job here,
+    cpu/compile_worker.py): its lint warnings are silenced, the other process has them."""
     from .cell import compile as compile_cell
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # the spec's lint warnings: the caller's process has them
-        cell = compile_cell(spec_text)
+        warnings.simplefilter("ignore")
+        return compile_cell(spec_text)
+
+
+def _job_in_process(spec_text: str, dtype: str, target: str, variant) -> list[CompileEvent]:
+    cell = cell_in_another_process(spec_text)
     return _job(cell, dtype, target, variant)
 
 

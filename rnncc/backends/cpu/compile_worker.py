@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 
 
 def main() -> None:
     job = json.loads(sys.stdin.read())
     from .. import get
-    from ...runtime.cell import compile as compile_cell
+    from ...runtime.precompile import cell_in_another_process
     from .runtime import compile_past_damage
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # the spec's lint warnings: the parent has them
-        cell = compile_cell(job["spec"])
+    cell = cell_in_another_process(job["spec"])
     compiled = get("cpu").compiled(cell, job["dtype"])
     fn = getattr(compiled.module, job["function"])
     compile_past_damage(fn, compiled.argument_types(job["direction"]))
