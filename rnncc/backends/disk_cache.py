@@ -1,5 +1,10 @@
 """The disk cache of generated modules and their machine code.
 
+One thread's functions are compiled by rnncc's own compiler (cpu/native/), whose object code
+goes beside the module as `<module>.<function>.<key>.o` (key: the source, the compiler's own
+code, the CPU), each file carrying a checksum of its contents (a damaged one is compiled again);
+the threaded ones by Numba, as follows.
+
 Numba cannot cache functions made by exec() from a string (numba issue 3501), so a generated
 module is written to a real file in the cache directory, named by a hash of everything that
 decides the compiled code: the source, the fastmath module it imports, and the versions of
@@ -38,9 +43,10 @@ def cache_dir() -> Path:
 
 def _fingerprint(source: str) -> str:
     from ..version import __version__
-    from .cpu import fastmath
+    from .cpu import elementary, fastmath
     h = hashlib.sha256()
-    for part in (source, Path(fastmath.__file__).read_text(), __version__, numba.__version__,
+    for part in (source, Path(fastmath.__file__).read_text(),
+                 Path(elementary.__file__).read_text(), __version__, numba.__version__,
                  np.__version__):
         h.update(part.encode())
     return h.hexdigest()[:24]
@@ -95,6 +101,11 @@ def load(source: str, cell: str | None = None):
         del sys.modules[name]  # never hand out a half-imported module
         raise
     return module
+
+
+def module_dir(module) -> Path:
+    """The folder a generated module's file is in (its native object code goes beside it)."""
+    return Path(module.__file__).parent
 
 
 def _index(fn) -> Path | None:
@@ -173,6 +184,9 @@ def modules(directory: Path | None = None) -> list[Module]:
                         dtype.group(1) if dtype else "?",
                         re.findall(r"^def (\w+)\(", text, re.M),
                         files=[path, *([labels] if labels.exists() else [])])
+        for file in directory.glob(f"{glob.escape(path.stem)}.*.o"):   # native object code
+            module.files.append(file)
+            module.compiled.add(file.name[len(path.stem) + 1:].split(".")[0])
         for d in _compiled_dirs(directory):
             for file in d.glob(f"{glob.escape(path.stem)}.*"):
                 module.files.append(file)

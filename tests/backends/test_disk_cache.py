@@ -11,17 +11,21 @@ import pytest
 
 from rnncc.cli import main
 
-# a cell no other test compiles, run on the cpu target and on the reference interpreter; its
-# mean is a call of fastmath's row_sum, a Numba function with a cache of its own
+# a cell no other test compiles, run on the cpu target (both variants: one thread, compiled by
+# rnncc's compiler, and threads, by Numba) and on the reference interpreter; its mean is a
+# call of fastmath's row_sum in Numba's code, a Numba function with a cache of its own
 SCRIPT = textwrap.dedent("""
     import sys, numpy as np, rnncc
     cell = rnncc.compile("cell cached\\ninput x[I]\\nstate h[H]\\n"
                          "h' = tanh(W @ x + u * h) * sigmoid(v * h - mean(h))\\n")
     p = cell.init_params(seed=0, I=3, H=4)
     x = np.random.default_rng(1).standard_normal((5, 2, 3)).astype(np.float32)
-    ys, _ = cell.forward(p, x, target="cpu")
     ref, _ = cell.forward(p, x, target="reference")
-    assert np.allclose(ys, ref, rtol=1e-5, atol=1e-6), np.abs(ys - ref).max()
+    compiled = rnncc.backends.get("cpu").compiled(cell, np.float32)
+    for variant in ("one thread", "threads"):
+        compiled.variant = variant
+        ys, _ = cell.forward(p, x, target="cpu")
+        assert np.allclose(ys, ref, rtol=1e-5, atol=1e-6), np.abs(ys - ref).max()
     print("equal")
 """)
 
@@ -42,7 +46,7 @@ def run(tmp_path, count=1):
 
 def cache_files(tmp_path):
     return [f for f in tmp_path.rglob("*")
-            if f.is_file() and f.suffix in (".py", ".json", ".nbi", ".nbc")]
+            if f.is_file() and f.suffix in (".py", ".json", ".nbi", ".nbc", ".o")]
 
 
 def test_two_processes_compiling_the_same_new_cell_at_once_both_get_it_right(tmp_path):
@@ -52,11 +56,12 @@ def test_two_processes_compiling_the_same_new_cell_at_once_both_get_it_right(tmp
 
 @pytest.mark.parametrize("damage", ["truncated", "emptied"])
 def test_a_damaged_cache_file_is_rebuilt(tmp_path, damage):
-    """Every file of the cache at once: the generated module and its label, Numba's index and
-    data files of the cell's function and of fastmath's row_sum, which it calls."""
+    """Every file of the cache at once: the generated module and its label, the native object
+    code of its one-thread function, Numba's index and data files of its threaded function
+    and of fastmath's row_sum, which that calls."""
     run(tmp_path)
     files = cache_files(tmp_path)
-    assert {f.suffix for f in files} == {".py", ".json", ".nbi", ".nbc"}
+    assert {f.suffix for f in files} == {".py", ".json", ".nbi", ".nbc", ".o"}
     for f in files:
         data = f.read_bytes()
         f.write_bytes(data[:len(data) // 3] if damage == "truncated" else b"")

@@ -7,6 +7,7 @@ import pytest
 from numba import njit
 
 from rnncc.backends.cpu import fastmath
+from rnncc.backends.cpu.codegen import CALLER_OPTIONS
 
 # worst error allowed, in units in the last place of the correctly rounded result, compiled as
 # the kernels compile them (FMA contraction on; measured: float32 exp 0.9, tanh 2.7, log 1.8,
@@ -27,7 +28,7 @@ def loop(name, dtype):
     if key not in _LOOPS:
         f = fastmath.FUNCTIONS[np.dtype(dtype)][name]
 
-        @njit(**fastmath.CALLER_OPTIONS)   # as the generated kernels compile them
+        @njit(**CALLER_OPTIONS)   # as the generated kernels compile them
         def apply(a, out):
             for i in range(a.size):
                 out[i] = f(a[i])
@@ -106,7 +107,7 @@ def _every_function_twice(dtype):
     exp, expm1, log, log1p = fs["exp"], fs["expm1"], fs["log"], fs["log1p"]
     sigmoid, tanh, softplus = fs["sigmoid"], fs["tanh"], fs["softplus"]
 
-    @njit(**fastmath.CALLER_OPTIONS)
+    @njit(**CALLER_OPTIONS)
     def kernel(a, out):
         for i in range(a.size):
             x = a[i]
@@ -133,12 +134,12 @@ def test_a_loop_that_calls_every_function_twice_vectorizes_and_calls_nothing(dty
     assert re.search(rf"<(\d+) x {scalar}>", llvm), f"no vector of {scalar} in the loop"
 
 
-@njit(**fastmath.CALLER_OPTIONS)   # as a generated kernel calls it
+@njit(**CALLER_OPTIONS)   # as a generated kernel calls it
 def _row_sum32(a, start, n, out):
     out[0] = fastmath.row_sum32(a, start, n)
 
 
-@njit(**fastmath.CALLER_OPTIONS)
+@njit(**CALLER_OPTIONS)
 def _row_sum64(a, start, n, out):
     out[1] = fastmath.row_sum64(a, start, n)
 

@@ -28,7 +28,7 @@ import numpy as np
 from ...plan.layout import Algorithm, Layout, Target, ident, layout
 from ...plan.plan import Buffer, Gemm, Role, Rows
 from ..printing import FunctionPrinter, KernelPrinter, dim_expr
-from .fastmath import CALLER_OPTIONS, FUNCTIONS
+from .elementary import EMITTERS
 from .threads import SERIAL
 
 TARGET = Target("cpu")
@@ -36,6 +36,10 @@ TARGET = Target("cpu")
 # Numba's parallel=True also turns array expressions and slice assignments into parallel loops;
 # inside the per-step loop that launched a parallel region per row copy (lstm forward 3x slower,
 # measured). Only the kernels' explicit prange loops are parallel.
+# Numba's options for every generated function: error_model="numpy" (Python's error model checks
+# every division for zero, and that check stops vectorization) and the `contract` flag
+# elementary.py's instructions carry: a multiply and an add may fuse.
+CALLER_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
 PRANGE_ONLY = repr({option: False for option in ("comprehension", "reduction", "inplace_binop",
                                                  "setitem", "numpy", "stencil", "fusion")})
 
@@ -45,7 +49,7 @@ class CpuMath:
     vectorizes it; see fastmath.py), numpy's sqrt, else Python's math module (libm)."""
 
     def __init__(self, dtype, const):
-        self.fast = FUNCTIONS[np.dtype(dtype)]
+        self.fast = EMITTERS
         self.suffix = "32" if np.dtype(dtype) == np.float32 else "64"
         self.const = const
         self.used: set[str] = set()   # the fastmath functions the module imports

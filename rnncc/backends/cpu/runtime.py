@@ -18,9 +18,11 @@ from ...plan.layout import ident
 from ...plan.plan import Role, Rows
 from ..binding import bind
 from ..compile_log import compiling
-from ..disk_cache import forget_cached, has_cached, load
-from . import ahead, fastmath, threads
+from ..disk_cache import forget_cached, has_cached, load, module_dir
+from . import ahead, elementary, fastmath, threads
 from .codegen import generate
+from .native.function import NativeFunction, native_enabled
+from .native.lower import Param
 from .threads import ONE_THREAD, SERIAL, THREADS
 
 
@@ -86,7 +88,7 @@ def kernel_threads(B: int, sizes: dict, available: int, kernel_share: float = 0.
 # square root a few; anything else one. A stored element (a kernel output: what a training
 # forward keeps for backward, a gradient) is a write to memory, which costs the loop more than
 # arithmetic: an inference kernel, which stores little, gained nothing from a second thread.
-OP_COST = {**{f: 8 for f in fastmath.FUNCTIONS[np.dtype(np.float32)]}, "div": 4, "sqrt": 4}
+OP_COST = {**{f: 8 for f in elementary.EMITTERS}, "div": 4, "sqrt": 4}
 STORE_COST = 4
 
 
@@ -154,6 +156,7 @@ class Compiled:
         self.variant: str | None = None
         self._shares: dict = {}    # (direction, sizes) -> kernel_share
         self._ahead: dict = {}     # function name -> its ahead.Job (compiling in background)
+        self._native: dict = {}    # function name -> its NativeFunction
 
     # -- arrays ---------------------------------------------------------------------------------------
     def packs(self) -> dict:
@@ -224,7 +227,7 @@ class Compiled:
         if fn not in self._ready and direction == "forward":
             self._compile_ahead("backward", B, sizes, previous)   # the step's next call
         self._compile(direction, fn, all_args)
-        if fn.__name__.endswith(SERIAL):
+        if isinstance(fn, NativeFunction):
             fn(*all_args)
             return
         numba.set_num_threads(threads)
@@ -235,12 +238,35 @@ class Compiled:
 
     def _function(self, direction: str, threads: int):
         """The variant a call whose kernels get `threads` runs: the serial twin for one thread
-        (where the function has kernels), unless `variant` says otherwise."""
-        serial = getattr(self.module, direction + SERIAL, None)
-        if serial is not None and (self.variant == ONE_THREAD
-                                   or (threads == 1 and self.variant != THREADS)):
-            return serial
-        return getattr(self.module, direction)
+        (where the function has kernels), unless `variant` says otherwise. One thread's
+        function is compiled by rnncc's own compiler (native/), the threaded one by Numba."""
+        one_thread = self.variant == ONE_THREAD or (threads == 1 and self.variant != THREADS)
+        name = direction + SERIAL if self._has_twin(direction) and one_thread else direction
+        if name.endswith(SERIAL) or not self._has_twin(direction):
+            if native_enabled():
+                return self._native_function(direction, name)
+        return getattr(self.module, name)
+
+    def _has_twin(self, direction: str) -> bool:
+        """Whether `direction`'s function comes twice (threaded and serial: it has kernels)."""
+        return f"\ndef {direction}{SERIAL}(" in self.source
+
+    def _native_function(self, direction: str, name: str) -> NativeFunction:
+        if name not in self._native:
+            self._native[name] = NativeFunction(self.source, name, self.native_params(direction),
+                                                self.dtype, module_dir(self.module),
+                                                self.module.__name__)
+        return self._native[name]
+
+    def native_params(self, direction: str) -> list:
+        """The kinds of the arguments every call of `direction`'s function passes (see
+        argument_types), for rnncc's own compiler."""
+        plan, sizes = self.plans[direction], {d: 2 for d in self.cell.dims}
+        return [Param("int"), Param("int"), Param("array", 1, np.dtype(np.int64)),
+                *[Param("bool") for _ in self.flags[direction]],
+                *[Param("int") for _ in self.cell.dims],
+                *[Param("array", len(a.shape(plan, sizes, 2, 2)), self.dtype)
+                  for a in self.arguments[direction]]]
 
     def argument_types(self, direction: str) -> tuple:
         """The Numba types of the arguments every call of `direction`'s function passes (_call:
@@ -262,6 +288,8 @@ class Compiled:
         fn = self._function(direction, kernel_threads(B, sizes, available,
                                                       self._kernel_share(direction, sizes)))
         variant = self._variant_of(direction, fn)
+        if isinstance(fn, NativeFunction):
+            return   # compiles in a fraction of Numba's time: nothing to gain
         if (fn in self._ready or fn.signatures or fn.__name__ in self._ahead
                 or not ahead.worth_it(self.source, fn.__name__, variant == THREADS)
                 or has_cached(fn)):
@@ -271,7 +299,7 @@ class Compiled:
 
     def _variant_of(self, direction: str, fn) -> str:
         """How the compile log names the variant `fn` is ("" where there is one)."""
-        if not hasattr(self.module, direction + SERIAL):
+        if not self._has_twin(direction):
             return ""
         return ONE_THREAD if fn.__name__.endswith(SERIAL) else THREADS
 
@@ -287,6 +315,13 @@ class Compiled:
         has one signature: every array it is given is C-contiguous, in the module's dtype (so
         a cheap check per call; typing the arguments costs 0.1 ms, 10% of a small call)."""
         if fn in self._ready:   # (Dispatcher.signatures builds a list per call: slower)
+            return
+        if isinstance(fn, NativeFunction):
+            with compiling(self.cell.name, direction, self.dtype, "cpu",
+                           variant=self._variant_of(direction, fn),
+                           cached=lambda: fn.loaded_from_cache):
+                fn.compile()
+            self._ready.add(fn)
             return
         if not fn.signatures:
             signature = tuple(fn.typeof_pyval(a) for a in args)

@@ -1,0 +1,125 @@
+"""A natively compiled generated function: compiled at its first call (or loaded from the disk
+cache), called with numpy arrays like the Numba function it stands for."""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from . import compile_functions, machine, symbol
+from .lower import Param
+
+def native_enabled() -> bool:
+    """Whether one thread's functions compile with rnncc's own compiler (default), or with
+    Numba as the threaded ones do (RNNCC_NATIVE=0: for comparisons, or a platform where
+    llvmlite's object loading fails)."""
+    return os.environ.get("RNNCC_NATIVE", "1") != "0"
+
+
+MAGIC = b"rnncc-native-object\n"
+
+
+@lru_cache(maxsize=None)
+def compiler_fingerprint() -> str:
+    """The compiler's own code (this package and the elementary functions' instructions it emits) and
+    llvmlite's version: what it emits for the same source changes with them."""
+    import llvmlite
+
+    from .. import elementary
+    here = Path(__file__).parent
+    files = [*sorted(here.glob("*.py")), Path(elementary.__file__)]
+    h = hashlib.sha256(llvmlite.__version__.encode())
+    for file in files:
+        h.update(file.read_bytes())
+    return h.hexdigest()
+
+
+def cache_key(source: str, name: str) -> str:
+    h = hashlib.sha256()
+    for part in (compiler_fingerprint(), machine.host(), source, name):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
+def _read(path: Path) -> bytes | None:
+    """An object file's code, or None where the file is missing or damaged (its checksum is
+    the first line after the magic: a truncated or altered file fails it)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if not data.startswith(MAGIC):
+        return None
+    digest, _, payload = data[len(MAGIC):].partition(b"\n")
+    if hashlib.sha256(payload).hexdigest().encode() != digest:
+        return None
+    return payload
+
+
+def _write(path: Path, payload: bytes) -> None:
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+    os.replace(tmp, path)   # atomic: another process may write the same file
+
+
+class NativeFunction:
+    """One function of a generated module, compiled by rnncc's own compiler (one thread).
+
+    `directory`/`stem` say where its object code is cached (beside the module's file, as
+    `<stem>.<name>.<key>.o`); None: not cached."""
+
+    def __init__(self, source: str, name: str, params: list[Param], dtype,
+                 directory: Path | None, stem: str):
+        self.source, self.__name__, self.params = source, name, params
+        self.dtype = np.dtype(dtype)
+        self.path = (directory / f"{stem}.{name}.{cache_key(source, name)}.o"
+                     if directory is not None else None)
+        self._entry = None
+        self.loaded_from_cache = False
+        self.ndims = [p.ndim for p in params if p.kind == "array"]
+        self._lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self._entry is not None
+
+    def cached(self) -> bool:
+        return self.path is not None and self.path.exists()
+
+    def compile(self) -> None:
+        """Load the object code from the cache, else compile it (and cache it)."""
+        with self._lock:
+            if self._entry is not None:
+                return
+            payload = _read(self.path) if self.path is not None else None
+            self.loaded_from_cache = payload is not None
+            if payload is None:
+                payload, _ = compile_functions(self.source, {self.__name__: self.params})
+                if self.path is not None:
+                    _write(self.path, payload)
+            self._entry = machine.load(payload, [symbol(self.__name__)])[symbol(self.__name__)]
+
+    def __call__(self, T, B, lengths, *rest) -> None:
+        """Arguments as the Numba function takes them: T, B, lengths, flags and dimension
+        sizes, then the arrays (each C-contiguous in the module's dtype; checked, since the
+        compiled code trusts the layout it was compiled for)."""
+        self.compile()
+        n_ints = len(self.params) - len(self.ndims)
+        scalars, arrays = rest[:n_ints - 2], (lengths, *rest[n_ints - 2:])
+        ints = np.array([T, B, *scalars], dtype=np.int64)
+        shapes = []
+        for k, (a, ndim) in enumerate(zip(arrays, self.ndims)):
+            expected = np.int64 if k == 0 else self.dtype
+            if a.dtype != expected or a.ndim != ndim or not a.flags.c_contiguous:
+                raise TypeError(f"{self.__name__}: argument {k} is a {a.ndim}-d {a.dtype} "
+                                f"array (C-contiguous: {a.flags.c_contiguous}); expected a "
+                                f"C-contiguous {ndim}-d {np.dtype(expected)} array")
+            shapes.extend(a.shape)
+        data = np.array([a.ctypes.data for a in arrays], dtype=np.uintp)
+        shape_array = np.array(shapes, dtype=np.int64)
+        self._entry(ints.ctypes.data, data.ctypes.data, shape_array.ctypes.data)

@@ -1,0 +1,99 @@
+"""LLVM IR -> machine code -> a function Python calls: llvmlite's binding to LLVM, no Numba.
+
+One target machine for the host CPU (its name and features, as Numba picks them), one MCJIT
+engine per process that every compiled object is loaded into, and SciPy's BLAS bound by name
+(blas.py). Optimization is LLVM's -O3 pipeline with loop and SLP vectorization, as Numba runs it
+on its functions. The object code is what the disk cache keeps: loading it is a link, not a
+compile.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+from functools import lru_cache
+
+import llvmlite.binding as llvm
+
+from . import blas
+
+_LOCK = threading.Lock()   # LLVM's engine is not safe to add to from two threads at once
+
+
+@lru_cache(maxsize=None)
+def _initialized() -> bool:
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    return True
+
+
+@lru_cache(maxsize=None)
+def target_machine() -> llvm.TargetMachine:
+    _initialized()
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    return target.create_target_machine(cpu=llvm.get_host_cpu_name(),
+                                        features=host_features(), opt=3,
+                                        reloc="static", codemodel="jitdefault", jit=True)
+
+
+@lru_cache(maxsize=None)
+def host_features() -> str:
+    _initialized()
+    return llvm.get_host_cpu_features().flatten()
+
+
+def host() -> str:
+    """What machine code is compiled for: a cached object is reused only on the same."""
+    return f"{llvm.get_process_triple()} {llvm.get_host_cpu_name()} {host_features()}"
+
+
+@lru_cache(maxsize=None)
+def _engine() -> llvm.ExecutionEngine:
+    tm = target_machine()
+    for name, address in blas.addresses().items():
+        llvm.add_symbol(name, address)
+    return llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
+
+
+def triple_and_layout() -> tuple[str, str]:
+    return llvm.get_process_triple(), str(target_machine().target_data)
+
+
+def optimize(ir_text: str) -> llvm.ModuleRef:
+    """Parse and optimize a module (-O3 with loop and SLP vectorization)."""
+    _initialized()
+    module = llvm.parse_assembly(ir_text)
+    module.verify()
+    options = llvm.create_pipeline_tuning_options(speed_level=3)
+    options.loop_vectorization = True
+    options.slp_vectorization = True
+    builder = llvm.create_pass_builder(target_machine(), options)
+    builder.getModulePassManager().run(module, builder)
+    return module
+
+
+def object_code(module: llvm.ModuleRef) -> bytes:
+    return target_machine().emit_object(module)
+
+
+def assembly(module: llvm.ModuleRef) -> str:
+    return target_machine().emit_assembly(module)
+
+
+# int64 *ints, char **data, int64 *shapes
+ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def load(object_bytes: bytes, symbols: list[str]) -> dict:
+    """Link an object file into the process: {symbol: a ctypes function} (calls release the
+    GIL, as Numba's nogil functions do)."""
+    with _LOCK:
+        engine = _engine()
+        engine.add_object_file(llvm.ObjectFileRef.from_data(object_bytes))
+        engine.finalize_object()
+        found = {}
+        for name in symbols:
+            address = engine.get_function_address(name)
+            if not address:
+                raise RuntimeError(f"compiled object has no function {name}")
+            found[name] = ENTRY(address)
+        return found
