@@ -14,21 +14,19 @@ __all__ = ["NativeError", "Param", "compile_functions"]
 
 
 def compile_functions(source: str, functions: dict) -> tuple[bytes, str]:
-    """Object code for the functions {name: [Param per parameter]} of a generated module's
-    `source`, each exported as `rnncc_<name>` (Lowering.function's entry), and the optimized
-    IR's text."""
+    """Object code for the functions {symbol: (name, [Param per parameter])} of a generated
+    module's `source`, each exported under its symbol (Lowering.function's entry), and the
+    optimized IR's text. Every object is loaded into one engine per process, so a symbol must
+    name one code: NativeFunction's carry their cache key."""
     tree = ast.parse(source)
     defs = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     module = ir.Module(name="rnncc")
     module.triple, module.data_layout = machine.triple_and_layout()
     lowering = Lowering(module, tree, source.splitlines())
-    for name, params in functions.items():
+    for exported, (name, params) in functions.items():
         if name not in defs:
             raise NativeError(f"the module has no function {name}")
-        lowering.function(defs[name], params, symbol(name))
+        lowering.function(defs[name], params, exported)
     optimized = machine.optimize(str(module))
     return machine.object_code(optimized), str(optimized)
 
-
-def symbol(name: str) -> str:
-    return f"rnncc_{name}"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import compile_functions, machine, symbol
+from . import compile_functions, machine
 from .lower import Param
 
 def native_enabled() -> bool:
@@ -77,8 +77,9 @@ class NativeFunction:
                  directory: Path | None, stem: str):
         self.source, self.__name__, self.params = source, name, params
         self.dtype = np.dtype(dtype)
-        self.path = (directory / f"{stem}.{name}.{cache_key(source, name)}.o"
-                     if directory is not None else None)
+        key = cache_key(source, name)
+        self.symbol = f"rnncc_{name}_{key}"   # one code per name in the process's engine
+        self.path = directory / f"{stem}.{name}.{key}.o" if directory is not None else None
         self._entry = None
         self.loaded_from_cache = False
         self.ndims = [p.ndim for p in params if p.kind == "array"]
@@ -99,10 +100,11 @@ class NativeFunction:
             payload = _read(self.path) if self.path is not None else None
             self.loaded_from_cache = payload is not None
             if payload is None:
-                payload, _ = compile_functions(self.source, {self.__name__: self.params})
+                payload, _ = compile_functions(self.source,
+                                               {self.symbol: (self.__name__, self.params)})
                 if self.path is not None:
                     _write(self.path, payload)
-            self._entry = machine.load(payload, [symbol(self.__name__)])[symbol(self.__name__)]
+            self._entry = machine.load(payload, [self.symbol])[self.symbol]
 
     def __call__(self, T, B, lengths, *rest) -> None:
         """Arguments as the Numba function takes them: T, B, lengths, flags and dimension

@@ -1,0 +1,143 @@
+"""rnncc's own compiler (rnncc/backends/cpu/native/): the products it hands to BLAS against
+numpy, every shipped cell at the shapes where BLAS takes another path (B=1: gemv; T=0: no
+rows) against the reference interpreter, its errors, its argument checks and its cache."""
+import textwrap
+
+import numpy as np
+import pytest
+
+from rnncc.backends.cpu.native import NativeError, Param
+from rnncc.backends.cpu.native.function import NativeFunction
+from rnncc.runtime.gradcheck import random_problem
+
+from .test_cpu import compare
+
+HEAD = textwrap.dedent("""
+    import numpy as np
+    dtype = np.float64
+    ZERO, HALF, ONE = dtype(0.0), dtype(0.5), dtype(1.0)
+""")
+
+# each product as the cpu printer spells it
+PRODUCTS = textwrap.dedent("""
+    def products(T, B, lengths, d_I, d_H, x, W, S, h, v, c, o_xw, o_hw, o_col, o_wt, o_row,
+                 o_outer, o_mv):
+        np.dot(x.reshape(T * B, d_I), W.T, o_xw.reshape(T * B, d_H))
+        np.dot(h, W, o_hw)
+        np.add(o_hw, c, o_hw)
+        np.dot(np.ascontiguousarray(o_xw[..., 1:1 + d_I]).reshape(T * B, d_I), S.T, o_col)
+        np.dot(o_hw.T, h, o_wt)
+        np.dot(v, W.T, o_row)
+        o_outer[:, :] = np.outer(np.sum(h, axis=0), v)
+        np.dot(W, v, o_mv)
+""")
+ARRAYS = (3, 2, 2, 2, 1, 1, 3, 2, 2, 2, 1, 2, 1)   # each array argument's dimensions
+PARAMS = ([Param("int"), Param("int"), Param("array", 1, np.dtype(np.int64)), Param("int"),
+           Param("int")] + [Param("array", n, np.dtype(np.float64)) for n in ARRAYS])
+
+
+@pytest.mark.parametrize("T, B, I, H", [(3, 4, 5, 7), (2, 1, 5, 6), (0, 3, 4, 5),
+                                        (2, 1, 1, 2), (1, 5, 3, 4)])
+def test_products_equal_numpys(tmp_path, T, B, I, H):
+    """gemm with each operand transposed or not, a merged reshape, a column slice read in
+    place, a single row or column (gemv), no rows at all, 1 x 1 products; np.add broadcasting
+    a vector; np.outer of a column sum."""
+    rng = np.random.default_rng(T * 100 + B)
+    x, W, S = (rng.standard_normal(s) for s in ((T, B, I), (H, I), (I, I)))
+    h, v, c = (rng.standard_normal(s) for s in ((B, H), (I,), (I,)))
+    want = {"xw": x.reshape(T * B, I) @ W.T}
+    want["hw"] = h @ W + c
+    want["col"] = want["xw"][:, 1:1 + I] @ S.T
+    want["wt"], want["row"] = want["hw"].T @ h, v @ W.T
+    want["outer"], want["mv"] = np.outer(h.sum(axis=0), v), W @ v
+    outs = {k: np.full(w.shape, np.nan) for k, w in want.items()}
+    outs["xw"] = outs["xw"].reshape(T, B, H)
+    fn = NativeFunction(HEAD + PRODUCTS, "products", PARAMS, np.float64, tmp_path, "products")
+    fn(T, B, np.full(B, T, np.int64), I, H, x, W, S, h, v, c, *outs.values())
+    for k, w in want.items():
+        np.testing.assert_allclose(outs[k].reshape(w.shape), w, rtol=1e-12, atol=1e-12,
+                                   err_msg=k)
+
+
+def test_specs_at_one_row_and_at_no_steps_equal_the_reference(shipped_cells):
+    """B=1: every step's product is a row times a matrix (gemv); T=0: the products over all
+    rows have none (BLAS is not called, results are zeros)."""
+    for name in ("rnn", "lstm", "gru", "lnlstm"):
+        cell = shipped_cells[name]
+        compare(cell, random_problem(cell, T=4, B=1, seed=3), np.float64, err_msg=name)
+        compare(cell, random_problem(cell, T=6, B=3, seed=2, ragged=True), np.float64,
+                err_msg=name)
+
+
+def test_code_outside_the_printed_language_is_an_error_naming_its_line(tmp_path):
+    source = HEAD + textwrap.dedent("""
+        def looping(T, B, lengths, v):
+            s = 0
+            while s < T:
+                s = s + 1
+    """)
+    fn = NativeFunction(source, "looping", [Param("int"), Param("int"),
+                                            Param("array", 1, np.dtype(np.int64)),
+                                            Param("array", 1, np.dtype(np.float64))],
+                        np.float64, tmp_path, "looping")
+    with pytest.raises(NativeError, match=r"line 8: a While statement: while s < T:"):
+        fn.compile()
+
+
+def adding(tmp_path):
+    source = HEAD + textwrap.dedent("""
+        def adding(T, B, lengths, a, out):
+            for t in range(T):
+                for b in range(B):
+                    out[t, b] = a[t, b] + ONE
+    """)
+    params = [Param("int"), Param("int"), Param("array", 1, np.dtype(np.int64)),
+              Param("array", 2, np.dtype(np.float64)), Param("array", 2, np.dtype(np.float64))]
+    return NativeFunction(source, "adding", params, np.float64, tmp_path, "adding")
+
+
+def test_an_array_of_another_layout_is_refused_not_misread(tmp_path):
+    """The compiled code assumes C-contiguous arrays of its dtype: anything else is an error
+    (the runtime never passes one; a wrong one must not be read as if it were right)."""
+    fn, lengths = adding(tmp_path), np.zeros(2, np.int64)
+    a = np.arange(12.0).reshape(3, 4)
+    with pytest.raises(TypeError, match="argument 1 is a 2-d float64 array"):
+        fn(4, 3, lengths, a.T, np.zeros((4, 3)))          # transposed: not C-contiguous
+    with pytest.raises(TypeError, match="argument 1 is a 2-d float32 array"):
+        fn(3, 4, lengths, a.astype(np.float32), np.zeros((3, 4)))
+    out = np.zeros((3, 4))
+    fn(3, 4, lengths, a, out)
+    np.testing.assert_array_equal(out, a + 1)
+
+
+def test_a_damaged_object_file_is_compiled_again(tmp_path):
+    """A byte changed in the cached object code (same size: a truncation test would not see
+    it) fails its checksum: the next process compiles again instead of running it."""
+    first = adding(tmp_path)
+    first.compile()
+    assert not first.loaded_from_cache and first.path.exists()
+    again = adding(tmp_path)
+    again.compile()
+    assert again.loaded_from_cache
+    data = bytearray(first.path.read_bytes())
+    data[-100] ^= 0xFF
+    first.path.write_bytes(bytes(data))
+    damaged = adding(tmp_path)
+    damaged.compile()
+    assert not damaged.loaded_from_cache
+    out, a = np.zeros((2, 3)), np.ones((2, 3))
+    damaged(2, 3, np.zeros(3, np.int64), a, out)
+    np.testing.assert_array_equal(out, a + 1)
+
+
+def test_functions_of_one_name_in_two_modules_each_run_their_own(tmp_path):
+    """Every object is linked into one engine per process: two cells' `forward_serial` must
+    not resolve to one code."""
+    plus = adding(tmp_path)
+    minus = NativeFunction(plus.source.replace("+ ONE", "- ONE"), "adding", plus.params,
+                           np.float64, tmp_path, "subtracting")
+    a, lengths = np.ones((2, 3)), np.zeros(3, np.int64)
+    for fn, want in ((plus, a + 1), (minus, a - 1), (plus, a + 1)):
+        out = np.zeros((2, 3))
+        fn(2, 3, lengths, a, out)
+        np.testing.assert_array_equal(out, want)
