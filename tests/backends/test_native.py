@@ -105,9 +105,17 @@ def test_an_array_of_another_layout_is_refused_not_misread(tmp_path):
         fn(4, 3, lengths, a.T, np.zeros((4, 3)))          # transposed: not C-contiguous
     with pytest.raises(TypeError, match="argument 1 is a 2-d float32 array"):
         fn(3, 4, lengths, a.astype(np.float32), np.zeros((3, 4)))
-    out = np.zeros((3, 4))
-    fn(3, 4, lengths, a, out)
-    np.testing.assert_array_equal(out, a + 1)
+    with pytest.raises(TypeError, match="argument 1 is a list"):
+        fn(3, 4, lengths, a.tolist(), np.zeros((3, 4)))
+    # what the compiled code reads from the array objects themselves (abi.py): a subclass's
+    # and a view's data and shape, not those of the array they view
+    class Tagged(np.ndarray):
+        pass
+    window = np.arange(40.0).reshape(10, 4)[3:6]
+    for source in (a, a.view(Tagged), window):
+        out = np.zeros((3, 4))
+        fn(3, 4, lengths, source, out)
+        np.testing.assert_array_equal(out, np.asarray(source) + 1)
 
 
 def test_a_damaged_object_file_is_compiled_again(tmp_path):

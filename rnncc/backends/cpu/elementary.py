@@ -29,21 +29,14 @@ correctly rounded result (tests/backends/test_fastmath.py holds them to these bo
 
 Each function here emits its LLVM instructions in place (llvmlite's IR builder), in the caller's
 loop, where LLVM vectorizes them with the loop: rnncc's compiler (native/lower.py) calls them
-directly, and fastmath.py wraps them as Numba intrinsics for the functions Numba compiles. Nothing is compiled on its own: as
-separate Numba functions (inlined by LLVM, forceinline) the five an lstm used (sigmoid, tanh and
-the exp, expm1 and scaling they call) cost a fresh install 0.3 s before its first result;
-Numba's own inlining (inline="always") re-typed the callee's IR at every call site, 0.9 s of an
-lstm's first forward (both measured).
+directly, and fastmath.py wraps them as Numba intrinsics for the functions Numba compiles.
 The instructions carry LLVM's `contract` flag: a multiply and an add may fuse into one FMA
 instruction (one rounding instead of two, so never less accurate; nothing else of IEEE
 arithmetic is relaxed: no reassociation, NaN and infinities as usual). It halves the
 instructions of every polynomial here (an LSTM gate kernel: 20% faster, measured); the error
-bounds above are measured with it. Callers compile with CALLER_OPTIONS: error_model="numpy"
-(Python's error model checks every division for zero, and that check stops vectorization) and
-the same contraction for their own arithmetic.
-
-row_sum (row_sum32/row_sum64), a kernel's sum over a row's columns (mean, sum), is the one
-exception: a sum in whatever order vectorizes (see there).
+bounds above are measured with it. Both compilers give the kernels' own arithmetic the same
+contraction, and nothing more, except a kernel's sum over a row's columns (mean, sum), whose
+order is left to LLVM so that it vectorizes (fastmath.row_sum, native/lower.py's row_sum).
 """
 from __future__ import annotations
 
@@ -53,7 +46,6 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-CALLER_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
 LN2 = math.log(2.0)
 _CONTRACT = ("contract",)
 

@@ -157,6 +157,9 @@ class Compiled:
         self._shares: dict = {}    # (direction, sizes) -> kernel_share
         self._ahead: dict = {}     # function name -> its ahead.Job (compiling in background)
         self._native: dict = {}    # function name -> its NativeFunction
+        # the functions that come twice (threaded and serial: those with kernels); asked every
+        # call, so found once
+        self._twins = {d for d in self.layouts if f"\ndef {d}{SERIAL}(" in self.source}
 
     # -- arrays ---------------------------------------------------------------------------------------
     def packs(self) -> dict:
@@ -240,16 +243,18 @@ class Compiled:
         """The variant a call whose kernels get `threads` runs: the serial twin for one thread
         (where the function has kernels), unless `variant` says otherwise. One thread's
         function is compiled by rnncc's own compiler (native/), the threaded one by Numba."""
+        twin = self._has_twin(direction)
         one_thread = self.variant == ONE_THREAD or (threads == 1 and self.variant != THREADS)
-        name = direction + SERIAL if self._has_twin(direction) and one_thread else direction
-        if name.endswith(SERIAL) or not self._has_twin(direction):
-            if native_enabled():
-                return self._native_function(direction, name)
+        if twin and not one_thread:
+            return getattr(self.module, direction)   # on Numba's threads
+        name = direction + SERIAL if twin else direction
+        if native_enabled():
+            return self._native_function(direction, name)
         return getattr(self.module, name)
 
     def _has_twin(self, direction: str) -> bool:
         """Whether `direction`'s function comes twice (threaded and serial: it has kernels)."""
-        return f"\ndef {direction}{SERIAL}(" in self.source
+        return direction in self._twins
 
     def _native_function(self, direction: str, name: str) -> NativeFunction:
         if name not in self._native:
@@ -259,8 +264,9 @@ class Compiled:
         return self._native[name]
 
     def native_params(self, direction: str) -> list:
-        """The kinds of the arguments every call of `direction`'s function passes (see
-        argument_types), for rnncc's own compiler."""
+        """The kinds of the arguments every call of `direction`'s function passes (_call: T, B,
+        the row lengths, the flags, the dimension sizes, the arrays, each C-contiguous in the
+        module's dtype), known without a call."""
         plan, sizes = self.plans[direction], {d: 2 for d in self.cell.dims}
         return [Param("int"), Param("int"), Param("array", 1, np.dtype(np.int64)),
                 *[Param("bool") for _ in self.flags[direction]],
@@ -269,16 +275,12 @@ class Compiled:
                   for a in self.arguments[direction]]]
 
     def argument_types(self, direction: str) -> tuple:
-        """The Numba types of the arguments every call of `direction`'s function passes (_call:
-        T, B, the row lengths, the flags, the dimension sizes, the arrays, each C-contiguous in
-        the module's dtype): its one signature, known without a call."""
-        plan, sizes = self.plans[direction], {d: 2 for d in self.cell.dims}
-        element = numba.from_dtype(self.dtype)
-        return (types.int64, types.int64, types.Array(types.int64, 1, "C"),
-                *[types.boolean for _ in self.flags[direction]],
-                *[types.int64 for _ in self.cell.dims],
-                *[types.Array(element, len(a.shape(plan, sizes, 2, 2)), "C")
-                  for a in self.arguments[direction]])
+        """native_params as Numba types: the one signature of `direction`'s Numba function."""
+        def numba_type(p: Param):
+            if p.kind == "array":
+                return types.Array(numba.from_dtype(p.dtype), p.ndim, "C")
+            return types.boolean if p.kind == "bool" else types.int64
+        return tuple(numba_type(p) for p in self.native_params(direction))
 
     def _compile_ahead(self, direction: str, B: int, sizes: dict, available: int) -> None:
         """Start compiling the function a call of `direction` at these sizes will run, in a

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from llvmlite import ir
@@ -62,119 +63,106 @@ def _declare(module: ir.Module, dtype, vector: bool = False) -> ir.Function:
     return ir.Function(module, ir.FunctionType(ir.VoidType(), arguments), name)
 
 
+class _Matrix(NamedTuple):
+    """An operand or result as a matrix: its pointer, which axis has unit stride ("last":
+    row-major, "first": column-major) and its element steps along rows and along columns."""
+    ptr: ir.Value
+    unit: str
+    steps: tuple
+
+    @property
+    def ld(self) -> ir.Value:
+        """BLAS's leading dimension: the step along the axis that is not unit-stride."""
+        return self.steps[0] if self.unit == "last" else self.steps[1]
+
+
+def _matrix(array, vector_as: str) -> _Matrix:
+    """A 2-d view as a _Matrix; a 1-d one as a row (vector_as "row": 1 x k) or a column
+    ("column": k x 1, each row one element)."""
+    if array.ndim == 2:
+        return _Matrix(array.ptr, array.unit, tuple(array.strides))
+    (extent,), (stride,) = array.shape, array.strides
+    if vector_as == "row":
+        return _Matrix(array.ptr, "last", (extent, stride))
+    return _Matrix(array.ptr, "last", (stride, ir.Constant(I64, 1)))
+
+
 def gemm(lowering, a, v, out, node) -> None:
     """out = a @ v (np.dot's meaning; a vector operand is a row or a column), emitted into
-    `lowering`'s function."""
-    b = lowering.builder
-    one = ir.Constant(I64, 1)
-    if a.ndim == 1:       # a row: 1 x k
-        m, k = one, a.shape[0]
-        a_unit, a_ld = "last", k
-    else:
-        (m, k), a_unit = a.shape, a.unit
-        a_ld = a.strides[0] if a_unit == "last" else a.strides[1]
-    if v.ndim == 1:       # a column: k x 1, each row one element
-        n, v_unit, v_ld = one, "last", v.strides[0]
-    else:
-        n, v_unit = v.shape[1], v.unit
-        v_ld = v.strides[0] if v_unit == "last" else v.strides[1]
-    if out.ndim == 2 and out.unit == "last":
-        c_ld = out.strides[0]
-    elif out.ndim == 1:
-        c_ld = n if v.ndim == 2 else out.strides[0]
-    else:
+    `lowering`'s function: nothing where the result is empty, zeros where the sum has no terms,
+    else one BLAS call."""
+    if not (out.ndim == 1 or out.unit == "last"):
         raise lowering.error(node, "np.dot into an output whose rows are not unit-stride")
-    for operand, unit in ((a, a_unit), (v, v_unit)):
-        if unit not in ("last", "first"):
+    for operand in (a, v):
+        if operand.ndim == 2 and operand.unit not in ("last", "first"):
             raise lowering.error(node, "np.dot of an operand with no unit-stride axis")
         if operand.dtype != out.dtype:
             raise lowering.error(node, "np.dot of operands of different dtypes")
-
-    # To Fortran: C^T (n x m) = op(v)^T ... : first operand v, second a.
-    f_trans_first = "N" if v_unit == "last" else "T"
-    f_trans_second = "N" if a_unit == "last" else "T"
-
-    def at_least(value, minimum):
-        return b.select(b.icmp_signed("<", value, minimum), minimum, value)
-
-    first_rows = n if f_trans_first == "N" else k        # rows as Fortran stores them
-    second_rows = k if f_trans_second == "N" else m
-    lds = [at_least(v_ld, at_least(first_rows, one)), at_least(a_ld, at_least(second_rows, one)),
-           at_least(c_ld, at_least(n, one))]
-
-    empty = b.or_(b.icmp_signed("==", m, ir.Constant(I64, 0)),
-                  b.icmp_signed("==", n, ir.Constant(I64, 0)))
-    no_terms = b.icmp_signed("==", k, ir.Constant(I64, 0))
-    element = a.ptr.type.pointee
-    with b.if_then(b.not_(empty)):
-        with b.if_else(no_terms) as (zero, product):
-            with zero:   # a sum of nothing: zeros, as np.dot gives
-                out2 = out if out.ndim == 2 else None
-                extents = [m, n] if out2 is not None else [out.shape[0]]
-
-                def clear(index):
-                    b.store(ir.Constant(element, 0.0), lowering.pointer_at(out, index))
-                lowering.nest(extents, clear)
-            with product:
-                _product(lowering, a, v, out, (m, n, k), (a_unit, v_unit),
-                         (f_trans_first, f_trans_second), lds)
-
-
-def _product(lowering, a, v, out, sizes, units, transposes, lds) -> None:
-    """The BLAS call: gemv where the result is one column (n = 1) or one row (m = 1), else
-    gemm."""
     b = lowering.builder
-    m, n, k = sizes
-    a_unit, v_unit = units
+    one, zero = ir.Constant(I64, 1), ir.Constant(I64, 0)
+    m, k = (one, a.shape[0]) if a.ndim == 1 else a.shape
+    n = one if v.ndim == 1 else v.shape[1]
+    empty = b.or_(b.icmp_signed("==", m, zero), b.icmp_signed("==", n, zero))
+    with b.if_then(b.not_(empty)):
+        with b.if_else(b.icmp_signed("==", k, zero)) as (no_terms, terms):
+            with no_terms:   # a sum of nothing: zeros, as np.dot gives
+                element = out.ptr.type.pointee
+                lowering.nest(out.shape, lambda index: b.store(
+                    ir.Constant(element, 0.0), lowering.pointer_at(out, index)))
+            with terms:
+                result = _matrix(out, "column" if v.ndim == 1 else "row")
+                _call(lowering, _matrix(a, "row"), _matrix(v, "column"), result, m, n, k)
+
+
+def _call(lowering, a: _Matrix, v: _Matrix, out: _Matrix, m, n, k) -> None:
+    """The BLAS call: gemv where the result is one column (n = 1) or one row (m = 1), else
+    gemm. Fortran sees a row-major matrix as its transpose, so each call is written for the
+    transposed problem: out^T = v^T a^T. A leading dimension below what BLAS checks for (a
+    matrix with one row or column, where it is never used) is raised to it."""
+    b = lowering.builder
     one = ir.Constant(I64, 1)
-    element = a.ptr.type.pointee
+    element = out.ptr.type.pointee
+    dtype = np.dtype(np.float32) if isinstance(element, ir.FloatType) else np.dtype(np.float64)
 
     def char(c):
         slot = lowering.alloca(I8)
         b.store(ir.Constant(I8, ord(c)), slot)
         return slot
 
-    def int_arg(value):
+    def integer(value):
         slot = lowering.alloca(I32)
         b.store(b.trunc(value, I32), slot)
         return slot
 
-    def real_arg(value):
+    def real(value):
         slot = lowering.alloca(element)
         b.store(ir.Constant(element, value), slot)
         return slot
 
-    def at_least(value, minimum):
-        return b.select(b.icmp_signed("<", value, minimum), minimum, value)
+    def ld(value, rows):   # at least max(1, rows), the rows Fortran stores
+        def at_least(x, minimum):
+            return b.select(b.icmp_signed("<", x, minimum), minimum, x)
+        return integer(at_least(value, at_least(rows, one)))
 
-    def stride(array, axis):   # of a 1-d or 2-d view along `axis` (a vector's only axis)
-        return array.strides[min(axis, array.ndim - 1)]
-
-    gemv = _declare(lowering.module, out.dtype, vector=True)
-    column = b.icmp_signed("==", n, one)
-    row = b.icmp_signed("==", m, one)
-    with b.if_else(column) as (is_column, not_column):
-        with is_column:   # out[:, 0] = a @ v[:, 0]; a row-major is Fortran's a^T
-            trans, rows, cols = ("T", k, m) if a_unit == "last" else ("N", m, k)
-            ld = a.strides[0] if a_unit == "last" else a.strides[1]
-            if a.ndim == 1:
-                trans, rows, cols, ld = "T", k, m, k
-            b.call(gemv, [char(trans), int_arg(rows), int_arg(cols), real_arg(1.0), a.ptr,
-                          int_arg(at_least(ld, at_least(rows, one))), v.ptr,
-                          int_arg(at_least(stride(v, 0), one)), real_arg(0.0), out.ptr,
-                          int_arg(at_least(stride(out, 0), one))])
+    gemv = _declare(lowering.module, dtype, vector=True)
+    with b.if_else(b.icmp_signed("==", n, one)) as (column, not_column):
+        with column:   # out[:, 0] = a @ v[:, 0]: to Fortran, a row-major a is a^T (k x m)
+            trans, rows, cols = ("T", k, m) if a.unit == "last" else ("N", m, k)
+            b.call(gemv, [char(trans), integer(rows), integer(cols), real(1.0), a.ptr,
+                          ld(a.ld, rows), v.ptr, integer(v.steps[0]), real(0.0), out.ptr,
+                          integer(out.steps[0])])
         with not_column:
-            with b.if_else(row) as (is_row, neither):
-                with is_row:   # out[0, :] = a[0, :] @ v: Fortran's v^T (n x k) times a row
-                    trans, rows, cols = ("N", n, k) if v_unit == "last" else ("T", k, n)
-                    ld = v.strides[0] if v_unit == "last" else v.strides[1]
-                    b.call(gemv, [char(trans), int_arg(rows), int_arg(cols), real_arg(1.0),
-                                  v.ptr, int_arg(at_least(ld, at_least(rows, one))), a.ptr,
-                                  int_arg(at_least(stride(a, 1), one)), real_arg(0.0),
-                                  out.ptr, int_arg(at_least(stride(out, 1), one))])
-                with neither:
-                    gemm = _declare(lowering.module, out.dtype)
-                    first, second = transposes
-                    b.call(gemm, [char(first), char(second), int_arg(n), int_arg(m),
-                                  int_arg(k), real_arg(1.0), v.ptr, int_arg(lds[0]), a.ptr,
-                                  int_arg(lds[1]), real_arg(0.0), out.ptr, int_arg(lds[2])])
+            with b.if_else(b.icmp_signed("==", m, one)) as (row, neither):
+                with row:   # out[0, :] = a[0, :] @ v: to Fortran, v^T (n x k) times a row
+                    trans, rows, cols = ("N", n, k) if v.unit == "last" else ("T", k, n)
+                    b.call(gemv, [char(trans), integer(rows), integer(cols), real(1.0), v.ptr,
+                                  ld(v.ld, rows), a.ptr, integer(a.steps[1]), real(0.0),
+                                  out.ptr, integer(out.steps[1])])
+                with neither:   # out^T (n x m) = op(v) (n x k) @ op(a) (k x m)
+                    first = "N" if v.unit == "last" else "T"
+                    second = "N" if a.unit == "last" else "T"
+                    b.call(_declare(lowering.module, dtype),
+                           [char(first), char(second), integer(n), integer(m), integer(k),
+                            real(1.0), v.ptr, ld(v.ld, n if first == "N" else k), a.ptr,
+                            ld(a.ld, k if second == "N" else m), real(0.0), out.ptr,
+                            ld(out.ld, n)])

@@ -5,19 +5,31 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from . import compile_functions, machine
+from . import abi, compile_functions, machine
 from .lower import Param
 
 def native_enabled() -> bool:
     """Whether one thread's functions compile with rnncc's own compiler (default), or with
     Numba as the threaded ones do (RNNCC_NATIVE=0: for comparisons, or a platform where
-    llvmlite's object loading fails)."""
-    return os.environ.get("RNNCC_NATIVE", "1") != "0"
+    llvmlite's object loading fails; and where the compiled code could not find its arguments
+    in Python's objects, with a warning)."""
+    return os.environ.get("RNNCC_NATIVE", "1") != "0" and _objects_readable()
+
+
+@lru_cache(maxsize=None)
+def _objects_readable() -> bool:
+    try:
+        abi.offsets()
+    except RuntimeError as e:
+        warnings.warn(f"{e}: one thread's functions compile with Numba", RuntimeWarning)
+        return False
+    return True
 
 
 MAGIC = b"rnncc-native-object\n"
@@ -40,7 +52,7 @@ def compiler_fingerprint() -> str:
 
 def cache_key(source: str, name: str) -> str:
     h = hashlib.sha256()
-    for part in (compiler_fingerprint(), machine.host(), source, name):
+    for part in (compiler_fingerprint(), machine.host(), repr(abi.offsets()), source, name):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:24]
@@ -67,6 +79,13 @@ def _write(path: Path, payload: bytes) -> None:
     os.replace(tmp, path)   # atomic: another process may write the same file
 
 
+def _describe(a) -> str:
+    if not isinstance(a, np.ndarray):
+        return f"a {type(a).__name__}"
+    layout = "C-contiguous" if a.flags.c_contiguous else "not C-contiguous"
+    return f"a {a.ndim}-d {a.dtype} array ({layout})"
+
+
 class NativeFunction:
     """One function of a generated module, compiled by rnncc's own compiler (one thread).
 
@@ -83,14 +102,13 @@ class NativeFunction:
         self._entry = None
         self.loaded_from_cache = False
         self.ndims = [p.ndim for p in params if p.kind == "array"]
+        self._scalars = len(params) - len(self.ndims) - 2   # after T and B: flags, sizes
+        self._expected = [(np.dtype(p.dtype), p.ndim) for p in params if p.kind == "array"]
         self._lock = threading.Lock()
 
     @property
     def ready(self) -> bool:
         return self._entry is not None
-
-    def cached(self) -> bool:
-        return self.path is not None and self.path.exists()
 
     def compile(self) -> None:
         """Load the object code from the cache, else compile it (and cache it)."""
@@ -104,24 +122,19 @@ class NativeFunction:
                                                {self.symbol: (self.__name__, self.params)})
                 if self.path is not None:
                     _write(self.path, payload)
-            self._entry = machine.load(payload, [self.symbol])[self.symbol]
+            ints = len(self.params) - len(self.ndims)
+            self._entry = machine.load(payload, {self.symbol: ints})[self.symbol]
 
     def __call__(self, T, B, lengths, *rest) -> None:
         """Arguments as the Numba function takes them: T, B, lengths, flags and dimension
         sizes, then the arrays (each C-contiguous in the module's dtype; checked, since the
         compiled code trusts the layout it was compiled for)."""
-        self.compile()
-        n_ints = len(self.params) - len(self.ndims)
-        scalars, arrays = rest[:n_ints - 2], (lengths, *rest[n_ints - 2:])
-        ints = np.array([T, B, *scalars], dtype=np.int64)
-        shapes = []
-        for k, (a, ndim) in enumerate(zip(arrays, self.ndims)):
-            expected = np.int64 if k == 0 else self.dtype
-            if a.dtype != expected or a.ndim != ndim or not a.flags.c_contiguous:
-                raise TypeError(f"{self.__name__}: argument {k} is a {a.ndim}-d {a.dtype} "
-                                f"array (C-contiguous: {a.flags.c_contiguous}); expected a "
-                                f"C-contiguous {ndim}-d {np.dtype(expected)} array")
-            shapes.extend(a.shape)
-        data = np.array([a.ctypes.data for a in arrays], dtype=np.uintp)
-        shape_array = np.array(shapes, dtype=np.int64)
-        self._entry(ints.ctypes.data, data.ctypes.data, shape_array.ctypes.data)
+        if self._entry is None:
+            self.compile()
+        arrays = (lengths, *rest[self._scalars:])
+        for k, (a, (dtype, ndim)) in enumerate(zip(arrays, self._expected)):
+            if (not isinstance(a, np.ndarray) or (a.dtype is not dtype and a.dtype != dtype)
+                    or a.ndim != ndim or not a.flags.c_contiguous):
+                raise TypeError(f"{self.__name__}: argument {k} is {_describe(a)}; expected "
+                                f"a C-contiguous {ndim}-d {dtype} numpy array")
+        self._entry(arrays, T, B, *rest[:self._scalars])   # (the tuple keeps them alive)

@@ -31,10 +31,9 @@ import numpy as np
 from llvmlite import ir
 
 from ..elementary import EMITTERS, FORMATS
-from . import blas
+from . import abi, blas
 
 I64 = ir.IntType(64)
-I32 = ir.IntType(32)
 I8 = ir.IntType(8)
 I1 = ir.IntType(1)
 CONTRACT = ("contract",)
@@ -117,16 +116,16 @@ class Lowering:
 
     # -- the function ----------------------------------------------------------------------------
     def function(self, fn: ast.FunctionDef, params: list[Param], symbol: str) -> None:
-        """Lower `fn` as `void symbol(i64 *ints, i8 **data, i64 *shapes)`: ints holds the int
-        and bool parameters in order, data each array's pointer, shapes each array's shape, one
-        after another."""
+        """Lower `fn` as `void symbol(PyObject *arrays, int64 ints...)`: `arrays` a tuple of
+        the array arguments in order, whose data pointers and shapes the entry reads from the
+        objects (abi.py); then the int and bool parameters in order, as int64."""
         names = [a.arg for a in fn.args.args]
         if len(names) != len(params):
             raise self.error(fn, f"{len(names)} parameters, {len(params)} kinds given")
-        entry_type = ir.FunctionType(ir.VoidType(), [I64.as_pointer(), I8.as_pointer().as_pointer(),
-                                                      I64.as_pointer()])
+        scalars = sum(p.kind != "array" for p in params)
+        entry_type = ir.FunctionType(ir.VoidType(), [I8.as_pointer()] + [I64] * scalars)
         entry = ir.Function(self.module, entry_type, symbol)
-        body_types, arrays = [], []
+        body_types = []
         for p in params:
             if p.kind == "array":
                 body_types += [FLOATS.get(np.dtype(p.dtype), I64).as_pointer()] + [I64] * p.ndim
@@ -138,20 +137,23 @@ class Lowering:
         # the call through the entry costs nothing beside a call's loop; kept separate so that
         # the arrays are noalias parameters (LLVM keeps that as scoped metadata if it inlines)
         b = ir.IRBuilder(entry.append_basic_block("entry"))
-        ints, data, shapes = entry.args
-        call_args, i_int, i_data, i_shape = [], 0, 0, 0
+        arrays, ints = entry.args[0], iter(entry.args[1:])
+        offsets = abi.offsets()
+
+        def field(obj, offset: int, typ):   # the field of a Python object at `offset` bytes
+            return b.load(b.bitcast(b.gep(obj, [ir.Constant(I64, offset)]), typ.as_pointer()))
+        call_args, item = [], 0
         for p in params:
-            if p.kind == "array":
-                element = FLOATS.get(np.dtype(p.dtype), I64)
-                raw = b.load(b.gep(data, [ir.Constant(I64, i_data)]))
-                call_args.append(b.bitcast(raw, element.as_pointer()))
-                i_data += 1
-                for _ in range(p.ndim):
-                    call_args.append(b.load(b.gep(shapes, [ir.Constant(I64, i_shape)])))
-                    i_shape += 1
-            else:
-                call_args.append(b.load(b.gep(ints, [ir.Constant(I64, i_int)])))
-                i_int += 1
+            if p.kind != "array":
+                call_args.append(next(ints))
+                continue
+            array = field(arrays, offsets.tuple_items + 8 * item, I8.as_pointer())
+            element = FLOATS.get(np.dtype(p.dtype), I64)
+            call_args.append(b.bitcast(field(array, offsets.array_data, I8.as_pointer()),
+                                       element.as_pointer()))
+            dims = field(array, offsets.array_dims, I64.as_pointer())
+            call_args += [b.load(b.gep(dims, [ir.Constant(I64, d)])) for d in range(p.ndim)]
+            item += 1
         b.call(body, call_args)
         b.ret_void()
 
@@ -170,7 +172,6 @@ class Lowering:
                 ptr = body.args[k]
                 ptr.add_attribute("noalias")
                 shape = list(body.args[k + 1:k + 1 + p.ndim])
-                arrays.append(name)
                 self.locals[name] = Array(ptr, np.dtype(p.dtype), shape,
                                           self._c_strides(shape), "last")
                 k += 1 + p.ndim
@@ -206,8 +207,8 @@ class Lowering:
             if len(node.targets) != 1:
                 raise self.error(node, "one target per assignment")
             self.assign(node.targets[0], node.value, node)
-        elif isinstance(node, ast.AugAssign):
-            op = ast.BinOp(left=_load(node.target), op=node.op, right=node.value)
+        elif isinstance(node, ast.AugAssign):   # (expr reads a target as it reads a load)
+            op = ast.BinOp(left=node.target, op=node.op, right=node.value)
             ast.copy_location(op, node)
             self.assign(node.target, op, node)
         elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
@@ -423,11 +424,10 @@ class Lowering:
         return v
 
     def reshape(self, a: Array, shape: list, node) -> Array:
-        """Merging leading axes into one, the last kept: valid for any view whose leading axes
-        are laid out one after another (a parameter, its row views, its column slices)."""
-        if len(shape) == a.ndim:
-            return Array(a.ptr, a.dtype, shape, a.strides, a.unit)
-        if len(shape) == 2 and a.ndim > 2 and a.unit == "last":
+        """The printer's reshape: to [rows, last extent], the leading axes merged into rows:
+        valid for any view whose leading axes are laid out one after another (a parameter, its
+        row views, its column slices), rows stepping by the innermost leading axis's stride."""
+        if len(shape) == 2 and a.ndim >= 2 and a.unit == "last":
             return Array(a.ptr, a.dtype, shape, [a.strides[-2], a.strides[-1]], a.unit)
         raise self.error(node, "a reshape other than merging leading axes")
 
@@ -437,9 +437,6 @@ class Lowering:
         a = self.array(node.value)
         indices = _indices(node.slice)
         b = self.builder
-        if (len(indices) == 1 and isinstance(indices[0], ast.Tuple)
-                and not indices[0].elts):   # a[()]: a 0-d array's element
-            indices = []
         if all(not isinstance(i, ast.Slice) and not _is_ellipsis(i) for i in indices):
             if len(indices) > a.ndim:
                 raise self.error(node, f"{len(indices)} indices into a {a.ndim}-d array")
@@ -481,8 +478,6 @@ class Lowering:
         """The pointer to one element (every axis indexed) and the array it is in."""
         a = self.array(node.value)
         indices = _indices(node.slice)
-        if len(indices) == 1 and isinstance(indices[0], ast.Tuple) and not indices[0].elts:
-            indices = []
         if len(indices) != a.ndim or any(isinstance(i, ast.Slice) for i in indices):
             raise self.error(node, f"{len(indices)} indices into a {a.ndim}-d array")
         return self.pointer_at(a, [self.int_value(i) for i in indices]), a
@@ -572,10 +567,8 @@ class Lowering:
         """Numba's result type of an arithmetic op on two kinds."""
         if x == y:
             return "int" if x == "bool" else x
-        if _is_float(x) and _is_float(y):
-            return "float64"
         if _is_float(x) or _is_float(y):
-            return "float64"   # an int64 beside a float: float64 (Numba, numpy)
+            return "float64"   # two floats that differ, or an int64 beside a float (numpy's)
         return "int"
 
     def cast(self, v: Scalar, kind: str) -> Scalar:
@@ -599,11 +592,9 @@ class Lowering:
 
     def binary(self, op, x: Scalar, y: Scalar, node) -> Scalar:
         b = self.builder
-        if isinstance(op, ast.Div):
-            kind = self.unify(x.kind, y.kind)
-            kind = kind if _is_float(kind) else "float64"   # true division
-        else:
-            kind = self.unify(x.kind, y.kind)
+        kind = self.unify(x.kind, y.kind)
+        if isinstance(op, ast.Div) and not _is_float(kind):
+            kind = "float64"   # true division
         x, y = self.cast(x, kind), self.cast(y, kind)
         if _is_float(kind):
             emit = {ast.Add: b.fadd, ast.Sub: b.fsub, ast.Mult: b.fmul,
@@ -671,18 +662,17 @@ class Lowering:
             v = self.cast(self.expr(args[0]), dtype.name)
             return Scalar(dtype.name, emit(b, FORMATS[dtype], v.value))
         if name.startswith("math."):
-            return self.libm(name[5:], [self.expr(a) for a in args], node)
+            return self.libm(name[5:], [self.expr(a) for a in args])
         raise self.error(node, f"a call of {name}")
 
-    def libm(self, function: str, args: list, node) -> Scalar:
-        """math.f(x): libm's double function, as Numba calls it for a float64 (and, for a
-        float32 argument, on its float64 value rounded back, as Python's math would)."""
+    def libm(self, function: str, args: list) -> Scalar:
+        """math.f(x): libm's double function; for a float32 argument the float32 result, as
+        Numba types it (computed in double and rounded once)."""
         kind = args[0].kind if _is_float(args[0].kind) else "float64"
         values = [self.cast(a, "float64").value for a in args]
         double = ir.DoubleType()
         fn = self.libc(function, double, [double] * len(values))
-        result = Scalar("float64", self.builder.call(fn, values))
-        return self.cast(result, "float64") if kind == "float64" else result
+        return self.cast(Scalar("float64", self.builder.call(fn, values)), kind)
 
     def row_sum(self, node: ast.Call) -> Scalar:
         """row_sum(a, start, n): a[start] + ... + a[start + n - 1] in the array's dtype, its
@@ -713,6 +703,7 @@ def _dotted(node) -> str:
 
 
 def _indices(slice_node) -> list:
+    """A subscript's indices (a[()]: none, a 0-d array's element)."""
     if isinstance(slice_node, ast.Tuple):
         return list(slice_node.elts)
     return [slice_node]
@@ -726,11 +717,6 @@ def _whole_slices(slice_node, n: int) -> bool:
     indices = _indices(slice_node)
     return len(indices) == n and all(isinstance(i, ast.Slice) and i.lower is None
                                      and i.upper is None and i.step is None for i in indices)
-
-
-def _load(target):
-    node = ast.parse(ast.unparse(target), mode="eval").body
-    return ast.copy_location(node, target)
 
 
 def _kind(dtype: np.dtype) -> str:

@@ -41,6 +41,7 @@ def host_features() -> str:
     return llvm.get_host_cpu_features().flatten()
 
 
+@lru_cache(maxsize=None)
 def host() -> str:
     """What machine code is compiled for: a cached object is reused only on the same."""
     return f"{llvm.get_process_triple()} {llvm.get_host_cpu_name()} {host_features()}"
@@ -75,25 +76,19 @@ def object_code(module: llvm.ModuleRef) -> bytes:
     return target_machine().emit_object(module)
 
 
-def assembly(module: llvm.ModuleRef) -> str:
-    return target_machine().emit_assembly(module)
-
-
-# int64 *ints, char **data, int64 *shapes
-ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
-
-
-def load(object_bytes: bytes, symbols: list[str]) -> dict:
-    """Link an object file into the process: {symbol: a ctypes function} (calls release the
-    GIL, as Numba's nogil functions do)."""
+def load(object_bytes: bytes, symbols: dict) -> dict:
+    """Link an object file into the process: {symbol: a ctypes function}, `symbols` giving each
+    one's number of int64 arguments after the tuple of arrays (lower.Lowering.function's entry;
+    calls release the GIL, as Numba's nogil functions do; the caller holds the tuple)."""
     with _LOCK:
         engine = _engine()
         engine.add_object_file(llvm.ObjectFileRef.from_data(object_bytes))
         engine.finalize_object()
         found = {}
-        for name in symbols:
+        for name, ints in symbols.items():
             address = engine.get_function_address(name)
             if not address:
                 raise RuntimeError(f"compiled object has no function {name}")
-            found[name] = ENTRY(address)
+            prototype = ctypes.CFUNCTYPE(None, ctypes.py_object, *[ctypes.c_int64] * ints)
+            found[name] = prototype(address)
         return found
