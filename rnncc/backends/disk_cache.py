@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
 import re
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
-import numba
 import numpy as np
 
 PREFIX = "rnncc_cell_"
@@ -41,13 +42,25 @@ def cache_dir() -> Path:
     return path
 
 
+@lru_cache(maxsize=None)
+def _numba_version() -> str:
+    """Numba's version, from its installed metadata: importing Numba to ask would cost a
+    process that never compiles with it a quarter of a second."""
+    return importlib.metadata.version("numba")
+
+
+@lru_cache(maxsize=None)
+def _imported_code() -> str:
+    """The source of what generated modules import (the fastmath functions and the
+    instructions they emit), read from the files without importing them."""
+    cpu = Path(__file__).parent / "cpu"
+    return (cpu / "fastmath.py").read_text() + (cpu / "elementary.py").read_text()
+
+
 def _fingerprint(source: str) -> str:
     from ..version import __version__
-    from .cpu import elementary, fastmath
     h = hashlib.sha256()
-    for part in (source, Path(fastmath.__file__).read_text(),
-                 Path(elementary.__file__).read_text(), __version__, numba.__version__,
-                 np.__version__):
+    for part in (source, _imported_code(), __version__, _numba_version(), np.__version__):
         h.update(part.encode())
     return h.hexdigest()[:24]
 
@@ -81,17 +94,27 @@ def _cells(path: Path) -> list[str]:
         return []   # none yet, or damaged: it is only a label
 
 
-def load(source: str, cell: str | None = None):
-    """Import generated `source` from its file in the cache (writing the file if new); `cell`:
-    the name of a cell that uses it."""
-    name = PREFIX + _fingerprint(source)
-    if name in sys.modules:
-        return sys.modules[name]
-    path = cache_dir() / f"{name}.py"
+def write(source: str, cell: str | None = None) -> Path:
+    """The file of generated `source` in the cache, written if new or damaged; `cell`: the name
+    of a cell that uses it."""
+    path = cache_dir() / f"{PREFIX}{_fingerprint(source)}.py"
     if not _holds(path, source):  # new, or damaged (truncated by a full disk, a killed copy)
         _write(path, source)
     if cell is not None:
         _note_cell(path, cell)
+    return path
+
+
+def load(source: str, cell: str | None = None):
+    """Import generated `source` from its file in the cache (written if new; see write)."""
+    return import_file(write(source, cell))
+
+
+def import_file(path: Path):
+    """Import a generated module's file (once per process)."""
+    name = path.stem
+    if name in sys.modules:
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -101,11 +124,6 @@ def load(source: str, cell: str | None = None):
         del sys.modules[name]  # never hand out a half-imported module
         raise
     return module
-
-
-def module_dir(module) -> Path:
-    """The folder a generated module's file is in (its native object code goes beside it)."""
-    return Path(module.__file__).parent
 
 
 def _index(fn) -> Path | None:
@@ -164,8 +182,9 @@ def _compiled_dirs(directory: Path) -> list[Path]:
     """Where Numba keeps machine code for modules in `directory`: its __pycache__, and under
     NUMBA_CACHE_DIR where that is set (one folder per source folder)."""
     dirs = [directory / "__pycache__"]
-    if numba.config.CACHE_DIR:
-        dirs += [d for d in Path(numba.config.CACHE_DIR).glob("*") if d.is_dir()]
+    numba_dir = os.environ.get("NUMBA_CACHE_DIR")   # (what numba.config.CACHE_DIR reads)
+    if numba_dir:
+        dirs += [d for d in Path(numba_dir).glob("*") if d.is_dir()]
     return [d for d in dirs if d.is_dir()]
 
 

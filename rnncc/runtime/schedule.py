@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Hashable
 
-import numba
+from ..backends.cpu import threads as cpu_threads
 
 
 @dataclass
@@ -36,7 +36,7 @@ def _cpu_count() -> int:
 
 def cores() -> int:
     """The threads rnncc may use: Numba's thread count (NUMBA_NUM_THREADS, default all cores)."""
-    return max(1, min(numba.config.NUMBA_NUM_THREADS, _cpu_count()))
+    return max(1, min(cpu_threads.configured(), _cpu_count()))
 
 
 _concurrent: bool | None = None
@@ -48,8 +48,8 @@ def concurrent_kernels() -> bool:
     launch parallel loops at once, so without OpenMP or TBB rnncc runs one task at a time."""
     global _concurrent
     if _concurrent is None:
-        from ..backends.cpu import threads
-        threads.launch()  # picks the layer (as the first parallel call would)
+        import numba
+        cpu_threads.launch()  # picks the layer (as the first parallel call would)
         _concurrent = numba.threading_layer() in ("omp", "tbb")
     return _concurrent
 
@@ -95,6 +95,7 @@ def run(tasks: dict[Hashable, Task], workers: int) -> None:
         return min(keys, key=lambda k: pending[k].priority) if keys else None
 
     def worker():
+        import numba   # (loaded already: concurrent_kernels asked it)
         numba.set_num_threads(threads)  # per thread in Numba
         while True:
             with lock:

@@ -1,7 +1,11 @@
 """rnncc's own compiler (rnncc/backends/cpu/native/): the products it hands to BLAS against
 numpy, every shipped cell at the shapes where BLAS takes another path (B=1: gemv; T=0: no
 rows) against the reference interpreter, its errors, its argument checks and its cache."""
+import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +153,45 @@ def test_functions_of_one_name_in_two_modules_each_run_their_own(tmp_path):
         out = np.zeros((2, 3))
         fn(2, 3, lengths, a, out)
         np.testing.assert_array_equal(out, want)
+
+
+def run_script(script: str, tmp_path) -> str:
+    env = dict(os.environ, RNNCC_CACHE_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_one_threads_calls_import_neither_numba_nor_scipy_linalg(tmp_path):
+    """A process whose calls all run on one thread (a small cell, forward and backward, cold
+    and then warm from the cache) needs neither: importing them was most of a warm start."""
+    script = textwrap.dedent("""
+        import sys, numpy as np, rnncc
+        cell = rnncc.load("gru")
+        p = cell.init_params(seed=0, I=3, H=4)
+        x = np.random.default_rng(0).standard_normal((5, 2, 3))
+        got = cell.backward(p, x, np.ones((5, 2, 4)), target="cpu")
+        want = cell.backward(p, x, np.ones((5, 2, 4)), target="reference")
+        assert all(np.allclose(got["params"][k], want["params"][k]) for k in p)
+        print(sorted(m for m in ("numba", "scipy.linalg") if m in sys.modules))
+    """)
+    for _ in range(2):
+        assert run_script(script, tmp_path).strip() == "[]"
+
+
+def test_products_through_scipys_cython_blas_equal_numpys(tmp_path):
+    """Where SciPy bundles no OpenBLAS of its own (another build), BLAS is reached through
+    scipy.linalg.cython_blas: the same products, in a process that takes that path."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parents[2])!r})
+        from rnncc.backends.cpu.native import blas
+        blas._bundled = lambda: None
+        from tests.backends.test_native import test_products_equal_numpys
+        from pathlib import Path
+        for case in [(3, 4, 5, 7), (2, 1, 5, 6), (0, 3, 4, 5)]:
+            test_products_equal_numpys(Path({str(tmp_path)!r}), *case)
+        print("scipy.linalg" in sys.modules)
+    """)
+    assert run_script(script, tmp_path).strip() == "True"

@@ -6,10 +6,9 @@ compiling it.
 """
 from __future__ import annotations
 
-import numba
+from functools import cached_property
+
 import numpy as np
-from numba.core import types
-from numba.core.errors import NumbaError
 
 from ...ops import REGISTRY
 from ...ops.base import EvalContext, dim_size
@@ -18,12 +17,13 @@ from ...plan.layout import ident
 from ...plan.plan import Role, Rows
 from ..binding import bind
 from ..compile_log import compiling
-from ..disk_cache import forget_cached, has_cached, load, module_dir
-from . import ahead, elementary, fastmath, threads
+from ..disk_cache import forget_cached, has_cached, import_file, write
+from . import ahead, elementary, threads
 from .codegen import generate
 from .native.function import NativeFunction, native_enabled
 from .native.lower import Param
 from .threads import ONE_THREAD, SERIAL, THREADS
+from .threads import available as available_threads
 
 
 def compile_past_damage(fn, signature) -> None:
@@ -32,6 +32,9 @@ def compile_past_damage(fn, signature) -> None:
     (pickle's errors, not Numba's). Then the function's cached code, else that of fastmath's
     row_sum, which it may call (its cache is Numba's too), is removed and the compile tried
     again; an error with nothing left to remove, or one of Numba's own, is a real one."""
+    from numba.core.errors import NumbaError
+
+    from . import fastmath
     while True:
         try:
             fn.compile(signature)
@@ -68,8 +71,8 @@ SPINNING_MIN_WORK = 8192
 
 
 def kernel_threads(B: int, sizes: dict, available: int, kernel_share: float = 0.0) -> int:
-    """Threads for the kernels of one call: `available` (numba.get_num_threads(), all cores
-    unless the caller lowered it) or one. One where the step is too small to pay for waking
+    """Threads for the kernels of one call: `available` (threads.available(): Numba's thread
+    count, all cores unless the caller lowered it) or one. One where the step is too small to pay for waking
     Numba's threads; where their idle threads would spin beside BLAS's (threads.py), one
     unless the step's kernels are heavy (kernel_share >= KERNEL_HEAVY) and wide.
 
@@ -148,7 +151,7 @@ class Compiled:
                                                                          cell.dims)
         self.time_axes = {d: [a.time_axis(self.plans[d]) for a in arguments]
                           for d, arguments in self.arguments.items()}  # for runs in pieces
-        self.module = load(self.source, cell.name)
+        self.path = write(self.source, cell.name)   # (imported when Numba's code is wanted)
         self._ready: set = set()   # the functions known compiled
         # the variant every call runs, whatever its threads (THREADS, ONE_THREAD; None: the
         # one its threads call for): ahead-of-time compiling (runtime/precompile.py) compiles
@@ -160,6 +163,13 @@ class Compiled:
         # the functions that come twice (threaded and serial: those with kernels); asked every
         # call, so found once
         self._twins = {d for d in self.layouts if f"\ndef {d}{SERIAL}(" in self.source}
+
+    @cached_property
+    def module(self):
+        """The generated module, imported: its Numba functions (the threaded variant; both with
+        RNNCC_NATIVE=0). Importing it imports Numba, which a process whose calls all run on
+        one thread never needs."""
+        return import_file(self.path)
 
     # -- arrays ---------------------------------------------------------------------------------------
     def packs(self) -> dict:
@@ -223,16 +233,18 @@ class Compiled:
         arguments after the lengths the function takes (the printer's flags(): backward's
         `inputs`)."""
         all_args = (T, B, lengths, *flags, *(sizes[d] for d in self.cell.dims), *args)
-        previous = numba.get_num_threads()
-        threads = threads or kernel_threads(B, sizes, previous,
+        available = available_threads()
+        threads = threads or kernel_threads(B, sizes, available,
                                             self._kernel_share(direction, sizes))
         fn = self._function(direction, threads)
         if fn not in self._ready and direction == "forward":
-            self._compile_ahead("backward", B, sizes, previous)   # the step's next call
+            self._compile_ahead("backward", B, sizes, available)   # the step's next call
         self._compile(direction, fn, all_args)
         if isinstance(fn, NativeFunction):
             fn(*all_args)
             return
+        import numba   # (a Numba function: imported with the module)
+        previous = numba.get_num_threads()
         numba.set_num_threads(threads)
         try:
             fn(*all_args)
@@ -259,8 +271,8 @@ class Compiled:
     def _native_function(self, direction: str, name: str) -> NativeFunction:
         if name not in self._native:
             self._native[name] = NativeFunction(self.source, name, self.native_params(direction),
-                                                self.dtype, module_dir(self.module),
-                                                self.module.__name__)
+                                                self.dtype, self.path.parent,
+                                                self.path.stem)
         return self._native[name]
 
     def native_params(self, direction: str) -> list:
@@ -276,6 +288,9 @@ class Compiled:
 
     def argument_types(self, direction: str) -> tuple:
         """native_params as Numba types: the one signature of `direction`'s Numba function."""
+        import numba
+        from numba.core import types
+
         def numba_type(p: Param):
             if p.kind == "array":
                 return types.Array(numba.from_dtype(p.dtype), p.ndim, "C")

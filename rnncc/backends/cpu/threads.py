@@ -20,9 +20,9 @@ bench/RESULTS.md records.
 from __future__ import annotations
 
 import os
+import sys
 import threading
-
-import numba
+from functools import lru_cache
 
 # A generated function with kernels has a serial twin of this suffix (forward_serial, ...): the
 # same body compiled without parallel=True, which the runtime calls when the kernels get one
@@ -44,8 +44,37 @@ def launch() -> bool:
         return _shared
     with _lock:
         if _shared is None:
+            import numba
             from numba.np.ufunc import parallel
             parallel._launch_threads()
             _shared = (numba.threading_layer() != "omp"
                        or os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE")
         return _shared
+
+
+def available() -> int:
+    """The threads a call's kernels may use: Numba's thread count for the calling thread (all
+    cores unless the caller lowered it: numba.set_num_threads, NUMBA_NUM_THREADS). Before
+    anything has imported Numba (a process whose calls all ran on one thread, compiled by
+    rnncc's own compiler), what it would say, without importing it."""
+    numba = sys.modules.get("numba")
+    if numba is not None and hasattr(numba, "get_num_threads"):
+        return numba.get_num_threads()
+    return configured()
+
+
+def configured() -> int:
+    """Numba's configured thread count (numba.config.NUMBA_NUM_THREADS), without importing
+    Numba: NUMBA_NUM_THREADS, else the cores this process may run on."""
+    numba = sys.modules.get("numba")
+    if numba is not None and hasattr(numba, "config"):
+        return numba.config.NUMBA_NUM_THREADS
+    return int(os.environ.get("NUMBA_NUM_THREADS") or _cores())
+
+
+@lru_cache(maxsize=1)
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))   # as Numba counts them
+    except AttributeError:
+        return os.cpu_count() or 1
