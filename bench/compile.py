@@ -1,8 +1,8 @@
 """Compile time of the cpu target: cold (empty caches) and warm (a second process loading the
 compiled code from the disk cache), per shipped cell, float32, against issue 16's goals.
 
-Each measurement runs in a fresh process with its own RNNCC_CACHE_DIR and NUMBA_CACHE_DIR, so
-a cold process also compiles the fastmath functions the cell inlines (as on a fresh install).
+Each measurement runs in a fresh process with its own RNNCC_CACHE_DIR and NUMBA_CACHE_DIR (as on
+a fresh install).
 The probe runs the cell as a first user does, on small data (T=3, B=2): a forward (infer),
 then a training forward and backward. Columns:
     first result    the first forward call, from the call to its result (compiles infer)
@@ -11,11 +11,10 @@ then a training forward and backward. Columns:
                     backward compiled in a background process while its training forward
                     compiled (cpu/ahead.py), and these are the seconds its call waited
     warm            the second process: `import rnncc` to the first result, and the import alone
-    warm parts      a third process, the same path timed in parts: Python's and Numba's share
-                    (numpy, numba, and the registries Numba loads before it runs any compiled
-                    function, which import scipy.linalg for BLAS), then rnncc's (its import,
-                    the cell's pipeline from spec to generated source, loading and calling
-                    the cached function): what rnncc could avoid is in the second
+    warm parts      a third process, the same path timed in parts: the libraries the path needs
+                    (numpy, llvmlite's LLVM binding; one thread's calls need neither Numba nor
+                    scipy.linalg), `import rnncc`, the cell's pipeline from spec to generated
+                    source, and loading and calling the cached function
 Goals (2 cores): lstm, gru, rnn first result <= 1.5 s, all three <= 3 s; lnlstm all three
 <= 6 s; warm import to first result <= 0.4 s.
 
@@ -62,21 +61,23 @@ print(json.dumps({"import": imported, "first": result - first, "to_first": resul
 """
 PARTS = """
 import json, sys, time
-start = time.perf_counter()
+marks = [time.perf_counter()]
 import numpy as np
-import numba
-from numba.core.registry import cpu_target
-cpu_target.target_context.refresh()   # what loading a cached function does first
-numba_done = time.perf_counter()
+import llvmlite.binding
+marks.append(time.perf_counter())
 import rnncc
+marks.append(time.perf_counter())
 from rnncc.backends.cpu.codegen import generate
 cell = rnncc.load(sys.argv[1])
 generate(cell.compiled_plans(), np.float32, cell.dims)
+marks.append(time.perf_counter())
 sizes = {d: 8 for d in cell.dims}
 p = cell.init_params(seed=0, dtype=np.float32, **sizes)
 x = np.zeros((3, 2, *cell.shape(cell.inputs[0], **sizes)), np.float32)
 cell.forward(p, x, target="cpu")
-print(json.dumps({"numba": numba_done - start, "rnncc": time.perf_counter() - numba_done}))
+marks.append(time.perf_counter())
+parts = [b - a for a, b in zip(marks, marks[1:])]
+print(json.dumps(dict(zip(["libraries", "rnncc", "pipeline", "call"], parts))))
 """
 GOALS = {"first": 1.5, "all": 3.0}
 GOALS_BY_CELL = {"lnlstm": {"all": 6.0}}
@@ -93,8 +94,8 @@ def probe(cell: str, cache: str, script: str = PROBE) -> dict:
 
 
 HEADER = ("| cell | cold: first result s | all three s | infer s | forward s | backward s "
-          "| warm: import to first result s | import s | warm parts: numpy, numba, its "
-          "registries s | rnncc: import, pipeline, call s | goals met |")
+          "| warm: import to first result s | import s | warm parts: numpy, llvmlite s "
+          "| import rnncc s | pipeline s | load, call s | goals met |")
 
 
 def goals(name: str, cold: dict, warm: dict) -> str:
@@ -127,13 +128,15 @@ def main(argv=None) -> int:
         assert all(cached and not background for *_, cached, background in warm["events"])
         row = (f"| {name} | {cold['first']:.1f} | {cold['all']:.1f} | {seconds['infer']} | "
                f"{seconds['forward']} | {seconds['backward']} | "
-               f"{warm['to_first']:.2f} | {warm['import']:.2f} | {parts['numba']:.2f} | "
-               f"{parts['rnncc']:.2f} | {goals(name, cold, warm)} |")
+               f"{warm['to_first']:.2f} | {warm['import']:.2f} | {parts['libraries']:.2f} | "
+               f"{parts['rnncc']:.2f} | {parts['pipeline']:.2f} | {parts['call']:.2f} | "
+               f"{goals(name, cold, warm)} |")
         print(row, flush=True)
         rows.append(row)
     if args.write:
-        machine = (f"{harness.cpu_model()}, {os.cpu_count()} cores, float32, numba "
-                   f"{__import__('numba').__version__}")
+        import llvmlite
+        machine = (f"{harness.cpu_model()}, {os.cpu_count()} cores, float32, llvmlite "
+                   f"{llvmlite.__version__}")
         harness.record("compile.py", argv, HEADER, rows, machine,
                        "one cold, one warm and one warm-in-parts process per cell, with empty "
                        "caches of their own (rnncc's and Numba's) at the cold one; seconds from "

@@ -26,10 +26,12 @@ def verify(graph: Graph) -> Graph:
         node = graph.node(nid) if nid in graph.nx else None
         raise GraphError(f"%{nid} {node}: {msg}")
 
-    if not nx.is_directed_acyclic_graph(graph.nx):
-        raise GraphError(f"graph {graph.name!r} has a cycle")
+    try:   # the topological order the passes use anyway: it exists only for a DAG
+        order = graph.order
+    except nx.NetworkXUnfeasible:
+        raise GraphError(f"graph {graph.name!r} has a cycle") from None
     dims = set(graph.dims)
-    for nid in graph.order:
+    for nid in order:
         node = graph.node(nid)
         if node.op not in REGISTRY:
             fail(nid, f"unknown op {node.op!r}")

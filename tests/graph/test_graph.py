@@ -135,3 +135,13 @@ def test_dot_form_parses_as_a_graph(shipped_cells):
     assert dot.startswith('digraph "lstm" {') and dot.rstrip().endswith("}")
     assert dot.count(" -> ") == g.nx.number_of_edges()
     assert dot.count("peripheries=2") == 2  # the two roots h' and c'
+
+
+def test_a_cycle_is_a_graph_error():
+    """verify finds a cycle through the topological order it builds (none exists for one)."""
+    graph = rnncc.compile("cell looped\ninput x[H]\nstate h[H]\nh' = tanh(x + h)\n").graph
+    add = next(n for n in graph.order if graph.node(n).op == "add")
+    graph.nx.add_edge(graph.order[-1], add, index=2)   # the result feeds its own argument
+    graph.__dict__.pop("order", None)
+    with pytest.raises(GraphError, match="has a cycle"):
+        verify(graph)

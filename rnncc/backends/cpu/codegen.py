@@ -147,9 +147,8 @@ class CpuPrinter(FunctionPrinter):
         # parameter grows faster than their number (every array is 7 to 11 machine arguments,
         # and the wrapper's call passes them all): 150 arrays cost 1.9 s to compile with an
         # empty body, 50 cost 0.3 s; an lstm's three functions 3.30 -> 3.15 s (measured).
-        text = "\n".join(body)
-        self.taken = [a for a in self.layout.arguments
-                      if re.search(rf"\b{re.escape(a.name)}\b", text)]
+        named = set(re.findall(r"\w+", "\n".join(body)))   # (one pass over the text)
+        self.taken = [a for a in self.layout.arguments if a.name in named]
         options = ", ".join(f"{k}={v!r}" for k, v in CALLER_OPTIONS.items())
         signature = f"({self.arguments_text(self.taken)}):"
         options += ", pipeline_class=NoAliasCompiler"   # its arrays do not overlap: noalias.py
