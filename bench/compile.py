@@ -20,6 +20,7 @@ Goals (2 cores): lstm, gru, rnn first result <= 1.5 s, all three <= 3 s; lnlstm 
 
     python bench/compile.py                    # every shipped cell
     python bench/compile.py --cells lstm gru --write
+    python bench/compile.py --scaling 4 8 16 32 64 128   # cost against a cell's size
 """
 from __future__ import annotations
 
@@ -79,6 +80,25 @@ marks.append(time.perf_counter())
 parts = [b - a for a, b in zip(marks, marks[1:])]
 print(json.dumps(dict(zip(["libraries", "rnncc", "pipeline", "call"], parts))))
 """
+# --scaling: cells of k chained gates, the cold compile of their three functions against their
+# size (the ops of the step graph and of its derivative)
+SCALING = """
+import json, sys, time
+import numpy as np, rnncc
+k = int(sys.argv[1])
+lines = ["cell chain", "input x[I]", "state h[H]", "a0 = tanh(W @ x + U @ h + b)"]
+lines += [f"a{j} = sigmoid(v{j} * a{j - 1} + h) * a{j - 1}" for j in range(1, k)]
+lines.append(f"h' = a{k - 1}")
+cell = rnncc.compile("\\n".join(lines) + "\\n")
+ops = len(cell.graph) + len(cell.backward_graph)
+p = cell.init_params(seed=0, dtype=np.float32, I=8, H=8)
+x = np.zeros((3, 2, 8), np.float32)
+start = time.perf_counter()
+ys, _ = cell.forward(p, x, target="cpu")
+cell.backward(p, x, np.zeros_like(ys), target="cpu")
+print(json.dumps({"ops": ops, "all": time.perf_counter() - start}))
+"""
+SCALING_HEADER = "| gates | ops (step graph + derivative) | all three s | ms per op |"
 GOALS = {"first": 1.5, "all": 3.0}
 GOALS_BY_CELL = {"lnlstm": {"all": 6.0}}
 WARM_GOAL = 0.4
@@ -114,7 +134,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", nargs="+", default=rnncc.shipped())
     parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
+    parser.add_argument("--scaling", nargs="*", type=int, metavar="GATES",
+                        help="instead: cells of this many chained gates (default 4 8 16 32 "
+                             "64), cold, against their number of ops")
     args = parser.parse_args(argv)
+    if args.scaling is not None:
+        return scaling(args, argv)
     print(HEADER)
     print("|" + "---|" * (HEADER.count("|") - 1))
     rows = []
@@ -141,6 +166,26 @@ def main(argv=None) -> int:
                        "one cold, one warm and one warm-in-parts process per cell, with empty "
                        "caches of their own (rnncc's and Numba's) at the cold one; seconds from "
                        "the probe's clock and rnncc's compile log")
+    return 0
+
+
+def scaling(args, argv) -> int:
+    """Cold compile time against a cell's size: linear if ms per op stays level."""
+    print(SCALING_HEADER)
+    print("|" + "---|" * (SCALING_HEADER.count("|") - 1))
+    rows = []
+    for gates in args.scaling or [4, 8, 16, 32, 64]:
+        with tempfile.TemporaryDirectory() as cache:
+            run = probe(str(gates), cache, SCALING)
+        row = (f"| {gates} | {run['ops']} | {run['all']:.2f} | "
+               f"{run['all'] / run['ops'] * 1e3:.2f} |")
+        print(row, flush=True)
+        rows.append(row)
+    if args.write:
+        harness.record("compile.py", argv, SCALING_HEADER, rows,
+                       f"{harness.cpu_model()}, {os.cpu_count()} cores, float32",
+                       "one cold process per cell (empty caches), its three functions "
+                       "(infer, training forward, backward) on one thread")
     return 0
 
 

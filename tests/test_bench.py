@@ -3,6 +3,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+import pytest
+
 from .close import assert_close
 
 
@@ -152,3 +154,14 @@ def test_kernel_threads_bench_runs(capsys):
     assert bench.main(["--cells", "lnlstm", "--configs", "3,2,4", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
     assert out.count("| lnlstm | 3, 2, 4 |") == 3   # forward, backward, inference
+
+
+def test_compile_scaling_benchmark_runs(capsys):
+    """Cells of k chained gates: more gates, more ops, more compile time."""
+    bench = script("compile")
+    assert bench.main(["--scaling", "2", "6"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| gates | ops")
+    rows = [[float(v) for v in line.strip("|").split("|")] for line in out[2:]]
+    assert [r[0] for r in rows] == [2, 6] and rows[0][1] < rows[1][1]
+    assert all(r[2] > 0 and r[3] == pytest.approx(r[2] / r[1] * 1e3, rel=0.05) for r in rows)
