@@ -58,11 +58,12 @@ _blas = None
 
 
 def _blas_controller():
-    """threadpoolctl's handle on the loaded BLAS libraries (numpy's and SciPy's, which Numba's
-    np.dot calls), made once, after SciPy's BLAS is loaded."""
+    """threadpoolctl's handle on the loaded BLAS libraries (numpy's and SciPy's, which the
+    generated code's products call), made once, after SciPy's BLAS is loaded."""
     global _blas
     if _blas is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls)
+        from ..backends.cpu.native import blas
+        blas.addresses()   # loads SciPy's BLAS, as the first product would
         from threadpoolctl import ThreadpoolController
         _blas = ThreadpoolController()
     return _blas

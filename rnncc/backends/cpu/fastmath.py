@@ -7,9 +7,9 @@ the caller's loop, where LLVM vectorizes them with the loop. Nothing is compiled
 separate Numba functions (inlined by LLVM, forceinline) the five an lstm used (sigmoid, tanh and
 the exp, expm1 and scaling they call) cost a fresh install 0.3 s before its first result;
 Numba's own inlining (inline="always") re-typed the callee's IR at every call site, 0.9 s of an
-lstm's first forward (both measured). Callers compile with codegen.CALLER_OPTIONS: error_model="numpy"
-(Python's error model checks every division for zero, and that check stops vectorization) and
-the `contract` flag the instructions carry for their own arithmetic.
+lstm's first forward (both measured). Callers compile with codegen.CALLER_OPTIONS:
+error_model="numpy" (Python's error model checks every division for zero, and that check stops
+vectorization) and the `contract` flag the instructions carry for their own arithmetic.
 
 row_sum (row_sum32/row_sum64), a kernel's sum over a row's columns (mean, sum), is the one
 exception: a sum in whatever order vectorizes (see there).

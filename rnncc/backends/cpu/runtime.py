@@ -72,9 +72,10 @@ SPINNING_MIN_WORK = 8192
 
 def kernel_threads(B: int, sizes: dict, available: int, kernel_share: float = 0.0) -> int:
     """Threads for the kernels of one call: `available` (threads.available(): Numba's thread
-    count, all cores unless the caller lowered it) or one. One where the step is too small to pay for waking
-    Numba's threads; where their idle threads would spin beside BLAS's (threads.py), one
-    unless the step's kernels are heavy (kernel_share >= KERNEL_HEAVY) and wide.
+    count, all cores unless the caller lowered it) or one. One where the step is too small to
+    pay for waking Numba's threads; where their idle threads would spin beside BLAS's
+    (threads.py), one unless the step's kernels are heavy (kernel_share >= KERNEL_HEAVY) and
+    wide.
 
     Measured on 2 cores (Xeon), lstm T=100, B=64, H=256 forward: kernels on 2 threads 61 ms
     against 70 ms on one, with OpenMP's idle threads asleep; with them spinning, 92 ms."""

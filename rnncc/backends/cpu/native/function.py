@@ -37,8 +37,8 @@ MAGIC = b"rnncc-native-object\n"
 
 @lru_cache(maxsize=None)
 def compiler_fingerprint() -> str:
-    """The compiler's own code (this package and the elementary functions' instructions it emits) and
-    llvmlite's version: what it emits for the same source changes with them."""
+    """The compiler's own code (this package and the elementary functions' instructions it
+    emits) and llvmlite's version: what it emits for the same source changes with them."""
     import llvmlite
 
     from .. import elementary

@@ -491,7 +491,7 @@ class Lowering:
             offset = term if offset is None else b.add(offset, term, flags=["nsw"])
         return a.ptr if offset is None else b.gep(a.ptr, [offset], inbounds=True)
 
-    # -- scalar expressions --------------------------------------------------------------------------
+    # -- scalar expressions ------------------------------------------------------------------
     def int_value(self, node) -> ir.Value:
         v = self.expr(node)
         if v.kind != "int":
