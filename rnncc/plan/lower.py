@@ -14,7 +14,9 @@ from ..graph.naming import value_name
 from ..graph.schedule import (PHASE_ORDER, Absorbed, ByGemm, InKernel, Packed, Phase, View,
                               absorber)
 from .layout import ident
-from .plan import PHASES, Buffer, Gemm, GraphPlan, Kernel, Op, Role, Rows
+from ..ops import REGISTRY
+from ..passes.recurrence import MATRIX, classify
+from .plan import LANES_COLUMNS, LANES_ROWS, PHASES, Buffer, Gemm, GraphPlan, Kernel, Op, Role, Rows
 
 _PHASE_ROWS = {Phase.INVARIANT: Rows.NONE, Phase.BEFORE: Rows.ALL, Phase.STEP: Rows.STEP,
                Phase.AFTER: Rows.ALL}
@@ -250,8 +252,37 @@ class _Lowering:
             leaf_buffers[op] = {name: self.buffer(n) for name, n in g.leaves(op).items()}
         stored_groups = ("output", "saved") if g.kind == "forward" else ("x",)
         per_step = [buf for group in stored_groups for buf in results.get(group, {}).values()]
-        return GraphPlan(g.kind, self.buffers, phases, leaf_buffers, results, carried,
+        plan = GraphPlan(g.kind, self.buffers, phases, leaf_buffers, results, carried,
                          list(dict.fromkeys(per_step)))
+        recurrence = classify(g)
+        plan.recurrence, plan.recurrence_reason = recurrence.kind, recurrence.reason
+        if recurrence.kind != MATRIX:
+            plan.lanes, plan.lane_width = _lanes(plan)
+        return plan
+
+
+def _lanes(plan: GraphPlan) -> tuple:
+    """What a lane of the plan's time loop can be: ("columns", width) where every op of the
+    step is elementwise over one width, which every vector the step reads or carries has (a
+    lane is then a block of a row's columns); ("rows", None) where the step's ops need a whole
+    row (a mean over it, a concat) but no other row; (None, None) where a step needs more than
+    a row: a GEMM in the loop (a product of a state that only feeds the output), a sum over
+    the batch."""
+    steps = plan.phases["per_step"]
+    if any(step.kind != "kernel" for step in steps):
+        return None, None
+    ops = [op for step in steps for op in step.ops]
+    if any(not op.per_row and REGISTRY[op.op].kind != "constant" for op in ops):
+        return None, None
+    vectors = [op.shape for op in ops if op.shape]
+    names = {*(b for step in steps for b in step.inputs),
+             *(b for b in plan.per_step_results if plan.buffers[b].rows == Rows.STEP),
+             *(buf for pair in plan.carried.values() for buf in pair)}
+    vectors += [plan.buffers[b].shape for b in names if plan.buffers[b].shape]
+    columnwise = all(REGISTRY[op.op].kind in ("elementwise", "constant") for op in ops)
+    if columnwise and vectors and all(v == vectors[0] and len(v) == 1 for v in vectors):
+        return LANES_COLUMNS, vectors[0][0]
+    return LANES_ROWS, None
 
 
 def lower(graph: Graph) -> GraphPlan:

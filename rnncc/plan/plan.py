@@ -15,6 +15,13 @@ writing buffers). Buffers have a shape per row and Rows:
 A view is a block of another buffer (a gate's part of a stacked product); a packed buffer is
 parameters stacked once (the layer keeps it and re-packs only when a parameter changes).
 
+A GraphPlan also records its recurrence (passes/recurrence.py: matrix, elementwise, linear) and
+the schedules its time loop can run in:
+    step    the loop over time outside, each step's rows inside (every plan)
+    lanes   a plan whose step is all fused kernels over independent rows: each lane (a batch row,
+            or a block of its columns where every op of the step works column by column) runs
+            the whole time loop on its own, the lanes spread over threads, no barrier per step
+
 How each buffer is stored, which arrays a generated function takes and how a kernel's ops group
 into loops are decided from a GraphPlan by layout.py, per target.
 """
@@ -168,6 +175,11 @@ class Kernel:
 
 PHASES = ("before_loop", "per_step", "after_loop")
 
+# The schedules of a plan's time loop (see the module docstring); LANES_* say what a lane is.
+STEP, LANES = "step", "lanes"
+SCHEDULES = (STEP, LANES)
+LANES_ROWS, LANES_COLUMNS = "rows", "columns"
+
 
 @dataclass
 class GraphPlan:
@@ -178,6 +190,18 @@ class GraphPlan:
     results: dict                                # result group -> {name: buffer}
     carried: dict                                # state -> (buffer read, buffer written)
     per_step_results: list = field(default_factory=list)  # results kept for every step
+    recurrence: str = "matrix"                   # passes/recurrence.py's kind
+    recurrence_reason: str = ""                  # why it is not the next kind down
+    # what a lane is, where the plan can run as lanes: "rows" (batch rows) or "columns" (a
+    # block of a row's columns: every op of the step works column by column over one width,
+    # lane_width); None: the step schedule only
+    lanes: str | None = None
+    lane_width: object = None
+
+    @property
+    def schedules(self) -> tuple:
+        """The schedules this plan's time loop can run in, the preferred one first."""
+        return (LANES, STEP) if self.lanes else (STEP,)
 
     def steps(self, phase: str, kind: str | None = None) -> list:
         return [s for s in self.phases[phase] if kind is None or s.kind == kind]
@@ -185,6 +209,12 @@ class GraphPlan:
     def text(self) -> str:
         direction = "t = 0 .. T-1" if self.kind == "forward" else "t = T-1 .. 0"
         lines = [f"{self.kind}:"]
+        why = f" ({self.recurrence_reason})" if self.recurrence_reason else ""
+        lines.append(f"  recurrence: {self.recurrence}{why}")
+        lanes = {LANES_ROWS: "lanes (one per batch row)",
+                 LANES_COLUMNS: "lanes (batch rows x column blocks)"}
+        lines.append("  schedules: " + ", ".join(lanes.get(self.lanes, s) if s == LANES else s
+                                                  for s in self.schedules))
         packed = [b for b in self.buffers.values() if b.role == Role.PACKED]
         if packed:
             lines.append("  packed once: " + "; ".join(
@@ -208,7 +238,10 @@ class GraphPlan:
         return "\n".join(lines)
 
     def to_json(self) -> dict:
-        doc = {phase: [s.to_json() for s in self.phases[phase]] for phase in PHASES}
+        doc = {"recurrence": self.recurrence, "schedules": list(self.schedules)}
+        if self.lanes:
+            doc["lanes"] = self.lanes
+        doc.update({phase: [s.to_json() for s in self.phases[phase]] for phase in PHASES})
         doc["buffers"] = [b.to_json() for b in self.buffers.values()]
         doc["results"] = self.results
         doc["carried"] = {s: list(rw) for s, rw in self.carried.items()}

@@ -117,6 +117,24 @@ class Call:
     B: int
     device: object = None   # the caller's input, where it lives on the GPU (results go back
                             # as that kind of array)
+    schedule: str | None = None   # the time loop's schedule asked for (None: the plan's)
+
+
+def check_schedule(cell, schedule) -> str | None:
+    """A schedule asked for (`schedule=`): one the cell's plans all run (cell.schedules), or
+    None for each plan's own choice."""
+    if schedule is None:
+        return None
+    from ..plan.plan import SCHEDULES
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; the schedules are "
+                         f"{', '.join(map(repr, SCHEDULES))}")
+    if schedule not in cell.schedules:
+        raise ValueError(f"cell {cell.name!r} cannot run the schedule {schedule!r}: its "
+                         f"recurrence is {cell.plan.forward.recurrence} "
+                         f"({cell.plan.forward.recurrence_reason or 'see rnncc show --stage plan'})"
+                         f"; its schedules: {', '.join(map(repr, cell.schedules))}")
+    return schedule
 
 
 def _as_array(what: str, value, device_ok: bool = False):
@@ -162,7 +180,8 @@ def _check_names(what: str, given: Mapping, expected: list[str], shapes: dict) -
                                f"{', '.join(expected) or 'none'}")
 
 
-def check_forward(cell, p, x, state, lengths, device_ok: bool = False) -> Call:
+def check_forward(cell, p, x, state, lengths, device_ok: bool = False,
+                  schedule: str | None = None) -> Call:
     sym = cell.symbolic_shapes
     # Inputs first: they fix the dtype, T and B.
     if isinstance(x, Mapping):
@@ -238,7 +257,7 @@ def check_forward(cell, p, x, state, lengths, device_ok: bool = False) -> Call:
 
     on_device = [raw_x[n] for n in cell.inputs if is_device_array(raw_x[n])]
     return Call(params, xs, init, checked_lengths, dict(sizes.size), dtype, T, B,
-                on_device[0] if on_device else None)
+                on_device[0] if on_device else None, check_schedule(cell, schedule))
 
 
 def check_lengths(lengths, T: int, B: int) -> np.ndarray | None:

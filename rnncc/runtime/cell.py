@@ -81,6 +81,15 @@ class Cell:
         from ..plan import lower
         return lower(optimize(self.graph))
 
+    @property
+    def schedules(self) -> tuple:
+        """The schedules of the time loop that every plan of the cell runs (plan.py: "step",
+        and "lanes" for a cell whose recurrence meets no matrix), the preferred one first;
+        `schedule=` of forward, backward and rnncc.RNN picks one."""
+        plans = self.compiled_plans().values()
+        first = next(iter(plans)).schedules
+        return tuple(s for s in first if all(s in p.schedules for p in plans))
+
     def compiled_plans(self) -> dict:
         """The GraphPlans a compiled backend generates a function for, by function name."""
         return {"forward": self.plan.forward, "backward": self.plan.backward,
@@ -169,25 +178,30 @@ class Cell:
                                       k).astype(dtype)
                 for name in self.params}
 
-    def forward(self, p, x, state=None, target: str = "reference", lengths=None):
-        """Run the cell over a sequence: returns (ys [T, B, d_out], final states dict)."""
+    def forward(self, p, x, state=None, target: str = "reference", lengths=None,
+                schedule: str | None = None):
+        """Run the cell over a sequence: returns (ys [T, B, d_out], final states dict).
+        schedule: the time loop's schedule on the compiled targets ("step", "lanes"; default
+        the plan's choice, see `schedules`); the numpy targets run step by step."""
         backend = backends.get(target)
-        call = check_forward(self, p, x, state, lengths, device_ok=backend.device_arrays)
+        call = check_forward(self, p, x, state, lengths, device_ok=backend.device_arrays,
+                             schedule=schedule)
         return backend.forward(self, call)
 
     def backward(self, p, x, dys, state=None, dfinal=None, target: str = "reference",
-                 lengths=None) -> dict:
+                 lengths=None, schedule: str | None = None) -> dict:
         """Gradients of sum(ys * dys) + sum over states of sum(final * dfinal) by BPTT.
 
         Runs the forward pass (keeping what backward needs) and then the backward pass from the
         last step to the first. Returns {"params": name -> like p[name], "x": like x (a dict
         when the cell has several inputs), "state": state name -> [B, dim]}, the last being the
         gradient with respect to the initial state (pass it on as `dfinal` of the previous chunk
-        for truncated BPTT).
+        for truncated BPTT). schedule: as for forward, for both directions.
         """
         backend = backends.get(target)
         device_ok = backend.device_arrays
-        call = check_forward(self, p, x, state, lengths, device_ok=device_ok)
+        call = check_forward(self, p, x, state, lengths, device_ok=device_ok,
+                             schedule=schedule)
         dys, dfinal = check_backward(self, call, dys, dfinal, device_ok=device_ok)
         _, _, tape = backend.train(self, call)
         dparams, dxs, dstate = backend.backward(self, call, tape, dys, dfinal)

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ...plan.layout import Algorithm, Layout, Target, ident, layout
-from ...plan.plan import Buffer, Gemm, Role, Rows
+from ...plan.plan import LANES_COLUMNS, Buffer, Gemm, Role, Rows
 from ..printing import FunctionPrinter, KernelPrinter, dim_expr
 from .elementary import EMITTERS
 from .threads import SERIAL
@@ -95,8 +95,10 @@ class CpuPrinter(FunctionPrinter):
     def flags(self) -> list[str]:
         """A backward function takes `inputs`: whether the caller wants the input gradients
         (the first layer of a model rarely does: its input is data), else their GEMMs are
-        skipped."""
-        return ["inputs"] if self.skips_inputs else []
+        skipped. A plan that can run as lanes takes `lanes`: 0 runs the step schedule, n > 0
+        the lanes schedule with n lanes per batch row (column blocks; 1 where a lane is a
+        row)."""
+        return (["inputs"] if self.skips_inputs else []) + (["lanes"] if self.plan.lanes else [])
 
     @property
     def skips_inputs(self) -> bool:
@@ -127,17 +129,13 @@ class CpuPrinter(FunctionPrinter):
         body_start = len(self.lines)
         for k, step in enumerate(plan.phases["before_loop"]):
             self.step(step, ("before_loop", k), 1, None, "before")
-        reverse = plan.kind == "backward"
-        self.emit(1, "for s in range(T):")
-        self.emit(2, f"t = {'T - 1 - s' if reverse else 's'}")
-        if self.layout.records_states:  # the trajectory backward reads: each step's start
-            for read, _ in plan.carried.values():
-                width = self.width(plan.buffers[read])
-                self.emit(2, "for b in range(B):")
-                self.copy(3, f"{ident(read)}_all[t, b, j]", f"{ident(read)}[b, j]", width)
-        for k, step in enumerate(plan.phases["per_step"]):
-            self.step(step, ("per_step", k), 2, "t", "step")
-        self.carry(2)
+        if plan.lanes:
+            self.emit(1, "if lanes == 0:")
+            self.time_loop(2)
+            self.emit(1, "else:")
+            self.lanes_loop(2)
+        else:
+            self.time_loop(1)
         for k, step in enumerate(plan.phases["after_loop"]):
             self.step(step, ("after_loop", k), 1, None, "after")
         body = self.lines[body_start:]
@@ -165,6 +163,52 @@ class CpuPrinter(FunctionPrinter):
         serial[1] = f"def {name}{SERIAL}{signature}"
         return "\n".join(parallel + body) + "\n\n\n" + "\n".join(serial + body)
 
+    def time_loop(self, indent: int) -> None:
+        """The step schedule: time outside, each step's rows inside (over threads)."""
+        plan = self.plan
+        reverse = plan.kind == "backward"
+        self.emit(indent, "for s in range(T):")
+        self.emit(indent + 1, f"t = {'T - 1 - s' if reverse else 's'}")
+        if self.layout.records_states:  # the trajectory backward reads: each step's start
+            for read, _ in plan.carried.values():
+                width = self.width(plan.buffers[read])
+                self.emit(indent + 1, "for b in range(B):")
+                self.copy(indent + 2, f"{ident(read)}_all[t, b, j]", f"{ident(read)}[b, j]",
+                          width)
+        for k, step in enumerate(plan.phases["per_step"]):
+            self.step(step, ("per_step", k), indent + 1, "t", "step")
+        self.carry(indent + 1)
+
+    def lanes_loop(self, indent: int) -> None:
+        """The lanes schedule: each lane (a batch row, or a block of `lanes` column blocks of
+        one) runs its whole time loop, to its row's length; the lanes over threads. A lane's
+        block is a multiple of 16 columns (whole vectors) wide, the last one less."""
+        plan = self.plan
+        reverse = plan.kind == "backward"
+        columns = plan.lanes == LANES_COLUMNS
+        if columns:
+            width = dim_expr(plan.lane_width)
+            self.emit(indent, f"block = (({width} + lanes - 1) // lanes + 15) // 16 * 16")
+            self.emit(indent, "for lane in prange(B * lanes):")
+            self.emit(indent + 1, "b = lane // lanes")
+            self.emit(indent + 1, "j0 = (lane - b * lanes) * block")
+            self.emit(indent + 1, "j1 = j0 + block")
+            self.emit(indent + 1, f"if j1 > {width}:")
+            self.emit(indent + 2, f"j1 = {width}")
+        else:
+            self.emit(indent, "for b in prange(B):")
+        self.emit(indent + 1, "for s in range(lengths[b]):")
+        self.emit(indent + 2, f"t = {'lengths[b] - 1 - s' if reverse else 's'}")
+        lane = "j0, j1" if columns else None
+        if self.layout.records_states:
+            for read, _ in plan.carried.values():
+                self.copy(indent + 2, f"{ident(read)}_all[t, b, j]", f"{ident(read)}[b, j]",
+                          lane or self.width(plan.buffers[read]))
+        for k, step in enumerate(plan.phases["per_step"]):
+            CpuKernel(self, step, self.layout.kernels[("per_step", k)], indent + 2, "t",
+                      "step", lane=lane or "").print()
+        self.carry_row(indent + 2, lane)
+
     def step(self, step, key, indent: int, t, phase: str) -> None:
         if step.kind == "gemm":
             self.gemm(step, key, indent, t)
@@ -177,21 +221,25 @@ class CpuPrinter(FunctionPrinter):
         each carried value becomes the next step's."""
         self.emit(indent, "for b in range(B):")
         self.emit(indent + 1, "if t < lengths[b]:")
+        self.carry_row(indent + 2, None)
+
+    def carry_row(self, indent: int, lane: str | None) -> None:
+        """carry() for row b (its columns `lane`, "j0, j1", where a lane is a column block)."""
         for name in self.layout.captured:
             rb = self.plan.buffers[name]
             array, offset = self.base(rb, "t")
-            self.copy(indent + 2, f"{ident(name)}_all[t, b, j]",
-                      f"{array}[b, {self.shifted(offset)}]", self.width(rb))
+            self.copy(indent, f"{ident(name)}_all[t, b, j]",
+                      f"{array}[b, {self.shifted(offset)}]", lane or self.width(rb))
         for read, written in self.plan.carried.values():
             wb = self.plan.buffers[written]
-            target, width = f"{ident(read)}[b, j]", self.width(wb)
+            target, width = f"{ident(read)}[b, j]", lane or self.width(wb)
             if wb.role == Role.CONSTANT:  # a state whose next value is a constant (zeros)
-                self.copy(indent + 2, target, self.constant(wb), width)
+                self.copy(indent, target, self.constant(wb), width)
                 continue
             array, offset = self.base(wb, "t")
             index = self.shifted(offset)
             src = f"{array}[{index}]" if wb.rows == Rows.NONE else f"{array}[b, {index}]"
-            self.copy(indent + 2, target, src, width)
+            self.copy(indent, target, src, width)
 
     @staticmethod
     def shifted(offset: str) -> str:
@@ -207,15 +255,19 @@ class CpuPrinter(FunctionPrinter):
 
 class CpuKernel(KernelPrinter):
     """One fused kernel on Numba's threads: its rows a prange loop, a row's columns a loop LLVM
-    vectorizes over the row's 1-D views."""
+    vectorizes over the row's 1-D views. In a lane (lanes schedule: `lane` is "" for a whole
+    row, "j0, j1" for a block of its columns) the kernel is row b's alone: no loop over rows,
+    and its column loops run over the lane's columns."""
 
-    def __init__(self, *args):
+    def __init__(self, *args, lane: str | None = None):
         super().__init__(*args)
         self.views: dict[str, str] = {}     # "array[row index]" -> its row view's local name
         self.in_rows = False
+        self.lane = lane
 
     def column_loop(self, width: str) -> str:
-        return f"for j in range({width}):"
+        return f"for j in range({self.lane or width}):"
+
 
     def row_element(self, array: str, index: str, col: str) -> str:
         """Inside the loop over rows, elements are read through the row's 1-D view, taken once
@@ -274,6 +326,10 @@ class CpuKernel(KernelPrinter):
 
     def print(self) -> None:
         ind, layout = self.indent, self.layout
+        if self.lane is not None:   # row b's, whose length the lane checked
+            with self.row_views(ind):
+                self.print_loops(layout.row_loops, ind)
+            return
         if layout.row_loops:
             self.open_row_loop(ind)
             with self.row_views(ind + 2):

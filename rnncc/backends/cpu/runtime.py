@@ -14,7 +14,7 @@ from ...ops import REGISTRY
 from ...ops.base import EvalContext, dim_size
 from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
 from ...plan.layout import ident
-from ...plan.plan import Role, Rows
+from ...plan.plan import LANES, LANES_COLUMNS, Role, Rows
 from ..binding import bind
 from ..compile_log import compiling
 from ..disk_cache import forget_cached, has_cached, import_file, write
@@ -68,6 +68,27 @@ PARALLEL_MIN_WORK = 4096
 # threaded against one thread, to set it on another machine.
 KERNEL_HEAVY = 0.165
 SPINNING_MIN_WORK = 8192
+
+
+# The lanes schedule (plan.py) runs a call's whole recurrence as one parallel region, not one
+# per step: its threads pay for themselves from this many elements of recurrence (T x B x
+# the lane width) on. Each thread gets LANES_PER_THREAD lanes or more where the rows allow
+# (ragged rows end at different steps), a lane at least LANE_COLUMNS columns wide.
+LANES_MIN_WORK = 1 << 15
+LANES_PER_THREAD = 4
+LANE_COLUMNS = 16
+
+
+def lanes_of(plan, T: int, B: int, sizes: dict, available: int) -> tuple[int, int]:
+    """(lanes per batch row, threads) of a lanes call of `plan`: column blocks where a lane
+    may be one (plan.lanes == "columns"), enough for LANES_PER_THREAD per thread; one lane per
+    row otherwise, and on one thread."""
+    width = dim_size(plan.lane_width, sizes) if plan.lanes == LANES_COLUMNS else 1
+    threads = available if T * B * width >= LANES_MIN_WORK else 1
+    if threads == 1 or plan.lanes != LANES_COLUMNS:
+        return 1, threads
+    wanted = -(-LANES_PER_THREAD * threads // B)
+    return max(1, min(wanted, width // LANE_COLUMNS)), threads
 
 
 def kernel_threads(B: int, sizes: dict, available: int, kernel_share: float = 0.0) -> int:
@@ -227,19 +248,27 @@ class Compiled:
             workspace[key] = arrays
         return arrays
 
+    def schedule(self, direction: str, schedule: str | None) -> str:
+        """The schedule a call of `direction` runs: the one asked for (checked against the
+        cell's by runtime/arguments.py), else the plan's preferred one."""
+        return schedule or self.plans[direction].schedules[0]
+
     def _call(self, direction: str, args, sizes, T, B, lengths, threads=None,
-              flags: tuple = ()) -> None:
+              flags: dict | None = None, schedule: str | None = None) -> None:
         """Call the generated function on `args` (its array arguments, in order). threads:
-        Numba threads for the kernels (default: kernel_threads' choice); flags: the scalar
-        arguments after the lengths the function takes (the printer's flags(): backward's
-        `inputs`)."""
-        all_args = (T, B, lengths, *flags, *(sizes[d] for d in self.cell.dims), *args)
+        Numba threads for the kernels (default: kernel_threads' choice, or lanes_of's for the
+        lanes schedule); flags: values of the scalar arguments after the lengths the function
+        takes, by name (the printer's flags(): backward's `inputs`; `lanes` is set here from
+        the schedule)."""
         available = available_threads()
-        threads = threads or kernel_threads(B, sizes, available,
-                                            self._kernel_share(direction, sizes))
+        values = dict(flags or {})
+        values["lanes"], chosen = self._threads(direction, T, B, sizes, available, schedule)
+        threads = threads or chosen
+        all_args = (T, B, lengths, *(values[f] for f in self.flags[direction]),
+                    *(sizes[d] for d in self.cell.dims), *args)
         fn = self._function(direction, threads)
         if fn not in self._ready and direction == "forward":
-            self._compile_ahead("backward", B, sizes, available)   # the step's next call
+            self._compile_ahead("backward", T, B, sizes, available, schedule)   # the next call
         self._compile(direction, fn, all_args)
         if isinstance(fn, NativeFunction):
             fn(*all_args)
@@ -282,7 +311,7 @@ class Compiled:
         module's dtype), known without a call."""
         plan, sizes = self.plans[direction], {d: 2 for d in self.cell.dims}
         return [Param("int"), Param("int"), Param("array", 1, np.dtype(np.int64)),
-                *[Param("bool") for _ in self.flags[direction]],
+                *[Param("int" if f == "lanes" else "bool") for f in self.flags[direction]],
                 *[Param("int") for _ in self.cell.dims],
                 *[Param("array", len(a.shape(plan, sizes, 2, 2)), self.dtype)
                   for a in self.arguments[direction]]]
@@ -298,13 +327,22 @@ class Compiled:
             return types.boolean if p.kind == "bool" else types.int64
         return tuple(numba_type(p) for p in self.native_params(direction))
 
-    def _compile_ahead(self, direction: str, B: int, sizes: dict, available: int) -> None:
+    def _threads(self, direction: str, T: int, B: int, sizes: dict, available: int,
+                 schedule: str | None) -> tuple[int, int]:
+        """(the `lanes` flag: lanes per row, 0 for the step schedule; the kernels' threads) of
+        a call."""
+        if self.schedule(direction, schedule) == LANES:
+            return lanes_of(self.plans[direction], T, B, sizes, available)
+        return 0, kernel_threads(B, sizes, available, self._kernel_share(direction, sizes))
+
+    def _compile_ahead(self, direction: str, T: int, B: int, sizes: dict, available: int,
+                       schedule: str | None) -> None:
         """Start compiling the function a call of `direction` at these sizes will run, in a
         background process, where that pays (ahead.py)."""
         if self.variant is not None or not ahead.enabled():
             return
-        fn = self._function(direction, kernel_threads(B, sizes, available,
-                                                      self._kernel_share(direction, sizes)))
+        fn = self._function(direction,
+                            self._threads(direction, T, B, sizes, available, schedule)[1])
         variant = self._variant_of(direction, fn)
         if isinstance(fn, NativeFunction):
             return   # compiles in a fraction of Numba's time: nothing to gain
@@ -432,7 +470,7 @@ class _PiecedRun:
         self._args = [self.arrays[a.name] for a in compiled.arguments[direction]]
         self._axes = compiled.time_axes[direction]
 
-    flags: tuple = ()   # the function's flag arguments (backward: inputs)
+    flags: dict = {}   # the function's flag arguments by name (backward: inputs)
 
     def _run_piece(self, t0: int, t1: int, threads: int | None) -> bool:
         """Call the function on steps t0 .. t1-1; False where there was nothing to run (an
@@ -449,7 +487,7 @@ class _PiecedRun:
                     for a, axis in zip(self._args, self._axes)]
             lengths = np.clip(self.lengths - t0, 0, t1 - t0)
         self.compiled._call(self.direction, args, self.call.sizes, t1 - t0, B, lengths, threads,
-                            self.flags)
+                            self.flags, self.call.schedule)
         return True
 
     def _leaf_array(self, kind: str, name: str) -> np.ndarray:
@@ -522,7 +560,7 @@ class BackwardRun(_PiecedRun):
                          backward_leaves(plan, tape, call.params, call.xs, dys, dfinal),
                          workspace, packed)
         self.inputs = inputs   # whether it computes the input gradients
-        self.flags = (inputs,)
+        self.flags = {"inputs": inputs}
         self.done = call.T   # steps done .. T-1 have run
         self._dparams: dict | None = None
 
