@@ -61,15 +61,50 @@ def rnn_relu_step(p, x, h, c=None):
     return h2, {"h": h2}
 
 
-STEPS = {"lnlstm": lnlstm_step, "rnn_relu": rnn_relu_step, "peephole_lstm": peephole_step, "mgu": mgu_step,
-         "indrnn": indrnn_step}
+def mingru_step(p, x, h, c=None):
+    """Feng et al. 2024, section 3.1: h_t = (1 - z_t) h_{t-1} + z_t h~_t."""
+    z = sig(x @ p["W_z"].T + p["b_z"])
+    candidate = x @ p["W_h"].T + p["b_h"]
+    h2 = (1 - z) * h + z * candidate
+    return h2, {"h": h2}
+
+
+def minlstm_step(p, x, h, c=None):
+    """Feng et al. 2024, section 3.2: f' = f / (f + i), i' = i / (f + i)."""
+    f = sig(x @ p["W_f"].T + p["b_f"])
+    i = sig(x @ p["W_i"].T + p["b_i"])
+    candidate = x @ p["W_h"].T + p["b_h"]
+    h2 = f / (f + i) * h + i / (f + i) * candidate
+    return h2, {"h": h2}
+
+
+def qrnn_step(p, x, h, c):
+    """Bradbury et al. 2017, fo-pooling (eq. 4) with window 1."""
+    z = np.tanh(x @ p["W_z"].T + p["b_z"])
+    f = sig(x @ p["W_f"].T + p["b_f"])
+    o = sig(x @ p["W_o"].T + p["b_o"])
+    c2 = f * c + (1 - f) * z
+    return o * c2, {"c": c2}
+
+
+def sru_step(p, x, h, c):
+    """Lei et al. 2018, eq. 3-5, the highway through a projection of x."""
+    f = sig(x @ p["W_f"].T + p["v_f"] * c + p["b_f"])
+    c2 = f * c + (1 - f) * (x @ p["W"].T)
+    r = sig(x @ p["W_r"].T + p["v_r"] * c + p["b_r"])
+    return r * c2 + (1 - r) * (x @ p["W_h"].T), {"c": c2}
+
+
+STEPS = {"lnlstm": lnlstm_step, "rnn_relu": rnn_relu_step, "peephole_lstm": peephole_step,
+         "mgu": mgu_step, "indrnn": indrnn_step, "mingru": mingru_step,
+         "minlstm": minlstm_step, "qrnn": qrnn_step, "sru": sru_step}
 
 
 def run_by_hand(step, cell, p, x, state, lengths):
     ys = np.zeros((x.shape[0], x.shape[1], H))
     cur = {k: v.copy() for k, v in state.items()}
     for t in range(x.shape[0]):
-        y, new = step(p, x[t], cur["h"], cur.get("c"))
+        y, new = step(p, x[t], cur.get("h"), cur.get("c"))
         alive = (t < lengths)[:, None]
         ys[t] = np.where(alive, y, 0)
         cur = {k: np.where(alive, new[k], cur[k]) for k in cur}
