@@ -230,3 +230,92 @@ def cell_specs(draw, max_depth: int = 3, rich: bool = False) -> GeneratedSpec:
         sizes = {d: draw(st.integers(1, 4)) for d in ["I", "J", "H", "K"]}
     return GeneratedSpec("\n".join(header + lines) + "\n", inputs, states, sizes, equations,
                          output_key, gen.values[output_key], dict(gen.params))
+
+
+# -- cells whose state meets no matrix (issue: elementwise and linear recurrences) ---------------
+
+# a state's update, affine in the state s: (text, numpy function of (s, A, B)) with A and B
+# expressions free of every state
+LINEAR_UPDATES = [
+    ("{A} * {s} + {B}", lambda s, a, b: a * s + b),
+    ("{B} - {s} * {A}", lambda s, a, b: b - s * a),
+    ("({s} + {B}) * {A}", lambda s, a, b: (s + b) * a),
+    ("{s} / (2 + abs({A})) + {B}", lambda s, a, b: s / (2 + np.abs(a)) + b),
+    ("-({s} * {A})", lambda s, a, b: -(s * a)),
+    ("{s} + {B}", lambda s, a, b: s + b),
+]
+# and nonlinear in it (o: the other state, or s itself)
+ELEMENTWISE_UPDATES = [
+    ("tanh({A} * {s} + {B})", lambda s, o, a, b: np.tanh(a * s + b)),
+    ("{A} * {s} + {B} * tanh({o})", lambda s, o, a, b: a * s + b * np.tanh(o)),
+    ("sigmoid({A} + {o} * {B}) * {s}", lambda s, o, a, b: _sigmoid(a + o * b) * s),
+    ("relu({A} * {s} + {B}) - 0.5 * {o}", lambda s, o, a, b: np.maximum(a * s + b, 0) - 0.5 * o),
+]
+
+
+@st.composite
+def lane_cell_specs(draw, linear: bool) -> GeneratedSpec:
+    """A random cell whose states meet no matrix: each gate reads the input through a matrix,
+    each state's update is elementwise in the states, affine in its own previous value (and
+    in no other state) where `linear`, else a nonlinear function of them. All vectors are
+    [H]: its lanes may be column blocks."""
+    inputs = {"x": "I"}
+    states = {"h": "H", **({"c": "H"} if draw(st.booleans()) else {})}
+    lines, equations, params = [], [], {}
+    gates = []
+    for k in range(draw(st.integers(1, 3))):
+        name, W, b = f"g{k}", f"W{k}", f"b{k}"
+        params[W], params[b] = ("H", "I"), ("H",)
+        text, fn = UNARY[draw(st.sampled_from(["sigmoid", "tanh", "neg", "abs"]))]
+        lines.append(f"{name} = {text.format(f'({W} @ x + {b})')}")
+        equations.append((name, lambda env, p, fn=fn, W=W, b=b: fn(env["x"] @ p[W].T + p[b])))
+        gates.append(name)
+
+    def free():
+        """An expression free of the states: a gate, a gate times a parameter, a number."""
+        kind = draw(st.sampled_from(["gate", "scaled", "number", "sum"]))
+        if kind == "number":
+            value = draw(st.sampled_from([0.5, 0.9, 1.5]))
+            return repr(value), lambda env, p: value
+        gate = draw(st.sampled_from(gates))
+        if kind == "gate":
+            return gate, lambda env, p: env[gate]
+        if kind == "scaled":
+            name = f"u{len(params)}"
+            params[name] = ("H",)
+            return f"({name} * {gate})", lambda env, p: p[name] * env[gate]
+        other = draw(st.sampled_from(gates))
+        return f"(1 - {gate} + 0.5 * {other})", lambda env, p: 1 - env[gate] + 0.5 * env[other]
+
+    for s in states:
+        (a_text, a_fn), (b_text, b_fn) = free(), free()
+        if linear:
+            text, fn = draw(st.sampled_from(LINEAR_UPDATES))
+            line = text.format(A=a_text, B=b_text, s=s)
+            update = (lambda env, p, fn=fn, s=s, a=a_fn, b=b_fn:
+                      fn(env[s], a(env, p), b(env, p)))
+        else:
+            o = draw(st.sampled_from(list(states)))
+            text, fn = draw(st.sampled_from(ELEMENTWISE_UPDATES))
+            line = text.format(A=a_text, B=b_text, s=s, o=o)
+            update = (lambda env, p, fn=fn, s=s, o=o, a=a_fn, b=b_fn:
+                      fn(env[s], env[o], a(env, p), b(env, p)))
+        lines.append(f"{s}' = {line}")
+        equations.append((s + "'", update))
+    output = draw(st.sampled_from(["state", "gated"]))
+    if output == "gated":
+        gate, s = draw(st.sampled_from(gates)), draw(st.sampled_from(list(states)))
+        lines.append(f"y = {gate} * tanh({s}')")
+        equations.append(("y", lambda env, p, gate=gate, s=s: env[gate] * np.tanh(env[s + "'"])))
+        output_key, out_name = "y", "y"
+    else:
+        out_name = draw(st.sampled_from(list(states)))
+        output_key = out_name + "'"
+    header = ["cell generated",
+              "input  x[I]",
+              "state  " + ", ".join(f"{n}[{d}]" for n, d in states.items()),
+              "param  " + ", ".join(f"{n}[{', '.join(d)}]" for n, d in params.items()),
+              f"output {out_name}"]
+    sizes = {"I": draw(st.integers(1, 4)), "H": draw(st.sampled_from([3, 17, 40]))}
+    return GeneratedSpec("\n".join(header + lines) + "\n", inputs, states, sizes, equations,
+                         output_key, "H", params)

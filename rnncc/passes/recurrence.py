@@ -161,9 +161,12 @@ def affine(graph: Graph) -> Graph:
         real = [draft.add("const", (), (), {"value": 1.0}) if a == ONE else a for a in args]
         return draft.add(op, real, shape_of(op, real))
 
-    pairs: dict[int, tuple] = {}   # node -> (a part, b part)
+    _, needed = _recurrent(graph)
+    pairs: dict[int, tuple] = {}   # node -> (a part, b part), for what the carried results read
     for n in graph.order:
         gnode = graph.node(n)
+        if n not in needed:
+            continue
         if n in leaves:
             pairs[n] = (ONE, ZERO)
         elif degree[n] == 0:

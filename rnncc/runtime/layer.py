@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import backends
-from . import schedule
+from . import schedule as task_graph
 from ..backends.cuda.device import is_device_array
-from .arguments import _as_array, _fmt, check_float, check_lengths, float_dtype
+from .arguments import _as_array, _fmt, check_float, check_lengths, check_schedule, float_dtype
 from .naming import suffix
 from .sublayer import SubLayer, reverse_within_lengths
 
@@ -84,13 +84,17 @@ class RNN:
     input_size and hidden_size set the sizes of the cell's input dimension and of its first
     state's dimension (I and H in the shipped specs); further dimensions are keyword arguments
     (`P=...`). Parameters are drawn by cell.init_params: layer 0's forward direction with
-    `seed`, the others with seeds derived from (seed, layer, direction).
+    `seed`, the others with seeds derived from (seed, layer, direction). schedule: the time
+    loop's schedule on the compiled targets, "step" or "lanes" (cell.schedules; default: each
+    plan's preferred one).
     """
 
     def __init__(self, cell, input_size: int, hidden_size: int, *, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0, batch_first: bool = False,
-                 target: str = "cpu", dtype=np.float32, seed: int = 0, **sizes):
+                 target: str = "cpu", dtype=np.float32, seed: int = 0,
+                 schedule: str | None = None, **sizes):
         self.cell = cell = _as_cell(cell)
+        self.schedule = check_schedule(cell, schedule)
         self.backend = backends.get(target)
         self.target, self.dtype, self.batch_first = target, float_dtype(dtype), bool(batch_first)
         if isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer)) \
@@ -122,7 +126,7 @@ class RNN:
                 unit_seed = seed if k == d == 0 else int(
                     np.random.SeedSequence([seed, k, d]).generate_state(1)[0])
                 p = cell.init_params(seed=unit_seed, dtype=self.dtype, **layer_sizes)
-                unit = SubLayer(cell, self.backend, self.dtype, layer_sizes, p)
+                unit = SubLayer(cell, self.backend, self.dtype, layer_sizes, p, self.schedule)
                 row.append(unit)
                 params.update({name + suffix(k, d): v for name, v in unit.params.items()})
             self._units.append(row)
@@ -269,9 +273,9 @@ class RNN:
 
     def _workers(self, parallel: int) -> int:
         """Threads for `parallel` independent units of work (1: one after another)."""
-        if not self.wavefront or not schedule.concurrent_kernels():
+        if not self.wavefront or not task_graph.concurrent_kernels():
             return 1
-        return min(schedule.cores(), parallel)
+        return min(task_graph.cores(), parallel)
 
     # -- forward and backward --------------------------------------------------------------------
     def __call__(self, x, state=None, lengths=None, *, train: bool | None = None):
@@ -344,17 +348,19 @@ class RNN:
                     out, results[k * D + d] = run_unit(self._units[k][d], fed, k * D + d,
                                                        threads)
                     handed[k, d] = out if d == 0 else reverse_within_lengths(out, lengths)
-                tasks[k, d] = schedule.Task(run, after=(("feed", k),) if k != order[0] else (),
-                                            priority=(rank, d))
+                tasks[k, d] = task_graph.Task(run,
+                                              after=(("feed", k),) if k != order[0] else (),
+                                              priority=(rank, d))
 
             def join(threads, k=k, after_k=after_k):
                 outs = [handed[k, d] for d in range(D)]
                 y = outs[0] if D == 1 else sum(outs) if backward else np.concatenate(outs, -1)
                 between = masks is not None and 0 <= after_k < L
                 feeds[after_k] = y * masks[min(k, after_k)] if between else y
-            tasks["feed", after_k] = schedule.Task(join, after=tuple((k, d) for d in range(D)),
-                                                   priority=(rank, D))
-        schedule.run(tasks, self._workers(D))
+            tasks["feed", after_k] = task_graph.Task(join,
+                                                     after=tuple((k, d) for d in range(D)),
+                                                     priority=(rank, D))
+        task_graph.run(tasks, self._workers(D))
         return feeds[order[-1] + (-1 if backward else 1)], results
 
     def _forward_wavefront(self, xt, states, lengths, keep, masks, pieces):
@@ -466,5 +472,5 @@ class RNN:
                 # wavefront order: the piece nearest the start of its pass, then the lower layer
                 # forward (the higher one backward), so the leading layer never waits
                 wave = (pieces - 1 - c if backward else c) + (L - 1 - k if backward else k)
-                tasks[k, c] = schedule.Task(run, after=after, priority=(wave, -step * k))
-        schedule.run(tasks, self._workers(L))
+                tasks[k, c] = task_graph.Task(run, after=after, priority=(wave, -step * k))
+        task_graph.run(tasks, self._workers(L))

@@ -34,9 +34,11 @@ def reversal_index(lengths, T: int, B: int) -> np.ndarray:
 
 
 class SubLayer:
-    def __init__(self, cell, backend, dtype, sizes: dict, params: dict):
+    def __init__(self, cell, backend, dtype, sizes: dict, params: dict,
+                 schedule: str | None = None):
         self.cell, self.backend, self.dtype = cell, backend, dtype
         self.sizes = sizes
+        self.schedule = schedule      # the time loop's schedule (None: the plan's choice)
         self._workspace: dict = {}
         self._free: list = []         # lent workspaces given back (their tapes are gone)
         self._packed: dict | None = None
@@ -114,7 +116,7 @@ class SubLayer:
             run.advance(0, run.call.T, threads)
             return self._results(run)
         call = check_forward(self.cell, self.params if params is None else params, x, state,
-                             lengths)
+                             lengths, schedule=self.schedule)
         result = (self.backend.train if keep else self.backend.forward)(self.cell, call)
         return result[0], result[1], ((call, result[2], None) if keep else None)
 
@@ -123,7 +125,7 @@ class SubLayer:
         """A forward call run in pieces (cpu target): fill run.input_array() piece by piece,
         run.advance(t0, t1), then finish(run)."""
         call = check_forward(self.cell, self.params if params is None else params, x, state,
-                             lengths)
+                             lengths, schedule=self.schedule)
         # the unit's stacked parameters, or None: stacked from the call's parameters
         packed = self._packed_now() if params is None else None
         run = self._compiled.start(call, keep=keep,

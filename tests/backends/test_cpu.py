@@ -20,7 +20,7 @@ from ..close import TOLERANCE, assert_close
 from ..noalias import check_arrays_apart
 
 
-def compare(cell, prob, dtype, rtol=None, err_msg="", target="cpu"):
+def compare(cell, prob, dtype, rtol=None, err_msg="", target="cpu", schedule=None):
     """`target` in `dtype` against the reference interpreter in float64 on the same values (every
     argument rounded to `dtype` first), forward and backward, entry by entry (tests/close.py;
     rtol defaults to the dtype's tolerance there)."""
@@ -40,7 +40,7 @@ def compare(cell, prob, dtype, rtol=None, err_msg="", target="cpu"):
         return tree if len(tree) > 1 else tree[cell.inputs[0]]
 
     ys, final = cell.forward(arg(p), x_arg(arg(xs)), state=arg(state), lengths=lengths,
-                             target=target)
+                             target=target, schedule=schedule)
     ys_r, final_r = cell.forward(p, x_arg(xs), state=state, lengths=lengths)
     assert ys.dtype == np.dtype(dtype)
 
@@ -51,7 +51,7 @@ def compare(cell, prob, dtype, rtol=None, err_msg="", target="cpu"):
     for s in cell.states:
         close(final[s], final_r[s], f"final {s}")
     g = cell.backward(arg(p), x_arg(arg(xs)), dys.astype(dtype), state=arg(state),
-                      dfinal=arg(dfinal), lengths=lengths, target=target)
+                      dfinal=arg(dfinal), lengths=lengths, target=target, schedule=schedule)
     g_r = cell.backward(p, x_arg(xs), dys, state=state, dfinal=dfinal, lengths=lengths)
     for k in cell.params:
         close(g["params"][k], g_r["params"][k], f"d{k}")
@@ -141,7 +141,7 @@ def test_kernels_on_the_calling_thread_run_the_serial_twin(shipped_cells, monkey
     assert not compiled.module.forward_serial.signatures   # Numba compiled nothing of it
 
 
-def compare_in_pieces(cell, prob, forward_pieces, backward_pieces, err_msg=""):
+def compare_in_pieces(cell, prob, forward_pieces, backward_pieces, err_msg="", schedule=None):
     """ForwardRun/BackwardRun (what the layer wavefront runs), float64: forward first to last
     and backward last to first in the given pieces of time, against the reference interpreter
     over the whole sequence."""
@@ -149,7 +149,7 @@ def compare_in_pieces(cell, prob, forward_pieces, backward_pieces, err_msg=""):
     from rnncc.runtime.arguments import check_backward, check_forward
     x = prob.xs if len(cell.inputs) > 1 else prob.xs[cell.inputs[0]]
     compiled = backends.get("cpu").compiled(cell, np.float64)
-    call = check_forward(cell, prob.p, x, prob.state, prob.lengths)
+    call = check_forward(cell, prob.p, x, prob.state, prob.lengths, schedule=schedule)
     run = compiled.start(call, keep=True)
     for t0, t1 in forward_pieces:
         run.advance(t0, t1)

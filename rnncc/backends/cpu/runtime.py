@@ -83,12 +83,13 @@ def lanes_of(plan, T: int, B: int, sizes: dict, available: int) -> tuple[int, in
     """(lanes per batch row, threads) of a lanes call of `plan`: column blocks where a lane
     may be one (plan.lanes == "columns"), enough for LANES_PER_THREAD per thread; one lane per
     row otherwise, and on one thread."""
-    width = dim_size(plan.lane_width, sizes) if plan.lanes == LANES_COLUMNS else 1
+    width = max(dim_size(plan.buffers[read].shape[-1], sizes)
+                for read, _ in plan.carried.values() if plan.buffers[read].shape)
     threads = available if T * B * width >= LANES_MIN_WORK else 1
     if threads == 1 or plan.lanes != LANES_COLUMNS:
         return 1, threads
     wanted = -(-LANES_PER_THREAD * threads // B)
-    return max(1, min(wanted, width // LANE_COLUMNS)), threads
+    return max(1, min(wanted, dim_size(plan.lane_width, sizes) // LANE_COLUMNS)), threads
 
 
 def kernel_threads(B: int, sizes: dict, available: int, kernel_share: float = 0.0) -> int:
