@@ -84,13 +84,16 @@ MIN_TIMED = 0.05
 WARM = 0.03
 
 
-def measure_in_processes(contenders: list, rounds: int) -> dict:
+def measure_in_processes(contenders: list, rounds: int, facts: dict | None = None) -> dict:
     """contenders: (label, worker, builder, config) tuples. Each is set up (and called once, to
     compile, allocate and fault pages in) in its worker; then `rounds` rounds, each timing every
     contender in turn (after SETTLE seconds of quiet). Returns label -> median seconds per
-    call."""
+    call. `facts`, if given, receives label -> the `facts` dict a builder's function carries
+    (numbers the script reports beside the times, such as bytes a call moves)."""
     for label, worker, builder, config in contenders:
-        worker.ask(op="setup", key=label, builder=builder, config=config)
+        reply = worker.ask(op="setup", key=label, builder=builder, config=config)
+        if facts is not None:
+            facts[label] = reply.get("facts", {})
     times = {label: [] for label, *_ in contenders}
     for _ in range(rounds):
         for label, worker, *_ in contenders:
@@ -229,7 +232,7 @@ def _worker(script: str, threads: int) -> None:
                 fn()   # compile, allocate, fault pages in
                 calls = max(1, min(50, math.ceil(MIN_TIMED / max(wall_time(fn), 1e-6))))
                 fns[request["key"]] = (fn, calls)
-                reply = {}
+                reply = {"facts": getattr(fn, "facts", {})}
             elif op == "time":   # untimed calls (threads, cores awake), then `calls` timed
                 fn, calls = fns[request["key"]]
                 start = time.perf_counter()

@@ -165,3 +165,55 @@ def test_compile_scaling_benchmark_runs(capsys):
     rows = [[float(v) for v in line.strip("|").split("|")] for line in out[2:]]
     assert [r[0] for r in rows] == [2, 6] and rows[0][1] < rows[1][1]
     assert all(r[2] > 0 and r[3] == pytest.approx(r[2] / r[1] * 1e3, rel=0.05) for r in rows)
+
+
+@pytest.mark.parametrize("name", ["mingru", "minlstm", "qrnn", "indrnn", "sru"])
+def test_the_eager_lane_modules_compute_what_the_specs_do(name):
+    """bench/scan.py's PyTorch loops against the shipped specs on the reference interpreter,
+    float64: outputs, final state, and every parameter's gradient."""
+    import numpy as np
+    import torch
+
+    import rnncc
+    torch_cells = script("torch_cells")
+    cell = rnncc.load(name)
+    I, H, T, B = 3, 5, 6, 4
+    p = cell.init_params(seed=2, dtype=np.float64, initialisers=False, I=I, H=H)
+    module = torch_cells.lane_module(name, p, np.float64)
+    rng = np.random.default_rng(3)
+    x, dy = rng.standard_normal((T, B, I)), rng.standard_normal((T, B, H))
+    y, final = module(torch.from_numpy(x))
+    (y * torch.from_numpy(dy)).sum().backward()
+    ys, final_r = cell.forward(p, x)
+    assert_close(y.detach().numpy(), ys, 1e-12, "y")
+    (state,) = cell.states
+    assert_close(final[state].detach().numpy(), final_r[state], 1e-12, "final")
+    g = cell.backward(p, x, dy)["params"]
+    for k in cell.params:
+        assert_close(module.p[k].grad.numpy(), g[k], 1e-9, k)
+
+
+def test_the_mingru_log_scan_is_the_papers_log_space_mingru():
+    """The PyTorch parallel scan contender equals the sequential minGRU with the log-space
+    form's candidate g(W_h x + b_h), in float64, at T = 50."""
+    import numpy as np
+    import torch
+
+    import rnncc
+    torch_cells = script("torch_cells")
+    cell = rnncc.load("mingru")
+    I, H, T, B = 3, 4, 50, 2
+    p = cell.init_params(seed=4, dtype=np.float64, I=I, H=H)
+    x = np.random.default_rng(4).standard_normal((T, B, I))
+    y, _ = torch_cells.mingru_log_scan_module(p, np.float64)(torch.from_numpy(x))
+
+    def sig(v):
+        return 1 / (1 + np.exp(-v))
+    h = np.full((B, H), 0.5)   # g(0): the scan's zero initial state, in its log form
+    expected = []
+    for t in range(T):
+        z = sig(x[t] @ p["W_z"].T + p["b_z"])
+        v = x[t] @ p["W_h"].T + p["b_h"]
+        h = (1 - z) * h + z * np.where(v >= 0, v + 0.5, sig(v))
+        expected.append(h)
+    assert_close(y.detach().numpy(), np.stack(expected), 1e-9, "log-space scan")

@@ -142,6 +142,28 @@ def test_a_damaged_object_file_is_compiled_again(tmp_path):
     np.testing.assert_array_equal(out, a + 1)
 
 
+def test_the_same_source_for_other_argument_kinds_is_another_object(tmp_path):
+    """An argument typed bool in one compile and int in another (a flag that became a count)
+    must not load the other's cached code: the kinds are part of the cache key."""
+    source = HEAD + textwrap.dedent("""
+        def flagged(T, B, lengths, part, out):
+            if part == 3:
+                out[0, 0] = ONE
+    """)
+    arrays = [Param("array", 1, np.dtype(np.int64)), Param("array", 2, np.dtype(np.float64))]
+    as_bool = [Param("int"), Param("int"), arrays[0], Param("bool"), arrays[1]]
+    as_int = [Param("int"), Param("int"), arrays[0], Param("int"), arrays[1]]
+    first = NativeFunction(source, "flagged", as_bool, np.float64, tmp_path, "flagged")
+    first.compile()
+    second = NativeFunction(source, "flagged", as_int, np.float64, tmp_path, "flagged")
+    second.compile()
+    assert first.path != second.path and not second.loaded_from_cache
+    for part, want in ((1, 0.0), (3, 1.0)):
+        out = np.zeros((1, 1))
+        second(1, 1, np.zeros(1, np.int64), part, out)
+        assert out[0, 0] == want
+
+
 def test_functions_of_one_name_in_two_modules_each_run_their_own(tmp_path):
     """Every object is linked into one engine per process: two cells' `forward_serial` must
     not resolve to one code."""

@@ -69,7 +69,7 @@ def test_lanes_of_sizes_its_lanes():
     assert runtime.lanes_of(plan, 1024, 1, {"I": 256, "H": 256}, 2) == (8, 2)
     assert runtime.lanes_of(plan, 1024, 64, {"I": 256, "H": 256}, 2) == (1, 2)
     # no narrower than 16 columns; a small call on the calling thread
-    assert runtime.lanes_of(plan, 4096, 1, {"I": 8, "H": 20}, 8) == (1, 8)
+    assert runtime.lanes_of(plan, 16384, 1, {"I": 8, "H": 20}, 8) == (1, 8)
     assert runtime.lanes_of(plan, 10, 1, {"I": 8, "H": 20}, 8) == (1, 1)
     rows = rnncc.compile("cell c\ninput x[I]\nstate h[H]\noutput h\n"
                          "h' = tanh(W @ x + h - mean(h))\n").plan.forward
@@ -160,3 +160,43 @@ def test_a_layer_runs_the_schedule_it_is_given(monkeypatch):
     np.testing.assert_allclose(dx1, dx2, rtol=1e-5, atol=1e-6)
     for k in g1:
         np.testing.assert_allclose(g1[k], g2[k], rtol=1e-5, atol=1e-5)
+
+
+# -- the cuda target (Numba's simulator unless NUMBA_ENABLE_CUDASIM=0) ---------------------------
+
+@pytest.mark.parametrize("name", ["mingru", "sru"])
+def test_cuda_lanes_and_steps_equal_the_reference(shipped_cells, name):
+    """A grid thread per lane (a column), its time loop inside, no grid barrier per step; and
+    the step schedule of the same cell. More lanes than the simulator's grid has threads."""
+    cell = shipped_cells[name]
+    prob = random_problem(cell, {"I": 3, "H": 5}, T=4, B=2, seed=9, ragged=True)
+    for schedule in ("lanes", "step"):
+        compare(cell, prob, np.float64, err_msg=f"{name} {schedule}", target="cuda",
+                schedule=schedule)
+
+
+def test_cuda_lanes_of_whole_rows_equal_the_reference():
+    """A block per row: its threads over the row's columns, a block reduction for the mean."""
+    cell = rnncc.compile("cell rows\ninput x[I]\nstate h[H]\noutput h\n"
+                         "h' = tanh(W @ x + h - mean(h)) * sigmoid(V @ x)\n")
+    prob = random_problem(cell, {"I": 3, "H": 6}, T=3, B=3, seed=10, ragged=True)
+    compare(cell, prob, np.float64, target="cuda", schedule="lanes")
+
+
+def test_cuda_lanes_source_has_no_barrier_in_its_time_loop(shipped_cells):
+    source = backends.get("cuda").source(shipped_cells["qrnn"], np.float32)
+    forward = source[source.index("def forward("):source.index("def backward(")]
+    lanes = forward[forward.index("    else:\n"):]
+    loop = lanes[:lanes.index("        grid.sync()")]
+    assert "for s in range(lengths[b]):" in loop
+    assert "grid.sync()" not in loop and "syncthreads" not in loop
+
+
+def test_lanes_on_numbas_threads_equal_the_reference(lanes_on_threads):
+    """The threaded variant (Numba's parallel loop over the lanes: RNNCC_NATIVE=0, or a
+    layer's variant forced) runs the same lanes."""
+    from rnncc.backends.cpu.threads import THREADS
+    cell = rnncc.compile((rnncc.runtime.cell._shipped_dir() / "qrnn.cell").read_text())
+    backends.get("cpu").compiled(cell, np.float64).variant = THREADS
+    prob = random_problem(cell, {"I": 3, "H": 40}, T=5, B=3, seed=11, ragged=True)
+    compare(cell, prob, np.float64, schedule="lanes")

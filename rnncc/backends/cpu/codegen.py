@@ -95,10 +95,19 @@ class CpuPrinter(FunctionPrinter):
     def flags(self) -> list[str]:
         """A backward function takes `inputs`: whether the caller wants the input gradients
         (the first layer of a model rarely does: its input is data), else their GEMMs are
-        skipped. A plan that can run as lanes takes `lanes`: 0 runs the step schedule, n > 0
-        the lanes schedule with n lanes per batch row (column blocks; 1 where a lane is a
-        row)."""
-        return (["inputs"] if self.skips_inputs else []) + (["lanes"] if self.plan.lanes else [])
+        skipped. A plan that can run as lanes takes four more:
+            lanes        0 runs the step schedule; n > 0 the lanes schedule with n lanes per
+                         batch row (column blocks; 1 where a lane is a row)
+            part         0 the whole call; 1 only what comes before the time loop, 2 only the
+                         loop, 3 only what comes after it
+            lane_first, lane_stride   the lanes loop runs lanes lane_first, lane_first +
+                         lane_stride, ... of the B * lanes: the runtime runs a lanes call's loop
+                         as several calls of part 2 on threads of its own (runtime.py), each
+                         on its share of the lanes (the one-thread function, compiled by
+                         rnncc's compiler: Numba's parallel loop over lanes vectorizes the
+                         column blocks poorly)"""
+        lanes = ["lanes", "part", "lane_first", "lane_stride"] if self.plan.lanes else []
+        return (["inputs"] if self.skips_inputs else []) + lanes
 
     @property
     def skips_inputs(self) -> bool:
@@ -127,17 +136,25 @@ class CpuPrinter(FunctionPrinter):
     def function(self, name: str) -> str:
         plan = self.plan
         body_start = len(self.lines)
-        for k, step in enumerate(plan.phases["before_loop"]):
-            self.step(step, ("before_loop", k), 1, None, "before")
-        if plan.lanes:
-            self.emit(1, "if lanes == 0:")
+        if plan.lanes:   # in parts (see flags)
+            if plan.phases["before_loop"]:
+                self.emit(1, "if part == 0 or part == 1:")
+                for k, step in enumerate(plan.phases["before_loop"]):
+                    self.step(step, ("before_loop", k), 2, None, "before")
+            self.emit(1, "if (part == 0 or part == 2) and lanes == 0:")
             self.time_loop(2)
-            self.emit(1, "else:")
+            self.emit(1, "if (part == 0 or part == 2) and lanes > 0:")
             self.lanes_loop(2)
+            if plan.phases["after_loop"]:
+                self.emit(1, "if part == 0 or part == 3:")
+                for k, step in enumerate(plan.phases["after_loop"]):
+                    self.step(step, ("after_loop", k), 2, None, "after")
         else:
+            for k, step in enumerate(plan.phases["before_loop"]):
+                self.step(step, ("before_loop", k), 1, None, "before")
             self.time_loop(1)
-        for k, step in enumerate(plan.phases["after_loop"]):
-            self.step(step, ("after_loop", k), 1, None, "after")
+            for k, step in enumerate(plan.phases["after_loop"]):
+                self.step(step, ("after_loop", k), 1, None, "after")
         body = self.lines[body_start:]
         del self.lines[body_start:]
         # Only the arrays the body names are parameters (the stacked products read W_ifgo, not
@@ -189,14 +206,18 @@ class CpuPrinter(FunctionPrinter):
         if columns:
             width = dim_expr(plan.lane_width)
             self.emit(indent, f"block = (({width} + lanes - 1) // lanes + 15) // 16 * 16")
-            self.emit(indent, "for lane in prange(B * lanes):")
+            self.emit(indent, "for k in prange((B * lanes - lane_first + lane_stride - 1) "
+                              "// lane_stride):")
+            self.emit(indent + 1, "lane = lane_first + k * lane_stride")
             self.emit(indent + 1, "b = lane // lanes")
             self.emit(indent + 1, "j0 = (lane - b * lanes) * block")
             self.emit(indent + 1, "j1 = j0 + block")
             self.emit(indent + 1, f"if j1 > {width}:")
             self.emit(indent + 2, f"j1 = {width}")
         else:
-            self.emit(indent, "for b in prange(B):")
+            self.emit(indent, "for k in prange((B - lane_first + lane_stride - 1) "
+                              "// lane_stride):")
+            self.emit(indent + 1, "b = lane_first + k * lane_stride")
         self.emit(indent + 1, "for s in range(lengths[b]):")
         self.emit(indent + 2, f"t = {'lengths[b] - 1 - s' if reverse else 's'}")
         lane = "j0, j1" if columns else None

@@ -18,7 +18,7 @@ from ...plan.plan import LANES, LANES_COLUMNS, Role, Rows
 from ..binding import bind
 from ..compile_log import compiling
 from ..disk_cache import forget_cached, has_cached, import_file, write
-from . import ahead, elementary, threads
+from . import ahead, elementary, lane_pool, threads
 from .codegen import generate
 from .native.function import NativeFunction, native_enabled
 from .native.lower import Param
@@ -71,10 +71,12 @@ SPINNING_MIN_WORK = 8192
 
 
 # The lanes schedule (plan.py) runs a call's whole recurrence as one parallel region, not one
-# per step: its threads pay for themselves from this many elements of recurrence (T x B x
-# the lane width) on. Each thread gets LANES_PER_THREAD lanes or more where the rows allow
-# (ragged rows end at different steps), a lane at least LANE_COLUMNS columns wide.
-LANES_MIN_WORK = 1 << 15
+# per step, on rnncc's own threads (lane_pool.py): they pay for themselves from this many
+# elements of recurrence (T x B x the state width) on (about 1 ns an element on one thread,
+# measured: mingru, T=8192, B=1, H=256, 1.9 ms; a hand-off to a thread costs tens of
+# microseconds). Each thread gets LANES_PER_THREAD lanes or more where the rows allow (ragged
+# rows end at different steps), a lane at least LANE_COLUMNS columns wide.
+LANES_MIN_WORK = 1 << 18
 LANES_PER_THREAD = 4
 LANE_COLUMNS = 16
 
@@ -82,7 +84,7 @@ LANE_COLUMNS = 16
 def lanes_of(plan, T: int, B: int, sizes: dict, available: int) -> tuple[int, int]:
     """(lanes per batch row, threads) of a lanes call of `plan`: column blocks where a lane
     may be one (plan.lanes == "columns"), enough for LANES_PER_THREAD per thread; one lane per
-    row otherwise, and on one thread."""
+    row otherwise. Threads where the call's recurrence is big enough to pay for them."""
     width = max(dim_size(plan.buffers[read].shape[-1], sizes)
                 for read, _ in plan.carried.values() if plan.buffers[read].shape)
     threads = available if T * B * width >= LANES_MIN_WORK else 1
@@ -262,15 +264,30 @@ class Compiled:
         takes, by name (the printer's flags(): backward's `inputs`; `lanes` is set here from
         the schedule)."""
         available = available_threads()
-        values = dict(flags or {})
+        values = {"part": 0, "lane_first": 0, "lane_stride": 1, **(flags or {})}
         values["lanes"], chosen = self._threads(direction, T, B, sizes, available, schedule)
         threads = threads or chosen
-        all_args = (T, B, lengths, *(values[f] for f in self.flags[direction]),
+        on_lane_threads = values["lanes"] > 0 and threads > 1 and self._native_lanes()
+        fn = self._function(direction, 1 if on_lane_threads else threads)
+
+        def arguments(**changed):
+            both = {**values, **changed}
+            return (T, B, lengths, *(both[f] for f in self.flags[direction]),
                     *(sizes[d] for d in self.cell.dims), *args)
-        fn = self._function(direction, threads)
+        all_args = arguments()
         if fn not in self._ready and direction == "forward":
             self._compile_ahead("backward", T, B, sizes, available, schedule)   # the next call
         self._compile(direction, fn, all_args)
+        if on_lane_threads:
+            # the lanes on threads of rnncc's own, each calling the one-thread function on
+            # its share of them (ctypes lets go of the GIL during the call); what comes before
+            # and after the loop (GEMMs, on BLAS's threads) once
+            fn(*arguments(part=1))
+            shares = [arguments(part=2, lane_first=k, lane_stride=threads)
+                      for k in range(threads)]
+            lane_pool.run(fn, shares)
+            fn(*arguments(part=3))
+            return
         if isinstance(fn, NativeFunction):
             fn(*all_args)
             return
@@ -281,6 +298,11 @@ class Compiled:
             fn(*all_args)
         finally:
             numba.set_num_threads(previous)
+
+    def _native_lanes(self) -> bool:
+        """Whether a lanes call on several threads runs rnncc's one-thread function on lane
+        threads (else Numba's parallel function, as RNNCC_NATIVE=0 or `variant` asks)."""
+        return native_enabled() and self.variant != THREADS
 
     def _function(self, direction: str, threads: int):
         """The variant a call whose kernels get `threads` runs: the serial twin for one thread
@@ -312,7 +334,7 @@ class Compiled:
         module's dtype), known without a call."""
         plan, sizes = self.plans[direction], {d: 2 for d in self.cell.dims}
         return [Param("int"), Param("int"), Param("array", 1, np.dtype(np.int64)),
-                *[Param("int" if f == "lanes" else "bool") for f in self.flags[direction]],
+                *[Param("bool" if f == "inputs" else "int") for f in self.flags[direction]],
                 *[Param("int") for _ in self.cell.dims],
                 *[Param("array", len(a.shape(plan, sizes, 2, 2)), self.dtype)
                   for a in self.arguments[direction]]]
@@ -342,8 +364,8 @@ class Compiled:
         background process, where that pays (ahead.py)."""
         if self.variant is not None or not ahead.enabled():
             return
-        fn = self._function(direction,
-                            self._threads(direction, T, B, sizes, available, schedule)[1])
+        lanes, threads = self._threads(direction, T, B, sizes, available, schedule)
+        fn = self._function(direction, 1 if lanes and self._native_lanes() else threads)
         variant = self._variant_of(direction, fn)
         if isinstance(fn, NativeFunction):
             return   # compiles in a fraction of Numba's time: nothing to gain

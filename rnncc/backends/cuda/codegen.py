@@ -32,7 +32,7 @@ from itertools import takewhile
 import numpy as np
 
 from ...plan.layout import Algorithm, Layout, Single, Target, ident, layout
-from ...plan.plan import Role, Rows
+from ...plan.plan import LANES_COLUMNS, Role, Rows
 from ..printing import FunctionPrinter, KernelPrinter, dim_expr
 
 # Launch shape: threads per block, the depth BK of the operand slices a GEMM stages, and two GEMM
@@ -260,26 +260,25 @@ class CudaPrinter(FunctionPrinter):
         else:
             CudaKernel(self, step, self.layout.kernels[key], indent, t, phase).print()
 
+    def flags(self) -> list[str]:
+        """A plan that can run as lanes takes `lanes`: 0 runs the step schedule, 1 the lanes
+        schedule (a grid thread per lane where a lane is a column, a block per batch row where
+        it is a whole row)."""
+        return ["lanes"] if self.plan.lanes else []
+
     def function(self, name: str) -> str:
         plan = self.plan
         body_start = len(self.lines)
         for k, step in enumerate(plan.phases["before_loop"]):
             self.step(step, ("before_loop", k), 1, None, "before")
             self.emit(1, "grid.sync()")
-        reverse = plan.kind == "backward"
-        self.emit(1, "for s in range(T):")
-        self.emit(2, f"t = {'T - 1 - s' if reverse else 's'}")
-        steps = plan.phases["per_step"]
-        for k, step in enumerate(steps):
-            self.step(step, ("per_step", k), 2, "t", "step")
-            if k == len(steps) - 1 and self.layout.carry_in_kernel:
-                self.emit(3, "cuda.syncthreads()")
-                self.carry(3, loop=False)
-            else:
-                self.emit(2, "grid.sync()")
-        if not self.layout.carry_in_kernel:
-            self.carry(2, loop=True)
-        self.emit(2, "grid.sync()")
+        if plan.lanes:
+            self.emit(1, "if lanes == 0:")
+            self.time_loop(2)
+            self.emit(1, "else:")
+            self.lanes_loop(2)
+        else:
+            self.time_loop(1)
         for k, step in enumerate(plan.phases["after_loop"]):
             self.step(step, ("after_loop", k), 1, None, "after")
             self.emit(1, "grid.sync()")
@@ -304,6 +303,76 @@ class CudaPrinter(FunctionPrinter):
                 "    part = cuda.local.array((TM, TN), dtype)",
                 "    rb = cuda.local.array(TN, dtype)"]
         return "\n".join(head + body)
+
+    def time_loop(self, indent: int) -> None:
+        """The step schedule: the grid runs each step's rows, a grid barrier between steps."""
+        plan = self.plan
+        reverse = plan.kind == "backward"
+        self.emit(indent, "for s in range(T):")
+        self.emit(indent + 1, f"t = {'T - 1 - s' if reverse else 's'}")
+        steps = plan.phases["per_step"]
+        for k, step in enumerate(steps):
+            self.step(step, ("per_step", k), indent + 1, "t", "step")
+            if k == len(steps) - 1 and self.layout.carry_in_kernel:
+                self.emit(indent + 2, "cuda.syncthreads()")
+                self.carry(indent + 2, loop=False)
+            else:
+                self.emit(indent + 1, "grid.sync()")
+        if not self.layout.carry_in_kernel:
+            self.carry(indent + 1, loop=True)
+        self.emit(indent + 1, "grid.sync()")
+
+    def lanes_loop(self, indent: int) -> None:
+        """The lanes schedule: each lane runs its whole time loop, to its row's length, with no
+        grid barrier until the end. A lane that is a column (plan.lanes "columns") is one grid
+        thread's, nothing shared; a lane that is a whole row is one block's, its threads over
+        the row's columns, meeting (syncthreads) where the step kernels do and around the
+        carry (a row reduction reads every column of the state the carry overwrites)."""
+        plan = self.plan
+        reverse = plan.kind == "backward"
+        columns = plan.lanes == LANES_COLUMNS
+        if columns:
+            width = dim_expr(plan.lane_width)
+            self.emit(indent, f"for lane in range(blk * NT + tid, B * {width}, nblk * NT):")
+            self.emit(indent + 1, f"b = lane // {width}")
+            self.emit(indent + 1, f"jl = lane - b * {width}")
+        else:
+            self.emit(indent, "for b in range(blk, B, nblk):")
+        self.emit(indent + 1, "for s in range(lengths[b]):")
+        self.emit(indent + 2, f"t = {'lengths[b] - 1 - s' if reverse else 's'}")
+        body = indent + 2
+        lane = "column" if columns else "row"
+
+        def over(width_expr: str) -> str:
+            return "for j in range(jl, jl + 1):" if columns else \
+                f"for j in range(tid, {width_expr}, NT):"
+        if self.layout.records_states:
+            for read, _ in plan.carried.values():
+                self.emit(body, over(self.width(plan.buffers[read])))
+                self.emit(body + 1, f"{ident(read)}_all[t, b, j] = {ident(read)}[b, j]")
+        for k, step in enumerate(plan.phases["per_step"]):
+            CudaKernel(self, step, self.layout.kernels[("per_step", k)], body, "t", "step",
+                       lane=lane).print()
+        if not columns:
+            self.emit(body, "cuda.syncthreads()")
+        for name in self.layout.captured:
+            rb = plan.buffers[name]
+            array, offset = self.base(rb, "t")
+            self.emit(body, over(self.width(rb)))
+            self.emit(body + 1, f"{ident(name)}_all[t, b, j] = {array}[b, {offset} + j]")
+        for read, written in plan.carried.values():
+            wb = plan.buffers[written]
+            self.emit(body, over(self.width(wb)))
+            if wb.role == Role.CONSTANT:
+                src = self.constant(wb)
+            else:
+                array, offset = self.base(wb, "t")
+                src = (f"{array}[{offset} + j]" if wb.rows == Rows.NONE
+                       else f"{array}[b, {offset} + j]")
+            self.emit(body + 1, f"{ident(read)}[b, j] = {src}")
+        if not columns:
+            self.emit(body, "cuda.syncthreads()")
+        self.emit(indent, "grid.sync()")
 
     def carry(self, indent: int, loop: bool = True) -> None:
         """End of a step: the trajectory of the states (a training forward), results wanted for
@@ -337,13 +406,23 @@ class CudaPrinter(FunctionPrinter):
 
 
 class CudaKernel(KernelPrinter):
-    """One fused kernel: each row to a block, the row's columns over the block's threads."""
+    """One fused kernel: each row to a block, the row's columns over the block's threads. In
+    a lane (the lanes schedule) the kernel is row b's alone, b and its length the lane's:
+    `lane` "column" is one thread's column jl (no barrier: nothing is shared), "row" the
+    block's row."""
+
+    def __init__(self, *args, lane: str | None = None):
+        super().__init__(*args)
+        self.lane = lane
 
     def column_loop(self, width: str) -> str:
+        if self.lane == "column":
+            return "for j in range(jl, jl + 1):"
         return f"for j in range(tid, {width}, NT):"
 
     def columns_written(self, indent: int) -> None:
-        self.p.emit(indent, "cuda.syncthreads()")
+        if self.lane != "column":
+            self.p.emit(indent, "cuda.syncthreads()")
 
     def row_total(self, local: str, indent: int) -> None:
         self.p.emit(indent, f"{local} = block_sum({local}, red, tid)")
@@ -353,6 +432,9 @@ class CudaKernel(KernelPrinter):
 
     def print(self) -> None:
         p, ind, layout = self.p, self.indent, self.layout
+        if self.lane is not None:   # row b's, whose length the lane checked
+            self.print_loops(layout.row_loops, ind)
+            return
         if self.step.rows == Rows.NONE:  # parameter-only work: the first block does it
             p.emit(ind, "if blk == 0:")
             self.print_loops(layout.after_loops, ind + 1)

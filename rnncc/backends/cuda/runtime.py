@@ -17,7 +17,7 @@ import numpy as np
 
 from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
 from ...plan.layout import ArgKind, buffer_shape, ident
-from ...plan.plan import Rows
+from ...plan.plan import LANES, Rows
 from ..binding import bind
 from ..compile_log import compiling
 from ..cpu.runtime import masked_leaves, whole
@@ -140,7 +140,10 @@ class Compiled:
 
     # -- launching ------------------------------------------------------------------------------------
     def _launch(self, direction: str, arrays: dict, call, lengths) -> None:
-        args = [call.T, call.B, lengths[0], *(call.sizes[d] for d in self.cell.dims),
+        plan = self.plans[direction]
+        # the schedule: the call's, else the plan's preferred one (the lanes flag: 1 for lanes)
+        flags = [int((call.schedule or plan.schedules[0]) == LANES)] if plan.lanes else []
+        args = [call.T, call.B, lengths[0], *flags, *(call.sizes[d] for d in self.cell.dims),
                 *(arrays[a.name] for a in self.layouts[direction].arguments)]
         kernel = self._kernel(direction, args)
         if not self.simulator:

@@ -50,9 +50,13 @@ def compiler_fingerprint() -> str:
     return h.hexdigest()
 
 
-def cache_key(source: str, name: str) -> str:
+def cache_key(source: str, name: str, params: list) -> str:
+    """The object code's key: the compiler, the machine, the object layout, the source, the
+    function and the kinds of its arguments (the same source compiles differently for other
+    argument kinds)."""
     h = hashlib.sha256()
-    for part in (compiler_fingerprint(), machine.host(), repr(abi.offsets()), source, name):
+    for part in (compiler_fingerprint(), machine.host(), repr(abi.offsets()), source, name,
+                 repr(params)):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:24]
@@ -96,7 +100,7 @@ class NativeFunction:
                  directory: Path | None, stem: str):
         self.source, self.__name__, self.params = source, name, params
         self.dtype = np.dtype(dtype)
-        key = cache_key(source, name)
+        key = cache_key(source, name, params)
         self.symbol = f"rnncc_{name}_{key}"   # one code per name in the process's engine
         self.path = directory / f"{stem}.{name}.{key}.o" if directory is not None else None
         self._entry = None
