@@ -217,3 +217,31 @@ def test_the_mingru_log_scan_is_the_papers_log_space_mingru():
         h = (1 - z) * h + z * np.where(v >= 0, v + 0.5, sig(v))
         expected.append(h)
     assert_close(y.detach().numpy(), np.stack(expected), 1e-9, "log-space scan")
+
+
+def test_scan_benchmark_runs(capsys):
+    bench = script("scan")
+    assert bench.main(["--cells", "mingru", "indrnn", "--configs", "4,2,8", "--rounds",
+                       "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    # header, rule, 2 cells x 2 passes; the scan column only for minGRU
+    assert out[0].startswith("| cell |") and len(out) == 6
+    assert all(line.count("|") == out[0].count("|") for line in out)
+    rows = [line.split("|") for line in out[2:]]
+    assert [r[1].strip() for r in rows] == ["mingru", "mingru", "indrnn", "indrnn"]
+    assert all(r[4].strip() == "lanes" for r in rows)
+    assert rows[0][9].strip() != "-" and rows[2][9].strip() == "-"
+
+
+def test_plan_bytes_counts_each_operand_once_per_row():
+    """bench/scan.py's bytes of a call, against a count written out for indrnn's inference
+    plan: the hoisted product reads x [T*B, I] and W [H, I] and writes W@x [T*B, H]; the step
+    kernel reads W@x, h and writes h' per row (u and b stay in cache); the carry copies h'
+    into h (read and write)."""
+    import rnncc
+    bench = script("scan")
+    plan = rnncc.load("indrnn").inference_plan
+    T, B, I, H = 7, 3, 5, 4
+    rows = T * B
+    expected = (rows * I + H * I + rows * H) + (rows * H + rows * H + rows * H) + 2 * rows * H
+    assert bench.plan_bytes(plan, {"I": I, "H": H}, T, B, 4) == 4 * expected

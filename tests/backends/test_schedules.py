@@ -65,15 +65,16 @@ def test_lanes_in_pieces_of_time_equal_the_reference(shipped_cells, lanes_on_thr
 
 def test_lanes_of_sizes_its_lanes():
     plan = rnncc.load("mingru").plan.forward
+    big = runtime.LANES_MIN_WORK
     # one row, 2 threads: 8 lanes of 32 columns; 64 rows: a lane per row
-    assert runtime.lanes_of(plan, 1024, 1, {"I": 256, "H": 256}, 2) == (8, 2)
-    assert runtime.lanes_of(plan, 1024, 64, {"I": 256, "H": 256}, 2) == (1, 2)
+    assert runtime.lanes_of(plan, big // 256, 1, {"I": 256, "H": 256}, 2) == (8, 2)
+    assert runtime.lanes_of(plan, big // 256, 64, {"I": 256, "H": 256}, 2) == (1, 2)
     # no narrower than 16 columns; a small call on the calling thread
-    assert runtime.lanes_of(plan, 16384, 1, {"I": 8, "H": 20}, 8) == (1, 8)
-    assert runtime.lanes_of(plan, 10, 1, {"I": 8, "H": 20}, 8) == (1, 1)
+    assert runtime.lanes_of(plan, big // 20 + 1, 1, {"I": 8, "H": 20}, 8) == (1, 8)
+    assert runtime.lanes_of(plan, big // 256 - 1, 1, {"I": 8, "H": 256}, 8) == (1, 1)
     rows = rnncc.compile("cell c\ninput x[I]\nstate h[H]\noutput h\n"
                          "h' = tanh(W @ x + h - mean(h))\n").plan.forward
-    assert runtime.lanes_of(rows, 1024, 1, {"I": 8, "H": 256}, 2) == (1, 2)
+    assert runtime.lanes_of(rows, big // 256, 1, {"I": 8, "H": 256}, 2) == (1, 2)
 
 
 def test_lanes_of_whole_rows_equal_the_reference(lanes_on_threads):

@@ -71,12 +71,16 @@ SPINNING_MIN_WORK = 8192
 
 
 # The lanes schedule (plan.py) runs a call's whole recurrence as one parallel region, not one
-# per step, on rnncc's own threads (lane_pool.py): they pay for themselves from this many
-# elements of recurrence (T x B x the state width) on (about 1 ns an element on one thread,
-# measured: mingru, T=8192, B=1, H=256, 1.9 ms; a hand-off to a thread costs tens of
-# microseconds). Each thread gets LANES_PER_THREAD lanes or more where the rows allow (ragged
-# rows end at different steps), a lane at least LANE_COLUMNS columns wide.
-LANES_MIN_WORK = 1 << 18
+# per step, on rnncc's own threads (lane_pool.py), from this many elements of recurrence
+# (T x B x the state width) on. The recurrence streams through memory (about 1 ns an element
+# on one thread: mingru, T=8192, B=1, H=256, 1.9 ms of a 13 ms call whose input product is
+# the rest), and a second thread adds little bandwidth on the 2-core machines measured
+# (bench/RESULTS.md, bench/scan.py): mingru at T=1024, B=1 ran 1.3x slower on two threads
+# (the hand-off and the split call cost more than they saved), at T=8192, B=16 (32M
+# elements) 0.88x of the step schedule. Each thread gets LANES_PER_THREAD lanes or more where
+# the rows allow (ragged rows end at different steps), a lane at least LANE_COLUMNS columns
+# wide.
+LANES_MIN_WORK = 1 << 22
 LANES_PER_THREAD = 4
 LANE_COLUMNS = 16
 
