@@ -252,19 +252,22 @@ class RNN(torch.nn.Module):
     cell: a rnncc.Cell, a shipped spec's name, a spec path or spec text. input_size and
     hidden_size set the cell's input dimension and its first state's dimension; other
     dimensions are keyword arguments (P=...). Parameters are drawn by cell.init_params, as
-    rnncc.RNN draws them (seed: an int, default 0).
+    rnncc.RNN draws them (seed: an int, default 0). schedule: the time loop's schedule, as for
+    rnncc.RNN ("step", "lanes"; default the plan's).
     """
 
     def __init__(self, cell, input_size: int, hidden_size: int, *, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0, batch_first: bool = False,
-                 dtype=torch.float32, device="cpu", seed: int | None = None, **dims):
+                 dtype=torch.float32, device="cpu", seed: int | None = None,
+                 schedule: str | None = None, **dims):
         super().__init__()
         if torch.device(device).type != "cpu":
             raise ValueError(f"rnncc.torch.RNN runs on the CPU; device={device!r} is not "
                              f"supported yet")
         self._config = dict(input_size=input_size, hidden_size=hidden_size,
                             num_layers=num_layers, bidirectional=bidirectional,
-                            dropout=dropout, batch_first=batch_first, **dims)
+                            dropout=dropout, batch_first=batch_first, schedule=schedule,
+                            **dims)
         self._seed = 0 if seed is None else seed
         self._layer = _Layer(cell, target="cpu", dtype=_numpy_dtype(dtype), seed=self._seed,
                              **self._config)

@@ -173,6 +173,22 @@ def test_gradcheck_a_cell_torch_does_not_have():
     assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-7, rtol=1e-6)
 
 
+@pytest.mark.parametrize("schedule", ["lanes", "step"])
+def test_gradcheck_a_cell_whose_state_meets_no_matrix_in_each_schedule(schedule):
+    """minGRU (a linear recurrence) through the module in each schedule of its time loop,
+    ragged, against finite differences."""
+    m = rnncc.torch.RNN("mingru", I, H, dtype=torch.float64, seed=5, schedule=schedule)
+    assert m._layer.schedule == schedule
+    names = [n for n, _ in m.named_parameters()]
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(4, 3, I, generator=gen, dtype=torch.float64, requires_grad=True)
+    params = [p.detach().clone().requires_grad_(True) for p in m.parameters()]
+
+    def f(x, *values):
+        return torch.func.functional_call(m, dict(zip(names, values)), (x, None, [4, 2, 3]))[0]
+    assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
 def test_adam_trains_like_torch():
     """20 Adam steps of from_torch(nn.GRU) and of the nn.GRU itself from the same weights and
     data, updating the weight matrices (rnncc sums torch's two biases into one parameter, so a
