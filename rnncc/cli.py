@@ -25,6 +25,7 @@ from .errors import SpecError, SpecWarning
 from .graph import FORMATS
 from .runtime import compile as compile_cell
 from .passes import PASS_NAMES
+from .plan.plan import SCHEDULES
 from .runtime.cell import STAGES
 from .runtime import load, shipped
 from .runtime.gradcheck import check_gradients, default_sizes, random_problem
@@ -141,12 +142,12 @@ def _run(args, extra, parser) -> int:
     # The first call compiles (or loads from the disk cache) the function it runs; it is timed
     # on its own, and the run time is the median of the calls after it.
     start = time.perf_counter()
-    ys, final = cell.forward(p, x, target=args.target)
+    ys, final = cell.forward(p, x, target=args.target, schedule=args.schedule)
     first = time.perf_counter() - start
     times = []
     for _ in range(args.repeat):
         start = time.perf_counter()
-        cell.forward(p, x, target=args.target)
+        cell.forward(p, x, target=args.target, schedule=args.schedule)
         times.append(time.perf_counter() - start)
     elapsed = statistics.median(times) if times else None
 
@@ -160,8 +161,11 @@ def _run(args, extra, parser) -> int:
     n_values = sum(v.size for v in p.values())
     print(f"cell {cell.name}: inputs {', '.join(cell.inputs)}; states {', '.join(cell.states)}; "
           f"output {cell.output}")
+    # the compiled targets run the plan's schedules; the numpy ones step by step
+    compiled = backends.get(args.target).prints_source
+    schedule = f"schedule {args.schedule or cell.schedules[0]}; " if compiled else ""
     print(f"dims {', '.join(f'{d}={sizes[d]}' for d in cell.dims)}; T={args.T}, B={args.B}; "
-          f"{dtype}; target {args.target}; seed {args.seed}")
+          f"{dtype}; target {args.target}; {schedule}seed {args.seed}")
     print(f"params   {len(p)} arrays, {n_values} values: "
           + ", ".join(f"{k} {shape(v)}" for k, v in p.items()))
     for name, array in xs.items():
@@ -274,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     run.add_argument("--repeat", type=_non_negative_int, default=5, metavar="N",
                      help="timed calls after the first (default 5; their median is reported)")
+    run.add_argument("--schedule", choices=list(SCHEDULES),
+                     help="the time loop's schedule (default: the plan's; `rnncc show SPEC "
+                          "--stage plan` lists a cell's)")
     run.set_defaults(func=_run, subparser=run)
 
     check = commands.add_parser(

@@ -51,6 +51,22 @@ def test_run_prints_shapes_and_a_checksum_that_matches_the_api(capsys):
     assert f"sum {ys.sum():+.6e}" in out
 
 
+def test_run_takes_a_schedule_and_refuses_one_the_cell_lacks(capsys):
+    code, out, err = run_cli(capsys, "run", "qrnn", "--I", "4", "--H", "20", "--T", "6",
+                             "--B", "2", "--dtype", "float64", "--schedule", "step")
+    assert code == 0 and "schedule step;" in out
+    cell = rnncc.load("qrnn")
+    p = cell.init_params(seed=0, dtype=np.float64, I=4, H=20)
+    x = np.random.default_rng(1).standard_normal((6, 2, 4))
+    ys, _ = cell.forward(p, x)   # the reference interpreter
+    assert f"sum {ys.sum():+.6e}" in out
+    code, out, err = run_cli(capsys, "run", "qrnn", "--I", "4", "--H", "20")
+    assert code == 0 and "schedule lanes;" in out   # the plan's choice
+    code, out, err = run_cli(capsys, "run", "lstm", "--I", "4", "--H", "5", "--schedule",
+                             "lanes")
+    assert code == 1 and "cell 'lstm' cannot run the schedule 'lanes'" in err
+
+
 def test_run_compiles_by_default_and_times_the_first_call_apart(capsys, tmp_path, monkeypatch):
     """`run` defaults to the cpu target; the first call (compiling, or loading from the disk
     cache) is reported on its own, then the median of --repeat calls; the compilation is shown
