@@ -197,9 +197,11 @@ class CpuPrinter(FunctionPrinter):
         self.carry(indent + 1)
 
     def lanes_loop(self, indent: int) -> None:
-        """The lanes schedule: each lane (a batch row, or a block of `lanes` column blocks of
-        one) runs its whole time loop, to its row's length; the lanes over threads. A lane's
-        block is a multiple of 16 columns (whole vectors) wide, the last one less."""
+        """The lanes schedule: each lane (a batch row, or one of a row's `lanes` column blocks)
+        runs its whole time loop, to its row's length; this call runs lanes lane_first,
+        lane_first + lane_stride, ... (prange: on Numba's threads in the threaded variant). A
+        column block is a multiple of 16 columns (whole vectors) wide, the row's last one
+        less."""
         plan = self.plan
         reverse = plan.kind == "backward"
         columns = plan.lanes == LANES_COLUMNS
@@ -288,7 +290,6 @@ class CpuKernel(KernelPrinter):
 
     def column_loop(self, width: str) -> str:
         return f"for j in range({self.lane or width}):"
-
 
     def row_element(self, array: str, index: str, col: str) -> str:
         """Inside the loop over rows, elements are read through the row's 1-D view, taken once
