@@ -355,24 +355,30 @@ class CudaPrinter(FunctionPrinter):
                        lane=lane).print()
         if not columns:
             self.emit(body, "cuda.syncthreads()")
+        self.carry_values(body, over)
+        if not columns:
+            self.emit(body, "cuda.syncthreads()")
+        self.emit(indent, "grid.sync()")
+
+    def carry_values(self, indent: int, over) -> None:
+        """Row b's results wanted for every step that no kernel stores, then its carried
+        values, each copied in a loop `over(width)` gives (its columns a thread owns)."""
+        plan = self.plan
         for name in self.layout.captured:
             rb = plan.buffers[name]
             array, offset = self.base(rb, "t")
-            self.emit(body, over(self.width(rb)))
-            self.emit(body + 1, f"{ident(name)}_all[t, b, j] = {array}[b, {offset} + j]")
+            self.emit(indent, over(self.width(rb)))
+            self.emit(indent + 1, f"{ident(name)}_all[t, b, j] = {array}[b, {offset} + j]")
         for read, written in plan.carried.values():
             wb = plan.buffers[written]
-            self.emit(body, over(self.width(wb)))
-            if wb.role == Role.CONSTANT:
+            self.emit(indent, over(self.width(wb)))
+            if wb.role == Role.CONSTANT:  # a state whose next value is a constant (zeros)
                 src = self.constant(wb)
             else:
                 array, offset = self.base(wb, "t")
                 src = (f"{array}[{offset} + j]" if wb.rows == Rows.NONE
                        else f"{array}[b, {offset} + j]")
-            self.emit(body + 1, f"{ident(read)}[b, j] = {src}")
-        if not columns:
-            self.emit(body, "cuda.syncthreads()")
-        self.emit(indent, "grid.sync()")
+            self.emit(indent + 1, f"{ident(read)}[b, j] = {src}")
 
     def carry(self, indent: int, loop: bool = True) -> None:
         """End of a step: the trajectory of the states (a training forward), results wanted for
@@ -388,21 +394,7 @@ class CudaPrinter(FunctionPrinter):
                 self.emit(indent, f"for j in range(tid, {width}, NT):")
                 self.emit(indent + 1, f"{ident(read)}_all[t, b, j] = {ident(read)}[b, j]")
         self.emit(indent, "if t < lengths[b]:")
-        for name in self.layout.captured:
-            rb = plan.buffers[name]
-            array, offset = self.base(rb, "t")
-            self.emit(indent + 1, f"for j in range(tid, {self.width(rb)}, NT):")
-            self.emit(indent + 2, f"{ident(name)}_all[t, b, j] = {array}[b, {offset} + j]")
-        for read, written in plan.carried.values():
-            wb = plan.buffers[written]
-            self.emit(indent + 1, f"for j in range(tid, {self.width(wb)}, NT):")
-            if wb.role == Role.CONSTANT:  # a state whose next value is a constant (zeros)
-                src = self.constant(wb)
-            else:
-                array, offset = self.base(wb, "t")
-                src = (f"{array}[{offset} + j]" if wb.rows == Rows.NONE
-                       else f"{array}[b, {offset} + j]")
-            self.emit(indent + 2, f"{ident(read)}[b, j] = {src}")
+        self.carry_values(indent + 1, lambda width: f"for j in range(tid, {width}, NT):")
 
 
 class CudaKernel(KernelPrinter):
