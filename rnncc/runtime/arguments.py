@@ -12,6 +12,7 @@ import numpy as np
 
 from ..backends.cuda.device import as_device, is_device_array
 from ..errors import ArgumentKeyError
+from ..plan.plan import SCHEDULES
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -125,7 +126,6 @@ def check_schedule(cell, schedule) -> str | None:
     None for each plan's own choice."""
     if schedule is None:
         return None
-    from ..plan.plan import SCHEDULES
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; the schedules are "
                          f"{', '.join(map(repr, SCHEDULES))}")
