@@ -203,6 +203,11 @@ class GraphPlan:
         """The schedules this plan's time loop can run in, the preferred one first."""
         return (LANES, STEP) if self.lanes else (STEP,)
 
+    def schedule(self, asked: str | None) -> str:
+        """The schedule a call runs: the one asked for (a cell's calls are checked against its
+        schedules: runtime/arguments.py), else the preferred one."""
+        return asked or self.schedules[0]
+
     def steps(self, phase: str, kind: str | None = None) -> list:
         return [s for s in self.phases[phase] if kind is None or s.kind == kind]
 

@@ -255,11 +255,6 @@ class Compiled:
             workspace[key] = arrays
         return arrays
 
-    def schedule(self, direction: str, schedule: str | None) -> str:
-        """The schedule a call of `direction` runs: the one asked for (checked against the
-        cell's by runtime/arguments.py), else the plan's preferred one."""
-        return schedule or self.plans[direction].schedules[0]
-
     def _call(self, direction: str, args, sizes, T, B, lengths, threads=None,
               flags: dict | None = None, schedule: str | None = None) -> None:
         """Call the generated function on `args` (its array arguments, in order). threads:
@@ -358,7 +353,7 @@ class Compiled:
                  schedule: str | None) -> tuple[int, int]:
         """(the `lanes` flag: lanes per row, 0 for the step schedule; the kernels' threads) of
         a call."""
-        if self.schedule(direction, schedule) == LANES:
+        if self.plans[direction].schedule(schedule) == LANES:
             return lanes_of(self.plans[direction], T, B, sizes, available)
         return 0, kernel_threads(B, sizes, available, self._kernel_share(direction, sizes))
 

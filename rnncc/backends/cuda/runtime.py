@@ -141,8 +141,7 @@ class Compiled:
     # -- launching ------------------------------------------------------------------------------------
     def _launch(self, direction: str, arrays: dict, call, lengths) -> None:
         plan = self.plans[direction]
-        # the schedule: the call's, else the plan's preferred one (the lanes flag: 1 for lanes)
-        flags = [int((call.schedule or plan.schedules[0]) == LANES)] if plan.lanes else []
+        flags = [int(plan.schedule(call.schedule) == LANES)] if plan.lanes else []  # lanes: 1
         args = [call.T, call.B, lengths[0], *flags, *(call.sizes[d] for d in self.cell.dims),
                 *(arrays[a.name] for a in self.layouts[direction].arguments)]
         kernel = self._kernel(direction, args)
