@@ -72,6 +72,18 @@ def _describe(graph: Graph, n: int) -> str:
     return f"{node.op} {node.name}" if node.name else node.op
 
 
+def degree_rule(op: str, args: list) -> int:
+    """The affine degree of `op` applied to values of degrees `args`, one of them 1 or more
+    (see the module docstring)."""
+    if op in ("add", "sub", "neg"):
+        return max(args)
+    if op == "mul":
+        return min(sum(args), _NONLINEAR)
+    if op == "div":
+        return args[0] if args[1] == 0 else _NONLINEAR
+    return _NONLINEAR
+
+
 def degrees(graph: Graph) -> dict[int, int]:
     """Each node's affine degree in the carried values: 0 (free of them), 1 (affine), or 2
     (anything else)."""
@@ -80,19 +92,12 @@ def degrees(graph: Graph) -> dict[int, int]:
     degree: dict[int, int] = {}
     for n in graph.order:
         node = graph.node(n)
-        args = [degree[a] for a in node.args]
         if n in leaves:
             degree[n] = 1
         elif not depends[n]:
             degree[n] = 0
-        elif node.op in ("add", "sub", "neg"):
-            degree[n] = max(args)
-        elif node.op == "mul":
-            degree[n] = min(sum(args), _NONLINEAR)
-        elif node.op == "div":
-            degree[n] = args[0] if args[1] == 0 else _NONLINEAR
         else:
-            degree[n] = _NONLINEAR
+            degree[n] = degree_rule(node.op, [degree[a] for a in node.args])
     return degree
 
 
@@ -121,24 +126,18 @@ class NotLinear(ValueError):
     """affine() of a graph whose recurrence is not linear."""
 
 
-def affine(graph: Graph) -> Graph:
-    """A copy of a `linear` graph with two more result groups: "a" and "b", carried name ->
-    the node of a and of b, such that each carried result equals a * s + b in its previous
-    value s (elementwise), a and b free of every carried value. Zero parts are `zeros` nodes."""
-    recurrence = classify(graph)
-    if recurrence.kind != LINEAR:
-        raise NotLinear(f"cell {graph.name!r}: its recurrence is {recurrence.kind} "
-                        f"({recurrence.reason}), not linear")
-    degree = degrees(graph)
-    draft = Draft(graph)
-    leaves = {n: s for s, n in graph.carried[0].items()}
-    ONE, ZERO = "one", None   # a's of a carried leaf, and an absent part
+ONE, ZERO = "one", None   # the a part of a carried value itself, and an absent part
 
-    def shape_of(op, args):
-        shapes = [() if a == ONE else draft.nodes[a].shape for a in args]
-        return elementwise_shape(shapes, {}, lambda x, y: x)
 
-    def node(op, *args):
+class Pairs:
+    """The rules that build (a, b) pairs, shared by the graph's affine() and the Plan's scan
+    step (plan/scan.py), each of which says how a value is made: `make(op, args)` adds op(args)
+    and returns the new value (args are values or ONE, which it spells as a constant 1)."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def node(self, op: str, *args):
         """op(args) with the identities that keep the result small: 0 and 1 fold."""
         if op == "mul":
             x, y = args
@@ -153,36 +152,56 @@ def affine(graph: Graph) -> Graph:
             if y is ZERO:
                 return x
             if x is ZERO:
-                return y if op == "add" else node("neg", y)
-        if op == "neg" and args[0] is ZERO:
+                return y if op == "add" else self.node("neg", y)
+        if op in ("neg", "div") and args[0] is ZERO:
             return ZERO
-        if op == "div" and args[0] is ZERO:
-            return ZERO
+        return self.make(op, args)
+
+    def pair(self, op: str, args: tuple, degree, pair) -> tuple:
+        """(a, b) of op(args), an op of degree 1: degree(v) and pair(v) give its arguments'."""
+        if op in ("add", "sub"):
+            (ax, bx), (ay, by) = (pair(a) for a in args)
+            return self.node(op, ax, ay), self.node(op, bx, by)
+        if op == "neg":
+            ax, bx = pair(args[0])
+            return self.node("neg", ax), self.node("neg", bx)
+        x, y = args   # mul or div, of one affine value by one free of the carried values
+        if degree(x) == 0 and op == "mul":
+            x, y = y, x
+        ax, bx = pair(x)
+        return self.node(op, ax, y), self.node(op, bx, y)
+
+
+def affine(graph: Graph) -> Graph:
+    """A copy of a `linear` graph with two more result groups: "a" and "b", carried name ->
+    the node of a and of b, such that each carried result equals a * s + b in its previous
+    value s (elementwise), a and b free of every carried value. Zero parts are `zeros` nodes."""
+    recurrence = classify(graph)
+    if recurrence.kind != LINEAR:
+        raise NotLinear(f"cell {graph.name!r}: its recurrence is {recurrence.kind} "
+                        f"({recurrence.reason}), not linear")
+    degree = degrees(graph)
+    draft = Draft(graph)
+    leaves = {n: s for s, n in graph.carried[0].items()}
+
+    def make(op, args):
         real = [draft.add("const", (), (), {"value": 1.0}) if a == ONE else a for a in args]
-        return draft.add(op, real, shape_of(op, real))
+        shapes = [draft.nodes[a].shape for a in real]
+        return draft.add(op, real, elementwise_shape(shapes, {}, lambda x, y: x))
+    rules = Pairs(make)
 
     _, needed = _recurrent(graph)
     pairs: dict[int, tuple] = {}   # node -> (a part, b part), for what the carried results read
     for n in graph.order:
-        gnode = graph.node(n)
         if n not in needed:
             continue
         if n in leaves:
             pairs[n] = (ONE, ZERO)
         elif degree[n] == 0:
             pairs[n] = (ZERO, n)
-        elif gnode.op in ("add", "sub"):
-            (ax, bx), (ay, by) = (pairs[a] for a in gnode.args)
-            pairs[n] = (node(gnode.op, ax, ay), node(gnode.op, bx, by))
-        elif gnode.op == "neg":
-            ax, bx = pairs[gnode.args[0]]
-            pairs[n] = (node("neg", ax), node("neg", bx))
-        elif gnode.op in ("mul", "div"):
-            x, y = gnode.args
-            if degree[x] == 0 and gnode.op == "mul":   # a * (affine): the same as (affine) * a
-                x, y = y, x
-            ax, bx = pairs[x]
-            pairs[n] = (node(gnode.op, ax, y), node(gnode.op, bx, y))
+        else:
+            gnode = graph.node(n)
+            pairs[n] = rules.pair(gnode.op, gnode.args, degree.get, pairs.get)
     for group in ("a", "b"):
         draft.results[group] = {}
     for state, r in graph.carried[1].items():

@@ -16,6 +16,7 @@ from ..graph.schedule import (PHASE_ORDER, Absorbed, ByGemm, InKernel, Packed, P
 from .layout import ident
 from ..ops import REGISTRY
 from ..passes.recurrence import MATRIX, classify
+from .scan import chunk_plan
 from .plan import LANES_COLUMNS, LANES_ROWS, PHASES, Buffer, Gemm, GraphPlan, Kernel, Op, Role, Rows
 
 _PHASE_ROWS = {Phase.INVARIANT: Rows.NONE, Phase.BEFORE: Rows.ALL, Phase.STEP: Rows.STEP,
@@ -258,6 +259,7 @@ class _Lowering:
         plan.recurrence, plan.recurrence_reason = recurrence.kind, recurrence.reason
         if recurrence.kind != MATRIX:
             plan.lanes, plan.lane_width = _lanes(plan)
+            plan.chunks = chunk_plan(plan)
         return plan
 
 

@@ -21,6 +21,9 @@ the schedules its time loop can run in:
     lanes   a plan whose step is all fused kernels over independent rows: each lane (a batch row,
             or a block of its columns where every op of the step works column by column) runs
             the whole time loop on its own, the lanes spread over threads, no barrier per step
+    scan    a `linear` plan that runs as lanes: time cut into chunks, each chunk's steps run
+            at once on its own thread from its start value, which a chunk step (`chunks`, a
+            GraphPlan of its own: plan/scan.py) finds first, all chunks at once
 
 How each buffer is stored, which arrays a generated function takes and how a kernel's ops group
 into loops are decided from a GraphPlan by layout.py, per target.
@@ -176,8 +179,8 @@ class Kernel:
 PHASES = ("before_loop", "per_step", "after_loop")
 
 # The schedules of a plan's time loop (see the module docstring); LANES_* say what a lane is.
-STEP, LANES = "step", "lanes"
-SCHEDULES = (STEP, LANES)
+STEP, LANES, SCAN = "step", "lanes", "scan"
+SCHEDULES = (STEP, LANES, SCAN)
 LANES_ROWS, LANES_COLUMNS = "rows", "columns"
 
 
@@ -197,10 +200,15 @@ class GraphPlan:
     # lane_width); None: the step schedule only
     lanes: str | None = None
     lane_width: object = None
+    # the scan schedule's chunk step (plan/scan.py), where the plan has one
+    chunks: "GraphPlan | None" = None
 
     @property
     def schedules(self) -> tuple:
-        """The schedules this plan's time loop can run in, the preferred one first."""
+        """The schedules this plan's time loop can run in, the preferred one first (the scan
+        where a call has fewer lanes than threads: the runtime's choice, by the call's sizes)."""
+        if self.chunks is not None:
+            return (LANES, SCAN, STEP)
         return (LANES, STEP) if self.lanes else (STEP,)
 
     def schedule(self, asked: str | None) -> str:
@@ -240,6 +248,13 @@ class GraphPlan:
             lines.append(f"  kept for every step: {', '.join(stored)}")
         for group, named in self.results.items():
             lines.append(f"  result {group}: " + ", ".join(f"{k} = {v}" for k, v in named.items()))
+        if self.chunks is not None:
+            lines.append("  scan, per chunk of steps, from A = 1, B = 0 (the chunk's carried "
+                         "values end at A * s + B in their start s):")
+            for step in self.chunks.phases["per_step"]:
+                lines.extend("    " + line for line in step.text())
+            lines.append("    carried: " + ", ".join(f"{r} -> {w}"
+                                                     for r, w in self.chunks.carried.values()))
         return "\n".join(lines)
 
     def to_json(self) -> dict:
@@ -250,6 +265,10 @@ class GraphPlan:
         doc["buffers"] = [b.to_json() for b in self.buffers.values()]
         doc["results"] = self.results
         doc["carried"] = {s: list(rw) for s, rw in self.carried.items()}
+        if self.chunks is not None:
+            doc["scan"] = {"per_step": [s.to_json() for s in self.chunks.phases["per_step"]],
+                           "buffers": [b.to_json() for b in self.chunks.buffers.values()],
+                           "carried": {s: list(rw) for s, rw in self.chunks.carried.items()}}
         return doc
 
 

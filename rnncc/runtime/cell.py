@@ -18,6 +18,7 @@ from ..frontend.source import Source
 from ..graph import FORMATS, Graph, build, verify
 from ..passes import PASS_NAMES, optimize
 from ..plan import Plan, make_plan, with_saved
+from ..plan.scan import CHUNKS
 from . import initialise
 from .arguments import check_backward, check_forward, float_dtype
 
@@ -84,16 +85,24 @@ class Cell:
     @property
     def schedules(self) -> tuple:
         """The schedules of the time loop that every plan of the cell runs (plan.py: "step",
-        and "lanes" for a cell whose recurrence meets no matrix), the preferred one first;
-        `schedule=` of forward, backward and rnncc.RNN picks one."""
-        plans = self.compiled_plans().values()
+        "lanes" for a cell whose recurrence meets no matrix, "scan" for one whose recurrence is
+        linear both ways), the preferred one first; `schedule=` of forward, backward and
+        rnncc.RNN picks one."""
+        plans = self.directions().values()
         first = next(iter(plans)).schedules
         return tuple(s for s in first if all(s in p.schedules for p in plans))
 
-    def compiled_plans(self) -> dict:
-        """The GraphPlans a compiled backend generates a function for, by function name."""
+    def directions(self) -> dict:
+        """The GraphPlans of the cell's calls: training forward, backward, inference."""
         return {"forward": self.plan.forward, "backward": self.plan.backward,
                 "infer": self.inference_plan}
+
+    def compiled_plans(self) -> dict:
+        """The GraphPlans a compiled backend generates a function for, by function name: each
+        direction's, and the scan's chunk step of those that have one (`forward_chunks`)."""
+        plans = self.directions()
+        return {**plans, **{f"{d}{CHUNKS}": p.chunks for d, p in plans.items()
+                            if p.chunks is not None}}
 
     def show(self, format: str = "text", stage: str = "forward") -> str:
         """A step graph, or the plan, as text; graphs also as Graphviz dot or json, the plan
@@ -181,8 +190,8 @@ class Cell:
     def forward(self, p, x, state=None, target: str = "reference", lengths=None,
                 schedule: str | None = None):
         """Run the cell over a sequence: returns (ys [T, B, d_out], final states dict).
-        schedule: the time loop's schedule on the compiled targets ("step", "lanes"; default
-        the plan's choice, see `schedules`); the numpy targets run step by step."""
+        schedule: the time loop's schedule on the compiled targets ("step", "lanes", "scan";
+        default the plan's choice, see `schedules`); the numpy targets run step by step."""
         backend = backends.get(target)
         call = check_forward(self, p, x, state, lengths, device_ok=backend.device_arrays,
                              schedule=schedule)

@@ -30,9 +30,23 @@ def _workers(count: int) -> ThreadPoolExecutor:
 def run(fn, shares: list) -> None:
     """fn(*share) for every share at once, the first on the calling thread; returns when all
     are done, raising the first error."""
+    if len(shares) == 1:
+        fn(*shares[0])
+        return
     pending = [_workers(len(shares) - 1).submit(fn, *share) for share in shares[1:]]
     try:
         fn(*shares[0])
     finally:
         for future in pending:
             future.result()
+
+
+def run_each(fn, calls: list, threads: int) -> None:
+    """fn(*call) for every call, on `threads` threads at once (calls k, k + threads, ... on
+    thread k, one after the other; the first group on the calling thread)."""
+    groups = [calls[k::threads] for k in range(min(threads, len(calls)))]
+
+    def each(group):
+        for call in group:
+            fn(*call)
+    run(each, [(group,) for group in groups])

@@ -14,11 +14,11 @@ from ...ops import REGISTRY
 from ...ops.base import EvalContext, dim_size
 from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
 from ...plan.layout import ident
-from ...plan.plan import LANES, LANES_COLUMNS, Role, Rows
+from ...plan.plan import LANES, LANES_COLUMNS, SCAN, STEP, Role, Rows
 from ..binding import bind
 from ..compile_log import compiling
 from ..disk_cache import forget_cached, has_cached, import_file, write
-from . import ahead, elementary, lane_pool, threads
+from . import ahead, elementary, lane_pool, scan, threads
 from .codegen import generate
 from .native.function import NativeFunction, native_enabled
 from .native.lower import Param
@@ -96,6 +96,21 @@ def lanes_of(plan, T: int, B: int, sizes: dict, available: int) -> tuple[int, in
         return 1, threads
     wanted = -(-LANES_PER_THREAD * threads // B)
     return max(1, min(wanted, dim_size(plan.lane_width, sizes) // LANE_COLUMNS)), threads
+
+
+def schedule_of(plan, T: int, B: int, sizes: dict, available: int,
+                asked: str | None) -> str:
+    """The schedule a call of `plan` runs: the one asked for, else the plan's preferred one,
+    except that a plan with a scan runs it where the call has fewer lanes than threads and
+    long chunks (scan.SCAN_MIN_STEPS) for each (and the lanes schedule otherwise)."""
+    if asked is not None:
+        return asked
+    chosen = plan.schedules[0]
+    if chosen == LANES and plan.chunks is not None:
+        few_lanes = scan.lanes_of_call(plan, B, sizes) < available
+        if available > 1 and few_lanes and T >= scan.SCAN_MIN_STEPS * available:
+            return SCAN
+    return chosen
 
 
 def kernel_threads(B: int, sizes: dict, available: int, kernel_share: float = 0.0) -> int:
@@ -264,6 +279,10 @@ class Compiled:
         the schedule)."""
         available = available_threads()
         values = {"part": 0, "lane_first": 0, "lane_stride": 1, **(flags or {})}
+        schedule = schedule_of(self.plans[direction], T, B, sizes, available, schedule)
+        if schedule == SCAN:
+            scan.run(self, direction, list(args), sizes, T, B, lengths, values, available)
+            return
         values["lanes"], chosen = self._threads(direction, T, B, sizes, available, schedule)
         threads = threads or chosen
         on_lane_threads = values["lanes"] > 0 and threads > 1 and self._native_lanes()
@@ -316,6 +335,14 @@ class Compiled:
             return self._native_function(direction, name)
         return getattr(self.module, name)
 
+    def _one_thread_function(self, name: str):
+        """`name`'s one-thread function (its serial twin where it has one), whatever `variant`
+        says: the scan calls it on several of rnncc's threads at once."""
+        twin = name + SERIAL if self._has_twin(name) else name
+        if native_enabled():
+            return self._native_function(name, twin)
+        return getattr(self.module, twin)
+
     def _has_twin(self, direction: str) -> bool:
         """Whether `direction`'s function comes twice (threaded and serial: it has kernels)."""
         return direction in self._twins
@@ -352,7 +379,7 @@ class Compiled:
     def _threads(self, direction: str, T: int, B: int, sizes: dict, available: int,
                  schedule: str | None) -> tuple[int, int]:
         """(the `lanes` flag: lanes per row, 0 for the step schedule; the kernels' threads) of
-        a call."""
+        a call running `schedule` (None: the plan's preferred one)."""
         if self.plans[direction].schedule(schedule) == LANES:
             return lanes_of(self.plans[direction], T, B, sizes, available)
         return 0, kernel_threads(B, sizes, available, self._kernel_share(direction, sizes))
