@@ -36,6 +36,9 @@ from .layout import ident
 from .plan import Buffer, GraphPlan, Kernel, Op, Role, Rows
 
 
+_FOLD = {"add": lambda x, y: x + y, "sub": lambda x, y: x - y, "mul": lambda x, y: x * y,
+         "div": lambda x, y: x / y, "neg": lambda x: -x}
+
 CHUNKS = "_chunks"   # a compiled backend's function for a direction's chunk step: forward_chunks
 
 
@@ -88,12 +91,6 @@ class _ChunkStep:
     def shape_of(self, name: str) -> tuple:
         return self.ops[name].shape if name in self.ops else self.buffer(name).shape
 
-    def per_row(self, name: str) -> bool:
-        if name in self.ops:
-            return self.ops[name].per_row
-        b = self.buffer(name)
-        return b.rows != Rows.NONE and b.role != Role.CONSTANT
-
     def fresh(self, name: str) -> str:
         base, k = name, 1
         while ident(name) in self.taken:
@@ -103,21 +100,30 @@ class _ChunkStep:
         return name
 
     def make(self, op: str, args) -> str:
-        """A new op of the chunk step (Pairs' callback)."""
+        """A new op of the chunk step (Pairs' callback). Numbers fold (-1, not neg(1)); any
+        other op is computed per row, as the step's ops are, even where it reads only
+        parameters (a kernel's ops that are not per row run once after its rows)."""
         args = tuple(self.one() if a == ONE else a for a in args)
+        numbers = [self.ops[a].attrs["value"] if a in self.ops and self.ops[a].op == "const"
+                   else None for a in args]
+        if op in _FOLD and None not in numbers and not (op == "div" and numbers[1] == 0):
+            return self.const(_FOLD[op](*numbers))
         shapes = [self.shape_of(a) for a in args]
         shape = max(shapes, key=len)   # elementwise: the vector's, where one is
         out = self.fresh(value_name(op, {}, list(args)))
-        self.ops[out] = Op(out, op, args, {}, shape, any(self.per_row(a) for a in args))
+        self.ops[out] = Op(out, op, args, {}, shape, True)
+        return out
+
+    def const(self, value: float) -> str:
+        for op in self.ops.values():
+            if op.op == "const" and op.attrs.get("value") == value:
+                return op.out
+        out = self.fresh(f"{value:g}")
+        self.ops[out] = Op(out, "const", (), {"value": value}, (), False)
         return out
 
     def one(self) -> str:
-        for op in self.ops.values():
-            if op.op == "const" and op.attrs.get("value") == 1.0:
-                return op.out
-        out = self.fresh("1")
-        self.ops[out] = Op(out, "const", (), {"value": 1.0}, (), False)
-        return out
+        return self.const(1.0)
 
     # -- the plan -----------------------------------------------------------------------------------
     def plan(self) -> GraphPlan:

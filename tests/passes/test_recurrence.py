@@ -51,8 +51,13 @@ def test_shipped_cells_classes_in_the_plan(shipped_cells, name):
         assert cell.schedules == ("step",)
         assert doc["forward"]["schedules"] == ["step"]
     else:
-        assert cell.schedules == ("lanes", "step")
+        # linear both ways: the scan too (its chunk step printed in the plan)
+        both = forward == backward == "linear"
+        assert cell.schedules == (("lanes", "scan", "step") if both else ("lanes", "step"))
         assert doc["forward"]["lanes"] == "columns"
+        assert ("scan" in doc["forward"]) == (forward == "linear")
+        assert ("scan" in doc["backward"]) == (backward == "linear")
+        assert text.count("scan, per chunk of steps") == (forward == "linear") + 1
 
 
 def test_a_product_of_the_state_that_only_feeds_the_output_is_not_a_matrix_recurrence():
