@@ -105,6 +105,10 @@ class KernelPrinter:
     """Prints one fused kernel from its KernelLayout: its loop over rows, inside each row its
     loop groups, then what runs once after its rows. Hooks say how a target spells loops."""
 
+    # The row index of the [B, ...] arrays a step works in (a state, scratch): the batch row b,
+    # except in the cuda target's scan, whose chunks each have their own rows (kb = k * B + b)
+    step_row = "b"
+
     # -- hooks --------------------------------------------------------------------------------------
     def column_loop(self, width: str) -> str:
         """A loop over a row's columns."""
@@ -204,7 +208,7 @@ class KernelPrinter:
         if b.rows == Rows.NONE:
             return f"{name}[{col}]" if b.shape else f"{name}[()]"
         if b.rows == Rows.STEP and self.phase == "step":
-            array, index = (f"{name}_all", "t, b") if b.stored else (name, "b")
+            array, index = (f"{name}_all", "t, b") if b.stored else (name, self.step_row)
         else:  # every step's rows; after the loop a stored step buffer is read from its copy
             array, index = (f"{name}_all" if b.rows == Rows.STEP else name), \
                 ("t, b" if self.phase == "step" else "tt, b")
@@ -222,7 +226,7 @@ class KernelPrinter:
         col = col if op.shape else "0"
         if not op.per_row:
             return f"{array}[{col}]"
-        return self.row_element(array, self.row, col)
+        return self.row_element(array, self.step_row if self.phase == "step" else self.row, col)
 
     def store(self, name: str, j: str | None, expr: str, indent: int) -> None:
         self.p.emit(indent, f"{self.stored_element(name, j or '0')} = {expr}")

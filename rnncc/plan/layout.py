@@ -87,6 +87,13 @@ class Argument:
         w = dim_size(self.width, sizes)
         return {Rows.STEP: (B, w), Rows.ALL: (T * B, w), Rows.NONE: (w,)}[self.rows]
 
+    def step_rows(self, plan: GraphPlan) -> bool:
+        """Whether the array is [B, ...] rows a step writes, kept for one step: a carried
+        value, scratch, a kernel's per-step workspace (the scan gives each chunk its own)."""
+        if self.kind == ArgKind.WORKSPACE:
+            return self.rows == Rows.STEP
+        return self.kind == ArgKind.BUFFER and plan.buffers[self.buffer].rows == Rows.STEP
+
     def time_axis(self, plan: GraphPlan) -> str | None:
         """How the array is indexed by time: "steps" (a leading T axis), "rows" (T*B rows,
         step-major) or None (not at all)."""

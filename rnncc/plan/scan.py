@@ -153,8 +153,8 @@ class _ChunkStep:
             carried[f"{state}.A"] = (A, pair[0])
             carried[f"{state}.B"] = (B, pair[1])
         ops = self._needed([w for _, w in carried.values()])
-        buffers = {**{n: b for n, b in main.buffers.items() if n in self._reads(ops)},
-                   **self.new_buffers}
+        kept = {*self._reads(ops), *(w for _, w in carried.values())}   # read, or carried
+        buffers = {**{n: b for n, b in main.buffers.items() if n in kept}, **self.new_buffers}
         for name in list(buffers):   # a view's parent comes with it
             while buffers[name].view_of is not None:
                 name = buffers[name].view_of

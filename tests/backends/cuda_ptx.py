@@ -29,7 +29,8 @@ def argument_types(cell, plan, layout, dtype) -> tuple:
     arguments, each as many dimensions as its shape for a call has."""
     float_type = types.float32 if dtype == np.float32 else types.float64
     args = [types.int64, types.int64, types.Array(types.int64, 1, "C")]
-    args += [types.int64] * (1 if plan.lanes else 0)   # the lanes flag (CudaPrinter.flags)
+    args += [types.int64] * (4 if plan.lanes else 0)   # lanes, part, chunks, chunk_steps
+    # (CudaPrinter.flags)
     args += [types.int64] * len(cell.dims)
     sizes = {d: 3 for d in cell.dims}
     for argument in layout.arguments:
@@ -49,7 +50,9 @@ def transfer_kernels(float_type) -> None:
                          (transfer._copy_1d, (array(1), array(1, "A"))),
                          (transfer._copy_2d, (array(2), array(2, "A"))),
                          (transfer._copy_rows, (array(3), array(3, "A"), lengths,
-                                                types.boolean))):
+                                                types.boolean)),
+                         (transfer._scan_starts, (array(2), array(2), array(2), array(2),
+                                                  types.int64, types.boolean))):
         ptx, _ = cuda.compile_ptx(kernel.py_func, args, cc=CC)
         assert ".entry" in ptx
         print(f"transfer {kernel.py_func.__name__} {float_type}: {len(ptx)} bytes of PTX")

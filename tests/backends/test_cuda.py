@@ -175,8 +175,10 @@ def test_generated_kernels_compile_for_a_real_gpu():
         out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
                              env=env, timeout=600, cwd=ROOT)
         assert out.returncode == 0, out.stderr[-3000:]
-        names = args[1:]
-        assert out.stdout.count("bytes of PTX") == 3 * len(names) + 4, out.stdout
+        # each direction's kernel and each scan's chunk step, and transfer.py's 5
+        kernels = sum(len(rnncc.load(name).compiled_plans()) for name in args[1:])
+        assert kernels >= 3 * len(args[1:])
+        assert out.stdout.count("bytes of PTX") == kernels + 5, out.stdout
 
 
 def test_show_cuda_prints_the_generated_source(shipped_cells):

@@ -307,14 +307,41 @@ def test_a_layer_runs_the_schedule_it_is_given(monkeypatch):
 # -- the cuda target (Numba's simulator unless NUMBA_ENABLE_CUDASIM=0) ---------------------------
 
 @pytest.mark.parametrize("name", ["mingru", "sru"])
-def test_cuda_lanes_and_steps_equal_the_reference(shipped_cells, name):
-    """A grid thread per lane (a column), its time loop inside, no grid barrier per step; and
-    the step schedule of the same cell. More lanes than the simulator's grid has threads."""
+def test_cuda_lanes_scan_and_steps_equal_the_reference(shipped_cells, name):
+    """A grid thread per lane (a column), its time loop inside, no grid barrier per step; the
+    scan (mingru: linear, in the simulator's 3 chunks of 2, 2 and 1 steps, a row ending in
+    the second); and the step schedule of the same cell. More lanes than the simulator's
+    grid has threads."""
     cell = shipped_cells[name]
-    prob = random_problem(cell, {"I": 3, "H": 5}, T=4, B=2, seed=9, ragged=True)
-    for schedule in ("lanes", "step"):
+    prob = random_problem(cell, {"I": 3, "H": 5}, T=5, B=2, seed=9, ragged=True)
+    for schedule in cell.schedules:
         compare(cell, prob, np.float64, err_msg=f"{name} {schedule}", target="cuda",
                 schedule=schedule)
+
+
+def test_cuda_scan_of_a_backward_alone_and_of_whole_rows_equals_the_reference():
+    """The scan of a backward whose forward is not linear (sru), and of a cell whose lanes
+    are whole rows (a block per chunk and row)."""
+    from rnncc.runtime.arguments import check_backward, check_forward
+    from tests.close import TOLERANCE, assert_close
+    sru = rnncc.load("sru")
+    prob = random_problem(sru, {"I": 3, "H": 5}, T=5, B=2, seed=16, ragged=True)
+    cuda = backends.get("cuda")
+    call = check_forward(sru, prob.p, prob.xs["x"], None, prob.lengths)
+    dys, dfinal = check_backward(sru, call, prob.dys, None)
+    _, _, tape = cuda.train(sru, call)
+    dparams, dxs, _ = cuda.backward(sru, dataclasses.replace(call, schedule="scan"), tape, dys,
+                                    dfinal)
+    g = sru.backward(prob.p, prob.xs["x"], prob.dys, lengths=prob.lengths)
+    for k in dparams:
+        assert_close(dparams[k], g["params"][k], TOLERANCE[np.dtype(np.float64)], k)
+    assert_close(dxs["x"], g["x"], TOLERANCE[np.dtype(np.float64)], "dx")
+    rows = rnncc.compile("cell rows\ninput x[I]\nstate h[H]\noutput y\n"
+                         "a = W @ x\nh' = sigmoid(V @ x) * h + tanh(a - mean(a))\n"
+                         "y = h' - mean(h')\n")
+    assert rows.plan.forward.lanes == "rows" and "scan" in rows.schedules
+    prob = random_problem(rows, {"I": 3, "H": 6}, T=4, B=2, seed=17, ragged=True)
+    compare(rows, prob, np.float64, target="cuda", schedule="scan")
 
 
 def test_cuda_lanes_of_whole_rows_equal_the_reference():
@@ -328,9 +355,9 @@ def test_cuda_lanes_of_whole_rows_equal_the_reference():
 def test_cuda_lanes_source_has_no_barrier_in_its_time_loop(shipped_cells):
     source = backends.get("cuda").source(shipped_cells["qrnn"], np.float32)
     forward = source[source.index("def forward("):source.index("def backward(")]
-    lanes = forward[forward.index("    else:\n"):]
+    lanes = forward[forward.index("and lanes > 0:\n"):]
     loop = lanes[:lanes.index("        grid.sync()")]
-    assert "for s in range(lengths[b]):" in loop
+    assert "for s in range(t1 - t0):" in loop
     assert "grid.sync()" not in loop and "syncthreads" not in loop
 
 

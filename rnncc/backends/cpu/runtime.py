@@ -98,6 +98,14 @@ def lanes_of(plan, T: int, B: int, sizes: dict, available: int) -> tuple[int, in
     return max(1, min(wanted, dim_size(plan.lane_width, sizes) // LANE_COLUMNS)), threads
 
 
+def lanes_per_call(plan, B: int, sizes: dict) -> int:
+    """The lanes a lanes call of `plan` could spread over threads: batch rows times the column
+    blocks of LANE_COLUMNS a row can be cut into."""
+    if plan.lanes == LANES_COLUMNS:
+        return B * max(1, dim_size(plan.lane_width, sizes) // LANE_COLUMNS)
+    return B
+
+
 def schedule_of(plan, T: int, B: int, sizes: dict, available: int,
                 asked: str | None) -> str:
     """The schedule a call of `plan` runs: the one asked for, else the plan's preferred one,
@@ -107,7 +115,7 @@ def schedule_of(plan, T: int, B: int, sizes: dict, available: int,
         return asked
     chosen = plan.schedules[0]
     if chosen == LANES and plan.chunks is not None:
-        few_lanes = scan.lanes_of_call(plan, B, sizes) < available
+        few_lanes = lanes_per_call(plan, B, sizes) < available
         if available > 1 and few_lanes and T >= scan.SCAN_MIN_STEPS * available:
             return SCAN
     return chosen

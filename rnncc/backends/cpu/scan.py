@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...ops.base import dim_size
-from ...plan.layout import ArgKind, ident
-from ...plan.plan import Rows
+from ...plan.layout import ident
 from ...plan.scan import CHUNKS
 from . import lane_pool
 
@@ -90,7 +88,7 @@ def run(compiled, direction: str, args: list, sizes: dict, T: int, B: int,
     for t0, t1, lengths_k in pieces:
         own = {}
         for a in compiled.arguments[chunk_fn_name]:
-            if a.time_axis(chunk_plan) is None and _per_row_step(chunk_plan, a):
+            if a.step_rows(chunk_plan):
                 shape = a.shape(chunk_plan, sizes, t1 - t0, B)
                 own[a.name] = np.full(shape, starts.get(a.name, 0.0), dtype=dtype)
             else:   # what the direction's function computed before the loop, or reads
@@ -112,7 +110,7 @@ def run(compiled, direction: str, args: list, sizes: dict, T: int, B: int,
             value[s] = A * value[s] + B_
 
     # 4. each chunk's steps from its start
-    step_local = {a.name for a in main_args if axes[a.name] is None and _per_row_step(plan, a)}
+    step_local = {a.name for a in main_args if a.step_rows(plan)}
     main_calls, locals_ = [], []
     for (t0, t1, lengths_k), start in zip(pieces, begin):
         own = {name: _sliced(array, axes[name], t0, t1, B) for name, array in arrays.items()}
@@ -128,22 +126,3 @@ def run(compiled, direction: str, args: list, sizes: dict, T: int, B: int,
 
     # 5. after the loop
     fn(*call_args(direction, {"part": 3}, T, lengths, arrays))
-
-
-def _per_row_step(plan, argument) -> bool:
-    """Whether an argument is a [B, ...] array a step writes: a step buffer kept for one step
-    (the carried values, scratch) or a kernel's per-step workspace."""
-    if argument.kind == ArgKind.WORKSPACE:
-        return argument.rows == Rows.STEP
-    if argument.kind == ArgKind.BUFFER:
-        return plan.buffers[argument.buffer].rows == Rows.STEP
-    return False
-
-
-def lanes_of_call(plan, B: int, sizes: dict) -> int:
-    """The lanes a lanes call of `plan` could spread over threads: batch rows times the column
-    blocks of LANE_COLUMNS a row can be cut into."""
-    from .runtime import LANE_COLUMNS
-    if plan.lanes == "columns":
-        return B * max(1, dim_size(plan.lane_width, sizes) // LANE_COLUMNS)
-    return B

@@ -252,7 +252,7 @@ class CudaPrinter(FunctionPrinter):
         left, right, trans = {"matmul": (v, a, "False, True"), "matmul_t": (v, a, "False, False"),
                               "outer_sum": (a, v, "True, False")}[step.op]
         self.emit(indent, f"{how.tile}({left}, {right}, {out}, {acc}, {trans}, "
-                          f"{bool(step.accumulate)}, blk, nblk, tid, sa, sb, part, rb)")
+                          f"{bool(step.accumulate)}, blk, nblk, tid, sa, sb, regs, rb)")
 
     def step(self, step, key, indent: int, t, phase: str) -> None:
         if step.kind == "gemm":
@@ -261,27 +261,42 @@ class CudaPrinter(FunctionPrinter):
             CudaKernel(self, step, self.layout.kernels[key], indent, t, phase).print()
 
     def flags(self) -> list[str]:
-        """A plan that can run as lanes takes `lanes`: 0 runs the step schedule, 1 the lanes
-        schedule (a grid thread per lane where a lane is a column, a block per batch row where
-        it is a whole row)."""
-        return ["lanes"] if self.plan.lanes else []
+        """A plan that can run as lanes takes four flags:
+            lanes        0 runs the step schedule, 1 the lanes schedule (a grid thread per lane
+                         where a lane is a column, a block per batch row where it is a whole
+                         row)
+            part         0 the whole call; 1 only what comes before the time loop, 2 only the
+                         loop, 3 only what comes after it (the scan launches them apart)
+            chunks, chunk_steps   the lanes loop runs the steps in `chunks` chunks of
+                         `chunk_steps` steps at once, a lane per chunk, batch row and column
+                         (or row), chunk k's [B, ...] step arrays (states, scratch) rows
+                         k * B .. k * B + B - 1 of arrays of chunks * B rows: the scan
+                         (runtime.py); 1 and T otherwise"""
+        return ["lanes", "part", "chunks", "chunk_steps"] if self.plan.lanes else []
 
     def function(self, name: str) -> str:
         plan = self.plan
         body_start = len(self.lines)
+        # a plan that runs as lanes comes in parts (flags); the flags are the same in every
+        # thread, so each grid barrier is met by all or by none
+        indent = 2 if plan.lanes else 1
+        if plan.lanes and plan.phases["before_loop"]:
+            self.emit(1, "if part == 0 or part == 1:")
         for k, step in enumerate(plan.phases["before_loop"]):
-            self.step(step, ("before_loop", k), 1, None, "before")
-            self.emit(1, "grid.sync()")
+            self.step(step, ("before_loop", k), indent, None, "before")
+            self.emit(indent, "grid.sync()")
         if plan.lanes:
-            self.emit(1, "if lanes == 0:")
+            self.emit(1, "if (part == 0 or part == 2) and lanes == 0:")
             self.time_loop(2)
-            self.emit(1, "else:")
+            self.emit(1, "if (part == 0 or part == 2) and lanes > 0:")
             self.lanes_loop(2)
         else:
             self.time_loop(1)
+        if plan.lanes and plan.phases["after_loop"]:
+            self.emit(1, "if part == 0 or part == 3:")
         for k, step in enumerate(plan.phases["after_loop"]):
-            self.step(step, ("after_loop", k), 1, None, "after")
-            self.emit(1, "grid.sync()")
+            self.step(step, ("after_loop", k), indent, None, "after")
+            self.emit(indent, "grid.sync()")
         body = self.lines[body_start:]
         del self.lines[body_start:]
         shared = ["sa = cuda.shared.array((BK, BM), dtype)",
@@ -300,7 +315,7 @@ class CudaPrinter(FunctionPrinter):
                 "    blk = cuda.blockIdx.x",
                 "    nblk = cuda.gridDim.x",
                 *(f"    {line}" for line in shared),
-                "    part = cuda.local.array((TM, TN), dtype)",
+                "    regs = cuda.local.array((TM, TN), dtype)",
                 "    rb = cuda.local.array(TN, dtype)"]
         return "\n".join(head + body)
 
@@ -333,13 +348,19 @@ class CudaPrinter(FunctionPrinter):
         columns = plan.lanes == LANES_COLUMNS
         if columns:
             width = dim_expr(plan.lane_width)
-            self.emit(indent, f"for lane in range(blk * NT + tid, B * {width}, nblk * NT):")
-            self.emit(indent + 1, f"b = lane // {width}")
-            self.emit(indent + 1, f"jl = lane - b * {width}")
+            self.emit(indent, f"for lane in range(blk * NT + tid, chunks * B * {width}, "
+                              "nblk * NT):")
+            self.emit(indent + 1, f"kb = lane // {width}")
+            self.emit(indent + 1, f"jl = lane - kb * {width}")
         else:
-            self.emit(indent, "for b in range(blk, B, nblk):")
-        self.emit(indent + 1, "for s in range(lengths[b]):")
-        self.emit(indent + 2, f"t = {'lengths[b] - 1 - s' if reverse else 's'}")
+            self.emit(indent, "for kb in range(blk, chunks * B, nblk):")
+        # kb: the lane's row of the step arrays, chunk k's batch row b
+        self.emit(indent + 1, "k = kb // B")
+        self.emit(indent + 1, "b = kb - k * B")
+        self.emit(indent + 1, "t0 = k * chunk_steps")
+        self.emit(indent + 1, "t1 = min(t0 + chunk_steps, lengths[b])")
+        self.emit(indent + 1, "for s in range(t1 - t0):")
+        self.emit(indent + 2, f"t = {'t1 - 1 - s' if reverse else 't0 + s'}")
         body = indent + 2
         lane = "column" if columns else "row"
 
@@ -349,26 +370,28 @@ class CudaPrinter(FunctionPrinter):
         if self.layout.records_states:
             for read, _ in plan.carried.values():
                 self.emit(body, over(self.width(plan.buffers[read])))
-                self.emit(body + 1, f"{ident(read)}_all[t, b, j] = {ident(read)}[b, j]")
+                self.emit(body + 1, f"{ident(read)}_all[t, b, j] = {ident(read)}[kb, j]")
         for k, step in enumerate(plan.phases["per_step"]):
             CudaKernel(self, step, self.layout.kernels[("per_step", k)], body, "t", "step",
                        lane=lane).print()
         if not columns:
             self.emit(body, "cuda.syncthreads()")
-        self.carry_values(body, over)
+        self.carry_values(body, over, "kb")
         if not columns:
             self.emit(body, "cuda.syncthreads()")
         self.emit(indent, "grid.sync()")
 
-    def carry_values(self, indent: int, over) -> None:
+    def carry_values(self, indent: int, over, row: str = "b") -> None:
         """Row b's results wanted for every step that no kernel stores, then its carried
-        values, each copied in a loop `over(width)` gives (its columns a thread owns)."""
+        values, each copied in a loop `over(width)` gives (its columns a thread owns); `row`
+        indexes the [B, ...] step arrays (kb in the lanes loop: see flags)."""
         plan = self.plan
         for name in self.layout.captured:
             rb = plan.buffers[name]
             array, offset = self.base(rb, "t")
+            index = row if array == ident(name) else "b"   # a step array, or block t of one
             self.emit(indent, over(self.width(rb)))
-            self.emit(indent + 1, f"{ident(name)}_all[t, b, j] = {array}[b, {offset} + j]")
+            self.emit(indent + 1, f"{ident(name)}_all[t, b, j] = {array}[{index}, {offset} + j]")
         for read, written in plan.carried.values():
             wb = plan.buffers[written]
             self.emit(indent, over(self.width(wb)))
@@ -376,9 +399,10 @@ class CudaPrinter(FunctionPrinter):
                 src = self.constant(wb)
             else:
                 array, offset = self.base(wb, "t")
+                index = row if array == ident(wb.view_of or written) else "b"
                 src = (f"{array}[{offset} + j]" if wb.rows == Rows.NONE
-                       else f"{array}[b, {offset} + j]")
-            self.emit(indent + 1, f"{ident(read)}[b, j] = {src}")
+                       else f"{array}[{index}, {offset} + j]")
+            self.emit(indent + 1, f"{ident(read)}[{row}, j] = {src}")
 
     def carry(self, indent: int, loop: bool = True) -> None:
         """End of a step: the trajectory of the states (a training forward), results wanted for
@@ -406,6 +430,8 @@ class CudaKernel(KernelPrinter):
     def __init__(self, *args, lane: str | None = None):
         super().__init__(*args)
         self.lane = lane
+        if lane is not None:
+            self.step_row = "kb"
 
     def column_loop(self, width: str) -> str:
         if self.lane == "column":

@@ -17,13 +17,29 @@ import numpy as np
 
 from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
 from ...plan.layout import ArgKind, buffer_shape, ident
-from ...plan.plan import LANES, Rows
+from ...plan.plan import LANES, SCAN, Rows
+from ...plan.scan import CHUNKS
 from ..binding import bind
 from ..compile_log import compiling
 from ..cpu.runtime import masked_leaves, whole
 from ..disk_cache import load
 from . import device, transfer
 from .codegen import generate, launch_shape
+
+
+# The lanes a scan on a GPU aims at (chunks x batch rows x columns, or rows): enough to fill
+# every multiprocessor of a large GPU several times over. Not measured (no GPU run yet); the
+# simulator's grid is one small block, so it takes 3 chunks.
+SCAN_LANES = 1 << 16
+
+
+def chunks_of(plan, T: int, B: int, sizes: dict, simulator: bool) -> tuple[int, int]:
+    """(chunks, steps a chunk) of a scan call: at least two chunks, at most one a step."""
+    from ...ops.base import dim_size
+    lanes = B * (dim_size(plan.lane_width, sizes) if plan.lanes == "columns" else 1)
+    wanted = 3 if simulator else -(-SCAN_LANES // lanes)
+    steps = -(-T // max(1, min(T, max(2, wanted))))
+    return -(-T // steps), steps
 
 
 class Compiled:
@@ -139,9 +155,19 @@ class Compiled:
         return arrays
 
     # -- launching ------------------------------------------------------------------------------------
-    def _launch(self, direction: str, arrays: dict, call, lengths) -> None:
+    def _launch(self, direction: str, arrays: dict, call, lengths, part: int = 0,
+                chunks: int = 1, chunk_steps: int | None = None,
+                schedule: str | None = None) -> None:
+        """One launch of `direction`'s kernel; part, chunks and chunk_steps: its flags (a plan
+        that runs as lanes: CudaPrinter.flags), the lanes flag from `schedule` (None: the
+        call's)."""
         plan = self.plans[direction]
-        flags = [int(plan.schedule(call.schedule) == LANES)] if plan.lanes else []  # lanes: 1
+        schedule = plan.schedule(schedule or call.schedule)
+        if schedule == SCAN and part == 0:
+            self._scan(direction, arrays, call, lengths)
+            return
+        flags = ([int(schedule in (LANES, SCAN)), part, chunks,
+                  call.T if chunk_steps is None else chunk_steps] if plan.lanes else [])
         args = [call.T, call.B, lengths[0], *flags, *(call.sizes[d] for d in self.cell.dims),
                 *(arrays[a.name] for a in self.layouts[direction].arguments)]
         kernel = self._kernel(direction, args)
@@ -157,6 +183,45 @@ class Compiled:
             kernel[self._grid(kernel), self.threads](*args)
         finally:
             sys.setswitchinterval(interval)
+
+    def _scan(self, direction: str, arrays: dict, call, lengths) -> None:
+        """A call of `direction` as a scan (plan/scan.py): before the loop; the chunk step's
+        kernel over every chunk at once (a grid thread per chunk, row and column); each chunk's
+        start (transfer.scan_starts); the loop over every chunk at once, from its start, each
+        chunk with step arrays of its own (rows k * B ...); the last chunk's carried values
+        become the call's; after the loop. The chunks: chunks_of."""
+        plan, T, B = self.plans[direction], call.T, call.B
+        name = direction + CHUNKS
+        chunk_plan = self.plans[name]
+        chunks, steps = chunks_of(plan, T, B, call.sizes, self.simulator)
+        self._launch(direction, arrays, call, lengths, part=1, schedule=LANES)
+        own = {}
+        starts = {ident(read): 1.0 if key.endswith(".A") else 0.0
+                  for key, (read, _) in chunk_plan.carried.items()}
+        for a in self.layouts[name].arguments:
+            if a.step_rows(chunk_plan):
+                own[a.name] = transfer.fill(a.shape(chunk_plan, call.sizes, T, chunks * B),
+                                            starts.get(a.name, 0.0), self.dtype)
+            else:   # what the direction's kernel computed before the loop, or reads
+                own[a.name] = arrays[a.name]
+        self._launch(name, own, call, lengths, chunks=chunks, chunk_steps=steps,
+                     schedule=LANES)
+        loop = dict(arrays)
+        for a in self.layouts[direction].arguments:
+            if a.step_rows(plan):
+                loop[a.name] = transfer.zeros(a.shape(plan, call.sizes, T, chunks * B),
+                                              self.dtype)
+        for s, (read, _) in plan.carried.items():
+            a = own[ident(chunk_plan.carried[f"{s}.A"][0])]
+            b = own[ident(chunk_plan.carried[f"{s}.B"][0])]
+            loop[ident(read)] = transfer.scan_starts(a, b, arrays[ident(read)], chunks,
+                                                     plan.kind == "backward", self.dtype)
+        self._launch(direction, loop, call, lengths, part=2, chunks=chunks, chunk_steps=steps,
+                     schedule=LANES)
+        last = chunks - 1 if plan.kind == "forward" else 0
+        for read, _ in plan.carried.values():
+            transfer.copy_into(arrays[ident(read)], loop[ident(read)][last * B:(last + 1) * B])
+        self._launch(direction, arrays, call, lengths, part=3, schedule=LANES)
 
     def _kernel(self, direction: str, args):
         """The kernel specialized to these arguments' types; the first specialization compiles

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from numba import cuda  # this module is imported only once device.cuda() found numba-cuda
+from numba import cuda, float64  # imported only once device.cuda() found numba-cuda
 
 THREADS = 128
 
@@ -48,6 +48,24 @@ def _copy_rows(dst, src, lengths, ragged):
             dst[t, b, j] = 0
         else:
             dst[t, b, j] = src[t, b, j]
+
+
+@cuda.jit
+def _scan_starts(starts, a, b, first, chunks, reverse):
+    """The scan's chunk starts (plan/scan.py): for each row r and column j of `first` ([B, W],
+    the call's carried value), starts[k * B + r, j] for chunk k in the order the loop runs
+    them (reverse: the last first), each the previous one's a * s + b, in float64."""
+    B = first.shape[0]
+    W = first.shape[1]
+    for e in range(cuda.grid(1), B * W, cuda.gridsize(1)):
+        r = e // W
+        j = e - r * W
+        s = float64(first[r, j])
+        for n in range(chunks):
+            k = chunks - 1 - n if reverse else n
+            row = k * B + r
+            starts[row, j] = s
+            s = float64(a[row, j]) * s + float64(b[row, j])
 
 
 def _launch(kernel, size: int, *args) -> None:
@@ -93,3 +111,20 @@ def copy_rows(src, lengths_device, ragged: bool, dtype):
     dst = cuda.device_array(src.shape, dtype=dtype)
     _launch(_copy_rows, dst.size, dst, src, lengths_device, ragged)
     return dst
+
+
+def scan_starts(a, b, first, chunks: int, reverse: bool, dtype):
+    """A new [chunks * B, W] device array of each chunk's start (_scan_starts)."""
+    starts = cuda.device_array((chunks * first.shape[0], first.shape[1]), dtype=dtype)
+    _launch(_scan_starts, first.size, starts, a, b, first, chunks, reverse)
+    return starts
+
+
+def fill(shape, value: float, dtype):
+    """A new device array of `value`."""
+    return cuda.to_device(np.full(shape, value, dtype=dtype))
+
+
+def copy_into(dst, src) -> None:
+    """dst[...] = src, two device arrays of one shape (2 axes)."""
+    _launch(_copy_2d, dst.size, dst, src)
