@@ -1,21 +1,24 @@
-"""Cells whose state meets no matrix: rnncc's lanes schedule against its step schedule, against
-the same cell as an eager PyTorch loop, and against a PyTorch parallel scan where one exists.
+"""Cells whose state meets no matrix: rnncc's chosen schedule against its step schedule and its
+scan, against the same cell as an eager PyTorch loop, and against a PyTorch parallel scan
+where one exists.
 
 Each contender runs in its own process (bench/harness.py), rounds interleaved, medians:
-    rnncc        rnncc.RNN with the plan's schedule (lanes: each batch row, or block of its
-                 columns, runs the whole time loop; one parallel region per call)
+    rnncc        rnncc.RNN with the schedule rnncc chooses for the call (lanes: each batch row,
+                 or block of its columns, runs the whole time loop, one parallel region per
+                 call; scan, where a linear cell's call has fewer lanes than threads)
     step         rnncc.RNN(schedule="step"): time outside, each step's rows inside
-    mixed        rnncc (its plan's schedule) in a process that imported torch first
+    scan         rnncc.RNN(schedule="scan"), for cells linear both ways: chunks of time at once
+    mixed        rnncc (its chosen schedule) in a process that imported torch first
     eager        the cell as the eager PyTorch loop a user writes (bench/torch_cells.py: input
                  products hoisted, one elementwise update per step), torch's defaults
-    scan         minGRU only: the paper's log-space parallel scan (torch.logcumsumexp)
+    torch scan   minGRU only: the paper's log-space parallel scan (torch.logcumsumexp)
 Forward is inference (rnncc's eval mode, torch under no_grad); fwd+bwd a training forward and
 backward. GB/s: the bytes rnncc's call moves through memory by its Plan (every GEMM's and
 kernel's operands over all rows; parameters of a step once) over its time, beside the machine's
 copy bandwidth (np.copyto of 256 MiB, read + write, measured by this script in the floor
 process): these cells are bound by memory, not arithmetic.
 
-    python bench/scan.py                                   # the issue's table
+    python bench/scan.py                                   # the issue's table, and H = 16
     python bench/scan.py --cells mingru --configs 1024,1,256 --rounds 5 --write
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ import harness  # noqa: E402
 from cpu import data, limit_rnncc_threads, rnncc_pass, torch_pass  # noqa: E402
 
 COPY_BYTES = 256 << 20
+LINEAR_CELLS = ("mingru", "minlstm", "qrnn")   # linear both ways: they have the scan
 
 
 def plan_bytes(plan, sizes: dict, T: int, B: int, itemsize: int) -> int:
@@ -59,6 +63,7 @@ def plan_bytes(plan, sizes: dict, T: int, B: int, itemsize: int) -> int:
 
 def build_rnncc(name, T, B, H, dtype, backward, threads, schedule=None):
     import rnncc
+    from rnncc.backends.cpu.runtime import available_threads, schedule_of
     x, dy = data(T, B, H, H, dtype)
     limit_rnncc_threads(threads)
     layer = rnncc.RNN(name, H, H, dtype=np.dtype(dtype), seed=0, schedule=schedule)
@@ -66,8 +71,9 @@ def build_rnncc(name, T, B, H, dtype, backward, threads, schedule=None):
     cell, sizes = layer.cell, layer.sizes
     itemsize = np.dtype(dtype).itemsize
     plans = [cell.plan.forward, cell.plan.backward] if backward else [cell.inference_plan]
+    chosen = {schedule_of(p, T, B, sizes, available_threads(), schedule) for p in plans}
     run.facts = {"bytes": sum(plan_bytes(p, sizes, T, B, itemsize) for p in plans),
-                 "schedule": schedule or cell.schedules[0]}
+                 "schedule": "/".join(sorted(chosen)), "scan": "scan" in cell.schedules}
     return run
 
 
@@ -114,13 +120,15 @@ def build_copy(threads, **config):
 BUILDERS = {
     "rnncc": build_rnncc,
     "step": lambda threads, **c: build_rnncc(threads=threads, schedule="step", **c),
+    "rnncc scan": lambda threads, **c: build_rnncc(threads=threads, schedule="scan", **c),
     "torch": build_torch,
-    "scan": lambda threads, **c: build_torch(threads=threads, scan=True, **c),
+    "torch scan": lambda threads, **c: build_torch(threads=threads, scan=True, **c),
     "copy": build_copy,
 }
 
-HEADER = ("| cell | T, B, I=H | pass | schedule | rnncc ms | step ms | mixed ms | eager ms | "
-          "scan ms | rnncc/step | rnncc/eager | rnncc/scan | mixed/eager | GB/s | GB/s copy |")
+HEADER = ("| cell | T, B, I=H | pass | schedule | rnncc ms | step ms | scan ms | mixed ms | "
+          "eager ms | torch scan ms | rnncc/step | rnncc/scan | rnncc/eager | rnncc/torch scan | "
+          "mixed/eager | GB/s | GB/s copy |")
 
 
 def copy_bandwidth(workers, rounds: int) -> float:
@@ -137,25 +145,29 @@ def rows_for(workers, name, T, B, H, dtype, backward, rounds, copy_gbs) -> list[
                   # torch set up (imported) first in the mixed process, as in a training script
                   ("mixed torch", workers["mixed"], "torch", config),
                   ("mixed", workers["mixed"], "rnncc", config)]
+    if name in LINEAR_CELLS:
+        contenders.append(("scan", workers["rnncc"], "rnncc scan", config))
     if name == "mingru":
-        contenders.append(("scan", workers["torch"], "scan", config))
+        contenders.append(("torch scan", workers["torch"], "torch scan", config))
     facts = {}
     med = harness.measure_in_processes(contenders, rounds, facts)
     ms = lambda k: f"{1e3 * med[k]:.2f}" if k in med else "-"
     ratio = lambda a, b: f"{med[a] / med[b]:.3f}" if a in med and b in med else "-"
     gbs = facts["rnncc"]["bytes"] / med["rnncc"] / 1e9
     return [f"| {name} | {T}, {B}, {H} | {'fwd+bwd' if backward else 'fwd'} | "
-            f"{facts['rnncc']['schedule']} | {ms('rnncc')} | {ms('step')} | {ms('mixed')} | "
-            f"{ms('eager')} | {ms('scan')} | {ratio('rnncc', 'step')} | "
-            f"{ratio('rnncc', 'eager')} | {ratio('rnncc', 'scan')} | "
-            f"{ratio('mixed', 'mixed torch')} | {gbs:.1f} | {copy_gbs:.1f} |"]
+            f"{facts['rnncc']['schedule']} | {ms('rnncc')} | {ms('step')} | {ms('scan')} | "
+            f"{ms('mixed')} | {ms('eager')} | {ms('torch scan')} | {ratio('rnncc', 'step')} | "
+            f"{ratio('rnncc', 'scan')} | {ratio('rnncc', 'eager')} | "
+            f"{ratio('rnncc', 'torch scan')} | {ratio('mixed', 'mixed torch')} | {gbs:.1f} | "
+            f"{copy_gbs:.1f} |"]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", nargs="+", default=["mingru", "qrnn", "indrnn", "sru"])
     parser.add_argument("--configs", nargs="+",
-                        default=["1024,1,256", "1024,16,256", "8192,1,256", "8192,16,256"],
+                        default=["1024,1,256", "1024,16,256", "8192,1,256", "8192,16,256",
+                                 "8192,1,16"],
                         help="T,B,I=H triples")
     harness.add_run_options(parser)
     args = parser.parse_args(argv)

@@ -29,7 +29,7 @@ def argument_types(cell, plan, layout, dtype) -> tuple:
     arguments, each as many dimensions as its shape for a call has."""
     float_type = types.float32 if dtype == np.float32 else types.float64
     args = [types.int64, types.int64, types.Array(types.int64, 1, "C")]
-    args += [types.int64] * (4 if plan.lanes else 0)   # lanes, part, chunks, chunk_steps
+    args += [types.int64] * (4 if plan.lanes else 0)   # lanes, call_part, chunks, chunk_steps
     # (CudaPrinter.flags)
     args += [types.int64] * len(cell.dims)
     sizes = {d: 3 for d in cell.dims}

@@ -113,6 +113,22 @@ def test_the_scan_of_parameter_products_and_folded_numbers_equals_the_reference(
     compare(cell, prob, np.float64, schedule="scan")
 
 
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_the_scan_of_no_steps_gives_the_initial_state_and_zero_gradients(shipped_cells, target):
+    cell = shipped_cells["qrnn"]
+    p = cell.init_params(dtype=np.float64, I=3, H=5)
+    state = {"c": np.random.default_rng(18).standard_normal((2, 5))}
+    x = np.zeros((0, 2, 3))
+    ys, final = cell.forward(p, x, state=state, target=target, schedule="scan")
+    assert ys.shape == (0, 2, 5)
+    np.testing.assert_array_equal(final["c"], state["c"])
+    dfinal = {"c": np.ones((2, 5))}
+    g = cell.backward(p, x, np.zeros((0, 2, 5)), state=state, dfinal=dfinal, target=target,
+                      schedule="scan")
+    assert all(not v.any() for v in g["params"].values())
+    np.testing.assert_array_equal(g["state"]["c"], dfinal["c"])
+
+
 def test_the_scan_in_pieces_of_time_equals_the_reference(shipped_cells, scans):
     """As the layer wavefront runs a call: each piece a scan of its own."""
     cell = shipped_cells["minlstm"]

@@ -252,7 +252,7 @@ class CudaPrinter(FunctionPrinter):
         left, right, trans = {"matmul": (v, a, "False, True"), "matmul_t": (v, a, "False, False"),
                               "outer_sum": (a, v, "True, False")}[step.op]
         self.emit(indent, f"{how.tile}({left}, {right}, {out}, {acc}, {trans}, "
-                          f"{bool(step.accumulate)}, blk, nblk, tid, sa, sb, regs, rb)")
+                          f"{bool(step.accumulate)}, blk, nblk, tid, sa, sb, part, rb)")
 
     def step(self, step, key, indent: int, t, phase: str) -> None:
         if step.kind == "gemm":
@@ -265,14 +265,15 @@ class CudaPrinter(FunctionPrinter):
             lanes        0 runs the step schedule, 1 the lanes schedule (a grid thread per lane
                          where a lane is a column, a block per batch row where it is a whole
                          row)
-            part         0 the whole call; 1 only what comes before the time loop, 2 only the
-                         loop, 3 only what comes after it (the scan launches them apart)
+            call_part    0 the whole call; 1 only what comes before the time loop, 2 only the
+                         loop, 3 only what comes after it (the scan launches them apart; the
+                         cpu target's `part`: here `part` is a GEMM's registers)
             chunks, chunk_steps   the lanes loop runs the steps in `chunks` chunks of
                          `chunk_steps` steps at once, a lane per chunk, batch row and column
                          (or row), chunk k's [B, ...] step arrays (states, scratch) rows
                          k * B .. k * B + B - 1 of arrays of chunks * B rows: the scan
                          (runtime.py); 1 and T otherwise"""
-        return ["lanes", "part", "chunks", "chunk_steps"] if self.plan.lanes else []
+        return ["lanes", "call_part", "chunks", "chunk_steps"] if self.plan.lanes else []
 
     def function(self, name: str) -> str:
         plan = self.plan
@@ -281,19 +282,19 @@ class CudaPrinter(FunctionPrinter):
         # thread, so each grid barrier is met by all or by none
         indent = 2 if plan.lanes else 1
         if plan.lanes and plan.phases["before_loop"]:
-            self.emit(1, "if part == 0 or part == 1:")
+            self.emit(1, "if call_part == 0 or call_part == 1:")
         for k, step in enumerate(plan.phases["before_loop"]):
             self.step(step, ("before_loop", k), indent, None, "before")
             self.emit(indent, "grid.sync()")
         if plan.lanes:
-            self.emit(1, "if (part == 0 or part == 2) and lanes == 0:")
+            self.emit(1, "if (call_part == 0 or call_part == 2) and lanes == 0:")
             self.time_loop(2)
-            self.emit(1, "if (part == 0 or part == 2) and lanes > 0:")
+            self.emit(1, "if (call_part == 0 or call_part == 2) and lanes > 0:")
             self.lanes_loop(2)
         else:
             self.time_loop(1)
         if plan.lanes and plan.phases["after_loop"]:
-            self.emit(1, "if part == 0 or part == 3:")
+            self.emit(1, "if call_part == 0 or call_part == 3:")
         for k, step in enumerate(plan.phases["after_loop"]):
             self.step(step, ("after_loop", k), indent, None, "after")
             self.emit(indent, "grid.sync()")
@@ -315,7 +316,7 @@ class CudaPrinter(FunctionPrinter):
                 "    blk = cuda.blockIdx.x",
                 "    nblk = cuda.gridDim.x",
                 *(f"    {line}" for line in shared),
-                "    regs = cuda.local.array((TM, TN), dtype)",
+                "    part = cuda.local.array((TM, TN), dtype)",
                 "    rb = cuda.local.array(TN, dtype)"]
         return "\n".join(head + body)
 

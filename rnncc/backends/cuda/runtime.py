@@ -38,7 +38,9 @@ def chunks_of(plan, T: int, B: int, sizes: dict, simulator: bool) -> tuple[int, 
     from ...ops.base import dim_size
     lanes = B * (dim_size(plan.lane_width, sizes) if plan.lanes == "columns" else 1)
     wanted = 3 if simulator else -(-SCAN_LANES // lanes)
-    steps = -(-T // max(1, min(T, max(2, wanted))))
+    if T == 0:
+        return 1, 1
+    steps = -(-T // min(T, max(2, wanted)))
     return -(-T // steps), steps
 
 
