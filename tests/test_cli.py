@@ -60,6 +60,9 @@ def test_run_takes_a_schedule_and_refuses_one_the_cell_lacks(capsys):
     x = np.random.default_rng(1).standard_normal((6, 2, 4))
     ys, _ = cell.forward(p, x)   # the reference interpreter
     assert f"sum {ys.sum():+.6e}" in out
+    code, out, err = run_cli(capsys, "run", "qrnn", "--I", "4", "--H", "20", "--T", "6",
+                             "--B", "2", "--dtype", "float64", "--schedule", "scan")
+    assert code == 0 and "schedule scan;" in out and f"sum {ys.sum():+.6e}" in out
     code, out, err = run_cli(capsys, "run", "qrnn", "--I", "4", "--H", "20")
     assert code == 0 and "schedule lanes;" in out   # the plan's choice
     code, out, err = run_cli(capsys, "run", "lstm", "--I", "4", "--H", "5", "--schedule",

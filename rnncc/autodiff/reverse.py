@@ -89,7 +89,9 @@ def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
         if fnid in params:
             # A parameter's gradient is summed over the batch rows: contributions that are
             # already summed (A in A @ v) are added as they are, per-row ones summed once.
-            reduced = [g for g in grads if backward.node(g).opdef.kind == "batch_reduce"]
+            reduced = _one_product_per_vector(
+                e, backward, [g for g in grads if backward.node(g).opdef.kind == "batch_reduce"],
+                add_all)
             per_row = [g for g in grads if backward.node(g).opdef.kind != "batch_reduce"]
             if per_row:
                 reduced.append(e.op("batch_sum", add_all(per_row)))
@@ -120,6 +122,26 @@ def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
         "params": {p: result(n) for p, n in forward.params.items()},
     }
     return verify(backward)
+
+
+def _one_product_per_vector(e, backward: Graph, grads: list[int], add_all) -> list[int]:
+    """A matrix's gradients from several products of one vector (`W @ x` twice): the sum of
+    their outer products over the batch, outer_sum(g1, x) + outer_sum(g2, x), is one,
+    outer_sum(g1 + g2, x) (a sum of matrices is no op of a plan; the builder allows no two
+    vectors: graph/build.py). The single products left unread are dropped by DCE."""
+    by_vector: dict[int, list[int]] = {}
+    for g in grads:
+        node = backward.node(g)
+        key = node.args[1] if node.op == "outer_sum" else -1 - g
+        by_vector.setdefault(key, []).append(g)
+    merged = []
+    for vector, group in by_vector.items():
+        if len(group) == 1:
+            merged.append(group[0])
+        else:
+            summed = add_all([backward.node(g).args[0] for g in group])
+            merged.append(e.op("outer_sum", summed, vector))
+    return merged
 
 
 def _name_gradient(backward: Graph, g: int, name: str, taken: set) -> None:

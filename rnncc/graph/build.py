@@ -93,6 +93,7 @@ class _Builder:
         self.param_role: dict[str, tuple] = {}  # inferred param -> ("matrix"|"vector", first Pos)
         self.labels: dict[int, str] = {}
         self.deferred: list = []   # (what, argument shapes, Pos) of the skipped line's ops
+        self.operand: dict[str, tuple] = {}   # matrix parameter -> (the vector it multiplies, Pos)
 
     def error(self, msg: str, pos: Pos):
         return self.spec.error(msg, pos)
@@ -160,6 +161,17 @@ class _Builder:
                              f"on line {first_pos.line}", pos)
         return nid
 
+    def one_operand(self, matrix: str, operand: int, pos: Pos) -> None:
+        """A matrix may appear in several products of one vector (`W @ x` twice: its gradient is
+        one product over the batch of the summed gradients), not of two: the sum of two such
+        products over the batch is no op of rnncc's plans."""
+        first = self.operand.setdefault(matrix, (operand, pos))
+        if first[0] != operand:
+            raise self.error(f"parameter '{matrix}' multiplies a different vector here than on "
+                             f"line {first[1].line}: a matrix shared by products of two vectors "
+                             f"is not supported (use two matrices; or one product of a vector "
+                             f"named once, `v = ...`, where both are the same)", pos)
+
     # -- expressions ------------------------------------------------------------------------------
     def op(self, op: str, args: list[int], pos: Pos, error_pos: Pos, attrs=None, what=None) -> int:
         shapes = [self.shapes[a] for a in args]
@@ -198,6 +210,7 @@ class _Builder:
                                      e.left.pos)
                 left = self.param(e.left.name, True, e.left.pos)
                 right = self.expr(e.right)
+                self.one_operand(e.left.name, right, e.right.pos)
                 return self.op("matmul", [left, right], e.pos, e.right.pos, what="'@'")
             left, right = self.expr(e.left), self.expr(e.right)
             return self.op(_BINARY_OPS[e.op], [left, right], e.pos, e.right.pos,

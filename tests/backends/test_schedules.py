@@ -140,76 +140,23 @@ def test_the_scan_in_pieces_of_time_equals_the_reference(shipped_cells, scans):
     assert counts.count(1) == 2 and sorted(counts)[2] >= 2
 
 
-def test_the_scan_is_chosen_for_few_lanes_and_long_sequences():
+def test_the_scan_is_chosen_for_few_lanes_on_many_threads_and_long_sequences():
     plan = rnncc.load("mingru").plan.forward
-    long = scan.SCAN_MIN_STEPS * 2
-    # one row of 16 columns on 2 threads: a lane for one thread only -> the scan
-    assert runtime.schedule_of(plan, long, 1, {"I": 8, "H": 16}, 2, None) == "scan"
-    # two lanes (2 rows, or 32 columns) for 2 threads; short sequences; one thread: lanes
-    assert runtime.schedule_of(plan, long, 2, {"I": 8, "H": 16}, 2, None) == "lanes"
-    assert runtime.schedule_of(plan, long, 1, {"I": 8, "H": 32}, 2, None) == "lanes"
-    assert runtime.schedule_of(plan, long - 1, 1, {"I": 8, "H": 16}, 2, None) == "lanes"
-    assert runtime.schedule_of(plan, long, 1, {"I": 8, "H": 16}, 1, None) == "lanes"
+    long = runtime.LANES_MIN_WORK // 16   # T for 4M elements of one row of 16 columns
+    assert long >= scan.SCAN_MIN_STEPS * 8
+    # one row of 16 columns: one lane; 8 threads -> the scan
+    assert runtime.schedule_of(plan, long, 1, {"I": 8, "H": 16}, 8, None) == "scan"
+    # lanes for half the threads or more; a short sequence; too few threads: lanes
+    assert runtime.schedule_of(plan, long // 4, 4, {"I": 8, "H": 16}, 8, None) == "lanes"
+    assert runtime.schedule_of(plan, long // 4, 1, {"I": 8, "H": 64}, 8, None) == "lanes"
+    assert runtime.schedule_of(plan, long - 1, 1, {"I": 8, "H": 16}, 8, None) == "lanes"
+    assert runtime.schedule_of(plan, long, 1, {"I": 8, "H": 16}, 2, None) == "lanes"
     # asked for: as asked; no chunk step (an elementwise forward): never the scan
     assert runtime.schedule_of(plan, 3, 1, {"I": 8, "H": 16}, 1, "scan") == "scan"
     sru = rnncc.load("sru").plan.forward
-    assert runtime.schedule_of(sru, long, 1, {"I": 8, "H": 16}, 2, None) == "lanes"
-
-
-@pytest.fixture
-def lanes_on_threads(monkeypatch):
-    """Every lanes call on two threads, in column blocks, however small (the threaded function:
-    Numba's)."""
-    import numba
-    threads = min(2, numba.config.NUMBA_NUM_THREADS)
-    if threads < 2:
-        pytest.fail("these tests need two threads (NUMBA_NUM_THREADS >= 2)")
-    monkeypatch.setattr(runtime, "LANES_MIN_WORK", 0)
-    monkeypatch.setattr(runtime, "available_threads", lambda: threads)
-    return threads
-
-
-@pytest.mark.parametrize("name", LANE_CELLS)
-def test_lanes_on_threads_in_column_blocks_equal_the_reference(shipped_cells, name,
-                                                               lanes_on_threads):
-    cell = shipped_cells[name]
-    # H = 40, B = 3, 2 threads: 2 lanes a row (no narrower than 16 columns), blocks of 32
-    # and 8 columns
-    assert runtime.lanes_of(cell.plan.forward, 5, 3, {"I": 3, "H": 40}, 2) == (2, 2)
-    prob = random_problem(cell, {"I": 3, "H": 40}, T=5, B=3, seed=5, ragged=True)
-    compare(cell, prob, np.float64, err_msg=name, schedule="lanes")
-
-
-def test_lanes_in_pieces_of_time_equal_the_reference(shipped_cells, lanes_on_threads):
-    """As the layer wavefront runs a call: forward first to last, backward last to first."""
-    cell = shipped_cells["qrnn"]
-    prob = random_problem(cell, {"I": 3, "H": 40}, T=7, B=4, seed=6, ragged=True)
-    compare_in_pieces(cell, prob, [(0, 2), (2, 3), (3, 7)], [(4, 7), (1, 4), (0, 1)],
-                      schedule="lanes")
-
-
-def test_lanes_of_sizes_its_lanes():
-    plan = rnncc.load("mingru").plan.forward
-    big = runtime.LANES_MIN_WORK
-    # one row, 2 threads: 8 lanes of 32 columns; 64 rows: a lane per row
-    assert runtime.lanes_of(plan, big // 256, 1, {"I": 256, "H": 256}, 2) == (8, 2)
-    assert runtime.lanes_of(plan, big // 256, 64, {"I": 256, "H": 256}, 2) == (1, 2)
-    # no narrower than 16 columns; a small call on the calling thread
-    assert runtime.lanes_of(plan, big // 20 + 1, 1, {"I": 8, "H": 20}, 8) == (1, 8)
-    assert runtime.lanes_of(plan, big // 256 - 1, 1, {"I": 8, "H": 256}, 8) == (1, 1)
-    rows = rnncc.compile("cell c\ninput x[I]\nstate h[H]\noutput h\n"
-                         "h' = tanh(W @ x + h - mean(h))\n").plan.forward
-    assert runtime.lanes_of(rows, big // 256, 1, {"I": 8, "H": 256}, 2) == (1, 2)
-
-
-def test_lanes_of_whole_rows_equal_the_reference(lanes_on_threads):
-    """A state normalised over its row: each lane is a whole row (a mean reads every
-    column)."""
-    cell = rnncc.compile("cell rows\ninput x[I]\nstate h[H]\noutput h\n"
-                         "h' = tanh(W @ x + h - mean(h)) * sigmoid(V @ x)\n")
-    assert cell.plan.forward.lanes == "rows" and cell.schedules[0] == "lanes"
-    prob = random_problem(cell, {"I": 3, "H": 20}, T=6, B=3, seed=7, ragged=True)
-    compare(cell, prob, np.float64, schedule="lanes")
+    assert runtime.schedule_of(sru, long, 1, {"I": 8, "H": 16}, 8, None) == "lanes"
+    assert runtime.schedule_of(rnncc.load("sru").plan.backward, long, 1, {"I": 8, "H": 16}, 8,
+                               None) == "scan"
 
 
 @pytest.mark.filterwarnings("ignore::rnncc.SpecWarning")

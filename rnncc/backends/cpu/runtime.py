@@ -109,14 +109,16 @@ def lanes_per_call(plan, B: int, sizes: dict) -> int:
 def schedule_of(plan, T: int, B: int, sizes: dict, available: int,
                 asked: str | None) -> str:
     """The schedule a call of `plan` runs: the one asked for, else the plan's preferred one,
-    except that a plan with a scan runs it where the call has fewer lanes than threads and
-    long chunks (scan.SCAN_MIN_STEPS) for each (and the lanes schedule otherwise)."""
+    except that a plan with a scan runs it where lanes would leave most threads idle (see
+    scan.SCAN_MIN_THREADS) in a call long enough for each thread's chunk."""
     if asked is not None:
         return asked
     chosen = plan.schedules[0]
-    if chosen == LANES and plan.chunks is not None:
-        few_lanes = lanes_per_call(plan, B, sizes) < available
-        if available > 1 and few_lanes and T >= scan.SCAN_MIN_STEPS * available:
+    if chosen == LANES and plan.chunks is not None and available >= scan.SCAN_MIN_THREADS:
+        width = max(dim_size(plan.buffers[read].shape[-1], sizes)
+                    for read, _ in plan.carried.values() if plan.buffers[read].shape)
+        if (2 * lanes_per_call(plan, B, sizes) < available
+                and T >= scan.SCAN_MIN_STEPS * available and T * B * width >= LANES_MIN_WORK):
             return SCAN
     return chosen
 

@@ -25,11 +25,16 @@ from ...plan.layout import ident
 from ...plan.scan import CHUNKS
 from . import lane_pool
 
-# The automatic choice (runtime.schedule_of) takes the scan over the lanes schedule where a call
-# has fewer lanes than threads and each thread gets a chunk of this many steps or more: the
-# scan computes each step's recurrence twice (steps 2 and 4), so it wins only where threads
-# would otherwise idle. Not measured to a threshold: on the 2-core machines, every width of 32
-# columns or more gives two lanes (bench/RESULTS.md, bench/scan.py).
+# The automatic choice (runtime.schedule_of) takes the scan over the lanes schedule only where
+# lanes would leave most of many threads idle: at least SCAN_MIN_THREADS threads, fewer than
+# half of them with a lane, SCAN_MIN_STEPS steps or more a thread and runtime.LANES_MIN_WORK
+# elements of recurrence. The scan computes each step's recurrence twice (steps 2 and 4) and
+# reads the hoisted products twice. Measured on the 2-core machines (bench/RESULTS.md,
+# 2026-11-29, mingru B=1, H=16, rnncc.RNN, medians of 9): scan / lanes 2.0 at T=8192, 1.7 at
+# 65,536, 1.5 at 262,144 (two threads ran the chunks no faster than one: a streaming loop
+# gains nothing from the second core there, as the lanes schedule found); so never there.
+# Machines with more cores are unmeasured: the threshold of 4 threads is a guess.
+SCAN_MIN_THREADS = 4
 SCAN_MIN_STEPS = 1024
 
 
