@@ -25,6 +25,19 @@ def test_shipped_specs_match_finite_differences(shipped_cells, name, ragged):
                       | {("state", s) for s in cell.states})
 
 
+def test_a_matrix_in_two_products_of_one_vector_matches_finite_differences():
+    """W @ x twice (and in another line): W's gradient sums both products' gradients, as one
+    product over the batch (a sum of two matrices is no op of a plan), on the reference
+    interpreter and the cpu target."""
+    cell = rnncc.compile("cell tied\ninput x[I]\nstate h[H], c[H]\noutput y\n"
+                         "h' = tanh(W @ x + h) * sigmoid(W @ x)\nc' = c + tanh(W @ x)\n"
+                         "y = h' * c'\n")
+    prob = random_problem(cell, {"I": 3, "H": 4}, T=4, B=3, seed=12, ragged=True)
+    for target in ("reference", "cpu"):
+        report = check_gradients(cell, prob, target=target)
+        assert report.passed and report.worst < 1e-6, report.text()
+
+
 def _directions(prob, rng):
     return ({k: rng.standard_normal(v.shape) for k, v in prob.p.items()},
             {k: rng.standard_normal(v.shape) for k, v in prob.xs.items()},

@@ -67,6 +67,8 @@ CASES = {
     "shape-matrix-and-vector": (HEAD + "h' = tanh(W @ x + W)\n", 4, 19,
                                 "used as a vector here but as a matrix"),
     "matmul-input-on-left": (HEAD + "h' = tanh(x @ h)\n", 4, 11, "must be a matrix parameter"),
+    "matrix-of-two-vectors": (HEAD + "a = W @ x\nh' = tanh(a + W @ h)\n", 5, 19,
+                              "parameter 'W' multiplies a different vector here than on line 4"),
     "matmul-expression-on-left": (HEAD + "h' = tanh((W @ x) @ h)\n", 4, 12,
                                   "must be a matrix parameter"),
     "matmul-vector-parameter-on-left": ("cell t\ninput x[I]\nstate h[H]\nparam b[H]\n"
