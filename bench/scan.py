@@ -20,6 +20,7 @@ process): these cells are bound by memory, not arithmetic.
 
     python bench/scan.py                                   # the issue's table, and H = 16
     python bench/scan.py --cells mingru --configs 1024,1,256 --rounds 5 --write
+    python bench/scan.py --cells mingru qrnn --configs 65536,1,16 262144,1,16 --rnncc-only
 """
 from __future__ import annotations
 
@@ -137,17 +138,20 @@ def copy_bandwidth(workers, rounds: int) -> float:
     return facts["copy"]["bytes"] / med["copy"] / 1e9
 
 
-def rows_for(workers, name, T, B, H, dtype, backward, rounds, copy_gbs) -> list[str]:
+def rows_for(workers, name, T, B, H, dtype, backward, rounds, copy_gbs,
+             rnncc_only=False) -> list[str]:
     config = dict(name=name, T=T, B=B, H=H, dtype=dtype, backward=backward)
     contenders = [("rnncc", workers["rnncc"], "rnncc", config),
-                  ("step", workers["rnncc"], "step", config),
-                  ("eager", workers["torch"], "torch", config),
-                  # torch set up (imported) first in the mixed process, as in a training script
-                  ("mixed torch", workers["mixed"], "torch", config),
-                  ("mixed", workers["mixed"], "rnncc", config)]
+                  ("step", workers["rnncc"], "step", config)]
+    if not rnncc_only:
+        contenders += [("eager", workers["torch"], "torch", config),
+                       # torch set up (imported) first in the mixed process, as in a training
+                       # script
+                       ("mixed torch", workers["mixed"], "torch", config),
+                       ("mixed", workers["mixed"], "rnncc", config)]
     if name in LINEAR_CELLS:
         contenders.append(("scan", workers["rnncc"], "rnncc scan", config))
-    if name == "mingru":
+    if name == "mingru" and not rnncc_only:
         contenders.append(("torch scan", workers["torch"], "torch scan", config))
     facts = {}
     med = harness.measure_in_processes(contenders, rounds, facts)
@@ -169,6 +173,9 @@ def main(argv=None) -> int:
                         default=["1024,1,256", "1024,16,256", "8192,1,256", "8192,16,256",
                                  "8192,1,16"],
                         help="T,B,I=H triples")
+    parser.add_argument("--rnncc-only", action="store_true",
+                        help="rnncc's schedules only (long sequences: the eager loop takes "
+                             "seconds a call)")
     harness.add_run_options(parser)
     args = parser.parse_args(argv)
     bandwidth = {}
@@ -179,7 +186,8 @@ def main(argv=None) -> int:
 
     cases = [copy_case] + [
         lambda workers, name=name, T=T, B=B, H=H, backward=backward: rows_for(
-            workers, name, T, B, H, args.dtype, backward, args.rounds, bandwidth["copy"])
+            workers, name, T, B, H, args.dtype, backward, args.rounds, bandwidth["copy"],
+            args.rnncc_only)
         for name in args.cells
         for T, B, H in (map(int, config.split(",")) for config in args.configs)
         for backward in ([False] if args.no_backward else [False, True])]
