@@ -130,18 +130,6 @@ def _sizes(cell, sizes: dict, extra: list, parser, defaults: dict | None = None)
     return sizes
 
 
-def run_schedule(cell, args, sizes: dict) -> str:
-    """The schedule `rnncc run`'s calls run: the one asked for, else the plan's choice for the
-    call's sizes (the cpu target's takes the scan for long calls with few lanes)."""
-    if args.schedule:
-        return args.schedule
-    if args.target == "cpu":
-        from .backends.cpu.runtime import available_threads, schedule_of
-        return schedule_of(cell.inference_plan, args.T, args.B, sizes, available_threads(),
-                           None)
-    return cell.schedules[0]
-
-
 def _run(args, extra, parser) -> int:
     cell = _open(args.spec)
     sizes = _sizes(cell, args.dims or {}, extra, parser)
@@ -175,7 +163,9 @@ def _run(args, extra, parser) -> int:
           f"output {cell.output}")
     # the compiled targets run the plan's schedules; the numpy ones step by step
     compiled = backends.get(args.target).prints_source
-    schedule = f"schedule {run_schedule(cell, args, sizes)}; " if compiled else ""
+    schedule = backends.get(args.target).schedule(cell.inference_plan, args.T, args.B, sizes,
+                                                  args.schedule)
+    schedule = f"schedule {schedule}; " if compiled else ""
     print(f"dims {', '.join(f'{d}={sizes[d]}' for d in cell.dims)}; T={args.T}, B={args.B}; "
           f"{dtype}; target {args.target}; {schedule}seed {args.seed}")
     print(f"params   {len(p)} arrays, {n_values} values: "

@@ -12,6 +12,8 @@ runtime asks about instead of comparing target names:
     prints_source   source(cell, dtype) is the generated module (`rnncc show --stage NAME`)
     variants        the variants its generated functions come in, each compiled apart (the cpu
                     target's: threaded, and one thread); (None,) where there is one
+    schedule(plan, T, B, sizes, asked)   the schedule of the time loop a call of `plan` runs
+                    (plan.py's; the numpy targets' step by step)
 """
 from __future__ import annotations
 
@@ -30,6 +32,9 @@ class _Backend:
     wavefront = False
     prints_source = False
     variants: tuple = (None,)
+
+    def schedule(self, plan, T: int, B: int, sizes: dict, asked: str | None) -> str:
+        return "step"
 
 
 class _Reference(_Backend):
@@ -91,6 +96,11 @@ class _CPU(_Backend):
         from .cpu.codegen import generate
         return generate(cell.compiled_plans(), dtype, cell.dims).source
 
+    def schedule(self, plan, T: int, B: int, sizes: dict, asked: str | None) -> str:
+        """By the call's sizes and threads (runtime.schedule_of)."""
+        from .cpu.runtime import available_threads, schedule_of
+        return schedule_of(plan, T, B, sizes, available_threads(), asked)
+
     def forward(self, cell, call):
         return self.compiled(cell, call.dtype).forward(call)
 
@@ -114,6 +124,10 @@ class _CUDA(_CPU):
         cuda()  # the clear error where there is neither a GPU nor the simulator, first
         from .cuda.runtime import Compiled
         return Compiled(cell, dtype)
+
+    def schedule(self, plan, T: int, B: int, sizes: dict, asked: str | None) -> str:
+        """The one asked for, else the plan's first (cuda/runtime.py)."""
+        return plan.schedule(asked)
 
     def source(self, cell, dtype) -> str:
         """The module for a GPU (not the simulator's)."""

@@ -159,11 +159,67 @@ def test_the_scan_is_chosen_for_few_lanes_on_many_threads_and_long_sequences():
                                None) == "scan"
 
 
+@pytest.fixture
+def lanes_on_threads(monkeypatch):
+    """Every lanes call on two threads, in column blocks, however small (the threaded function:
+    Numba's)."""
+    import numba
+    threads = min(2, numba.config.NUMBA_NUM_THREADS)
+    if threads < 2:
+        pytest.fail("these tests need two threads (NUMBA_NUM_THREADS >= 2)")
+    monkeypatch.setattr(runtime, "LANES_MIN_WORK", 0)
+    monkeypatch.setattr(runtime, "available_threads", lambda: threads)
+    return threads
+
+
+@pytest.mark.parametrize("name", LANE_CELLS)
+def test_lanes_on_threads_in_column_blocks_equal_the_reference(shipped_cells, name,
+                                                               lanes_on_threads):
+    cell = shipped_cells[name]
+    # H = 40, B = 3, 2 threads: 2 lanes a row (no narrower than 16 columns), blocks of 32
+    # and 8 columns
+    assert runtime.lanes_of(cell.plan.forward, 5, 3, {"I": 3, "H": 40}, 2) == (2, 2)
+    prob = random_problem(cell, {"I": 3, "H": 40}, T=5, B=3, seed=5, ragged=True)
+    compare(cell, prob, np.float64, err_msg=name, schedule="lanes")
+
+
+def test_lanes_in_pieces_of_time_equal_the_reference(shipped_cells, lanes_on_threads):
+    """As the layer wavefront runs a call: forward first to last, backward last to first."""
+    cell = shipped_cells["qrnn"]
+    prob = random_problem(cell, {"I": 3, "H": 40}, T=7, B=4, seed=6, ragged=True)
+    compare_in_pieces(cell, prob, [(0, 2), (2, 3), (3, 7)], [(4, 7), (1, 4), (0, 1)],
+                      schedule="lanes")
+
+
+def test_lanes_of_sizes_its_lanes():
+    plan = rnncc.load("mingru").plan.forward
+    big = runtime.LANES_MIN_WORK
+    # one row, 2 threads: 8 lanes of 32 columns; 64 rows: a lane per row
+    assert runtime.lanes_of(plan, big // 256, 1, {"I": 256, "H": 256}, 2) == (8, 2)
+    assert runtime.lanes_of(plan, big // 256, 64, {"I": 256, "H": 256}, 2) == (1, 2)
+    # no narrower than 16 columns; a small call on the calling thread
+    assert runtime.lanes_of(plan, big // 20 + 1, 1, {"I": 8, "H": 20}, 8) == (1, 8)
+    assert runtime.lanes_of(plan, big // 256 - 1, 1, {"I": 8, "H": 256}, 8) == (1, 1)
+    rows = rnncc.compile("cell c\ninput x[I]\nstate h[H]\noutput h\n"
+                         "h' = tanh(W @ x + h - mean(h))\n").plan.forward
+    assert runtime.lanes_of(rows, big // 256, 1, {"I": 8, "H": 256}, 2) == (1, 2)
+
+
+def test_lanes_of_whole_rows_equal_the_reference(lanes_on_threads):
+    """A state normalised over its row: each lane is a whole row (a mean reads every
+    column)."""
+    cell = rnncc.compile("cell rows\ninput x[I]\nstate h[H]\noutput h\n"
+                         "h' = tanh(W @ x + h - mean(h)) * sigmoid(V @ x)\n")
+    assert cell.plan.forward.lanes == "rows" and cell.schedules[0] == "lanes"
+    prob = random_problem(cell, {"I": 3, "H": 20}, T=6, B=3, seed=7, ragged=True)
+    compare(cell, prob, np.float64, schedule="lanes")
+
+
 @pytest.mark.filterwarnings("ignore::rnncc.SpecWarning")
 @settings(max_examples=12, **ALWAYS_THE_SAME)
 @given(gen=lane_cell_specs(linear=True) | lane_cell_specs(linear=False),
        seed=st.integers(0, 2**16))
-def test_generated_lane_cells_equal_the_reference_in_both_schedules(gen, seed):
+def test_generated_lane_cells_equal_the_reference_in_every_schedule(gen, seed):
     cell = rnncc.compile(gen.text)
     sizes = {d: gen.sizes[d] for d in cell.dims}
     prob = random_problem(cell, sizes, T=5, B=3, seed=seed, ragged=True)
@@ -332,3 +388,15 @@ def test_lanes_on_numbas_threads_equal_the_reference(lanes_on_threads):
     backends.get("cpu").compiled(cell, np.float64).variant = THREADS
     prob = random_problem(cell, {"I": 3, "H": 40}, T=5, B=3, seed=11, ragged=True)
     compare(cell, prob, np.float64, schedule="lanes")
+
+
+def test_the_scan_on_numbas_functions_equals_the_reference(monkeypatch, scans):
+    """With rnncc's compiler off (RNNCC_NATIVE=0) the scan's chunks run Numba's one-thread
+    functions (nogil) on rnncc's threads."""
+    monkeypatch.setattr(runtime, "native_enabled", lambda: False)
+    monkeypatch.setattr(runtime, "available_threads", lambda: 2)
+    cell = rnncc.compile((rnncc.runtime.cell._shipped_dir() / "mingru.cell").read_text())
+    prob = random_problem(cell, {"I": 3, "H": 20}, T=7, B=3, seed=19, ragged=True)
+    compare(cell, prob, np.float64, schedule="scan")
+    compiled = backends.get("cpu").compiled(cell, np.float64)
+    assert not compiled._native and {"forward", "backward"} <= set(scans)
