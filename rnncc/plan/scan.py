@@ -142,7 +142,7 @@ class _ChunkStep:
                 self.new_buffers[name] = Buffer(name, shape, Rows.STEP, Role.STATE)
             updates = (rules.node("mul", a, A), rules.node("add", rules.node("mul", a, B), b))
             pair = []
-            for part, value in zip("AB", updates):
+            for value in updates:
                 if value is ZERO:   # a part that is zero after every step: a constant
                     value = self.fresh(f"0({state})")
                     self.new_buffers[value] = Buffer(value, shape, Rows.NONE, Role.CONSTANT,
@@ -153,7 +153,8 @@ class _ChunkStep:
             carried[f"{state}.A"] = (A, pair[0])
             carried[f"{state}.B"] = (B, pair[1])
         ops = self._needed([w for _, w in carried.values()])
-        kept = {*self._reads(ops), *(w for _, w in carried.values())}   # read, or carried
+        reads = self._reads(ops)
+        kept = {*reads, *(w for _, w in carried.values())}   # read, or carried
         buffers = {**{n: b for n, b in main.buffers.items() if n in kept}, **self.new_buffers}
         for name in list(buffers):   # a view's parent comes with it
             while buffers[name].view_of is not None:
@@ -162,14 +163,12 @@ class _ChunkStep:
         for name in dict.fromkeys(written):
             op = self.ops[name]
             buffers[name] = Buffer(name, op.shape, Rows.STEP, Role.TEMP)
-        inputs = [n for n in self._reads(ops) if n in main.buffers
-                  and main.buffers[n].role != Role.CONSTANT]
+        # what the kernel reads, and every carried value (A is read by no op where a = 1)
+        inputs = [n for n in dict.fromkeys([*reads, *(r for r, _ in carried.values())])
+                  if buffers[n].role != Role.CONSTANT]
         width = max((s.width for s in main.phases["per_step"]), key=lambda w: len(str(w)),
                     default=())
         kernel = Kernel(Rows.STEP, width, ops, inputs, list(dict.fromkeys(written)))
-        for read, _ in carried.values():
-            if read not in kernel.inputs:
-                kernel.inputs.append(read)
         leaves = {kind: {} for kind in main.leaves}
         leaves["state"] = {s: r for s, (r, _) in carried.items()}
         return GraphPlan(main.kind, buffers, {"before_loop": [], "per_step": [kernel],
