@@ -14,7 +14,7 @@ from ...ops import REGISTRY
 from ...ops.base import EvalContext, dim_size
 from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
 from ...plan.layout import ident
-from ...plan.plan import LANES, LANES_COLUMNS, SCAN, STEP, Role, Rows
+from ...plan.plan import LANES, LANES_COLUMNS, SCAN, Role, Rows
 from ..binding import bind
 from ..compile_log import compiling
 from ..disk_cache import forget_cached, has_cached, import_file, write
@@ -85,13 +85,17 @@ LANES_PER_THREAD = 4
 LANE_COLUMNS = 16
 
 
+def carried_width(plan, sizes: dict) -> int:
+    """The widest carried value's columns: a step's recurrence per row is this wide."""
+    return max(dim_size(plan.buffers[read].shape[-1], sizes)
+               for read, _ in plan.carried.values() if plan.buffers[read].shape)
+
+
 def lanes_of(plan, T: int, B: int, sizes: dict, available: int) -> tuple[int, int]:
     """(lanes per batch row, threads) of a lanes call of `plan`: column blocks where a lane
     may be one (plan.lanes == "columns"), enough for LANES_PER_THREAD per thread; one lane per
     row otherwise. Threads where the call's recurrence is big enough to pay for them."""
-    width = max(dim_size(plan.buffers[read].shape[-1], sizes)
-                for read, _ in plan.carried.values() if plan.buffers[read].shape)
-    threads = available if T * B * width >= LANES_MIN_WORK else 1
+    threads = available if T * B * carried_width(plan, sizes) >= LANES_MIN_WORK else 1
     if threads == 1 or plan.lanes != LANES_COLUMNS:
         return 1, threads
     wanted = -(-LANES_PER_THREAD * threads // B)
@@ -115,10 +119,9 @@ def schedule_of(plan, T: int, B: int, sizes: dict, available: int,
         return asked
     chosen = plan.schedules[0]
     if chosen == LANES and plan.chunks is not None and available >= scan.SCAN_MIN_THREADS:
-        width = max(dim_size(plan.buffers[read].shape[-1], sizes)
-                    for read, _ in plan.carried.values() if plan.buffers[read].shape)
         if (2 * lanes_per_call(plan, B, sizes) < available
-                and T >= scan.SCAN_MIN_STEPS * available and T * B * width >= LANES_MIN_WORK):
+                and T >= scan.SCAN_MIN_STEPS * available
+                and T * B * carried_width(plan, sizes) >= LANES_MIN_WORK):
             return SCAN
     return chosen
 
@@ -336,18 +339,15 @@ class Compiled:
         """The variant a call whose kernels get `threads` runs: the serial twin for one thread
         (where the function has kernels), unless `variant` says otherwise. One thread's
         function is compiled by rnncc's own compiler (native/), the threaded one by Numba."""
-        twin = self._has_twin(direction)
         one_thread = self.variant == ONE_THREAD or (threads == 1 and self.variant != THREADS)
-        if twin and not one_thread:
+        if self._has_twin(direction) and not one_thread:
             return getattr(self.module, direction)   # on Numba's threads
-        name = direction + SERIAL if twin else direction
-        if native_enabled():
-            return self._native_function(direction, name)
-        return getattr(self.module, name)
+        return self._one_thread_function(direction)
 
     def _one_thread_function(self, name: str):
-        """`name`'s one-thread function (its serial twin where it has one), whatever `variant`
-        says: the scan calls it on several of rnncc's threads at once."""
+        """`name`'s one-thread function (its serial twin where it has one; rnncc's compiler's
+        unless RNNCC_NATIVE=0), whatever `variant` says: the scan calls it on several of rnncc's
+        threads at once."""
         twin = name + SERIAL if self._has_twin(name) else name
         if native_enabled():
             return self._native_function(name, twin)
