@@ -15,9 +15,10 @@ import threading
 
 import numpy as np
 
+from ...ops.base import dim_size
 from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
 from ...plan.layout import ArgKind, buffer_shape, ident
-from ...plan.plan import LANES, SCAN, Rows
+from ...plan.plan import LANES, LANES_COLUMNS, SCAN, Rows
 from ...plan.scan import CHUNKS
 from ..binding import bind
 from ..compile_log import compiling
@@ -35,8 +36,7 @@ SCAN_LANES = 1 << 16
 
 def chunks_of(plan, T: int, B: int, sizes: dict, simulator: bool) -> tuple[int, int]:
     """(chunks, steps a chunk) of a scan call: at least two chunks, at most one a step."""
-    from ...ops.base import dim_size
-    lanes = B * (dim_size(plan.lane_width, sizes) if plan.lanes == "columns" else 1)
+    lanes = B * (dim_size(plan.lane_width, sizes) if plan.lanes == LANES_COLUMNS else 1)
     wanted = 3 if simulator else -(-SCAN_LANES // lanes)
     if T == 0:
         return 1, 1
