@@ -224,7 +224,8 @@ def test_generated_lane_cells_equal_the_reference_in_every_schedule(gen, seed):
     sizes = {d: gen.sizes[d] for d in cell.dims}
     prob = random_problem(cell, sizes, T=5, B=3, seed=seed, ragged=True)
     for schedule in cell.schedules:
-        compare(cell, prob, np.float64, err_msg=gen.text, schedule=schedule)
+        for dtype in (np.float64, np.float32):
+            compare(cell, prob, dtype, err_msg=f"{gen.text} {schedule}", schedule=schedule)
     linear = {cell.plan.forward.recurrence, cell.plan.backward.recurrence} == {"linear"}
     assert ("scan" in cell.schedules) == linear
     # and the generated numpy oracle of the spec agrees with the reference's forward
