@@ -173,7 +173,7 @@ def test_gradcheck_a_cell_torch_does_not_have():
     assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-7, rtol=1e-6)
 
 
-@pytest.mark.parametrize("schedule", ["lanes", "step"])
+@pytest.mark.parametrize("schedule", ["lanes", "scan", "step"])
 def test_gradcheck_a_cell_whose_state_meets_no_matrix_in_each_schedule(schedule):
     """minGRU (a linear recurrence) through the module in each schedule of its time loop,
     ragged, against finite differences."""
