@@ -177,11 +177,8 @@ def main(argv=None) -> int:
                         help="T,B,I=H triples")
     harness.add_run_options(parser)
     args = parser.parse_args(argv)
-    cases = [lambda workers, name=name, T=T, B=B, H=H, backward=backward: rows_for(
-                 workers, name, T, B, H, args.dtype, backward, args.rounds)
-             for name in args.cells
-             for T, B, H in (map(int, config.split(",")) for config in args.configs)
-             for backward in ([False] if args.no_backward else [False, True])]
+    cases = harness.table_cases(args, lambda workers, name, T, B, H, backward: rows_for(
+        workers, name, T, B, H, args.dtype, backward, args.rounds))
     harness.run_table(__file__, argv, args, HEADER, cases)
     return 0
 

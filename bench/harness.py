@@ -162,6 +162,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def table_cases(args, row, passes: bool = True) -> list:
+    """A table's cases: row(workers, name, T, B, H, backward) for each of args.cells, each
+    "T,B,I=H" of args.configs and, where `passes`, forward alone and forward+backward (forward
+    only with --no-backward); without `passes`, row(workers, name, T, B, H)."""
+    backwards = ([False] if args.no_backward else [False, True]) if passes else [None]
+    return [lambda workers, name=name, T=T, B=B, H=H, backward=backward: (
+                row(workers, name, T, B, H, backward) if passes else row(workers, name, T, B, H))
+            for name in args.cells
+            for T, B, H in (map(int, config.split(",")) for config in args.configs)
+            for backward in backwards]
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options every benchmark script here takes: rounds, threads, dtype, passes, --write."""
     parser.add_argument("--rounds", type=int, default=7)

@@ -184,13 +184,10 @@ def main(argv=None) -> int:
         bandwidth["copy"] = copy_bandwidth(workers, args.rounds)
         return []
 
-    cases = [copy_case] + [
-        lambda workers, name=name, T=T, B=B, H=H, backward=backward: rows_for(
+    cases = [copy_case] + harness.table_cases(
+        args, lambda workers, name, T, B, H, backward: rows_for(
             workers, name, T, B, H, args.dtype, backward, args.rounds, bandwidth["copy"],
-            args.rnncc_only)
-        for name in args.cells
-        for T, B, H in (map(int, config.split(",")) for config in args.configs)
-        for backward in ([False] if args.no_backward else [False, True])]
+            args.rnncc_only))
     harness.run_table(__file__, argv, args, HEADER, cases)
     return 0
 

@@ -126,10 +126,8 @@ def main(argv=None) -> int:
                         help="T,B,I=H triples")
     harness.add_run_options(parser)
     args = parser.parse_args(argv)
-    cases = [lambda workers, name=name, T=T, B=B, H=H: rows_for(workers, name, T, B, H,
-                                                                args.dtype, args.rounds)
-             for name in args.cells
-             for T, B, H in (map(int, config.split(",")) for config in args.configs)]
+    cases = harness.table_cases(args, lambda workers, name, T, B, H: rows_for(
+        workers, name, T, B, H, args.dtype, args.rounds), passes=False)
     harness.run_table(__file__, argv, args, HEADER, cases)
     return 0
 
