@@ -106,6 +106,16 @@ class Argument:
         return None
 
 
+def time_slice(array, axis: str | None, t0: int, t1: int, B: int):
+    """Steps t0 .. t1-1 of an argument's array whose time axis (Argument.time_axis) is `axis`;
+    the array itself where it has none."""
+    if axis == "steps":
+        return array[t0:t1]
+    if axis == "rows":
+        return array[t0 * B:t1 * B]
+    return array
+
+
 def buffer_shape(b: Buffer, sizes: dict, T: int, B: int) -> tuple:
     """A buffer's array: [*per row] (no rows), [B, *per row] or [T, B, *per row]; a per-row
     scalar has a width of 1."""

@@ -13,7 +13,7 @@ import numpy as np
 from ...ops import REGISTRY
 from ...ops.base import EvalContext, dim_size
 from ...plan.interpret import backward_leaves, forward_leaves, mask_padding
-from ...plan.layout import ident
+from ...plan.layout import ident, time_slice
 from ...plan.plan import LANES, LANES_COLUMNS, SCAN, Role, Rows
 from ..binding import bind
 from ..compile_log import compiling
@@ -542,8 +542,7 @@ class _PiecedRun:
         if t0 == 0 and t1 == T:
             args, lengths = self._args, self.lengths
         else:
-            args = [a[t0:t1] if axis == "steps" else a[t0 * B:t1 * B] if axis == "rows" else a
-                    for a, axis in zip(self._args, self._axes)]
+            args = [time_slice(a, axis, t0, t1, B) for a, axis in zip(self._args, self._axes)]
             lengths = np.clip(self.lengths - t0, 0, t1 - t0)
         self.compiled._call(self.direction, args, self.call.sizes, t1 - t0, B, lengths, threads,
                             self.flags, self.call.schedule)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...plan.layout import ident
+from ...plan.layout import ident, time_slice
 from ...plan.scan import CHUNKS
 from . import lane_pool
 
@@ -49,14 +49,6 @@ def chunk_bounds(T: int, chunks: int, reverse: bool) -> list:
     edges = [T * k // chunks for k in range(chunks + 1)]
     bounds = [(edges[k], edges[k + 1]) for k in range(chunks)]
     return bounds[::-1] if reverse else bounds
-
-
-def _sliced(array, axis: str | None, t0: int, t1: int, B: int):
-    if axis == "steps":
-        return array[t0:t1]
-    if axis == "rows":
-        return array[t0 * B:t1 * B]
-    return array
 
 
 def run(compiled, direction: str, args: list, sizes: dict, T: int, B: int,
@@ -97,7 +89,7 @@ def run(compiled, direction: str, args: list, sizes: dict, T: int, B: int,
                 shape = a.shape(chunk_plan, sizes, t1 - t0, B)
                 own[a.name] = np.full(shape, starts.get(a.name, 0.0), dtype=dtype)
             else:   # what the direction's function computed before the loop, or reads
-                own[a.name] = _sliced(arrays[a.name], axes[a.name], t0, t1, B)
+                own[a.name] = time_slice(arrays[a.name], axes[a.name], t0, t1, B)
         chunk_arrays.append(own)
         chunk_args.append(call_args(chunk_fn_name, {"part": 2}, t1 - t0, lengths_k, own))
     compiled._compile(chunk_fn_name, chunk_fn, chunk_args[0])
@@ -118,7 +110,7 @@ def run(compiled, direction: str, args: list, sizes: dict, T: int, B: int,
     step_local = {a.name for a in main_args if a.step_rows(plan)}
     main_calls, locals_ = [], []
     for (t0, t1, lengths_k), start in zip(pieces, begin):
-        own = {name: _sliced(array, axes[name], t0, t1, B) for name, array in arrays.items()}
+        own = {name: time_slice(array, axes[name], t0, t1, B) for name, array in arrays.items()}
         for name in step_local:
             own[name] = np.empty_like(arrays[name])
         for s, name in carried.items():
