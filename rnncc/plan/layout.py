@@ -87,6 +87,12 @@ class Argument:
         w = dim_size(self.width, sizes)
         return {Rows.STEP: (B, w), Rows.ALL: (T * B, w), Rows.NONE: (w,)}[self.rows]
 
+    def read_only(self, plan: GraphPlan) -> bool:
+        """Whether a call only reads the array: a parameter, or parameters stacked once (what a
+        compiler may pack once per call)."""
+        return (self.kind == ArgKind.BUFFER
+                and plan.buffers[self.buffer].role in (Role.PARAM, Role.PACKED))
+
     def step_rows(self, plan: GraphPlan) -> bool:
         """Whether the array is [B, ...] rows a step writes, kept for one step: a carried
         value, scratch, a kernel's per-step workspace (the scan gives each chunk its own)."""

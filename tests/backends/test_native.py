@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnncc.backends.cpu.native import NativeError, Param
+from rnncc.backends.cpu.native import NativeError, Param, compile_functions
 from rnncc.backends.cpu.native.function import NativeFunction
 from rnncc.runtime.gradcheck import random_problem
 
@@ -40,12 +40,15 @@ PARAMS = ([Param("int"), Param("int"), Param("array", 1, np.dtype(np.int64)), Pa
            Param("int")] + [Param("array", n, np.dtype(np.float64)) for n in ARRAYS])
 
 
+@pytest.mark.parametrize("read_only", [False, True])
 @pytest.mark.parametrize("T, B, I, H", [(3, 4, 5, 7), (2, 1, 5, 6), (0, 3, 4, 5),
-                                        (2, 1, 1, 2), (1, 5, 3, 4)])
-def test_products_equal_numpys(tmp_path, T, B, I, H):
+                                        (2, 1, 1, 2), (1, 5, 3, 4), (3, 13, 30, 45)])
+def test_products_equal_numpys(tmp_path, T, B, I, H, read_only):
     """gemm with each operand transposed or not, a merged reshape, a column slice read in
     place, a single row or column (gemv), no rows at all, 1 x 1 products; np.add broadcasting
-    a vector; np.outer of a column sum."""
+    a vector; np.outer of a column sum. With W and S read-only parameters, their products as
+    the right operand run on rnncc's packed GEMM (gemm.py), packed once for the call and
+    freed after it, transposed or not, times a matrix or a row."""
     rng = np.random.default_rng(T * 100 + B)
     x, W, S = (rng.standard_normal(s) for s in ((T, B, I), (H, I), (I, I)))
     h, v, c = (rng.standard_normal(s) for s in ((B, H), (I,), (I,)))
@@ -56,7 +59,11 @@ def test_products_equal_numpys(tmp_path, T, B, I, H):
     want["outer"], want["mv"] = np.outer(h.sum(axis=0), v), W @ v
     outs = {k: np.full(w.shape, np.nan) for k, w in want.items()}
     outs["xw"] = outs["xw"].reshape(T, B, H)
-    fn = NativeFunction(HEAD + PRODUCTS, "products", PARAMS, np.float64, tmp_path, "products")
+    params = [p._replace(read_only=read_only) if k in (6, 7) else p
+              for k, p in enumerate(PARAMS)]   # W and S
+    fn = NativeFunction(HEAD + PRODUCTS, "products", params, np.float64, tmp_path, "products")
+    _, optimized = compile_functions(HEAD + PRODUCTS, {"f": ("products", params)})
+    assert ("rnncc_team_gemm_f64" in optimized) == read_only
     fn(T, B, np.full(B, T, np.int64), I, H, x, W, S, h, v, c, *outs.values())
     for k, w in want.items():
         np.testing.assert_allclose(outs[k].reshape(w.shape), w, rtol=1e-12, atol=1e-12,
@@ -213,7 +220,7 @@ def test_products_through_scipys_cython_blas_equal_numpys(tmp_path):
         from tests.backends.test_native import test_products_equal_numpys
         from pathlib import Path
         for case in [(3, 4, 5, 7), (2, 1, 5, 6), (0, 3, 4, 5)]:
-            test_products_equal_numpys(Path({str(tmp_path)!r}), *case)
+            test_products_equal_numpys(Path({str(tmp_path)!r}), *case, False)
         print("scipy.linalg" in sys.modules)
     """)
     assert run_script(script, tmp_path).strip() == "True"

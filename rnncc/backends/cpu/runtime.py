@@ -18,9 +18,9 @@ from ...plan.plan import LANES, LANES_COLUMNS, SCAN, Role, Rows
 from ..binding import bind
 from ..compile_log import compiling
 from ..disk_cache import forget_cached, has_cached, import_file, write
-from . import ahead, elementary, lane_pool, scan, threads
+from . import ahead, elementary, lane_pool, scan, team, threads
 from .codegen import generate
-from .native.function import NativeFunction, native_enabled
+from .native.function import NativeFunction, native_enabled, packed_enabled
 from .native.lower import Param
 from .threads import ONE_THREAD, SERIAL, THREADS
 from .threads import available as available_threads
@@ -168,6 +168,30 @@ def kernel_share(plan, sizes: dict) -> float:
             work += sum(OP_COST.get(op.op, 1) * elements(op.shape) for op in step.ops)
             work += sum(STORE_COST * elements(plan.buffers[out].shape) for out in step.outputs)
     return work / products if products else float("inf")
+
+
+# Multiply-adds a call's shared products must reach for a team (team.py) to pay: starting one
+# costs about 40 us (2 cores, AMD EPYC), and sharing saves half of the products' time at about
+# 240 GF/s a core; lstm T=200, B=1, H=128 (13M, its input product) ran 0.75 ms alone, 1.05 ms
+# with a team.
+TEAM_MIN_CALL = 1 << 25
+
+
+def team_work(plan, T: int, B: int, sizes: dict) -> int:
+    """The multiply-adds of a call's products that a team would share out: products by a
+    parameter (native/gemm.py's packed GEMM) of at least gemm.TEAM_MIN_WORK each."""
+    from .native.gemm import TEAM_MIN_WORK
+    total = 0
+    for phase, steps in plan.phases.items():
+        rows, times = (B, T) if phase == "per_step" else (T * B, 1)
+        for step in steps:
+            if step.kind != "gemm" or plan.buffers[step.a].role not in (Role.PARAM, Role.PACKED):
+                continue
+            (_, k), (_, n) = step.shape
+            work = rows * dim_size(k, sizes) * dim_size(n, sizes)
+            if work >= TEAM_MIN_WORK:
+                total += work * times
+    return total
 
 
 def masked_leaves(plan) -> set:
@@ -320,7 +344,8 @@ class Compiled:
             fn(*arguments(part=3))
             return
         if isinstance(fn, NativeFunction):
-            fn(*all_args)
+            # its products with a packed weight shared over a team of the available threads
+            team.run(lambda: fn(*all_args), self._team_threads(direction, T, B, sizes, available))
             return
         import numba   # (a Numba function: imported with the module)
         previous = numba.get_num_threads()
@@ -329,6 +354,14 @@ class Compiled:
             fn(*all_args)
         finally:
             numba.set_num_threads(previous)
+
+    def _team_threads(self, direction: str, T: int, B: int, sizes: dict, available: int) -> int:
+        """The team a native call runs its products on (team.py): all `available` threads
+        where the products a team shares out are worth more than starting it, else 1."""
+        if available <= 1 or not packed_enabled():
+            return 1
+        return available if team_work(self.plans[direction], T, B, sizes) >= TEAM_MIN_CALL \
+            else 1
 
     def _native_lanes(self) -> bool:
         """Whether a lanes call on several threads runs rnncc's one-thread function on lane
@@ -372,7 +405,8 @@ class Compiled:
         return [Param("int"), Param("int"), Param("array", 1, np.dtype(np.int64)),
                 *[Param("bool" if f == "inputs" else "int") for f in self.flags[direction]],
                 *[Param("int") for _ in self.cell.dims],
-                *[Param("array", len(a.shape(plan, sizes, 2, 2)), self.dtype)
+                *[Param("array", len(a.shape(plan, sizes, 2, 2)), self.dtype,
+                        a.read_only(plan) and packed_enabled())
                   for a in self.arguments[direction]]]
 
     def argument_types(self, direction: str) -> tuple:

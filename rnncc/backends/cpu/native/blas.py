@@ -18,6 +18,8 @@ from typing import NamedTuple
 import numpy as np
 from llvmlite import ir
 
+from . import gemm as packed_gemm
+
 I32 = ir.IntType(32)
 I64 = ir.IntType(64)
 I8 = ir.IntType(8)
@@ -124,6 +126,9 @@ def gemm(lowering, a, v, out, node) -> None:
             raise lowering.error(node, "np.dot of an operand with no unit-stride axis")
         if operand.dtype != out.dtype:
             raise lowering.error(node, "np.dot of operands of different dtypes")
+    if _packs(a, v, out):
+        _packed(lowering, a, v, out)
+        return
     b = lowering.builder
     one, zero = ir.Constant(I64, 1), ir.Constant(I64, 0)
     m, k = (one, a.shape[0]) if a.ndim == 1 else a.shape
@@ -138,6 +143,31 @@ def gemm(lowering, a, v, out, node) -> None:
             with terms:
                 result = _matrix(out, "column" if v.ndim == 1 else "row")
                 _call(lowering, _matrix(a, "row"), _matrix(v, "column"), result, m, n, k)
+
+
+def _packs(a, v, out) -> bool:
+    """Whether out = a @ v runs as rnncc's packed GEMM (gemm.py): v a whole read-only
+    parameter (packed once per call), a and out rows with unit stride (or a row vector)."""
+    if v.whole is None or v.ndim != 2 or v.unit not in ("last", "first"):
+        return False
+    if a.ndim == 1:
+        return a.unit == "last" and out.ndim == 1
+    return a.unit == "last" and out.ndim == 2 and out.unit == "last"
+
+
+def _packed(lowering, a, v, out) -> None:
+    b = lowering.builder
+    element = out.ptr.type.pointee
+    one = ir.Constant(I64, 1)
+    if a.ndim == 1:
+        m, k, lda, ldc = one, a.shape[0], a.shape[0], v.shape[1]
+    else:
+        (m, k), lda, ldc = a.shape, a.strides[0], out.strides[0]
+    n = v.shape[1]
+    real_p = element.as_pointer()
+    routine = lowering.libc(packed_gemm.symbol("team_gemm", a.dtype), ir.VoidType(),
+                            [I64, I64, I64, real_p, I64, real_p, real_p, I64])
+    b.call(routine, [m, n, k, a.ptr, lda, lowering.packed_weight(v), out.ptr, ldc])
 
 
 def _call(lowering, a: _Matrix, v: _Matrix, out: _Matrix, m, n, k) -> None:

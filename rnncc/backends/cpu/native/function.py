@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import abi, compile_functions, machine
+from . import abi, compile_functions, gemm, machine
 from .lower import Param
 
 def native_enabled() -> bool:
@@ -20,6 +20,12 @@ def native_enabled() -> bool:
     llvmlite's object loading fails; and where the compiled code could not find its arguments
     in Python's objects, with a warning)."""
     return os.environ.get("RNNCC_NATIVE", "1") != "0" and _objects_readable()
+
+
+def packed_enabled() -> bool:
+    """Whether products by a parameter run on rnncc's packed GEMM (gemm.py; default) or on
+    BLAS's gemm (RNNCC_PACKED_GEMM=0: for comparisons)."""
+    return os.environ.get("RNNCC_PACKED_GEMM", "1") != "0"
 
 
 @lru_cache(maxsize=None)
@@ -83,6 +89,26 @@ def _write(path: Path, payload: bytes) -> None:
     os.replace(tmp, path)   # atomic: another process may write the same file
 
 
+@lru_cache(maxsize=None)
+def library() -> dict:
+    """{symbol: address} of gemm.py's library in this process: its object code loaded from the
+    cache, else compiled (about two seconds) and cached."""
+    from ...disk_cache import cache_dir
+    key = hashlib.sha256(f"{compiler_fingerprint()} {machine.host()}".encode()).hexdigest()[:24]
+    path = cache_dir() / f"gemm.{key}.o"
+    payload = _read(path)
+    if payload is None:
+        triple, layout = machine.triple_and_layout()
+        text = gemm.library_ir(triple, layout, machine.host_features())
+        payload = machine.object_code(machine.optimize(text, unroll=False))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write(path, payload)
+        except OSError:
+            pass   # a read-only cache: the next process compiles it again
+    return machine.load_library(payload, gemm.EXPORTED)
+
+
 def _describe(a) -> str:
     if not isinstance(a, np.ndarray):
         return f"a {type(a).__name__}"
@@ -127,6 +153,7 @@ class NativeFunction:
                 if self.path is not None:
                     _write(self.path, payload)
             ints = len(self.params) - len(self.ndims)
+            library()   # (what the code calls: bound before it is loaded)
             self._entry = machine.load(payload, {self.symbol: ints})[self.symbol]
 
     def __call__(self, T, B, lengths, *rest) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..elementary import EMITTERS, FORMATS
-from . import abi, blas
+from . import abi, blas, gemm, machine
 
 I64 = ir.IntType(64)
 I8 = ir.IntType(8)
@@ -48,10 +48,12 @@ class NativeError(Exception):
 
 class Param(NamedTuple):
     """A function parameter's kind: "int" (int64), "bool", or an array of `ndim` dimensions of
-    `dtype`."""
+    `dtype`; `read_only`: an array the call never writes (a parameter: products by it may use
+    a copy packed once per call, gemm.py)."""
     kind: str
     ndim: int = 0
     dtype: np.dtype | None = None
+    read_only: bool = False
 
 
 @dataclass
@@ -71,6 +73,7 @@ class Array:
     shape: list
     strides: list
     unit: str | None
+    whole: str | None = None   # a read-only parameter this view is all of (maybe transposed)
 
     @property
     def ndim(self) -> int:
@@ -173,7 +176,8 @@ class Lowering:
                 ptr.add_attribute("noalias")
                 shape = list(body.args[k + 1:k + 1 + p.ndim])
                 self.locals[name] = Array(ptr, np.dtype(p.dtype), shape,
-                                          self._c_strides(shape), "last")
+                                          self._c_strides(shape), "last",
+                                          name if p.read_only else None)
                 k += 1 + p.ndim
             else:
                 value = body.args[k]
@@ -181,7 +185,12 @@ class Lowering:
                     value = self.builder.icmp_signed("!=", value, ir.Constant(I64, 0))
                 self.locals[name] = Scalar(p.kind, value)
                 k += 1
+        self.packed: dict = {}   # (parameter, unit) -> the slot of its packed copy (gemm.py)
         self.statements(fn.body)
+        free = self.libc("free", ir.VoidType(), [I8.as_pointer()])
+        for slot in self.packed.values():
+            self.builder.call(free, [self.builder.bitcast(self.builder.load(slot),
+                                                          I8.as_pointer())])
         self.builder.ret_void()
         self.allocas.branch(start)
 
@@ -364,6 +373,34 @@ class Lowering:
         return Array(self.builder.bitcast(raw, element.as_pointer()), dtype, [length],
                      [ir.Constant(I64, 1)], "last")
 
+    def packed_weight(self, w: Array):
+        """The packed copy (gemm.py's panels) of a read-only parameter's [K, N] view `w`: made
+        at its first product in a call, freed when the call returns."""
+        b = self.builder
+        key = (w.whole, w.unit)
+        element = FLOATS[w.dtype]
+        if key not in self.packed:
+            slot = self.alloca(element.as_pointer())
+            self.allocas.store(ir.Constant(element.as_pointer(), None), slot)
+            self.packed[key] = slot
+        slot = self.packed[key]
+        k, n = w.shape
+        with b.if_then(b.icmp_unsigned("==", b.load(slot),
+                                       ir.Constant(element.as_pointer(), None))):
+            nr = machine.blocking(w.dtype).nr
+            panels = b.sdiv(b.add(n, ir.Constant(I64, nr - 1)), ir.Constant(I64, nr))
+            size = b.mul(b.mul(panels, ir.Constant(I64, nr * w.dtype.itemsize)), k)
+            size = b.add(size, ir.Constant(I64, 64))   # (a multiple of the alignment, not 0)
+            size = b.and_(size, ir.Constant(I64, -64))
+            raw = b.call(self.libc("aligned_alloc", I8.as_pointer(), [I64, I64]),
+                         [ir.Constant(I64, 64), size])
+            packed = b.bitcast(raw, element.as_pointer())
+            pack = self.libc(gemm.symbol("pack", w.dtype), ir.VoidType(),
+                             [I64, I64, element.as_pointer(), I64, I64, element.as_pointer()])
+            b.call(pack, [k, n, w.ptr, w.strides[0], w.strides[1], packed])
+            b.store(packed, slot)
+        return b.load(slot)
+
     def libc(self, name: str, returns, arguments):
         existing = self.module.globals.get(name)
         if existing is not None:
@@ -402,7 +439,7 @@ class Lowering:
         if isinstance(node, ast.Attribute) and node.attr == "T":
             a = self.array(node.value)
             flip = {"last": "first", "first": "last"}.get(a.unit)
-            return Array(a.ptr, a.dtype, a.shape[::-1], a.strides[::-1], flip)
+            return Array(a.ptr, a.dtype, a.shape[::-1], a.strides[::-1], flip, a.whole)
         if isinstance(node, ast.Call):
             if _dotted(node.func) == "np.ascontiguousarray":
                 a = self.array(node.args[0])

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import llvmlite.binding as llvm
 
-from . import blas
+from . import blas, gemm
 
 _LOCK = threading.Lock()   # LLVM's engine is not safe to add to from two threads at once
 
@@ -55,18 +55,25 @@ def _engine() -> llvm.ExecutionEngine:
     return llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
 
 
+def blocking(dtype):
+    """gemm.py's micro-kernel shape for `dtype` on this machine."""
+    return gemm.blocking(dtype, host_features())
+
+
 def triple_and_layout() -> tuple[str, str]:
     return llvm.get_process_triple(), str(target_machine().target_data)
 
 
-def optimize(ir_text: str) -> llvm.ModuleRef:
-    """Parse and optimize a module (-O3 with loop and SLP vectorization)."""
+def optimize(ir_text: str, unroll: bool = True) -> llvm.ModuleRef:
+    """Parse and optimize a module (-O3 with loop and SLP vectorization; `unroll` False keeps
+    loops as written: gemm.py's micro-kernels, whose unrolled loop spills registers)."""
     _initialized()
     module = llvm.parse_assembly(ir_text)
     module.verify()
     options = llvm.create_pipeline_tuning_options(speed_level=3)
     options.loop_vectorization = True
     options.slp_vectorization = True
+    options.loop_unrolling = unroll
     builder = llvm.create_pass_builder(target_machine(), options)
     builder.getModulePassManager().run(module, builder)
     return module
@@ -79,7 +86,9 @@ def object_code(module: llvm.ModuleRef) -> bytes:
 def load(object_bytes: bytes, symbols: dict) -> dict:
     """Link an object file into the process: {symbol: a ctypes function}, `symbols` giving each
     one's number of int64 arguments after the tuple of arrays (lower.Lowering.function's entry;
-    calls release the GIL, as Numba's nogil functions do; the caller holds the tuple)."""
+    calls release the GIL, as Numba's nogil functions do; the caller holds the tuple). What
+    the code calls by name must be bound first (BLAS here, gemm.py's library by
+    function.library())."""
     with _LOCK:
         engine = _engine()
         engine.add_object_file(llvm.ObjectFileRef.from_data(object_bytes))
@@ -91,4 +100,21 @@ def load(object_bytes: bytes, symbols: dict) -> dict:
                 raise RuntimeError(f"compiled object has no function {name}")
             prototype = ctypes.CFUNCTYPE(None, ctypes.py_object, *[ctypes.c_int64] * ints)
             found[name] = prototype(address)
+        return found
+
+
+def load_library(object_bytes: bytes, names: list) -> dict:
+    """Link an object file of functions that compiled code calls by name: {name: address},
+    each name bound in the engine for the objects loaded after it."""
+    with _LOCK:
+        engine = _engine()
+        engine.add_object_file(llvm.ObjectFileRef.from_data(object_bytes))
+        engine.finalize_object()
+        found = {}
+        for name in names:
+            address = engine.get_function_address(name)
+            if not address:
+                raise RuntimeError(f"compiled library has no function {name}")
+            llvm.add_symbol(name, address)
+            found[name] = address
         return found

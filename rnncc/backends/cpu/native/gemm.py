@@ -1,0 +1,532 @@
+"""Products with a weight packed once per call: rnncc's own GEMM, generated as LLVM IR.
+
+A step's product `h @ U^T` multiplies a small matrix (B rows) by the same weight at every step.
+BLAS's gemm re-packs the weight into its panel layout at each call, and OpenBLAS's kernels reach
+about 115 GF/s of one core's 268 on the AVX-512 machines measured (bench/RESULTS.md). Here the
+weight is packed once per call of a cell's function (`pack`), into panels of NR columns stored
+k-major (panel p holds columns p*NR .. p*NR+NR-1: NR consecutive numbers per k, zero past N), and
+each step's product runs a register-blocked micro-kernel over it (`packed_gemm`): MR rows of A
+times one panel, MR x NR accumulators in vector registers, one FMA per register per k, with A's
+elements broadcast from memory. Where A has fewer rows than MR (B = 1: a matrix-vector product)
+the kernel takes several panels at once instead, so that there are still enough independent
+accumulators to hide the FMA's latency.
+
+The shape of the kernel follows the machine (`Blocking`): 64-byte vectors and MR = 12 where the
+CPU has AVX-512's 32 vector registers (24 accumulators, two B vectors, a broadcast), 32-byte
+vectors and MR = 6 with AVX's 16, 16-byte ones elsewhere. LLVM picks the instructions; the loop
+over k is not unrolled (unrolling made LLVM spill accumulators: 145 GF/s against 241 unrolled
+off, lstm's step product [64, 256] x [256, 1024] on one core of the AMD EPYC).
+
+The library is one LLVM module per process (both float types), compiled at first use and kept
+as object code in rnncc's cache directory (function.library()); compiled cells call its
+functions by name (`symbol`), bound in the process's engine like BLAS's routines (machine.py).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from llvmlite import ir
+
+I64 = ir.IntType(64)
+I32 = ir.IntType(32)
+FLOATS = {np.dtype(np.float32): ir.FloatType(), np.dtype(np.float64): ir.DoubleType()}
+SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+
+# Row blocks of A per chunk (the driver's outer loop): 8 x 12 rows x K = 256 floats is 96 KB.
+MC_BLOCKS = 8
+
+
+class Blocking(NamedTuple):
+    """The micro-kernel's shape for one float type on this machine."""
+    vector: int     # elements per vector register
+    mr: int         # rows of A per micro-kernel call
+    registers: int  # accumulator registers available (mr x 2 vectors at full height)
+
+    @property
+    def nr(self) -> int:
+        """Columns per panel: two vectors."""
+        return 2 * self.vector
+
+    def panels_at(self, rows: int) -> int:
+        """Panels one micro-kernel call takes for `rows` rows of A: as many as keep the
+        accumulators within the registers (1 at full height, 12 for one row on AVX-512)."""
+        return max(1, self.registers // (2 * rows))
+
+
+def blocking(dtype, features: str) -> Blocking:
+    """The blocking for `dtype` on a CPU with LLVM's `features` (machine.host_features())."""
+    flags = set(features.split(","))
+    if "+avx512f" in flags:
+        vector_bytes, mr = 64, 12
+    elif "+avx" in flags:
+        vector_bytes, mr = 32, 6
+    else:
+        vector_bytes, mr = 16, 6
+    return Blocking(vector_bytes // np.dtype(dtype).itemsize, mr, 2 * mr)
+
+
+def symbol(routine: str, dtype) -> str:
+    """The name a compiled cell calls `routine` ("pack", "packed_gemm") by."""
+    return f"rnncc_{routine}_{SUFFIX[np.dtype(dtype)]}"
+
+
+def packed_size(blk: Blocking, k: int, n: int) -> int:
+    """Elements of the packed form of a [k, n] weight (whole panels)."""
+    return -(-n // blk.nr) * blk.nr * k
+
+
+def pack(w: np.ndarray, blk: Blocking) -> np.ndarray:
+    """The packed form of a [k, n] matrix, as `pack` writes it (numpy; for tests and reading)."""
+    k, n = w.shape
+    nr = blk.nr
+    panels = -(-n // nr)
+    padded = np.zeros((k, panels * nr), w.dtype)
+    padded[:, :n] = w
+    return np.ascontiguousarray(padded.reshape(k, panels, nr).transpose(1, 0, 2)).ravel()
+
+
+# -- the IR -----------------------------------------------------------------------------------
+
+
+def _const(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+class _Loop:
+    """`for i in range(start, stop, step)` in IR: the body is built between enter and exit."""
+
+    def __init__(self, b: ir.IRBuilder, start, stop, step=1, name="i"):
+        self.b, self.stop, self.step = b, stop, step
+        self.head = b.append_basic_block(f"{name}.head")
+        self.body = b.append_basic_block(f"{name}.body")
+        self.end = b.append_basic_block(f"{name}.end")
+        self.pre = b.block
+        b.branch(self.head)
+        b.position_at_end(self.head)
+        self.i = b.phi(I64, name=name)
+        self.i.add_incoming(start, self.pre)
+        b.cbranch(b.icmp_signed("<", self.i, stop), self.body, self.end)
+        b.position_at_end(self.body)
+
+    def close(self) -> None:
+        b = self.b
+        nxt = b.add(self.i, _const(self.step) if isinstance(self.step, int) else self.step)
+        self.i.add_incoming(nxt, b.block)
+        b.branch(self.head)
+        b.position_at_end(self.end)
+
+
+def _micro(module, dtype, blk: Blocking, rows: int, panels: int) -> ir.Function:
+    """C[rows, panels*NR] = A[rows, K] @ (panels consecutive panels of Bp): the accumulators in
+    registers, stored to C (row stride ldc) at the end."""
+    real = FLOATS[np.dtype(dtype)]
+    vec = ir.VectorType(real, blk.vector)
+    name = f"llvm.fma.v{blk.vector}{'f32' if isinstance(real, ir.FloatType) else 'f64'}"
+    fma = module.globals.get(name) or ir.Function(module, ir.FunctionType(vec, [vec] * 3), name)
+    ptr = real.as_pointer()
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, ptr, I64, ptr, I64, ptr, I64]),
+                     f"micro_{SUFFIX[np.dtype(dtype)]}_{rows}x{panels}")
+    fn.linkage = "internal"
+    k_count, a, lda, bp, panel_stride, c, ldc = fn.args
+    for p in (a, bp, c):
+        p.add_attribute("noalias")
+    entry = fn.append_basic_block("entry")
+    loop = fn.append_basic_block("k")
+    done = fn.append_basic_block("done")
+    b = ir.IRBuilder(entry)
+    zero = ir.Constant(vec, [0.0] * blk.vector)
+    row_ptrs = [b.gep(a, [b.mul(_const(i), lda)]) for i in range(rows)]
+    panel_ptrs = [b.gep(bp, [b.mul(_const(p), panel_stride)]) for p in range(panels)]
+    b.cbranch(b.icmp_signed(">", k_count, _const(0)), loop, done)
+    b.position_at_end(loop)
+    k = b.phi(I64, name="k")
+    k.add_incoming(_const(0), entry)
+    accs = [[b.phi(vec) for _ in range(2 * panels)] for _ in range(rows)]
+    offset = b.mul(k, _const(blk.nr))
+    columns = []
+    for p in range(panels):
+        base = b.gep(panel_ptrs[p], [offset])
+        for half in range(2):
+            at = b.gep(base, [_const(half * blk.vector)]) if half else base
+            columns.append(b.load(b.bitcast(at, vec.as_pointer()), align=_align(real)))
+    splat = ir.Constant(ir.VectorType(I32, blk.vector), [0] * blk.vector)
+    sums = []
+    for i in range(rows):
+        s = b.load(b.gep(row_ptrs[i], [k]))
+        v = b.insert_element(ir.Constant(vec, ir.Undefined), s, ir.Constant(I32, 0))
+        v = b.shuffle_vector(v, v, splat)
+        sums.append([b.call(fma, [v, columns[j], accs[i][j]]) for j in range(2 * panels)])
+    k_next = b.add(k, _const(1))
+    k.add_incoming(k_next, loop)
+    for i in range(rows):
+        for j in range(2 * panels):
+            accs[i][j].add_incoming(zero, entry)
+            accs[i][j].add_incoming(sums[i][j], loop)
+    b.cbranch(b.icmp_signed("<", k_next, k_count), loop, done)
+    b.position_at_end(done)
+    finals = []
+    for i in range(rows):
+        row = []
+        for j in range(2 * panels):
+            phi = b.phi(vec)
+            phi.add_incoming(zero, entry)
+            phi.add_incoming(sums[i][j], loop)
+            row.append(phi)
+        finals.append(row)
+    for i in range(rows):
+        out = b.gep(c, [b.mul(_const(i), ldc)])
+        for j in range(2 * panels):
+            at = b.gep(out, [_const(j * blk.vector)]) if j else out
+            b.store(finals[i][j], b.bitcast(at, vec.as_pointer()), align=_align(real))
+    b.ret_void()
+    return fn
+
+
+def _align(real) -> int:
+    return 8 if isinstance(real, ir.DoubleType) else 4
+
+
+def _copy_tile(module, dtype) -> ir.Function:
+    """dst[i, j] = tmp[i, j] for rows x cols (the columns of a last panel that C has)."""
+    real = FLOATS[np.dtype(dtype)]
+    ptr = real.as_pointer()
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64, ptr, I64, ptr, I64]),
+                     f"copy_tile_{SUFFIX[np.dtype(dtype)]}")
+    fn.linkage = "internal"
+    rows, cols, tmp, ldt, dst, ldd = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    i = _Loop(b, _const(0), rows, name="i")
+    j = _Loop(b, _const(0), cols, name="j")
+    value = b.load(b.gep(tmp, [b.add(b.mul(i.i, ldt), j.i)]))
+    b.store(value, b.gep(dst, [b.add(b.mul(i.i, ldd), j.i)]))
+    j.close()
+    i.close()
+    b.ret_void()
+    return fn
+
+
+def _driver(module, dtype, blk: Blocking) -> ir.Function:
+    """packed_gemm(M, N, K, A, lda, Bp, C, ldc, p0, p1): C[:, panels p0 .. p1-1] = A @ W for
+    A [M, K] (rows lda apart), W [K, N] packed in Bp, C [M, N] (rows ldc apart). Panels in the
+    outer loop, so that one panel is read from cache by every row block; a panel that runs past
+    N is computed into a tile on the stack and its columns copied."""
+    real = FLOATS[np.dtype(dtype)]
+    ptr = real.as_pointer()
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64, I64, ptr, I64, ptr, ptr,
+                                                               I64, I64, I64]),
+                     symbol("packed_gemm", dtype))
+    m, n, k, a, lda, bp, c, ldc, p0, p1 = fn.args
+    micros = {(r, q): _micro(module, dtype, blk, r, q)
+              for r in range(1, blk.mr + 1) for q in range(1, blk.panels_at(r) + 1)}
+    copy = _copy_tile(module, dtype)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    tmp = b.alloca(real, size=blk.mr * blk.nr)
+    nr = _const(blk.nr)
+    panel_stride = b.mul(k, nr)
+    full = b.sub(m, b.srem(m, _const(blk.mr)))
+
+    def product(micro, rows, panels, p, a_rows, c_rows):
+        """One micro-kernel call at panel p, into C where its panels fit, else via tmp."""
+        width = _const(panels * blk.nr)
+        b_at = b.gep(bp, [b.mul(p, panel_stride)])
+        fits = b.icmp_signed("<=", b.mul(b.add(p, _const(panels)), nr), n)
+        with b.if_else(fits) as (inside, past):
+            with inside:
+                b.call(micro, [k, a_rows, lda, b_at, panel_stride,
+                               b.gep(c_rows, [b.mul(p, nr)]), ldc])
+            with past:
+                b.call(micro, [k, a_rows, lda, b_at, panel_stride, tmp, width])
+                b.call(copy, [rows, b.sub(n, b.mul(p, nr)), tmp, width,
+                              b.gep(c_rows, [b.mul(p, nr)]), ldc])
+
+    # rows in chunks of MC_BLOCKS row blocks, so that a chunk of A stays in cache while every
+    # panel passes over it (unchunked, M = 640 ran slower on two threads than on one)
+    chunk_rows = blk.mr * MC_BLOCKS
+    chunk = _Loop(b, _const(0), full, step=chunk_rows, name="chunk")
+    chunk_end = b.add(chunk.i, _const(chunk_rows))
+    chunk_end = b.select(b.icmp_signed("<", chunk_end, full), chunk_end, full)
+    panel = _Loop(b, p0, p1, name="p")
+    row = _Loop(b, chunk.i, chunk_end, step=blk.mr, name="row")
+    product(micros[(blk.mr, 1)], _const(blk.mr), 1, panel.i,
+            b.gep(a, [b.mul(row.i, lda)]), b.gep(c, [b.mul(row.i, ldc)]))
+    row.close()
+    panel.close()
+    chunk.close()
+
+    rest = b.sub(m, full)
+    a_rest, c_rest = b.gep(a, [b.mul(full, lda)]), b.gep(c, [b.mul(full, ldc)])
+    after = b.append_basic_block("after")
+    switch = b.switch(rest, after)
+    for r in range(1, blk.mr):
+        case = b.append_basic_block(f"rows{r}")
+        switch.add_case(_const(r), case)
+        b.position_at_end(case)
+        group = blk.panels_at(r)
+        loop = _Loop(b, p0, p1, step=group, name=f"p{r}")
+        count = b.sub(p1, loop.i)
+        count = b.select(b.icmp_signed("<", count, _const(group)), count, _const(group))
+        inner_end = b.append_basic_block(f"rows{r}.next")
+        inner = b.switch(count, inner_end)
+        for q in range(1, group + 1):
+            block = b.append_basic_block(f"rows{r}x{q}")
+            inner.add_case(_const(q), block)
+            b.position_at_end(block)
+            product(micros[(r, q)], _const(r), q, loop.i, a_rest, c_rest)
+            b.branch(inner_end)
+        b.position_at_end(inner_end)
+        loop.close()
+        b.branch(after)
+    b.position_at_end(after)
+    b.ret_void()
+    return fn
+
+
+def _pack_function(module, dtype, blk: Blocking) -> ir.Function:
+    """pack(K, N, W, sk, sn, out): W [K, N] (element (k, n) at W + k*sk + n*sn) into panels."""
+    real = FLOATS[np.dtype(dtype)]
+    ptr = real.as_pointer()
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64, ptr, I64, I64, ptr]),
+                     symbol("pack", dtype))
+    k, n, w, sk, sn, out = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    nr = _const(blk.nr)
+    panels = b.sdiv(b.add(n, _const(blk.nr - 1)), nr)
+    p = _Loop(b, _const(0), panels, name="p")
+    kk = _Loop(b, _const(0), k, name="k")
+    base = b.mul(b.add(b.mul(p.i, k), kk.i), nr)
+    j = _Loop(b, _const(0), nr, name="j")
+    column = b.add(b.mul(p.i, nr), j.i)
+    target = b.gep(out, [b.add(base, j.i)])
+    with b.if_else(b.icmp_signed("<", column, n)) as (inside, past):
+        with inside:
+            b.store(b.load(b.gep(w, [b.add(b.mul(kk.i, sk), b.mul(column, sn))])), target)
+        with past:
+            b.store(ir.Constant(real, 0.0), target)
+    j.close()
+    kk.close()
+    p.close()
+    b.ret_void()
+    return fn
+
+
+# -- the team: a call's product split over threads ---------------------------------------------
+# The team is one record (TEAM_FIELDS int64s, its counters on cache lines of their own) that the
+# thread running a cell's function owns for the call (team.py: `begin` on that thread, the
+# other members running `work` on threads of rnncc's own until `end`). A product of the owner's
+# is shared out: the owner writes the job, bumps `generation`, computes its share and waits for
+# `done`; the others spin on `generation`. Any other thread's products run alone, so a second
+# call at the same time (another thread's) is unaffected.
+GENERATION, DONE, OWNER, SIZE, STOP, BASE, SLEEPERS, JOB = 0, 8, 16, 17, 18, 19, 20, 24
+TEAM_FIELDS = 40
+# A product below this many multiply-adds runs on the owner alone: a hand-off costs about a
+# microsecond each way, a few hundred thousand multiply-adds' time.
+TEAM_MIN_WORK = 1 << 18
+# Cycles (of the CPU's counter) a member spins between jobs before it sleeps: tens of
+# microseconds, longer than a step's kernels at B = 64 take, so that it wakes without a
+# system call inside a time loop.
+SPIN_CYCLES = 1 << 18
+FUTEX_WAIT, FUTEX_WAKE = 128, 129   # FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE
+I8P = ir.IntType(8).as_pointer()
+
+
+def _team_ir(module, blocks: dict) -> None:
+    team_type = ir.ArrayType(I64, TEAM_FIELDS)
+    team = ir.GlobalVariable(module, team_type, "rnncc_team")
+    team.initializer = ir.Constant(team_type, None)
+    team.align = 64
+    self_fn = ir.Function(module, ir.FunctionType(I64, []), "pthread_self")
+    x86 = module.triple.startswith(("x86_64", "i686", "i386"))
+    pause = ir.Function(module, ir.FunctionType(ir.VoidType(), []),
+                        "llvm.x86.sse2.pause") if x86 else None
+
+    def field(b, index):
+        return b.gep(team, [_const(0), ir.Constant(I32, index)])
+
+    def spin(b):
+        if pause is not None:
+            b.call(pause, [])
+
+    clock = ir.Function(module, ir.FunctionType(I64, []), "llvm.readcyclecounter")
+    futex = None
+    if "linux" in module.triple and module.triple.startswith(("x86_64", "aarch64")):
+        futex_number = 202 if module.triple.startswith("x86_64") else 98   # SYS_futex
+        futex = ir.Function(module, ir.FunctionType(I64, [I64], var_arg=True), "syscall")
+
+    drivers = {dtype: module.globals[symbol("packed_gemm", dtype)] for dtype in FLOATS}
+    dtypes = list(FLOATS)
+
+    # share(index, size, dtype code, M, N, K, A, lda, Bp, C, ldc): member `index`'s part of a
+    # product: a range of panels where there are enough for every member, else of rows
+    share = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64] * 11), "team_share")
+    share.linkage = "internal"
+    index, size, code, m, n, k, a, lda, bp, c, ldc = share.args
+    b = ir.IRBuilder(share.append_basic_block("entry"))
+    for d, dtype in enumerate(dtypes):
+        blk = blocks[dtype]
+        real_p = FLOATS[dtype].as_pointer()
+        this, other = share.append_basic_block(f"t{d}"), share.append_basic_block(f"n{d}")
+        b.cbranch(b.icmp_signed("==", code, _const(d)), this, other)
+        b.position_at_end(this)
+        nr = _const(blk.nr)
+        panels = b.sdiv(b.add(n, _const(blk.nr - 1)), nr)
+        ap, bpp, cp = (b.inttoptr(v, real_p) for v in (a, bp, c))
+        by_panels, by_rows = share.append_basic_block(f"p{d}"), share.append_basic_block(f"r{d}")
+        b.cbranch(b.icmp_signed(">=", panels, size), by_panels, by_rows)
+        b.position_at_end(by_panels)
+        p0 = b.sdiv(b.mul(panels, index), size)
+        p1 = b.sdiv(b.mul(panels, b.add(index, _const(1))), size)
+        b.call(drivers[dtype], [m, n, k, ap, lda, bpp, cp, ldc, p0, p1])
+        b.ret_void()
+        b.position_at_end(by_rows)
+        mr = _const(blk.mr)
+        blocks_ = b.sdiv(b.add(m, _const(blk.mr - 1)), mr)
+        r0 = b.mul(b.sdiv(b.mul(blocks_, index), size), mr)
+        r1 = b.mul(b.sdiv(b.mul(blocks_, b.add(index, _const(1))), size), mr)
+        r1 = b.select(b.icmp_signed("<", r1, m), r1, m)
+        rows = b.sub(r1, r0)
+        with b.if_then(b.icmp_signed(">", rows, _const(0))):
+            b.call(drivers[dtype], [rows, n, k, b.gep(ap, [b.mul(r0, lda)]), lda, bpp,
+                                    b.gep(cp, [b.mul(r0, ldc)]), ldc, _const(0), panels])
+        b.ret_void()
+        b.position_at_end(other)
+    b.ret_void()
+
+    # work(index): a member's loop, until `end`. Between jobs it spins for SPIN_CYCLES, then
+    # sleeps on the generation (a futex, on Linux) until the owner's next job wakes it: a
+    # call's BLAS products and kernels then have the cores to themselves
+    work = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64]), "rnncc_team_work")
+    (index,) = work.args
+    b = ir.IRBuilder(work.append_basic_block("entry"))
+    seen0 = b.load_atomic(field(b, BASE), "acquire", 8)   # (a job may come before we start)
+    start = b.call(clock, [])
+    head, got, job, wait, check, out = (work.append_basic_block(x) for x in (
+        "head", "got", "job", "wait", "check", "out"))
+    pre = b.block
+    b.branch(head)
+    b.position_at_end(head)
+    seen, since = b.phi(I64), b.phi(I64)
+    seen.add_incoming(seen0, pre)
+    since.add_incoming(start, pre)
+    g = b.load_atomic(field(b, GENERATION), "acquire", 8)
+    b.cbranch(b.icmp_signed("!=", g, seen), got, wait)
+    b.position_at_end(got)
+    b.cbranch(b.icmp_signed("!=", b.load_atomic(field(b, STOP), "acquire", 8), _const(0)),
+              out, job)
+    b.position_at_end(job)
+    args = [b.load(field(b, JOB + j)) for j in range(9)]
+    b.call(share, [index, b.load(field(b, SIZE)), *args])
+    b.atomic_rmw("add", field(b, DONE), _const(1), "release")
+    seen.add_incoming(g, job)
+    since.add_incoming(b.call(clock, []), job)
+    b.branch(head)
+    b.position_at_end(wait)
+    b.cbranch(b.icmp_signed("!=", b.load_atomic(field(b, STOP), "acquire", 8), _const(0)),
+              out, check)
+    b.position_at_end(check)
+    spin(b)
+    now = b.call(clock, [])
+    if futex is None:
+        seen.add_incoming(seen, check)
+        since.add_incoming(since, check)
+        b.branch(head)
+    else:
+        sleep = work.append_basic_block("sleep")
+        b.cbranch(b.icmp_unsigned(">", b.sub(now, since), _const(SPIN_CYCLES)), sleep, head)
+        seen.add_incoming(seen, check)
+        since.add_incoming(since, check)
+        b.position_at_end(sleep)
+        b.atomic_rmw("add", field(b, SLEEPERS), _const(1), "seq_cst")
+        unchanged = b.icmp_signed("==", b.load_atomic(field(b, GENERATION), "seq_cst", 8), seen)
+        with b.if_then(unchanged):   # (the kernel checks again: no wake-up is lost)
+            b.call(futex, [_const(futex_number), b.bitcast(field(b, GENERATION), I32.as_pointer()),
+                           _const(FUTEX_WAIT), b.trunc(seen, I32), ir.Constant(I8P, None)])
+        b.atomic_rmw("sub", field(b, SLEEPERS), _const(1), "seq_cst")
+        seen.add_incoming(seen, b.block)
+        since.add_incoming(b.call(clock, []), b.block)
+        b.branch(head)
+    b.position_at_end(out)
+    b.ret_void()
+
+    def wake_sleepers(b):
+        if futex is None:
+            return
+        with b.if_then(b.icmp_signed(">", b.load_atomic(field(b, SLEEPERS), "seq_cst", 8),
+                                     _const(0))):
+            b.call(futex, [_const(futex_number), b.bitcast(field(b, GENERATION), I32.as_pointer()),
+                           _const(FUTEX_WAKE), ir.Constant(I32, 2 ** 31 - 1),
+                           ir.Constant(I8P, None)])
+
+    # begin(size): the calling thread owns the team; end(): the members return
+    begin = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64]), "rnncc_team_begin")
+    b = ir.IRBuilder(begin.append_basic_block("entry"))
+    b.store(begin.args[0], field(b, SIZE))
+    b.store(_const(0), field(b, DONE))
+    b.store(b.load(field(b, GENERATION)), field(b, BASE))
+    b.store_atomic(_const(0), field(b, STOP), "release", 8)
+    b.store_atomic(b.call(self_fn, []), field(b, OWNER), "release", 8)
+    b.ret_void()
+    end = ir.Function(module, ir.FunctionType(ir.VoidType(), []), "rnncc_team_end")
+    b = ir.IRBuilder(end.append_basic_block("entry"))
+    b.store_atomic(_const(0), field(b, OWNER), "release", 8)
+    b.store_atomic(_const(1), field(b, STOP), "seq_cst", 8)
+    b.atomic_rmw("add", field(b, GENERATION), _const(1), "seq_cst")
+    wake_sleepers(b)
+    b.ret_void()
+
+    # the product compiled cells call: shared out where the caller owns the team
+    for d, dtype in enumerate(dtypes):
+        real_p = FLOATS[dtype].as_pointer()
+        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64, I64, real_p, I64,
+                                                                   real_p, real_p, I64]),
+                         symbol("team_gemm", dtype))
+        m, n, k, a, lda, bp, c, ldc = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        alone, shared = fn.append_basic_block("alone"), fn.append_basic_block("shared")
+        size = b.load(field(b, SIZE))
+        owned = b.icmp_signed("==", b.load_atomic(field(b, OWNER), "acquire", 8),
+                              b.call(self_fn, []))
+        big = b.icmp_signed(">=", b.mul(b.mul(m, n), k), _const(TEAM_MIN_WORK))
+        b.cbranch(b.and_(b.and_(owned, big), b.icmp_signed(">", size, _const(1))), shared, alone)
+        b.position_at_end(alone)
+        blk = blocks[dtype]
+        panels = b.sdiv(b.add(n, _const(blk.nr - 1)), _const(blk.nr))
+        b.call(drivers[dtype], [m, n, k, a, lda, bp, c, ldc, _const(0), panels])
+        b.ret_void()
+        b.position_at_end(shared)
+        job = [_const(d), m, n, k, b.ptrtoint(a, I64), lda, b.ptrtoint(bp, I64),
+               b.ptrtoint(c, I64), ldc]
+        for j, v in enumerate(job):
+            b.store(v, field(b, JOB + j))
+        b.store_atomic(_const(0), field(b, DONE), "release", 8)
+        b.atomic_rmw("add", field(b, GENERATION), _const(1), "seq_cst")
+        wake_sleepers(b)
+        b.call(share, [_const(0), size, *job])
+        others = b.sub(size, _const(1))
+        waiting = fn.append_basic_block("waiting")
+        finished = fn.append_basic_block("finished")
+        b.branch(waiting)
+        b.position_at_end(waiting)
+        spin(b)
+        count = b.load_atomic(field(b, DONE), "acquire", 8)
+        b.cbranch(b.icmp_signed(">=", count, others), finished, waiting)
+        b.position_at_end(finished)
+        b.ret_void()
+
+
+def library_ir(triple: str, data_layout: str, features: str) -> str:
+    """The library's module (both float types) for a CPU with `features`."""
+    module = ir.Module(name="rnncc_gemm")
+    module.triple, module.data_layout = triple, data_layout
+    blocks = {}
+    for dtype in FLOATS:
+        blocks[dtype] = blocking(dtype, features)
+        _driver(module, dtype, blocks[dtype])
+        _pack_function(module, dtype, blocks[dtype])
+    _team_ir(module, blocks)
+    return str(module)
+
+
+EXPORTED = [*(symbol(r, d) for d in FLOATS for r in ("packed_gemm", "team_gemm", "pack")),
+            "rnncc_team_begin", "rnncc_team_end", "rnncc_team_work"]

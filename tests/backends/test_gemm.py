@@ -1,0 +1,133 @@
+"""rnncc's packed GEMM (native/gemm.py) against numpy in float64: every remainder of rows and
+panels, both float types, strided weights, and products shared over a team (team.py)."""
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import numpy as np
+import pytest
+
+from rnncc.backends.cpu import team
+from rnncc.backends.cpu.native import gemm, machine
+from rnncc.backends.cpu.native.function import library
+
+L, P = ctypes.c_int64, ctypes.c_void_p
+
+
+def routines(dtype):
+    found = library()
+    product = ctypes.CFUNCTYPE(None, L, L, L, P, L, P, P, L)(
+        found[gemm.symbol("team_gemm", dtype)])
+    pack = ctypes.CFUNCTYPE(None, L, L, P, L, L, P)(found[gemm.symbol("pack", dtype)])
+    return product, pack
+
+
+def packed(w: np.ndarray, pack) -> np.ndarray:
+    """w ([K, N], any strides) packed by the library's own pack."""
+    blk = machine.blocking(w.dtype)
+    k, n = w.shape
+    out = np.full(gemm.packed_size(blk, k, n) + 1, np.nan, w.dtype)
+    size = w.dtype.itemsize
+    pack(k, n, w.ctypes.data, w.strides[0] // size, w.strides[1] // size, out.ctypes.data)
+    assert np.isnan(out[-1])   # nothing written past the packed size
+    return out[:-1]
+
+
+def product(a, w, threads=1):
+    """a @ w by the packed GEMM, on a team of `threads`."""
+    run, pack = routines(a.dtype)
+    bp = packed(w, pack)
+    m, k = a.shape
+    n = w.shape[1]
+    c = np.full((m, n), np.nan, a.dtype)
+    team.run(lambda: run(m, n, k, a.ctypes.data, k, bp.ctypes.data, c.ctypes.data, n), threads)
+    return c
+
+
+def tolerance(dtype, k):
+    return (1e-5 if dtype == np.float32 else 1e-13) * max(1, k) ** 0.5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pack_lays_out_panels(dtype):
+    w = np.random.default_rng(0).standard_normal((7, 45)).astype(dtype)
+    _, pack = routines(dtype)
+    blk = machine.blocking(dtype)
+    assert np.array_equal(packed(w, pack), gemm.pack(w, blk))
+    assert np.array_equal(packed(np.asfortranarray(w), pack), gemm.pack(w, blk))
+    # the layout itself, written out: panel p holds columns p*NR.., k-major, zeros past N
+    panels = gemm.pack(w, blk).reshape(-1, 7, blk.nr)
+    assert np.array_equal(panels[1, 3, :5], w[3, blk.nr:blk.nr + 5])
+    assert not panels[-1, :, 45 - (len(panels) - 1) * blk.nr:].any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_remainder_of_rows_and_panels(dtype):
+    rng = np.random.default_rng(1)
+    blk = machine.blocking(dtype)
+    ms = sorted({0, 1, 2, 3, blk.mr - 1, blk.mr, blk.mr + 1, 2 * blk.mr + 5,
+                 gemm.MC_BLOCKS * blk.mr + 3})
+    ns = sorted({1, blk.vector - 1, blk.vector, blk.nr - 1, blk.nr, blk.nr + 1,
+                 5 * blk.nr + 3, 13 * blk.nr})
+    for m in ms:
+        for n in ns:
+            for k in (0, 1, 9):
+                a = rng.standard_normal((m, k)).astype(dtype)
+                w = rng.standard_normal((k, n)).astype(dtype)
+                got = product(a, w)
+                want = a.astype(np.float64) @ w.astype(np.float64)
+                assert got.shape == want.shape
+                assert np.allclose(got, want, rtol=0, atol=tolerance(dtype, k) * 4), (m, k, n)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, k, n", [(64, 256, 1024),   # shared by panels
+                                     (600, 64, 40),     # few panels: shared by rows
+                                     (3, 300, 700)])    # below the work a team shares
+def test_a_team_computes_the_same_product(dtype, m, k, n):
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    w = rng.standard_normal((k, n)).astype(dtype)
+    want = a.astype(np.float64) @ w.astype(np.float64)
+    for threads in (1, 2, 3):
+        got = product(a, w, threads)
+        assert np.allclose(got, want, rtol=0, atol=tolerance(dtype, k) * 4), threads
+
+
+def test_another_threads_product_runs_alone_beside_a_team():
+    """While one thread's call owns the team, a product on another thread is its own: the
+    team computes neither a share of it nor into it."""
+    rng = np.random.default_rng(3)
+    a, w = (rng.standard_normal(s).astype(np.float32) for s in ((96, 128), (128, 512)))
+    want = a.astype(np.float64) @ w.astype(np.float64)
+    results, started = {}, threading.Event()
+
+    def owner():
+        run, pack = routines(np.float32)
+        bp = packed(w, pack)
+        c = np.zeros((96, 512), np.float32)
+
+        def many():
+            started.set()
+            for _ in range(200):
+                run(96, 512, 128, a.ctypes.data, 128, bp.ctypes.data, c.ctypes.data, 512)
+        team.run(many, 2)
+        results["owner"] = c
+
+    thread = threading.Thread(target=owner)
+    thread.start()
+    started.wait()
+    results["other"] = [product(a, w) for _ in range(20)]
+    thread.join()
+    for got in [results["owner"], *results["other"]]:
+        assert np.allclose(got, want, rtol=0, atol=1e-3)
+
+
+def test_blocking_follows_the_vector_registers():
+    assert gemm.blocking(np.float32, "+avx,+avx2,+avx512f,+fma") == gemm.Blocking(16, 12, 24)
+    assert gemm.blocking(np.float64, "+avx512f") == gemm.Blocking(8, 12, 24)
+    assert gemm.blocking(np.float32, "+avx,+avx2,-avx512f") == gemm.Blocking(8, 6, 12)
+    assert gemm.blocking(np.float32, "+neon") == gemm.Blocking(4, 6, 12)
+    blk = gemm.blocking(np.float32, "+avx512f")
+    assert (blk.nr, blk.panels_at(12), blk.panels_at(1), blk.panels_at(5)) == (32, 1, 12, 2)
