@@ -115,18 +115,51 @@ def test_specs_that_once_broke_code_generation(name):
                     np.float64, err_msg=name)
 
 
-def test_kernels_on_several_threads_equal_the_reference(shipped_cells, monkeypatch):
-    """Small problems (and processes whose OpenMP threads spin) run their kernels on one
-    thread; force every call onto all of Numba's."""
+def test_kernels_on_numbas_threads_equal_the_reference(shipped_cells, monkeypatch):
+    """Numba's parallel twins (RNNCC_NATIVE=0, or the THREADS variant): small problems (and
+    processes whose OpenMP threads spin) run their kernels on one thread; force every call onto
+    all of Numba's."""
     from rnncc.backends.cpu import runtime, threads
     monkeypatch.setattr(runtime, "PARALLEL_MIN_WORK", 0)
     monkeypatch.setattr(threads, "_shared", True)
     assert runtime.kernel_threads(2, {"H": 3}, 2) == 2
     for name in ("lstm", "gru"):
         cell = shipped_cells[name]
+        compiled = rnncc.backends.get("cpu").compiled(cell, np.float32)
+        monkeypatch.setattr(compiled, "variant", threads.THREADS)
         compare(cell, random_problem(cell, T=5, B=7, seed=9, ragged=True), np.float32)
-        module = rnncc.backends.get("cpu").compiled(cell, np.float32).module
+        module = compiled.module
         assert module.forward.signatures and module.backward.signatures  # the parallel twins
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_and_products_shared_over_a_team_equal_the_reference(shipped_cells,
+                                                                     monkeypatch, dtype):
+    """rnncc's compiled function on a team of two (team.py): each step's product by a
+    parameter split by panels, each kernel's rows split between the members (a loop outlined
+    by native/lower.py), ragged rows; every shipped matrix cell against the reference."""
+    from rnncc.backends.cpu import runtime, team
+    monkeypatch.setattr(runtime, "available_threads", lambda: 2)
+    monkeypatch.setattr(runtime, "TEAM_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(runtime, "PARALLEL_MIN_WORK", 0)
+    members = []
+    real_run = team.run
+    monkeypatch.setattr(team, "run", lambda call, n: (members.append(n), real_run(call, n)))
+    for name in ("lstm", "gru", "rnn", "lnlstm"):
+        cell = shipped_cells[name]
+        # B = 16 rows (8 a member), 16 x 64 x 4H: a product above gemm.TEAM_MIN_WORK
+        prob = random_problem(cell, T=4, B=16, seed=11, ragged=True, sizes={"I": 48, "H": 64})
+        compare(cell, prob, dtype, err_msg=name)
+    assert members and set(members) == {2}
+    # every prange loop of each direction became a function the team's rows call
+    from rnncc.backends.cpu.native import compile_functions
+    compiled = rnncc.backends.get("cpu").compiled(shipped_cells["gru"], dtype)
+    for direction in ("forward", "backward"):
+        fn = compiled._one_thread_function(direction)
+        body = compiled.source[compiled.source.index(f"def {fn.__name__}("):].split("\n\n\n")[0]
+        _, ir = compile_functions(compiled.source, {
+            "f": (fn.__name__, compiled.native_params(direction))})
+        assert ir.count("call void @rnncc_team_rows") == body.count("prange(") > 0
 
 
 def test_kernels_on_the_calling_thread_run_the_serial_twin(shipped_cells, monkeypatch):

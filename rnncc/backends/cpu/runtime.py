@@ -175,6 +175,10 @@ def kernel_share(plan, sizes: dict) -> float:
 # 240 GF/s a core; lstm T=200, B=1, H=128 (13M, its input product) ran 0.75 ms alone, 1.05 ms
 # with a team.
 TEAM_MIN_CALL = 1 << 25
+# Elements of a call's kernels (T x B x the widest dimension) from which a team shares its
+# parallel loops (each step's at least PARALLEL_MIN_WORK): kernels take 1-2 ns an element on
+# one thread, so from about half a millisecond.
+TEAM_MIN_ELEMENTS = 1 << 19
 
 
 def team_work(plan, T: int, B: int, sizes: dict) -> int:
@@ -321,7 +325,7 @@ class Compiled:
             scan.run(self, direction, list(args), sizes, T, B, lengths, values, available)
             return
         values["lanes"], chosen = self._threads(direction, T, B, sizes, available, schedule)
-        threads = threads or chosen
+        asked, threads = threads, threads or chosen
         on_lane_threads = values["lanes"] > 0 and threads > 1 and self._native_lanes()
         fn = self._function(direction, 1 if on_lane_threads else threads)
 
@@ -345,7 +349,9 @@ class Compiled:
             return
         if isinstance(fn, NativeFunction):
             # its products with a packed weight shared over a team of the available threads
-            team.run(lambda: fn(*all_args), self._team_threads(direction, T, B, sizes, available))
+            members = asked or (1 if values["lanes"] else   # (lanes_of chose one thread)
+                                self._team_threads(direction, T, B, sizes, available))
+            team.run(lambda: fn(*all_args), members)
             return
         import numba   # (a Numba function: imported with the module)
         previous = numba.get_num_threads()
@@ -358,10 +364,20 @@ class Compiled:
     def _team_threads(self, direction: str, T: int, B: int, sizes: dict, available: int) -> int:
         """The team a native call runs its products on (team.py): all `available` threads
         where the products a team shares out are worth more than starting it, else 1."""
-        if available <= 1 or not packed_enabled():
+        if available <= 1:
             return 1
-        return available if team_work(self.plans[direction], T, B, sizes) >= TEAM_MIN_CALL \
-            else 1
+        width = B * max(sizes.values(), default=1)
+        if width >= PARALLEL_MIN_WORK and T * width >= TEAM_MIN_ELEMENTS:
+            return available   # kernels worth sharing
+        if packed_enabled() and team_work(self.plans[direction], T, B, sizes) >= TEAM_MIN_CALL:
+            return available   # products worth sharing
+        return 1
+
+    def _native_team(self) -> bool:
+        """Whether a call whose kernels would take several threads runs rnncc's one-thread
+        function with a team instead (its products and parallel loops shared out, team.py),
+        as it does unless RNNCC_NATIVE=0 or `variant` asks for Numba's threads."""
+        return native_enabled() and self.variant != THREADS
 
     def _native_lanes(self) -> bool:
         """Whether a lanes call on several threads runs rnncc's one-thread function on lane
@@ -372,7 +388,8 @@ class Compiled:
         """The variant a call whose kernels get `threads` runs: the serial twin for one thread
         (where the function has kernels), unless `variant` says otherwise. One thread's
         function is compiled by rnncc's own compiler (native/), the threaded one by Numba."""
-        one_thread = self.variant == ONE_THREAD or (threads == 1 and self.variant != THREADS)
+        one_thread = self.variant == ONE_THREAD or (
+            (threads == 1 or self._native_team()) and self.variant != THREADS)
         if self._has_twin(direction) and not one_thread:
             return getattr(self.module, direction)   # on Numba's threads
         return self._one_thread_function(direction)

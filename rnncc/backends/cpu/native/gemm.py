@@ -323,6 +323,10 @@ TEAM_FIELDS = 40
 # A product below this many multiply-adds runs on the owner alone: a hand-off costs about a
 # microsecond each way, a few hundred thousand multiply-adds' time.
 TEAM_MIN_WORK = 1 << 18
+# A loop's rows are shared out where every member gets this many (a step's kernel at B = 8 on
+# two threads; a hand-off costs about a microsecond).
+TEAM_MIN_ROWS = 4
+ROWS = 2   # the job code of a loop's rows (0 and 1: a product in float32, float64)
 # Cycles (of the CPU's counter) a member spins between jobs before it sleeps: tens of
 # microseconds, longer than a step's kernels at B = 64 take, so that it wakes without a
 # system call inside a time loop.
@@ -363,6 +367,13 @@ def _team_ir(module, blocks: dict) -> None:
     share.linkage = "internal"
     index, size, code, m, n, k, a, lda, bp, c, ldc = share.args
     b = ir.IRBuilder(share.append_basic_block("entry"))
+    rows_fn_type = ir.FunctionType(ir.VoidType(), [I8P, I64, I64])
+    this, other = share.append_basic_block("rows"), share.append_basic_block("products")
+    b.cbranch(b.icmp_signed("==", code, _const(ROWS)), this, other)
+    b.position_at_end(this)   # a loop's rows: m is the function, n its record
+    b.call(b.inttoptr(m, rows_fn_type.as_pointer()), [b.inttoptr(n, I8P), index, size])
+    b.ret_void()
+    b.position_at_end(other)
     for d, dtype in enumerate(dtypes):
         blk = blocks[dtype]
         real_p = FLOATS[dtype].as_pointer()
@@ -497,22 +508,47 @@ def _team_ir(module, blocks: dict) -> None:
         b.position_at_end(shared)
         job = [_const(d), m, n, k, b.ptrtoint(a, I64), lda, b.ptrtoint(bp, I64),
                b.ptrtoint(c, I64), ldc]
-        for j, v in enumerate(job):
-            b.store(v, field(b, JOB + j))
-        b.store_atomic(_const(0), field(b, DONE), "release", 8)
-        b.atomic_rmw("add", field(b, GENERATION), _const(1), "seq_cst")
-        wake_sleepers(b)
-        b.call(share, [_const(0), size, *job])
-        others = b.sub(size, _const(1))
-        waiting = fn.append_basic_block("waiting")
-        finished = fn.append_basic_block("finished")
-        b.branch(waiting)
-        b.position_at_end(waiting)
-        spin(b)
-        count = b.load_atomic(field(b, DONE), "acquire", 8)
-        b.cbranch(b.icmp_signed(">=", count, others), finished, waiting)
-        b.position_at_end(finished)
+        _post(b, field, job, share, wake_sleepers, spin, size)
         b.ret_void()
+
+    # rows(fn, record, count): a loop's rows (lower.py's team_loop) shared out where the caller
+    # owns the team and every member gets TEAM_MIN_ROWS rows, else all on the caller
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I8P, I8P, I64]), "rnncc_team_rows")
+    body, record, count = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    alone, shared = fn.append_basic_block("alone"), fn.append_basic_block("shared")
+    size = b.load(field(b, SIZE))
+    owned = b.icmp_signed("==", b.load_atomic(field(b, OWNER), "acquire", 8),
+                          b.call(self_fn, []))
+    enough = b.icmp_signed(">=", count, b.mul(size, _const(TEAM_MIN_ROWS)))
+    b.cbranch(b.and_(b.and_(owned, enough), b.icmp_signed(">", size, _const(1))), shared, alone)
+    b.position_at_end(alone)
+    b.call(b.bitcast(body, rows_fn_type.as_pointer()), [record, _const(0), _const(1)])
+    b.ret_void()
+    b.position_at_end(shared)
+    job = [_const(ROWS), b.ptrtoint(body, I64), b.ptrtoint(record, I64), count,
+           *[_const(0)] * 5]
+    _post(b, field, job, share, wake_sleepers, spin, size)
+    b.ret_void()
+
+
+def _post(b, field, job, share, wake_sleepers, spin, size):
+    """The owner's side of a job: write it, wake the members, compute share 0, wait."""
+    for j, v in enumerate(job):
+        b.store(v, field(b, JOB + j))
+    b.store_atomic(_const(0), field(b, DONE), "release", 8)
+    b.atomic_rmw("add", field(b, GENERATION), _const(1), "seq_cst")
+    wake_sleepers(b)
+    b.call(share, [_const(0), size, *job])
+    others = b.sub(size, _const(1))
+    fn = b.function
+    waiting, finished = fn.append_basic_block("waiting"), fn.append_basic_block("finished")
+    b.branch(waiting)
+    b.position_at_end(waiting)
+    spin(b)
+    count = b.load_atomic(field(b, DONE), "acquire", 8)
+    b.cbranch(b.icmp_signed(">=", count, others), finished, waiting)
+    b.position_at_end(finished)
 
 
 def library_ir(triple: str, data_layout: str, features: str) -> str:
@@ -529,4 +565,4 @@ def library_ir(triple: str, data_layout: str, features: str) -> str:
 
 
 EXPORTED = [*(symbol(r, d) for d in FLOATS for r in ("packed_gemm", "team_gemm", "pack")),
-            "rnncc_team_begin", "rnncc_team_end", "rnncc_team_work"]
+            "rnncc_team_begin", "rnncc_team_end", "rnncc_team_work", "rnncc_team_rows"]

@@ -160,7 +160,8 @@ class Lowering:
         b.call(body, call_args)
         b.ret_void()
 
-        self.fn = body
+        self.fn, self.symbol, self.outlined = body, symbol, 0
+        self.params = {name for name, p in zip(names, params) if p.kind == "array"}
         # stack slots go in a block of their own ahead of the code (mem2reg promotes them):
         # two builders inserting into one block would shift each other's position
         self.allocas = ir.IRBuilder(body.append_basic_block("allocas"))
@@ -233,6 +234,9 @@ class Lowering:
                 and it.func.id in ("range", "prange") and 1 <= len(it.args) <= 2
                 and isinstance(node.target, ast.Name) and not node.orelse):
             raise self.error(node, "a loop other than `for name in range(...)`")
+        if it.func.id == "prange" and len(it.args) == 1 and self.outlines(node):
+            self.team_loop(node)
+            return
         bounds = [self.int_value(a) for a in it.args]
         start, stop = (ir.Constant(I64, 0), bounds[0]) if len(bounds) == 1 else bounds
         b = self.builder
@@ -252,6 +256,119 @@ class Lowering:
         b.store(b.add(b.load(counter), ir.Constant(I64, 1), flags=["nsw"]), counter)
         b.branch(cond_block)
         b.position_at_end(end_block)
+
+    # -- a parallel loop shared over the team (team.py) -------------------------------------
+    def captured(self, node: ast.For) -> list[str]:
+        """The names a loop's body reads from the function around it (in order of first use):
+        parameters and local scalars."""
+        assigned = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)
+                    and isinstance(n.ctx, ast.Store)}
+        names = []
+        for n in ast.walk(ast.Module(body=node.body, type_ignores=[])):
+            if (isinstance(n, ast.Name) and n.id not in assigned and n.id not in names
+                    and (n.id in self.locals or n.id in self.slots)):
+                names.append(n.id)
+        return names
+
+    def outlines(self, node: ast.For) -> bool:
+        """Whether a `prange` loop runs as a function of its own that the team shares out by
+        rows: where its body reads no view made outside it (only whole parameters, which keep
+        their `noalias` there) and assigns no scalar of the function around it."""
+        plain = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)
+                 and isinstance(n.ctx, ast.Store)} - {n.target.id for n in ast.walk(node)
+                                                      if isinstance(n, ast.AugAssign)
+                                                      and isinstance(n.target, ast.Name)}
+        for n in ast.walk(node):   # a sum over the loop's rows (Numba's reduction): not here
+            if (isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name)
+                    and n.target.id not in plain):
+                return False
+        return all(not isinstance(self.locals.get(n), Array) or n in self.params
+                   for n in self.captured(node))
+
+    def team_loop(self, node: ast.For) -> None:
+        """`for b in prange(count): body` as body(ctx, member, members), which runs the rows
+        count*member//members .. count*(member+1)//members; the captured values travel in a
+        record `ctx` on the stack. The team's `rows` runs it on every member, or on the calling
+        thread alone (gemm.py)."""
+        b = self.builder
+        count = self.int_value(node.iter.args[0])
+        names = self.captured(node)
+        values, rebuild = [], []   # the record's fields, and how each name reads back
+        for name in names:
+            v = self.locals.get(name)
+            if isinstance(v, Array):
+                rebuild.append((name, "array", v, len(values)))
+                values += [v.ptr, *v.shape, *v.strides]
+            else:
+                scalar = v if isinstance(v, Scalar) else Scalar(self.kinds[name],
+                                                                b.load(self.slots[name]))
+                rebuild.append((name, "scalar", scalar.kind, len(values)))
+                values.append(scalar.value)
+        values.append(count)
+        record_type = ir.LiteralStructType([v.type for v in values])
+        record = self.alloca(record_type)
+        for k, v in enumerate(values):
+            b.store(v, b.gep(record, [ir.Constant(ir.IntType(32), 0), ir.Constant(
+                ir.IntType(32), k)]))
+
+        self.outlined += 1
+        raw = I8.as_pointer()
+        name = f"{self.symbol}_rows{self.outlined}"
+        # the rows themselves: a function whose arrays are `noalias` parameters, as the
+        # function's own are (through the record alone LLVM would have to prove it, and gives
+        # up vectorizing a kernel of many arrays), and its wrapper, which the team calls
+        inner_fn = ir.Function(self.module, ir.FunctionType(
+            ir.VoidType(), [I64, I64] + [v.type for v in values]), name + "_body")
+        inner_fn.linkage = "internal"
+        wrapper = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [raw, I64, I64]), name)
+        wrapper.linkage = "internal"
+        w = ir.IRBuilder(wrapper.append_basic_block("entry"))
+        fields = w.bitcast(wrapper.args[0], record_type.as_pointer())
+        loaded = [w.load(w.gep(fields, [ir.Constant(ir.IntType(32), 0),
+                                         ir.Constant(ir.IntType(32), k)]))
+                  for k in range(len(values))]
+        w.call(inner_fn, [wrapper.args[1], wrapper.args[2], *loaded])
+        w.ret_void()
+
+        saved = (self.fn, self.builder, self.allocas, self.locals, self.slots, self.kinds,
+                 self.packed)
+        self.fn = inner_fn
+        self.allocas = ir.IRBuilder(inner_fn.append_basic_block("allocas"))
+        start = inner_fn.append_basic_block("start")
+        self.builder = inner = ir.IRBuilder(start)
+        self.slots, self.kinds, self.packed = {}, {}, {}
+        self.locals = {}
+        member, members, *args = inner_fn.args
+        for name_, kind, what, k in rebuild:
+            if kind == "array":
+                n = what.ndim
+                args[k].add_attribute("noalias")
+                shape = [args[k + 1 + d] for d in range(n)]
+                strides = [what.strides[d] if isinstance(what.strides[d], ir.Constant)
+                           else args[k + 1 + n + d] for d in range(n)]
+                self.locals[name_] = Array(args[k], what.dtype, shape, strides, what.unit,
+                                           what.whole)
+            else:
+                self.locals[name_] = Scalar(what, args[k])
+        rows = args[len(values) - 1]
+        first = inner.sdiv(inner.mul(rows, member), members)
+        last = inner.sdiv(inner.mul(rows, inner.add(member, ir.Constant(I64, 1))), members)
+        loop = ast.For(target=node.target, iter=ast.Call(
+            func=ast.Name(id="range", ctx=ast.Load()),
+            args=[_Value(first), _Value(last)], keywords=[]), body=node.body, orelse=[])
+        ast.copy_location(loop, node)
+        self.for_loop(loop)
+        free = self.libc("free", ir.VoidType(), [I8.as_pointer()])
+        for slot in self.packed.values():
+            self.builder.call(free, [self.builder.bitcast(self.builder.load(slot),
+                                                          I8.as_pointer())])
+        self.builder.ret_void()
+        self.allocas.branch(start)
+        (self.fn, self.builder, self.allocas, self.locals, self.slots, self.kinds,
+         self.packed) = saved
+
+        team_rows = self.libc("rnncc_team_rows", ir.VoidType(), [raw, raw, I64])
+        b.call(team_rows, [b.bitcast(wrapper, raw), b.bitcast(record, raw), count])
 
     def if_statement(self, node: ast.If) -> None:
         condition = self.truth(self.expr(node.test), node)
@@ -530,6 +647,8 @@ class Lowering:
 
     # -- scalar expressions ------------------------------------------------------------------
     def int_value(self, node) -> ir.Value:
+        if isinstance(node, _Value):
+            return node.value
         v = self.expr(node)
         if v.kind != "int":
             raise self.error(node, "an index or size that is not an integer")
@@ -730,6 +849,16 @@ class Lowering:
 
 
 # -- helpers on the AST -------------------------------------------------------------------------
+
+class _Value(ast.expr):
+    """An AST expression standing for an int64 IR value computed already (team_loop's row
+    bounds)."""
+    _fields = ()
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
 
 def _dotted(node) -> str:
     if isinstance(node, ast.Name):
