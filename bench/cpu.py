@@ -11,6 +11,10 @@ the same number of threads; rounds are interleaved across the processes; medians
     floor           the cell's matrix products alone, in numpy: the input GEMM over all T*B rows
                     and one recurrent GEMM per step (forward); for forward+backward also the
                     backward step's GEMM and the three weight/input gradient GEMMs
+    limit           the FLOP limit: the FLOPs of the cell's products (from rnncc's Plan) at
+                    the machine's FMA peak, measured by a probe (bench/peak.py) in the floor's
+                    process on as many threads, the fastest of its rounds. No implementation
+                    does the products faster; OpenBLAS's products (the floor) may be far from it
 and a second row per case, "mixed": rnncc and torch in one process (torch imported first, as
 in a training script), timed in turn.
 
@@ -122,9 +126,18 @@ def torch_module(name, I, H, dtype):
 
 def build_rnncc(name, T, B, H, dtype, backward, threads):
     import rnncc
+    from peak import product_flops
     x, dy = data(T, B, H, H, dtype)
     limit_rnncc_threads(threads)
-    return rnncc_pass(rnncc.RNN(name, H, H, dtype=np.dtype(dtype), seed=0), x, dy, backward)
+    layer = rnncc.RNN(name, H, H, dtype=np.dtype(dtype), seed=0)
+    run = rnncc_pass(layer, x, dy, backward)
+    run.facts = {"flops": product_flops(layer, T, B, backward)}
+    return run
+
+
+def build_peak(name, T, B, H, dtype, backward, threads):
+    from peak import fma_probe
+    return fma_probe(threads, dtype)
 
 
 def build_torch(name, T, B, H, dtype, backward, threads, script=False):
@@ -141,11 +154,12 @@ BUILDERS = {
     "script": lambda threads, **config: build_torch(threads=threads, script=True, **config),
     "floor": lambda name, T, B, H, dtype, backward, threads: floor(name, T, B, H, H, dtype,
                                                                    backward, threads),
+    "peak": build_peak,
 }
 
 
 HEADER = ("| cell | T, B, I=H | pass | process | rnncc ms | torch ms | script ms | floor ms | "
-          "rnncc/torch | rnncc/script | rnncc/floor |")
+          "limit ms | rnncc/torch | rnncc/script | rnncc/floor | rnncc/limit | torch/limit |")
 
 
 def rows_for(workers, name, T, B, H, dtype, backward, rounds) -> list[str]:
@@ -156,18 +170,24 @@ def rows_for(workers, name, T, B, H, dtype, backward, rounds) -> list[str]:
                   ("floor", workers["floor"], "floor", config),
                   # torch set up (imported) first in the mixed process, as in a training script
                   ("mixed torch", workers["mixed"], "torch", config),
-                  ("mixed rnncc", workers["mixed"], "rnncc", config)]
+                  ("mixed rnncc", workers["mixed"], "rnncc", config),
+                  ("peak", workers["floor"], "peak", config)]
     if custom:   # a custom cell: also as TorchScript, the usual way to speed one up
         contenders.append(("script", workers["torch"], "script", config))
-    med = harness.measure_in_processes(contenders, rounds)
+    facts, best = {}, {}
+    med = harness.measure_in_processes(contenders, rounds, facts, best)
+    peak = facts["peak"]["flops"] / best["peak"]   # FLOP/s
+    med["limit"] = facts["rnncc"]["flops"] / peak
     ms = lambda k: f"{1e3 * med[k]:.2f}" if k in med else "-"
     ratio = lambda a, b: f"{med[a] / med[b]:.2f}" if a in med and b in med else "-"
     head = f"| {name} | {T}, {B}, {H} | {'fwd+bwd' if backward else 'fwd'} |"
     return [f"{head} own | {ms('rnncc')} | {ms('torch')} | {ms('script')} | {ms('floor')} | "
-            f"{ratio('rnncc', 'torch')} | {ratio('rnncc', 'script')} | "
-            f"{ratio('rnncc', 'floor')} |",
-            f"{head} mixed | {ms('mixed rnncc')} | {ms('mixed torch')} | - | - | "
-            f"{ratio('mixed rnncc', 'mixed torch')} | - | - |"]
+            f"{ms('limit')} | {ratio('rnncc', 'torch')} | {ratio('rnncc', 'script')} | "
+            f"{ratio('rnncc', 'floor')} | {ratio('rnncc', 'limit')} | "
+            f"{ratio('torch', 'limit')} |",
+            f"{head} mixed | {ms('mixed rnncc')} | {ms('mixed torch')} | - | - | - | "
+            f"{ratio('mixed rnncc', 'mixed torch')} | - | - | {ratio('mixed rnncc', 'limit')} | "
+            f"{ratio('mixed torch', 'limit')} |"]
 
 
 def main(argv=None) -> int:

@@ -84,12 +84,14 @@ MIN_TIMED = 0.05
 WARM = 0.03
 
 
-def measure_in_processes(contenders: list, rounds: int, facts: dict | None = None) -> dict:
+def measure_in_processes(contenders: list, rounds: int, facts: dict | None = None,
+                         best: dict | None = None) -> dict:
     """contenders: (label, worker, builder, config) tuples. Each is set up (and called once, to
     compile, allocate and fault pages in) in its worker; then `rounds` rounds, each timing every
     contender in turn (after SETTLE seconds of quiet). Returns label -> median seconds per
     call. `facts`, if given, receives label -> the `facts` dict a builder's function carries
-    (numbers the script reports beside the times, such as bytes a call moves)."""
+    (numbers the script reports beside the times, such as bytes a call moves); `best`, if
+    given, label -> the fastest round's seconds (for a peak: the most the machine gave)."""
     for label, worker, builder, config in contenders:
         reply = worker.ask(op="setup", key=label, builder=builder, config=config)
         if facts is not None:
@@ -101,6 +103,8 @@ def measure_in_processes(contenders: list, rounds: int, facts: dict | None = Non
             times[label].append(worker.ask(op="time", key=label)["seconds"])
     for label, worker, *_ in contenders:
         worker.ask(op="drop", key=label)
+    if best is not None:
+        best.update({label: min(v) for label, v in times.items()})
     return {label: statistics.median(v) for label, v in times.items()}
 
 

@@ -30,9 +30,42 @@ def test_cpu_benchmark_runs(capsys):
     assert all(line.startswith("| rnn | 3, 2, 4 |") for line in out[2:6])
     assert all(line.startswith("| lnlstm | 3, 2, 4 |") for line in out[6:])
     assert [line.split("|")[4].strip() for line in out[2:]] == ["own", "mixed"] * 4
-    assert all(line.count("|") == 12 for line in out)
+    assert all(line.count("|") == 15 for line in out)
     # the custom cell has a TorchScript column, the builtin one none
     assert out[2].split("|")[7].strip() == "-" and out[6].split("|")[7].strip() != "-"
+    # the FLOP limit and the ratios to it, on the own-process rows and the mixed ones
+    # (no call does its products faster than the machine's FMA peak allows)
+    assert all(float(line.split("|")[13]) > 1 for line in out[2:])
+    assert all(float(line.split("|")[14]) > 1 for line in out[2:])
+
+
+@pytest.mark.parametrize("name, gates", [("rnn", 1), ("gru", 3), ("lstm", 4)])
+def test_product_flops_are_the_cells_matrix_products(name, gates):
+    """The FLOPs bench/peak.py counts from the Plan, against the products written out: the
+    input product and one recurrent product per step forward; backward one per step (dh) and
+    the input, input-weight and recurrent-weight gradients over all rows."""
+    import rnncc
+    peak = script("peak")
+    T, B, I, H = 7, 3, 5, 6
+    layer = rnncc.RNN(name, I, H)
+    G = gates * H
+    forward = 2 * T * B * I * G + 2 * T * B * H * G
+    backward = 2 * T * B * G * H + 2 * T * B * G * I + 2 * G * T * B * I + 2 * G * T * B * H
+    assert peak.product_flops(layer, T, B, backward=False) == forward
+    assert peak.product_flops(layer, T, B, backward=True) == forward + backward
+
+
+def test_fma_probe_counts_its_flops():
+    """Every accumulator register of every thread: one FMA (2 FLOPs per lane) an iteration."""
+    import numpy as np
+
+    from rnncc.backends.cpu.native import machine
+    peak = script("peak")
+    for dtype in (np.float32, np.float64):
+        run = peak.fma_probe(2, dtype, iterations=1000)
+        run()
+        blk = machine.blocking(dtype)
+        assert run.facts["flops"] == 2 * 1000 * blk.registers * 2 * blk.vector
 
 
 def test_each_contender_runs_in_a_process_of_its_own_kind():
@@ -97,7 +130,8 @@ def test_cpu_profile_runs(capsys):
     profile = script("profile_cpu")
     assert profile.main(["rnn", "3,2,4", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
-    assert all(part in out for part in ("whole", "gemms only", "kernels only", "layer(x)"))
+    assert all(part in out for part in ("whole", "gemms only", "kernels only", "layer(x)",
+                                        "ns per element", "zmm"))
 
 
 def test_training_step_benchmark_runs(capsys):

@@ -224,3 +224,35 @@ def test_products_through_scipys_cython_blas_equal_numpys(tmp_path):
         print("scipy.linalg" in sys.modules)
     """)
     assert run_script(script, tmp_path).strip() == "True"
+
+
+@pytest.mark.parametrize("cpu", ["skylake-avx512", "sapphirerapids", "znver4"])
+def test_kernels_on_avx512_cpus_use_512_bit_registers(shipped_cells, cpu):
+    """LLVM tunes Intel's AVX-512 CPUs to vectorize loops 256 bits wide; rnncc's compiler
+    turns that off (machine.tuned_features), so a gate kernel runs in zmm registers there as
+    on AMD's: the lstm's inference function compiled for each CPU (the code that CPU would
+    run, emitted here whatever the host), its kernel loop's registers counted."""
+    import re
+
+    import llvmlite.binding as llvm
+
+    from rnncc.backends import get
+    from rnncc.backends.cpu.native import lower_functions, machine
+    machine.target_machine()   # (LLVM's x86 target initialized)
+    compiled = get("cpu").compiled(shipped_cells["lstm"], np.float32)
+    fn = compiled._one_thread_function("infer")
+    text = lower_functions(compiled.source,
+                           {"f": (fn.__name__, compiled.native_params("infer"))})
+    features = "+avx,+avx2,+fma,+f16c,+avx512f,+avx512bw,+avx512dq,+avx512vl,+avx512cd"
+    target = llvm.Target.from_triple("x86_64-unknown-linux-gnu")
+
+    def registers(tuned: bool) -> dict:
+        tm = target.create_target_machine(
+            cpu=cpu, features=machine.tuned_features(features) if tuned else features, opt=3)
+        assembly = tm.emit_assembly(machine.optimize(text, machine=tm))
+        return {r: len(re.findall(rf"%{r}\d+", assembly)) for r in ("zmm", "ymm")}
+    tuned = registers(True)
+    assert tuned["zmm"] > 100 and tuned["ymm"] == 0, tuned
+    if cpu != "znver4":   # what LLVM does untuned on Intel's: half the width
+        untuned = registers(False)
+        assert untuned["zmm"] == 0 and untuned["ymm"] > 100, untuned

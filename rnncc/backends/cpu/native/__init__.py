@@ -10,7 +10,7 @@ from llvmlite import ir
 from . import machine
 from .lower import Lowering, NativeError, Param
 
-__all__ = ["NativeError", "Param", "compile_functions"]
+__all__ = ["NativeError", "Param", "compile_functions", "lower_functions"]
 
 
 def compile_functions(source: str, functions: dict) -> tuple[bytes, str]:
@@ -18,6 +18,12 @@ def compile_functions(source: str, functions: dict) -> tuple[bytes, str]:
     module's `source`, each exported under its symbol (Lowering.function's entry), and the
     optimized IR's text. Every object is loaded into one engine per process, so a symbol must
     name one code: NativeFunction's carry their cache key."""
+    optimized = machine.optimize(lower_functions(source, functions))
+    return machine.object_code(optimized), str(optimized)
+
+
+def lower_functions(source: str, functions: dict) -> str:
+    """The LLVM IR (unoptimized) of compile_functions' functions."""
     tree = ast.parse(source)
     defs = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     module = ir.Module(name="rnncc")
@@ -27,6 +33,4 @@ def compile_functions(source: str, functions: dict) -> tuple[bytes, str]:
         if name not in defs:
             raise NativeError(f"the module has no function {name}")
         lowering.function(defs[name], params, exported)
-    optimized = machine.optimize(str(module))
-    return machine.object_code(optimized), str(optimized)
-
+    return str(module)

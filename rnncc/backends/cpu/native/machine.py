@@ -38,7 +38,18 @@ def target_machine() -> llvm.TargetMachine:
 @lru_cache(maxsize=None)
 def host_features() -> str:
     _initialized()
-    return llvm.get_host_cpu_features().flatten()
+    return tuned_features(llvm.get_host_cpu_features().flatten())
+
+
+def tuned_features(features: str) -> str:
+    """LLVM's features for a CPU, with its loops vectorized as wide as its registers: LLVM
+    tunes Intel's AVX-512 CPUs (Skylake-X to Sapphire Rapids) to vectorize 256 bits wide
+    (`prefer-256-bit`: older ones clocked down under 512-bit instructions), so a gate kernel
+    there ran in ymm registers at half the width rnncc's GEMM uses; AMD's (Zen 4, 5) already
+    vectorize 512 bits wide."""
+    if "+avx512f" in features.split(","):
+        return features + ",-prefer-256-bit"
+    return features
 
 
 @lru_cache(maxsize=None)
@@ -64,9 +75,10 @@ def triple_and_layout() -> tuple[str, str]:
     return llvm.get_process_triple(), str(target_machine().target_data)
 
 
-def optimize(ir_text: str, unroll: bool = True) -> llvm.ModuleRef:
+def optimize(ir_text: str, unroll: bool = True, machine=None) -> llvm.ModuleRef:
     """Parse and optimize a module (-O3 with loop and SLP vectorization; `unroll` False keeps
-    loops as written: gemm.py's micro-kernels, whose unrolled loop spills registers)."""
+    loops as written: gemm.py's micro-kernels, whose unrolled loop spills registers), for
+    the host or another target `machine` (tests: the code another CPU would get)."""
     _initialized()
     module = llvm.parse_assembly(ir_text)
     module.verify()
@@ -74,7 +86,7 @@ def optimize(ir_text: str, unroll: bool = True) -> llvm.ModuleRef:
     options.loop_vectorization = True
     options.slp_vectorization = True
     options.loop_unrolling = unroll
-    builder = llvm.create_pass_builder(target_machine(), options)
+    builder = llvm.create_pass_builder(machine or target_machine(), options)
     builder.getModulePassManager().run(module, builder)
     return module
 
