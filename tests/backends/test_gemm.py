@@ -15,10 +15,10 @@ from rnncc.backends.cpu.native.function import library
 L, P = ctypes.c_int64, ctypes.c_void_p
 
 
-def routines(dtype):
+def routines(dtype, transposed=False):
     found = library()
     product = ctypes.CFUNCTYPE(None, L, L, L, P, L, P, P, L)(
-        found[gemm.symbol("team_gemm", dtype)])
+        found[gemm.symbol("team_gemm_t" if transposed else "team_gemm", dtype)])
     pack = ctypes.CFUNCTYPE(None, L, L, P, L, L, P)(found[gemm.symbol("pack", dtype)])
     return product, pack
 
@@ -34,14 +34,18 @@ def packed(w: np.ndarray, pack) -> np.ndarray:
     return out[:-1]
 
 
-def product(a, w, threads=1):
-    """a @ w by the packed GEMM, on a team of `threads`."""
-    run, pack = routines(a.dtype)
+def product(a, w, threads=1, transposed=False):
+    """a @ w by the packed GEMM, on a team of `threads`; `transposed`: a given as the
+    transpose of a C-contiguous array (a weight gradient's dgates^T)."""
+    run, pack = routines(a.dtype, transposed)
     bp = packed(w, pack)
     m, k = a.shape
     n = w.shape[1]
     c = np.full((m, n), np.nan, a.dtype)
-    team.run(lambda: run(m, n, k, a.ctypes.data, k, bp.ctypes.data, c.ctypes.data, n), threads)
+    stored = np.ascontiguousarray(a.T) if transposed else np.ascontiguousarray(a)
+    lda = m if transposed else k
+    team.run(lambda: run(m, n, k, stored.ctypes.data, lda, bp.ctypes.data, c.ctypes.data, n),
+             threads)
     return c
 
 
@@ -62,8 +66,9 @@ def test_pack_lays_out_panels(dtype):
     assert not panels[-1, :, 45 - (len(panels) - 1) * blk.nr:].any()
 
 
+@pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_every_remainder_of_rows_and_panels(dtype):
+def test_every_remainder_of_rows_and_panels(dtype, transposed):
     rng = np.random.default_rng(1)
     blk = machine.blocking(dtype)
     ms = sorted({0, 1, 2, 3, blk.mr - 1, blk.mr, blk.mr + 1, 2 * blk.mr + 5,
@@ -75,23 +80,25 @@ def test_every_remainder_of_rows_and_panels(dtype):
             for k in (0, 1, 9):
                 a = rng.standard_normal((m, k)).astype(dtype)
                 w = rng.standard_normal((k, n)).astype(dtype)
-                got = product(a, w)
+                got = product(a, w, transposed=transposed)
                 want = a.astype(np.float64) @ w.astype(np.float64)
                 assert got.shape == want.shape
                 assert np.allclose(got, want, rtol=0, atol=tolerance(dtype, k) * 4), (m, k, n)
 
 
+@pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m, k, n", [(64, 256, 1024),   # shared by panels
                                      (600, 64, 40),     # few panels: shared by rows
-                                     (3, 300, 700)])    # below the work a team shares
-def test_a_team_computes_the_same_product(dtype, m, k, n):
+                                     (3, 300, 700),     # below the work a team shares
+                                     (40, 1300, 70)])   # K in three blocks of KC
+def test_a_team_computes_the_same_product(dtype, m, k, n, transposed):
     rng = np.random.default_rng(2)
     a = rng.standard_normal((m, k)).astype(dtype)
     w = rng.standard_normal((k, n)).astype(dtype)
     want = a.astype(np.float64) @ w.astype(np.float64)
     for threads in (1, 2, 3):
-        got = product(a, w, threads)
+        got = product(a, w, threads, transposed)
         assert np.allclose(got, want, rtol=0, atol=tolerance(dtype, k) * 4), threads
 
 
@@ -131,3 +138,41 @@ def test_blocking_follows_the_vector_registers():
     assert gemm.blocking(np.float32, "+neon") == gemm.Blocking(4, 6, 12)
     blk = gemm.blocking(np.float32, "+avx512f")
     assert (blk.nr, blk.panels_at(12), blk.panels_at(1), blk.panels_at(5)) == (32, 1, 12, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_library_built_for_an_avx2_cpu_computes_the_same_products(dtype):
+    """A CPU without AVX-512 gets 32-byte vectors and MR = 6 (16 registers): the library as
+    compiled for one (Haswell; this machine runs its instructions too), under names of its
+    own, against numpy, every remainder of its rows and panels."""
+    import llvmlite.binding as llvm
+    machine.target_machine()
+    features = "+avx,+avx2,+fma,+f16c,+sse4.2"
+    blk = gemm.blocking(dtype, features)
+    assert blk == gemm.Blocking(32 // np.dtype(dtype).itemsize, 6, 12)
+    triple, layout = machine.triple_and_layout()
+    text = gemm.library_ir(triple, layout, features).replace("rnncc_", "avx2_rnncc_")
+    tm = llvm.Target.from_triple(triple).create_target_machine(
+        cpu="haswell", features=features, opt=3, reloc="static", codemodel="jitdefault",
+        jit=True)
+    names = [f"avx2_{gemm.symbol(r, dtype)}" for r in ("packed_gemm", "pack")]
+    assert gemm.KC < 600   # (K = 600: two blocks)
+    found = machine.load_library(tm.emit_object(machine.optimize(text, unroll=False,
+                                                                 machine=tm)), names)
+    run = ctypes.CFUNCTYPE(None, L, L, L, P, L, P, P, L, L, L)(found[names[0]])
+    pack = ctypes.CFUNCTYPE(None, L, L, P, L, L, P)(found[names[1]])
+    rng = np.random.default_rng(5)
+    for m in (1, 2, 5, 6, 7, 13, gemm.MC_BLOCKS * 6 + 1):
+        for n in (1, 7, 8, 16, 17, 50):
+            k = 11 if n != 50 else 600
+            a = rng.standard_normal((m, k)).astype(dtype)
+            w = rng.standard_normal((k, n)).astype(dtype)
+            bp = np.zeros(gemm.packed_size(blk, k, n), dtype)
+            pack(k, n, w.ctypes.data, n, 1, bp.ctypes.data)
+            assert np.array_equal(bp, gemm.pack(w, blk))
+            c = np.full((m, n), np.nan, dtype)
+            run(m, n, k, a.ctypes.data, k, bp.ctypes.data, c.ctypes.data, n, 0, -(-n // blk.nr))
+            want = a.astype(np.float64) @ w.astype(np.float64)
+            assert np.allclose(c, want, rtol=0, atol=tolerance(dtype, k) * 4), (m, n)
+    assembly = tm.emit_assembly(machine.optimize(text, unroll=False, machine=tm))
+    assert "zmm" not in assembly and "ymm" in assembly

@@ -48,7 +48,8 @@ def test_products_equal_numpys(tmp_path, T, B, I, H, read_only):
     place, a single row or column (gemv), no rows at all, 1 x 1 products; np.add broadcasting
     a vector; np.outer of a column sum. With W and S read-only parameters, their products as
     the right operand run on rnncc's packed GEMM (gemm.py), packed once for the call and
-    freed after it, transposed or not, times a matrix or a row."""
+    freed after it, transposed or not, times a matrix or a row; the others packed for their
+    product alone."""
     rng = np.random.default_rng(T * 100 + B)
     x, W, S = (rng.standard_normal(s) for s in ((T, B, I), (H, I), (I, I)))
     h, v, c = (rng.standard_normal(s) for s in ((B, H), (I,), (I,)))
@@ -63,7 +64,10 @@ def test_products_equal_numpys(tmp_path, T, B, I, H, read_only):
               for k, p in enumerate(PARAMS)]   # W and S
     fn = NativeFunction(HEAD + PRODUCTS, "products", params, np.float64, tmp_path, "products")
     _, optimized = compile_functions(HEAD + PRODUCTS, {"f": ("products", params)})
-    assert ("rnncc_team_gemm_f64" in optimized) == read_only
+    # outside a time loop every product of matrices runs on rnncc's GEMM (A transposed too);
+    # BLAS keeps the matrix-vector product
+    assert "rnncc_team_gemm_f64" in optimized and "rnncc_team_gemm_t_f64" in optimized
+    assert "rnncc_dgemm" not in optimized and "rnncc_dgemv" in optimized
     fn(T, B, np.full(B, T, np.int64), I, H, x, W, S, h, v, c, *outs.values())
     for k, w in want.items():
         np.testing.assert_allclose(outs[k].reshape(w.shape), w, rtol=1e-12, atol=1e-12,
@@ -256,3 +260,40 @@ def test_kernels_on_avx512_cpus_use_512_bit_registers(shipped_cells, cpu):
     if cpu != "znver4":   # what LLVM does untuned on Intel's: half the width
         untuned = registers(False)
         assert untuned["zmm"] == 0 and untuned["ymm"] > 100, untuned
+
+
+def test_with_rnncc_gemm_off_every_product_runs_on_blas(tmp_path):
+    """RNNCC_PACKED_GEMM=0 (for comparisons): the shipped matrix cells, forward and backward,
+    with every product on BLAS's gemm, against the reference; no call of the packed GEMM in
+    their compiled functions, and no team."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parents[2])!r})
+        import numpy as np
+        import rnncc
+        from rnncc.backends.cpu import team
+        from rnncc.backends.cpu.native import compile_functions
+        from rnncc.runtime.gradcheck import random_problem
+        from tests.backends.test_cpu import compare
+        teams = []
+        real = team.run
+        team.run = lambda call, n: (teams.append(n), real(call, n))
+        for name in ("lstm", "gru", "lnlstm"):
+            cell = rnncc.load(name)
+            for dtype in (np.float32, np.float64):
+                prob = random_problem(cell, T=5, B=16, seed=1, ragged=True,
+                                      sizes={{"I": 40, "H": 64}})
+                compare(cell, prob, dtype, err_msg=name)
+            compiled = rnncc.backends.get("cpu").compiled(cell, np.float32)
+            for direction in ("forward", "backward"):
+                fn = compiled._one_thread_function(direction)
+                _, ir = compile_functions(compiled.source, {{
+                    "f": (fn.__name__, compiled.native_params(direction))}})
+                assert "team_gemm" not in ir and "rnncc_sgemm" in ir, (name, direction)
+        print(sorted(set(teams)))
+    """)
+    env = dict(os.environ, RNNCC_CACHE_DIR=str(tmp_path), RNNCC_PACKED_GEMM="0")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1]"

@@ -126,7 +126,7 @@ def gemm(lowering, a, v, out, node) -> None:
             raise lowering.error(node, "np.dot of an operand with no unit-stride axis")
         if operand.dtype != out.dtype:
             raise lowering.error(node, "np.dot of operands of different dtypes")
-    if _packs(a, v, out):
+    if _packs(lowering, a, v, out):
         _packed(lowering, a, v, out)
         return
     b = lowering.builder
@@ -145,29 +145,43 @@ def gemm(lowering, a, v, out, node) -> None:
                 _call(lowering, _matrix(a, "row"), _matrix(v, "column"), result, m, n, k)
 
 
-def _packs(a, v, out) -> bool:
-    """Whether out = a @ v runs as rnncc's packed GEMM (gemm.py): v a whole read-only
-    parameter (packed once per call), a and out rows with unit stride (or a row vector)."""
-    if v.whole is None or v.ndim != 2 or v.unit not in ("last", "first"):
+def _packs(lowering, a, v, out) -> bool:
+    """Whether out = a @ v runs as rnncc's packed GEMM (gemm.py): a, out and v matrices, a
+    with unit stride along either axis (or a row vector), out's rows unit-stride; v a whole
+    read-only parameter (packed once per call), or any matrix outside the time loop (packed
+    for this product: a weight's gradient over all rows). Inside the loop, a product by a
+    matrix that changes runs on BLAS (its packing would be every step's)."""
+    if not lowering.packed_gemm or v.ndim != 2 or not (v.whole is not None
+                                                        or lowering.depth == 0):
         return False
     if a.ndim == 1:
         return a.unit == "last" and out.ndim == 1
-    return a.unit == "last" and out.ndim == 2 and out.unit == "last"
+    return a.unit in ("last", "first") and out.ndim == 2 and out.unit == "last"
 
 
 def _packed(lowering, a, v, out) -> None:
     b = lowering.builder
     element = out.ptr.type.pointee
+    real_p = element.as_pointer()
     one = ir.Constant(I64, 1)
+    transposed = a.ndim == 2 and a.unit == "first"
     if a.ndim == 1:
         m, k, lda, ldc = one, a.shape[0], a.shape[0], v.shape[1]
     else:
-        (m, k), lda, ldc = a.shape, a.strides[0], out.strides[0]
+        (m, k), ldc = a.shape, out.strides[0]
+        lda = a.strides[1] if transposed else a.strides[0]
     n = v.shape[1]
-    real_p = element.as_pointer()
-    routine = lowering.libc(packed_gemm.symbol("team_gemm", a.dtype), ir.VoidType(),
+    if v.whole is not None:
+        weight, temporary = lowering.packed_weight(v), None
+    else:
+        weight = temporary = lowering.pack(v)
+    routine = lowering.libc(packed_gemm.symbol("team_gemm_t" if transposed else "team_gemm",
+                                               a.dtype), ir.VoidType(),
                             [I64, I64, I64, real_p, I64, real_p, real_p, I64])
-    b.call(routine, [m, n, k, a.ptr, lda, lowering.packed_weight(v), out.ptr, ldc])
+    b.call(routine, [m, n, k, a.ptr, lda, weight, out.ptr, ldc])
+    if temporary is not None:
+        b.call(lowering.libc("free", ir.VoidType(), [I8.as_pointer()]),
+               [b.bitcast(temporary, I8.as_pointer())])
 
 
 def _call(lowering, a: _Matrix, v: _Matrix, out: _Matrix, m, n, k) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import abi, compile_functions, gemm, machine
+from .machine import packed_enabled  # noqa: F401  (the runtime asks it here)
 from .lower import Param
 
 def native_enabled() -> bool:
@@ -20,12 +21,6 @@ def native_enabled() -> bool:
     llvmlite's object loading fails; and where the compiled code could not find its arguments
     in Python's objects, with a warning)."""
     return os.environ.get("RNNCC_NATIVE", "1") != "0" and _objects_readable()
-
-
-def packed_enabled() -> bool:
-    """Whether products by a parameter run on rnncc's packed GEMM (gemm.py; default) or on
-    BLAS's gemm (RNNCC_PACKED_GEMM=0: for comparisons)."""
-    return os.environ.get("RNNCC_PACKED_GEMM", "1") != "0"
 
 
 @lru_cache(maxsize=None)
@@ -62,7 +57,7 @@ def cache_key(source: str, name: str, params: list) -> str:
     argument kinds)."""
     h = hashlib.sha256()
     for part in (compiler_fingerprint(), machine.host(), repr(abi.offsets()), source, name,
-                 repr(params)):
+                 repr(params), f"packed GEMM {packed_enabled()}"):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:24]

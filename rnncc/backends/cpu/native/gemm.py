@@ -34,8 +34,12 @@ FLOATS = {np.dtype(np.float32): ir.FloatType(), np.dtype(np.float64): ir.DoubleT
 SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
 
-# Row blocks of A per chunk (the driver's outer loop): 8 x 12 rows x K = 256 floats is 96 KB.
+# Row blocks of A per chunk (the driver's loop around the panels): 8 x 12 rows x K = 256 floats
+# is 96 KB.
 MC_BLOCKS = 8
+# Depth of K per pass: a panel's block of KC rows is 64 KB (float32, 32 columns), A's rows
+# 12 x KC; a product over all T*B rows (a weight's gradient, K = 6400) keeps both in cache.
+KC = 512
 
 
 class Blocking(NamedTuple):
@@ -118,18 +122,21 @@ class _Loop:
         b.position_at_end(self.end)
 
 
-def _micro(module, dtype, blk: Blocking, rows: int, panels: int) -> ir.Function:
-    """C[rows, panels*NR] = A[rows, K] @ (panels consecutive panels of Bp): the accumulators in
-    registers, stored to C (row stride ldc) at the end."""
+def _micro(module, dtype, blk: Blocking, rows: int, panels: int,
+           transposed: bool) -> ir.Function:
+    """C[rows, panels*NR] (+)= A[rows, K] @ (panels consecutive panels of Bp): the accumulators
+    in registers, from zero or (accumulate != 0) from C, stored to C (row stride ldc) at the
+    end. A's element (i, k) is at a + i*lda + k, or (transposed) a + k*lda + i."""
     real = FLOATS[np.dtype(dtype)]
     vec = ir.VectorType(real, blk.vector)
     name = f"llvm.fma.v{blk.vector}{'f32' if isinstance(real, ir.FloatType) else 'f64'}"
     fma = module.globals.get(name) or ir.Function(module, ir.FunctionType(vec, [vec] * 3), name)
     ptr = real.as_pointer()
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, ptr, I64, ptr, I64, ptr, I64]),
-                     f"micro_{SUFFIX[np.dtype(dtype)]}_{rows}x{panels}")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, ptr, I64, ptr, I64, ptr, I64,
+                                                               I64]),
+                     f"micro_{SUFFIX[np.dtype(dtype)]}_{rows}x{panels}{'t' if transposed else ''}")
     fn.linkage = "internal"
-    k_count, a, lda, bp, panel_stride, c, ldc = fn.args
+    k_count, a, lda, bp, panel_stride, c, ldc, accumulate = fn.args
     for p in (a, bp, c):
         p.add_attribute("noalias")
     entry = fn.append_basic_block("entry")
@@ -137,7 +144,14 @@ def _micro(module, dtype, blk: Blocking, rows: int, panels: int) -> ir.Function:
     done = fn.append_basic_block("done")
     b = ir.IRBuilder(entry)
     zero = ir.Constant(vec, [0.0] * blk.vector)
-    row_ptrs = [b.gep(a, [b.mul(_const(i), lda)]) for i in range(rows)]
+    row_ptrs = [b.gep(a, [b.mul(_const(i), lda)]) for i in range(rows)] if not transposed else []
+    onto = b.icmp_signed("!=", accumulate, _const(0))
+    starts = []
+    for i in range(rows):
+        out = b.gep(c, [b.mul(_const(i), ldc)])
+        starts.append([b.select(onto, b.load(b.bitcast(b.gep(out, [_const(j * blk.vector)]),
+                                                       vec.as_pointer()), align=_align(real)),
+                                zero) for j in range(2 * panels)])
     panel_ptrs = [b.gep(bp, [b.mul(_const(p), panel_stride)]) for p in range(panels)]
     b.cbranch(b.icmp_signed(">", k_count, _const(0)), loop, done)
     b.position_at_end(loop)
@@ -153,8 +167,9 @@ def _micro(module, dtype, blk: Blocking, rows: int, panels: int) -> ir.Function:
             columns.append(b.load(b.bitcast(at, vec.as_pointer()), align=_align(real)))
     splat = ir.Constant(ir.VectorType(I32, blk.vector), [0] * blk.vector)
     sums = []
+    column_of_a = b.gep(a, [b.mul(k, lda)]) if transposed else None
     for i in range(rows):
-        s = b.load(b.gep(row_ptrs[i], [k]))
+        s = b.load(b.gep(column_of_a, [_const(i)]) if transposed else b.gep(row_ptrs[i], [k]))
         v = b.insert_element(ir.Constant(vec, ir.Undefined), s, ir.Constant(I32, 0))
         v = b.shuffle_vector(v, v, splat)
         sums.append([b.call(fma, [v, columns[j], accs[i][j]]) for j in range(2 * panels)])
@@ -162,7 +177,7 @@ def _micro(module, dtype, blk: Blocking, rows: int, panels: int) -> ir.Function:
     k.add_incoming(k_next, loop)
     for i in range(rows):
         for j in range(2 * panels):
-            accs[i][j].add_incoming(zero, entry)
+            accs[i][j].add_incoming(starts[i][j], entry)
             accs[i][j].add_incoming(sums[i][j], loop)
     b.cbranch(b.icmp_signed("<", k_next, k_count), loop, done)
     b.position_at_end(done)
@@ -171,7 +186,7 @@ def _micro(module, dtype, blk: Blocking, rows: int, panels: int) -> ir.Function:
         row = []
         for j in range(2 * panels):
             phi = b.phi(vec)
-            phi.add_incoming(zero, entry)
+            phi.add_incoming(starts[i][j], entry)
             phi.add_incoming(sums[i][j], loop)
             row.append(phi)
         finals.append(row)
@@ -190,6 +205,9 @@ def _align(real) -> int:
 
 def _copy_tile(module, dtype) -> ir.Function:
     """dst[i, j] = tmp[i, j] for rows x cols (the columns of a last panel that C has)."""
+    existing = module.globals.get(f"copy_tile_{SUFFIX[np.dtype(dtype)]}")
+    if existing is not None:
+        return existing
     real = FLOATS[np.dtype(dtype)]
     ptr = real.as_pointer()
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64, ptr, I64, ptr, I64]),
@@ -207,18 +225,20 @@ def _copy_tile(module, dtype) -> ir.Function:
     return fn
 
 
-def _driver(module, dtype, blk: Blocking) -> ir.Function:
+def _driver(module, dtype, blk: Blocking, transposed: bool) -> ir.Function:
     """packed_gemm(M, N, K, A, lda, Bp, C, ldc, p0, p1): C[:, panels p0 .. p1-1] = A @ W for
-    A [M, K] (rows lda apart), W [K, N] packed in Bp, C [M, N] (rows ldc apart). Panels in the
-    outer loop, so that one panel is read from cache by every row block; a panel that runs past
-    N is computed into a tile on the stack and its columns copied."""
+    A [M, K] (element (i, k) at A + i*lda + k; packed_gemm_t: A + k*lda + i, a transposed
+    operand), W [K, N] packed in Bp, C [M, N] (rows ldc apart). K in blocks of KC (the
+    accumulators start from C after the first), rows in chunks, panels inside them, so that a
+    panel's block is read from cache by every row block of a chunk; a panel that runs past N
+    is computed into a tile on the stack and its columns copied."""
     real = FLOATS[np.dtype(dtype)]
     ptr = real.as_pointer()
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64, I64, ptr, I64, ptr, ptr,
                                                                I64, I64, I64]),
-                     symbol("packed_gemm", dtype))
+                     symbol("packed_gemm_t" if transposed else "packed_gemm", dtype))
     m, n, k, a, lda, bp, c, ldc, p0, p1 = fn.args
-    micros = {(r, q): _micro(module, dtype, blk, r, q)
+    micros = {(r, q): _micro(module, dtype, blk, r, q, transposed)
               for r in range(1, blk.mr + 1) for q in range(1, blk.panels_at(r) + 1)}
     copy = _copy_tile(module, dtype)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -227,20 +247,34 @@ def _driver(module, dtype, blk: Blocking) -> ir.Function:
     panel_stride = b.mul(k, nr)
     full = b.sub(m, b.srem(m, _const(blk.mr)))
 
-    def product(micro, rows, panels, p, a_rows, c_rows):
-        """One micro-kernel call at panel p, into C where its panels fit, else via tmp."""
+    def a_at(i, k0):   # A's element (i, k0)
+        return b.gep(a, [b.add(i, b.mul(k0, lda)) if transposed else b.add(b.mul(i, lda), k0)])
+
+    def product(micro, rows, panels, p, i, k0, depth, onto):
+        """One micro-kernel call: rows i.., panels p.., K from k0 for depth; into C where its
+        panels fit, else via tmp (filled from C first where it accumulates)."""
         width = _const(panels * blk.nr)
-        b_at = b.gep(bp, [b.mul(p, panel_stride)])
+        b_at = b.gep(bp, [b.add(b.mul(p, panel_stride), b.mul(k0, nr))])
+        c_at = b.gep(c, [b.add(b.mul(i, ldc), b.mul(p, nr))])
         fits = b.icmp_signed("<=", b.mul(b.add(p, _const(panels)), nr), n)
         with b.if_else(fits) as (inside, past):
             with inside:
-                b.call(micro, [k, a_rows, lda, b_at, panel_stride,
-                               b.gep(c_rows, [b.mul(p, nr)]), ldc])
+                b.call(micro, [depth, a_at(i, k0), lda, b_at, panel_stride, c_at, ldc, onto])
             with past:
-                b.call(micro, [k, a_rows, lda, b_at, panel_stride, tmp, width])
-                b.call(copy, [rows, b.sub(n, b.mul(p, nr)), tmp, width,
-                              b.gep(c_rows, [b.mul(p, nr)]), ldc])
+                cols = b.sub(n, b.mul(p, nr))
+                with b.if_then(b.icmp_signed("!=", onto, _const(0))):
+                    b.call(copy, [rows, cols, c_at, ldc, tmp, width])
+                b.call(micro, [depth, a_at(i, k0), lda, b_at, panel_stride, tmp, width, onto])
+                b.call(copy, [rows, cols, tmp, width, c_at, ldc])
 
+    # at least one pass over K, so that K = 0 still writes C (zeros)
+    blocks = b.sdiv(b.add(k, _const(KC - 1)), _const(KC))
+    blocks = b.select(b.icmp_signed("<", blocks, _const(1)), _const(1), blocks)
+    kblock = _Loop(b, _const(0), blocks, name="kb")
+    k0 = b.mul(kblock.i, _const(KC))
+    depth = b.sub(k, k0)
+    depth = b.select(b.icmp_signed("<", depth, _const(KC)), depth, _const(KC))
+    onto = b.zext(b.icmp_signed(">", kblock.i, _const(0)), I64)
     # rows in chunks of MC_BLOCKS row blocks, so that a chunk of A stays in cache while every
     # panel passes over it (unchunked, M = 640 ran slower on two threads than on one)
     chunk_rows = blk.mr * MC_BLOCKS
@@ -249,14 +283,12 @@ def _driver(module, dtype, blk: Blocking) -> ir.Function:
     chunk_end = b.select(b.icmp_signed("<", chunk_end, full), chunk_end, full)
     panel = _Loop(b, p0, p1, name="p")
     row = _Loop(b, chunk.i, chunk_end, step=blk.mr, name="row")
-    product(micros[(blk.mr, 1)], _const(blk.mr), 1, panel.i,
-            b.gep(a, [b.mul(row.i, lda)]), b.gep(c, [b.mul(row.i, ldc)]))
+    product(micros[(blk.mr, 1)], _const(blk.mr), 1, panel.i, row.i, k0, depth, onto)
     row.close()
     panel.close()
     chunk.close()
 
     rest = b.sub(m, full)
-    a_rest, c_rest = b.gep(a, [b.mul(full, lda)]), b.gep(c, [b.mul(full, ldc)])
     after = b.append_basic_block("after")
     switch = b.switch(rest, after)
     for r in range(1, blk.mr):
@@ -273,12 +305,13 @@ def _driver(module, dtype, blk: Blocking) -> ir.Function:
             block = b.append_basic_block(f"rows{r}x{q}")
             inner.add_case(_const(q), block)
             b.position_at_end(block)
-            product(micros[(r, q)], _const(r), q, loop.i, a_rest, c_rest)
+            product(micros[(r, q)], _const(r), q, loop.i, full, k0, depth, onto)
             b.branch(inner_end)
         b.position_at_end(inner_end)
         loop.close()
         b.branch(after)
     b.position_at_end(after)
+    kblock.close()
     b.ret_void()
     return fn
 
@@ -327,6 +360,7 @@ TEAM_MIN_WORK = 1 << 18
 # two threads; a hand-off costs about a microsecond).
 TEAM_MIN_ROWS = 4
 ROWS = 2   # the job code of a loop's rows (0 and 1: a product in float32, float64)
+TRANSPOSED = 4   # added to a product's code where its A comes transposed
 # Cycles (of the CPU's counter) a member spins between jobs before it sleeps: tens of
 # microseconds, longer than a step's kernels at B = 64 take, so that it wakes without a
 # system call inside a time loop.
@@ -358,8 +392,11 @@ def _team_ir(module, blocks: dict) -> None:
         futex_number = 202 if module.triple.startswith("x86_64") else 98   # SYS_futex
         futex = ir.Function(module, ir.FunctionType(I64, [I64], var_arg=True), "syscall")
 
-    drivers = {dtype: module.globals[symbol("packed_gemm", dtype)] for dtype in FLOATS}
-    dtypes = list(FLOATS)
+    # a product's job code: its float type (0, 1) + TRANSPOSED where A comes transposed
+    kinds = [(d + (TRANSPOSED if t else 0), dtype, t)
+             for t in (False, True) for d, dtype in enumerate(FLOATS)]
+    drivers = {(dtype, t): module.globals[symbol("packed_gemm_t" if t else "packed_gemm",
+                                                 dtype)] for _, dtype, t in kinds}
 
     # share(index, size, dtype code, M, N, K, A, lda, Bp, C, ldc): member `index`'s part of a
     # product: a range of panels where there are enough for every member, else of rows
@@ -374,9 +411,10 @@ def _team_ir(module, blocks: dict) -> None:
     b.call(b.inttoptr(m, rows_fn_type.as_pointer()), [b.inttoptr(n, I8P), index, size])
     b.ret_void()
     b.position_at_end(other)
-    for d, dtype in enumerate(dtypes):
+    for d, dtype, transposed in kinds:
         blk = blocks[dtype]
         real_p = FLOATS[dtype].as_pointer()
+        driver = drivers[(dtype, transposed)]
         this, other = share.append_basic_block(f"t{d}"), share.append_basic_block(f"n{d}")
         b.cbranch(b.icmp_signed("==", code, _const(d)), this, other)
         b.position_at_end(this)
@@ -388,7 +426,7 @@ def _team_ir(module, blocks: dict) -> None:
         b.position_at_end(by_panels)
         p0 = b.sdiv(b.mul(panels, index), size)
         p1 = b.sdiv(b.mul(panels, b.add(index, _const(1))), size)
-        b.call(drivers[dtype], [m, n, k, ap, lda, bpp, cp, ldc, p0, p1])
+        b.call(driver, [m, n, k, ap, lda, bpp, cp, ldc, p0, p1])
         b.ret_void()
         b.position_at_end(by_rows)
         mr = _const(blk.mr)
@@ -398,8 +436,9 @@ def _team_ir(module, blocks: dict) -> None:
         r1 = b.select(b.icmp_signed("<", r1, m), r1, m)
         rows = b.sub(r1, r0)
         with b.if_then(b.icmp_signed(">", rows, _const(0))):
-            b.call(drivers[dtype], [rows, n, k, b.gep(ap, [b.mul(r0, lda)]), lda, bpp,
-                                    b.gep(cp, [b.mul(r0, ldc)]), ldc, _const(0), panels])
+            a_rows = b.gep(ap, [r0 if transposed else b.mul(r0, lda)])
+            b.call(driver, [rows, n, k, a_rows, lda, bpp, b.gep(cp, [b.mul(r0, ldc)]), ldc,
+                            _const(0), panels])
         b.ret_void()
         b.position_at_end(other)
     b.ret_void()
@@ -487,11 +526,11 @@ def _team_ir(module, blocks: dict) -> None:
     b.ret_void()
 
     # the product compiled cells call: shared out where the caller owns the team
-    for d, dtype in enumerate(dtypes):
+    for d, dtype, transposed in kinds:
         real_p = FLOATS[dtype].as_pointer()
         fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64, I64, real_p, I64,
                                                                    real_p, real_p, I64]),
-                         symbol("team_gemm", dtype))
+                         symbol("team_gemm_t" if transposed else "team_gemm", dtype))
         m, n, k, a, lda, bp, c, ldc = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         alone, shared = fn.append_basic_block("alone"), fn.append_basic_block("shared")
@@ -503,7 +542,7 @@ def _team_ir(module, blocks: dict) -> None:
         b.position_at_end(alone)
         blk = blocks[dtype]
         panels = b.sdiv(b.add(n, _const(blk.nr - 1)), _const(blk.nr))
-        b.call(drivers[dtype], [m, n, k, a, lda, bp, c, ldc, _const(0), panels])
+        b.call(drivers[(dtype, transposed)], [m, n, k, a, lda, bp, c, ldc, _const(0), panels])
         b.ret_void()
         b.position_at_end(shared)
         job = [_const(d), m, n, k, b.ptrtoint(a, I64), lda, b.ptrtoint(bp, I64),
@@ -558,11 +597,13 @@ def library_ir(triple: str, data_layout: str, features: str) -> str:
     blocks = {}
     for dtype in FLOATS:
         blocks[dtype] = blocking(dtype, features)
-        _driver(module, dtype, blocks[dtype])
+        _driver(module, dtype, blocks[dtype], transposed=False)
+        _driver(module, dtype, blocks[dtype], transposed=True)
         _pack_function(module, dtype, blocks[dtype])
     _team_ir(module, blocks)
     return str(module)
 
 
-EXPORTED = [*(symbol(r, d) for d in FLOATS for r in ("packed_gemm", "team_gemm", "pack")),
+EXPORTED = [*(symbol(r, d) for d in FLOATS for r in ("packed_gemm", "packed_gemm_t", "team_gemm",
+                                                     "team_gemm_t", "pack")),
             "rnncc_team_begin", "rnncc_team_end", "rnncc_team_work", "rnncc_team_rows"]

@@ -187,6 +187,8 @@ class Lowering:
                 self.locals[name] = Scalar(p.kind, value)
                 k += 1
         self.packed: dict = {}   # (parameter, unit) -> the slot of its packed copy (gemm.py)
+        self.depth = 0           # loops around the statement being lowered
+        self.packed_gemm = machine.packed_enabled()
         self.statements(fn.body)
         free = self.libc("free", ir.VoidType(), [I8.as_pointer()])
         for slot in self.packed.values():
@@ -252,7 +254,9 @@ class Lowering:
         b.cbranch(b.icmp_signed("<", i, stop), body_block, end_block)
         b.position_at_end(body_block)
         b.store(i, slot)
+        self.depth += 1
         self.statements(node.body)
+        self.depth -= 1
         b.store(b.add(b.load(counter), ir.Constant(I64, 1), flags=["nsw"]), counter)
         b.branch(cond_block)
         b.position_at_end(end_block)
@@ -501,22 +505,29 @@ class Lowering:
             self.allocas.store(ir.Constant(element.as_pointer(), None), slot)
             self.packed[key] = slot
         slot = self.packed[key]
-        k, n = w.shape
         with b.if_then(b.icmp_unsigned("==", b.load(slot),
                                        ir.Constant(element.as_pointer(), None))):
-            nr = machine.blocking(w.dtype).nr
-            panels = b.sdiv(b.add(n, ir.Constant(I64, nr - 1)), ir.Constant(I64, nr))
-            size = b.mul(b.mul(panels, ir.Constant(I64, nr * w.dtype.itemsize)), k)
-            size = b.add(size, ir.Constant(I64, 64))   # (a multiple of the alignment, not 0)
-            size = b.and_(size, ir.Constant(I64, -64))
-            raw = b.call(self.libc("aligned_alloc", I8.as_pointer(), [I64, I64]),
-                         [ir.Constant(I64, 64), size])
-            packed = b.bitcast(raw, element.as_pointer())
-            pack = self.libc(gemm.symbol("pack", w.dtype), ir.VoidType(),
-                             [I64, I64, element.as_pointer(), I64, I64, element.as_pointer()])
-            b.call(pack, [k, n, w.ptr, w.strides[0], w.strides[1], packed])
-            b.store(packed, slot)
+            b.store(self.pack(w), slot)
         return b.load(slot)
+
+    def pack(self, w: Array):
+        """A [K, N] view packed into gemm.py's panels, in a buffer of its own (malloc'd: the
+        caller frees it)."""
+        b = self.builder
+        element = FLOATS[w.dtype]
+        k, n = w.shape
+        nr = machine.blocking(w.dtype).nr
+        panels = b.sdiv(b.add(n, ir.Constant(I64, nr - 1)), ir.Constant(I64, nr))
+        size = b.mul(b.mul(panels, ir.Constant(I64, nr * w.dtype.itemsize)), k)
+        size = b.add(size, ir.Constant(I64, 64))   # (a multiple of the alignment, not 0)
+        size = b.and_(size, ir.Constant(I64, -64))
+        raw = b.call(self.libc("aligned_alloc", I8.as_pointer(), [I64, I64]),
+                     [ir.Constant(I64, 64), size])
+        packed = b.bitcast(raw, element.as_pointer())
+        pack = self.libc(gemm.symbol("pack", w.dtype), ir.VoidType(),
+                         [I64, I64, element.as_pointer(), I64, I64, element.as_pointer()])
+        b.call(pack, [k, n, w.ptr, w.strides[0], w.strides[1], packed])
+        return packed
 
     def libc(self, name: str, returns, arguments):
         existing = self.module.globals.get(name)
