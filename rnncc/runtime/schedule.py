@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Callable, Hashable
@@ -45,7 +46,12 @@ _concurrent: bool | None = None
 def concurrent_kernels() -> bool:
     """May generated functions run on several Python threads at once? Numba's OpenMP and TBB
     threading layers allow it; its fallback, workqueue, aborts the process when two threads
-    launch parallel loops at once, so without OpenMP or TBB rnncc runs one task at a time."""
+    launch parallel loops at once, so without OpenMP or TBB rnncc runs one task at a time.
+    rnncc's own compiled functions (native/, which run parallel loops on its team instead)
+    always may: Numba is not even imported."""
+    from ..backends.cpu.native.function import native_enabled
+    if native_enabled():
+        return True
     global _concurrent
     if _concurrent is None:
         import numba
@@ -96,8 +102,9 @@ def run(tasks: dict[Hashable, Task], workers: int) -> None:
         return min(keys, key=lambda k: pending[k].priority) if keys else None
 
     def worker():
-        import numba   # (loaded already: concurrent_kernels asked it)
-        numba.set_num_threads(threads)  # per thread in Numba
+        numba = sys.modules.get("numba")   # (a Numba function's threads: per thread in Numba)
+        if numba is not None and hasattr(numba, "set_num_threads"):
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         while True:
             with lock:
                 while True:

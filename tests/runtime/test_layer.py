@@ -248,7 +248,9 @@ def test_schedule_runs_tasks_after_their_dependencies_and_raises_their_errors(mo
     schedule.run(tasks, workers=1)
     assert order == ["a", "b", "c", "d"]
     order.clear()
+    assert schedule.concurrent_kernels()   # rnncc's compiled functions: always
     with monkeypatch.context() as m:  # Numba's workqueue layer: one task at a time, in order
+        m.setenv("RNNCC_NATIVE", "0")   # (only Numba's functions care)
         m.setattr(schedule, "_concurrent", False)
         schedule.run(tasks, workers=2)
         assert order == ["a", "b", "c", "d"]

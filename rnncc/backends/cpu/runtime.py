@@ -443,6 +443,8 @@ class Compiled:
         a call running `schedule` (None: the plan's preferred one)."""
         if self.plans[direction].schedule(schedule) == LANES:
             return lanes_of(self.plans[direction], T, B, sizes, available)
+        if self._native_team():   # its kernels go to the team (_team_threads), not Numba's
+            return 0, 1
         return 0, kernel_threads(B, sizes, available, self._kernel_share(direction, sizes))
 
     def _compile_ahead(self, direction: str, T: int, B: int, sizes: dict, available: int,
