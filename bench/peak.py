@@ -27,32 +27,38 @@ ITERATIONS = 4_000_000
 
 
 def _probe_function(dtype):
-    """A native function fma(n, out): n iterations of one FMA into each accumulator."""
+    """A native function fma(n, out): n iterations of one FMA into each accumulator (llvmlite
+    alone: the probe does not depend on rnncc's compiler)."""
+    import llvmlite.binding as llvm
     from llvmlite import ir
-
-    from rnncc.backends.cpu.native import machine
-    blk = machine.blocking(dtype)
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    features = llvm.get_host_cpu_features().flatten()
+    flags = set(features.split(","))
+    vector_bytes, registers = (64, 24) if "+avx512f" in flags else \
+        (32, 12) if "+avx" in flags else (16, 12)
+    lanes = vector_bytes // np.dtype(dtype).itemsize
     real = ir.FloatType() if np.dtype(dtype) == np.float32 else ir.DoubleType()
-    vec = ir.VectorType(real, blk.vector)
+    vec = ir.VectorType(real, lanes)
     i64 = ir.IntType(64)
     module = ir.Module(name="peak")
-    module.triple, module.data_layout = machine.triple_and_layout()
+    module.triple = llvm.get_process_triple()
     suffix = "f32" if np.dtype(dtype) == np.float32 else "f64"
-    fma = ir.Function(module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{blk.vector}{suffix}")
+    fma = ir.Function(module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{lanes}{suffix}")
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [i64, real.as_pointer()]),
-                     f"rnncc_peak_{suffix}")
+                     f"peak_{suffix}")
     entry, loop, done = (fn.append_basic_block(n) for n in ("entry", "loop", "done"))
     b = ir.IRBuilder(entry)
     b.branch(loop)
     b.position_at_end(loop)
     i = b.phi(i64)
     i.add_incoming(ir.Constant(i64, 0), entry)
-    accs = [b.phi(vec) for _ in range(blk.registers)]
-    scale = ir.Constant(vec, [1.0 + 2.0 ** -20] * blk.vector)
-    step = ir.Constant(vec, [2.0 ** -30] * blk.vector)
+    accs = [b.phi(vec) for _ in range(registers)]
+    scale = ir.Constant(vec, [1.0 + 2.0 ** -20] * lanes)
+    step = ir.Constant(vec, [2.0 ** -30] * lanes)
     new = [b.call(fma, [a, scale, step]) for a in accs]
     for a, n in zip(accs, new):
-        a.add_incoming(ir.Constant(vec, [0.0] * blk.vector), entry)
+        a.add_incoming(ir.Constant(vec, [0.0] * lanes), entry)
         a.add_incoming(n, loop)
     i1 = b.add(i, ir.Constant(i64, 1))
     i.add_incoming(i1, loop)
@@ -63,10 +69,18 @@ def _probe_function(dtype):
         total = b.fadd(total, n)
     b.store(b.extract_element(total, ir.Constant(ir.IntType(32), 0)), fn.args[1])
     b.ret_void()
-    found = machine.load_library(machine.object_code(machine.optimize(str(module), unroll=False)),
-                                 [fn.name])
-    return (ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)(found[fn.name]),
-            2 * blk.registers * blk.vector)
+    target = llvm.Target.from_triple(module.triple)
+    machine = target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=features,
+                                           opt=2, jit=True)
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(str(module)), machine)
+    engine.finalize_object()
+    _engines.append(engine)   # (its code lives as long as the engine)
+    address = engine.get_function_address(fn.name)
+    return (ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)(address),
+            2 * registers * lanes)
+
+
+_engines: list = []
 
 
 def fma_probe(threads: int, dtype=np.float32, iterations: int = ITERATIONS):

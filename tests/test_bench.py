@@ -64,7 +64,7 @@ def test_fma_probe_counts_its_flops():
     for dtype in (np.float32, np.float64):
         run = peak.fma_probe(2, dtype, iterations=1000)
         run()
-        blk = machine.blocking(dtype)
+        blk = machine.blocking(dtype)   # (the same registers rnncc's GEMM blocks for)
         assert run.facts["flops"] == 2 * 1000 * blk.registers * 2 * blk.vector
 
 
@@ -282,3 +282,13 @@ def test_plan_bytes_counts_each_operand_once_per_row():
     rows = T * B
     expected = (rows * I + H * I + rows * H) + (rows * H + rows * H + rows * H) + 2 * rows * H
     assert bench.plan_bytes(plan, {"I": I, "H": H}, T, B, 4) == 4 * expected
+
+
+def test_gemm_benchmark_runs(capsys, monkeypatch):
+    bench = script("gemm")
+    monkeypatch.setattr(bench, "SHAPES", [("step", "tiny", 3, 5, 40, False),
+                                          ("gradient", "tiny", 40, 7, 9, True)])
+    assert bench.main(["--threads", "2", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("FMA peak:") and out[1].startswith("| product |")
+    assert [line.split("|")[1].strip() for line in out[3:]] == ["step", "gradient"]

@@ -1,0 +1,116 @@
+"""rnncc's packed GEMM (rnncc/backends/cpu/native/gemm.py) against numpy's BLAS, at the products
+a recurrent layer runs, in GF/s and as a share of the machine's FMA peak (bench/peak.py).
+
+    step      a step's product h @ U^T: [B, H] x [H, 4H], the weight packed once (not timed)
+    input     the input product over all rows: [T*B, I] x [I, 4H]
+    gradient  a weight's gradient: dgates^T @ h, [4H, T*B] x [T*B, H] (A a transposed view;
+              rnncc packs h for the product: timed)
+
+Each contender on `--threads` threads (rnncc: its team, team.py; numpy: its BLAS, limited by
+threadpoolctl), in this one process, rounds interleaved, medians of calls in a Python loop (a
+call costs about a microsecond more than its work: the batch-1 rows show it).
+
+    python bench/gemm.py [--threads 2] [--rounds 7] [--write]
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import harness  # noqa: E402
+from peak import fma_probe  # noqa: E402
+
+L, P = ctypes.c_int64, ctypes.c_void_p
+SHAPES = [("step", "lstm, B=64, H=256", 64, 256, 1024, False),
+          ("step", "lstm, B=1, H=128", 1, 128, 512, False),
+          ("input", "lstm, T*B=6400, I=H=256", 6400, 256, 1024, False),
+          ("gradient", "lstm, 4H=1024, T*B=6400, H=256", 1024, 6400, 256, True)]
+
+
+def contenders(m, k, n, transposed, threads):
+    """{name: a call computing the product} for rnncc and numpy, on the same arrays."""
+    from threadpoolctl import threadpool_limits
+
+    from rnncc.backends.cpu import team
+    from rnncc.backends.cpu.native import gemm, machine
+    from rnncc.backends.cpu.native.function import library
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((k, m) if transposed else (m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    c = np.empty((m, n), np.float32)
+    found = library()
+    run = ctypes.CFUNCTYPE(None, L, L, L, P, L, P, P, L)(
+        found[gemm.symbol("team_gemm_t" if transposed else "team_gemm", np.float32)])
+    pack = ctypes.CFUNCTYPE(None, L, L, P, L, L, P)(found[gemm.symbol("pack", np.float32)])
+    blk = machine.blocking(np.float32)
+    bp = np.empty(gemm.packed_size(blk, k, n), np.float32)
+    lda = m if transposed else k
+
+    def rnncc_product():
+        if transposed:   # a per-call operand: packed for the product, as the compiled code does
+            pack(k, n, w.ctypes.data, n, 1, bp.ctypes.data)
+        run(m, n, k, a.ctypes.data, lda, bp.ctypes.data, c.ctypes.data, n)
+
+    pack(k, n, w.ctypes.data, n, 1, bp.ctypes.data)
+    operand = a.T if transposed else a
+    limits = threadpool_limits(limits=threads, user_api="blas")
+    return {"rnncc": lambda: team.run(rnncc_product, threads),
+            "numpy": lambda: np.dot(operand, w, out=c)}, limits
+
+
+def timed(fn, reps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - start) / reps
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args(argv)
+    probe = fma_probe(args.threads)
+    probe()
+    peak = probe.facts["flops"] / min(timed(probe, 1) for _ in range(5))
+    header = ("| product | shape | M, K, N | rnncc GF/s | numpy GF/s | rnncc/numpy time | "
+              "rnncc % of peak |")
+    rows = []
+    print(f"FMA peak: {peak / 1e9:.0f} GF/s on {args.threads} threads")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for kind, what, m, k, n, transposed in SHAPES:
+        fns, limits = contenders(m, k, n, transposed, args.threads)
+        flops = 2 * m * k * n
+        reps = max(1, min(200, int(2e8 // flops)))
+        times = {name: [] for name in fns}
+        with limits:
+            for fn in fns.values():
+                fn()
+            for _ in range(args.rounds):
+                for name, fn in fns.items():
+                    times[name].append(timed(fn, reps))
+        med = {name: statistics.median(v) for name, v in times.items()}
+        row = (f"| {kind} | {what} | {m}, {k}, {n} | {flops / med['rnncc'] / 1e9:.0f} | "
+               f"{flops / med['numpy'] / 1e9:.0f} | {med['rnncc'] / med['numpy']:.2f} | "
+               f"{100 * flops / med['rnncc'] / peak:.0f} |")
+        print(row, flush=True)
+        rows.append(row)
+    if args.write:
+        harness.record(Path(__file__).name, argv, header, rows,
+                       f"{harness.cpu_model()}, float32, {args.threads} threads, FMA peak "
+                       f"{peak / 1e9:.0f} GF/s (bench/peak.py)",
+                       f"medians of {args.rounds} interleaved rounds, in one process")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
