@@ -63,6 +63,15 @@ class SubLayer:
         """Can a forward call run in pieces of time (ForwardRun)?"""
         return self._compiled is not None
 
+    def takes_the_cores(self, T: int, B: int) -> bool:
+        """Whether a whole-sequence call of this unit runs on a team of all the cores (cpu:
+        its products and kernels shared out), so that nothing is gained by running other
+        units beside it."""
+        from ..backends.cpu.threads import available
+        if self._compiled is None or not hasattr(self._compiled, "_team_threads"):
+            return False
+        return self._compiled._team_threads("forward", T, B, self.sizes, available()) > 1
+
     def _pack(self, params: dict) -> dict:
         """Stack each packed matrix once and make its parameters views of it."""
         self._packed, views = {}, {}

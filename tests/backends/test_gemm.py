@@ -3,6 +3,7 @@ panels, both float types, strided weights, and products shared over a team (team
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 
 import numpy as np
@@ -176,3 +177,19 @@ def test_the_library_built_for_an_avx2_cpu_computes_the_same_products(dtype):
             assert np.allclose(c, want, rtol=0, atol=tolerance(dtype, k) * 4), (m, n)
     assembly = tm.emit_assembly(machine.optimize(text, unroll=False, machine=tm))
     assert "zmm" not in assembly and "ymm" in assembly
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX's")
+def test_a_forked_child_starts_a_team_of_its_own():
+    """A child forked after the parent ran a team (a DataLoader's workers, multiprocessing's
+    fork) has none of its threads: its own team call starts new ones instead of handing jobs to
+    threads that do not exist (it would wait forever)."""
+    import multiprocessing
+    rng = np.random.default_rng(6)
+    a, w = (rng.standard_normal(s).astype(np.float32) for s in ((96, 128), (128, 512)))
+    want = a.astype(np.float64) @ w.astype(np.float64)
+    assert np.allclose(product(a, w, 2), want, atol=1e-3)   # the parent's team
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        got = pool.apply_async(product, (a, w, 2)).get(timeout=60)
+    assert np.allclose(got, want, atol=1e-3)

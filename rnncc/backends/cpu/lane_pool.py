@@ -8,12 +8,23 @@ runs the first share itself.
 """
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _size = 0
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of the pool's threads: start a new pool when it needs one."""
+    global _lock, _pool, _size
+    _lock, _pool, _size = threading.Lock(), None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _workers(count: int) -> ThreadPoolExecutor:

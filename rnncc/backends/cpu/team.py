@@ -1,21 +1,33 @@
-"""A call of a compiled function with its products shared over threads (native/gemm.py's team).
+"""A call of a compiled function on a team of threads (native/gemm.py's protocol).
 
-The calling thread owns the team for the call; threads of rnncc's own spin in
-the team's `work` until the call ends, and compute their share of every product the call makes
-with a packed weight. Kernels stay on the calling thread. One team per process: a call made
-while another thread's call holds it runs its products alone.
+The calling thread owns the team for the call; threads of rnncc's own run the team's `work`
+until the call ends: they compute their share of every large product the call makes on rnncc's
+GEMM, and of every parallel loop over a step's rows (lower.py outlines each into a function of
+a row range). Between jobs they spin a while, then sleep. One team per process: a call made while
+another thread's call holds it runs alone.
 """
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
-from functools import lru_cache
-
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 
 _held = threading.Lock()   # one team: also guards _pool
 _pool: ThreadPoolExecutor | None = None
 _size = 0
+
+
+def _forget_after_fork() -> None:
+    """In a forked child the pool's threads do not exist (only the forking thread does): a
+    job handed to them would never run, and the owner would wait for it forever."""
+    global _held, _pool, _size
+    _held, _pool, _size = threading.Lock(), None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _members(count: int) -> ThreadPoolExecutor:

@@ -9,7 +9,14 @@ each step's product runs a register-blocked micro-kernel over it (`packed_gemm`)
 times one panel, MR x NR accumulators in vector registers, one FMA per register per k, with A's
 elements broadcast from memory. Where A has fewer rows than MR (B = 1: a matrix-vector product)
 the kernel takes several panels at once instead, so that there are still enough independent
-accumulators to hide the FMA's latency.
+accumulators to hide the FMA's latency. The same kernels serve the products outside the time
+loop by a matrix that is not a parameter (`packed_gemm_t`: A a transposed view, as in a
+weight's gradient dgates^T @ h over all T*B rows; that operand packed for the product), with
+K in blocks of KC and rows in chunks so that both operands stay in cache.
+
+A product can be shared over a team of threads (the second half of this module, team.py): the
+thread that runs a cell's function owns the team for the call and hands each large product, and
+each parallel loop over a step's rows (lower.py outlines them), to every member.
 
 The shape of the kernel follows the machine (`Blocking`): 64-byte vectors and MR = 12 where the
 CPU has AVX-512's 32 vector registers (24 accumulators, two B vectors, a broadcast), 32-byte
@@ -72,7 +79,7 @@ def blocking(dtype, features: str) -> Blocking:
 
 
 def symbol(routine: str, dtype) -> str:
-    """The name a compiled cell calls `routine` ("pack", "packed_gemm") by."""
+    """The name a compiled cell calls `routine` ("pack", "team_gemm", "team_gemm_t", ...) by."""
     return f"rnncc_{routine}_{SUFFIX[np.dtype(dtype)]}"
 
 
@@ -344,12 +351,13 @@ def _pack_function(module, dtype, blk: Blocking) -> ir.Function:
     return fn
 
 
-# -- the team: a call's product split over threads ---------------------------------------------
+# -- the team: a call's products and parallel loops split over threads -------------------------
 # The team is one record (TEAM_FIELDS int64s, its counters on cache lines of their own) that the
 # thread running a cell's function owns for the call (team.py: `begin` on that thread, the
-# other members running `work` on threads of rnncc's own until `end`). A product of the owner's
-# is shared out: the owner writes the job, bumps `generation`, computes its share and waits for
-# `done`; the others spin on `generation`. Any other thread's products run alone, so a second
+# other members running `work` on threads of rnncc's own until `end`). A product or a loop's
+# rows of the owner's are shared out: the owner writes the job, bumps `generation` (waking the
+# members that sleep), computes its share and waits for `done`; the others spin on
+# `generation`, then sleep on it. Any other thread's products and loops run alone, so a second
 # call at the same time (another thread's) is unaffected.
 GENERATION, DONE, OWNER, SIZE, STOP, BASE, SLEEPERS, JOB = 0, 8, 16, 17, 18, 19, 20, 24
 TEAM_FIELDS = 40

@@ -190,6 +190,11 @@ class Lowering:
         self.depth = 0           # loops around the statement being lowered
         self.packed_gemm = machine.packed_enabled()
         self.statements(fn.body)
+        self.finish(start)
+
+    def finish(self, start) -> None:
+        """The end of the function being lowered: its packed weights freed, its return, and
+        its stack slots' block joined to its code (`start`)."""
         free = self.libc("free", ir.VoidType(), [I8.as_pointer()])
         for slot in self.packed.values():
             self.builder.call(free, [self.builder.bitcast(self.builder.load(slot),
@@ -362,12 +367,7 @@ class Lowering:
             args=[_Value(first), _Value(last)], keywords=[]), body=node.body, orelse=[])
         ast.copy_location(loop, node)
         self.for_loop(loop)
-        free = self.libc("free", ir.VoidType(), [I8.as_pointer()])
-        for slot in self.packed.values():
-            self.builder.call(free, [self.builder.bitcast(self.builder.load(slot),
-                                                          I8.as_pointer())])
-        self.builder.ret_void()
-        self.allocas.branch(start)
+        self.finish(start)
         (self.fn, self.builder, self.allocas, self.locals, self.slots, self.kinds,
          self.packed) = saved
 
