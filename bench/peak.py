@@ -102,25 +102,15 @@ def fma_probe(threads: int, dtype=np.float32, iterations: int = ITERATIONS):
 def product_flops(layer, T: int, B: int, backward: bool) -> int:
     """The FLOPs of an rnncc layer's matrix products in one call (forward in eval mode, or a
     training forward and its backward), from its Plans at these sizes."""
-    from rnncc.ops.base import dim_size
+    from rnncc.backends.cpu.runtime import products
     sizes = {"I": layer.input_size, "H": layer.hidden_size}
     total = 0
     for layers in layer._units:
         for unit in layers:
             plans = unit._compiled.plans
             for direction in (("forward", "backward") if backward else ("infer",)):
-                for phase, steps in plans[direction].phases.items():
-                    rows, times = (B, T) if phase == "per_step" else (T * B, 1)
-                    for step in steps:
-                        if step.kind != "gemm":
-                            continue
-                        (m, k), (_, n) = step.shape
-                        m = rows if step.op != "outer_sum" else dim_size(m, sizes)
-                        if step.op == "outer_sum":   # [M, rows] x [rows, N]
-                            work = dim_size(m, sizes) * rows * dim_size(n, sizes)
-                        else:
-                            work = rows * dim_size(k, sizes) * dim_size(n, sizes)
-                        total += 2 * work * times
+                total += sum(2 * work * times
+                             for _, _, work, times in products(plans[direction], T, B, sizes))
     return total
 
 

@@ -20,7 +20,8 @@ from ..compile_log import compiling
 from ..disk_cache import forget_cached, has_cached, import_file, write
 from . import ahead, elementary, lane_pool, scan, team, threads
 from .codegen import generate
-from .native.function import NativeFunction, native_enabled, packed_enabled
+from .native.function import NativeFunction, native_enabled
+from .native.machine import packed_enabled
 from .native.lower import Param
 from .threads import ONE_THREAD, SERIAL, THREADS
 from .threads import available as available_threads
@@ -181,20 +182,30 @@ TEAM_MIN_CALL = 1 << 25
 TEAM_MIN_ELEMENTS = 1 << 19
 
 
-def team_work(plan, T: int, B: int, sizes: dict) -> int:
-    """The multiply-adds of a call's products that a team would share out: products by a
-    parameter (native/gemm.py's packed GEMM) of at least gemm.TEAM_MIN_WORK each."""
-    from .native.gemm import TEAM_MIN_WORK
-    total = 0
+def products(plan, T: int, B: int, sizes: dict):
+    """(step, phase, multiply-adds of one execution, executions per call) of every matrix
+    product a call of `plan` runs: a step's products once per step on B rows, the others once
+    on all T*B rows (an outer sum's rows are its inner dimension)."""
     for phase, steps in plan.phases.items():
         rows, times = (B, T) if phase == "per_step" else (T * B, 1)
         for step in steps:
-            if step.kind != "gemm" or plan.buffers[step.a].role not in (Role.PARAM, Role.PACKED):
+            if step.kind != "gemm":
                 continue
-            (_, k), (_, n) = step.shape
-            work = rows * dim_size(k, sizes) * dim_size(n, sizes)
-            if work >= TEAM_MIN_WORK:
-                total += work * times
+            (m, k), (_, n) = step.shape
+            outer = dim_size(m, sizes) if step.op == "outer_sum" else dim_size(k, sizes)
+            yield step, phase, rows * outer * dim_size(n, sizes), times
+
+
+def team_work(plan, T: int, B: int, sizes: dict) -> int:
+    """The multiply-adds of a call's products that a team would share out: those that run on
+    native/gemm.py's packed GEMM (by a parameter, or any outside the time loop) of at least
+    gemm.TEAM_MIN_WORK each."""
+    from .native.gemm import TEAM_MIN_WORK
+    total = 0
+    for step, phase, work, times in products(plan, T, B, sizes):
+        by_parameter = plan.buffers[step.a].role in (Role.PARAM, Role.PACKED)
+        if (by_parameter or phase != "per_step") and work >= TEAM_MIN_WORK:
+            total += work * times
     return total
 
 
@@ -362,8 +373,8 @@ class Compiled:
             numba.set_num_threads(previous)
 
     def _team_threads(self, direction: str, T: int, B: int, sizes: dict, available: int) -> int:
-        """The team a native call runs its products on (team.py): all `available` threads
-        where the products a team shares out are worth more than starting it, else 1."""
+        """The team a native call runs on (team.py): all `available` threads where the
+        kernels or the products a team shares out are worth more than starting it, else 1."""
         if available <= 1:
             return 1
         width = B * max(sizes.values(), default=1)

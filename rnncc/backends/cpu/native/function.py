@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import abi, compile_functions, gemm, machine
-from .machine import packed_enabled  # noqa: F401  (the runtime asks it here)
+from .machine import packed_enabled
 from .lower import Param
 
 def native_enabled() -> bool:

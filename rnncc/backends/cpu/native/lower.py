@@ -18,8 +18,10 @@ a row's loop is a unit-stride loop LLVM vectorizes, and a GEMM operand's layout 
 transpose flags. `np.ascontiguousarray` (the printer's copy of a strided GEMM operand, for Numba)
 is a view: BLAS reads a row-strided matrix through its leading dimension.
 
-`prange` is `range` here: this compiles the one-thread variant (kernels on the calling thread);
-the threaded variant stays Numba's (parfors).
+A `prange` loop (a step's rows, which are independent) becomes a function of its own that
+runs a range of the rows (`team_loop`); the function calls it through the team (gemm.py,
+team.py), which runs it on every member's share of the rows, or on the calling thread alone.
+`np.dot` of matrices is a call of gemm.py's packed GEMM, else of BLAS (blas.py).
 """
 from __future__ import annotations
 

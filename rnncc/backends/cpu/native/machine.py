@@ -17,14 +17,14 @@ import llvmlite.binding as llvm
 
 from . import blas, gemm
 
-_LOCK = threading.Lock()
+_LOCK = threading.Lock()   # LLVM's engine is not safe to add to from two threads at once
 
 
 def packed_enabled() -> bool:
     """Whether products of matrices run on rnncc's packed GEMM (gemm.py; default) or on
     BLAS's gemm (RNNCC_PACKED_GEMM=0: for comparisons; part of every compiled function's
     cache key)."""
-    return os.environ.get("RNNCC_PACKED_GEMM", "1") != "0"   # LLVM's engine is not safe to add to from two threads at once
+    return os.environ.get("RNNCC_PACKED_GEMM", "1") != "0"
 
 
 @lru_cache(maxsize=None)
