@@ -65,6 +65,18 @@ class Blocking(NamedTuple):
         accumulators within the registers (1 at full height, 12 for one row on AVX-512)."""
         return max(1, self.registers // (2 * rows))
 
+    def tail_rows(self) -> list[int]:
+        """The row counts the rows past the last full block are done in (at most one block of
+        each: powers of two below MR). A micro-kernel for every count below MR would be three
+        times the machine code, three times the library's compile time."""
+        return [1 << e for e in reversed(range(self.mr.bit_length())) if 1 << e < self.mr]
+
+    def tail_panels(self, rows: int) -> list[int]:
+        """The panels per call a block of `rows` rows uses, largest first (the last group of
+        a row's panels may be short): the most, its half and quarter, and one."""
+        most = self.panels_at(rows)
+        return sorted({most, max(1, most // 2), max(1, most // 4), 1}, reverse=True)
+
 
 def blocking(dtype, features: str) -> Blocking:
     """The blocking for `dtype` on a CPU with LLVM's `features` (machine.host_features())."""
@@ -246,10 +258,12 @@ def _driver(module, dtype, blk: Blocking, transposed: bool) -> ir.Function:
                      symbol("packed_gemm_t" if transposed else "packed_gemm", dtype))
     m, n, k, a, lda, bp, c, ldc, p0, p1 = fn.args
     micros = {(r, q): _micro(module, dtype, blk, r, q, transposed)
-              for r in range(1, blk.mr + 1) for q in range(1, blk.panels_at(r) + 1)}
+              for r in (blk.mr, *blk.tail_rows()) for q in blk.tail_panels(r)}
     copy = _copy_tile(module, dtype)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     tmp = b.alloca(real, size=blk.mr * blk.nr)
+    start = b.alloca(I64)   # the tail's next row
+    panel_at = {r: b.alloca(I64) for r in blk.tail_rows()}   # its next panel, per block
     nr = _const(blk.nr)
     panel_stride = b.mul(k, nr)
     full = b.sub(m, b.srem(m, _const(blk.mr)))
@@ -295,28 +309,33 @@ def _driver(module, dtype, blk: Blocking, transposed: bool) -> ir.Function:
     panel.close()
     chunk.close()
 
-    rest = b.sub(m, full)
+    # the rows past the last full block (fewer than MR): in blocks of tail_rows() (8, 4, 2, 1:
+    # at most one of each), each block's panels in groups of tail_panels() (for one row on
+    # AVX-512: 12, 6, 3, 1), the largest that fits first
+    b.store(full, start)
+    for r in blk.tail_rows():
+        first = b.load(start)
+        with b.if_then(b.icmp_signed(">=", b.sub(m, first), _const(r))):
+            at = panel_at[r]
+            b.store(p0, at)
+            head, body, done = (fn.append_basic_block(f"rows{r}.{x}")
+                                for x in ("head", "body", "done"))
+            b.branch(head)
+            b.position_at_end(head)
+            b.cbranch(b.icmp_signed("<", b.load(at), p1), body, done)
+            b.position_at_end(body)
+            p = b.load(at)
+            left = b.sub(p1, p)
+            for q in blk.tail_panels(r):   # (each branch ends by going back to the head)
+                with b.if_then(b.icmp_signed(">=", left, _const(q))):
+                    product(micros[(r, q)], _const(r), q, p, first, k0, depth, onto)
+                    b.store(b.add(p, _const(q)), at)
+                    b.branch(head)
+            b.branch(head)   # (unreachable: q = 1 always fits)
+            b.position_at_end(done)
+            b.store(b.add(first, _const(r)), start)
     after = b.append_basic_block("after")
-    switch = b.switch(rest, after)
-    for r in range(1, blk.mr):
-        case = b.append_basic_block(f"rows{r}")
-        switch.add_case(_const(r), case)
-        b.position_at_end(case)
-        group = blk.panels_at(r)
-        loop = _Loop(b, p0, p1, step=group, name=f"p{r}")
-        count = b.sub(p1, loop.i)
-        count = b.select(b.icmp_signed("<", count, _const(group)), count, _const(group))
-        inner_end = b.append_basic_block(f"rows{r}.next")
-        inner = b.switch(count, inner_end)
-        for q in range(1, group + 1):
-            block = b.append_basic_block(f"rows{r}x{q}")
-            inner.add_case(_const(q), block)
-            b.position_at_end(block)
-            product(micros[(r, q)], _const(r), q, loop.i, full, k0, depth, onto)
-            b.branch(inner_end)
-        b.position_at_end(inner_end)
-        loop.close()
-        b.branch(after)
+    b.branch(after)
     b.position_at_end(after)
     kblock.close()
     b.ret_void()
