@@ -51,10 +51,11 @@ def contenders(m, k, n, transposed, threads):
     a = rng.standard_normal((k, m) if transposed else (m, k)).astype(np.float32)
     w = rng.standard_normal((k, n)).astype(np.float32)
     c = np.empty((m, n), np.float32)
-    found = library()
+    found = library(gemm.part(np.float32, transposed))
     run = ctypes.CFUNCTYPE(None, L, L, L, P, L, P, P, L)(
         found[gemm.symbol("team_gemm_t" if transposed else "team_gemm", np.float32)])
-    pack = ctypes.CFUNCTYPE(None, L, L, P, L, L, P)(found[gemm.symbol("pack", np.float32)])
+    pack = ctypes.CFUNCTYPE(None, L, L, P, L, L, P)(
+        library(gemm.part(np.float32, False))[gemm.symbol("pack", np.float32)])
     blk = machine.blocking(np.float32)
     bp = np.empty(gemm.packed_size(blk, k, n), np.float32)
     lda = m if transposed else k

@@ -44,7 +44,7 @@ def _members(count: int) -> ThreadPoolExecutor:
 @lru_cache(maxsize=None)
 def _functions():
     from .native.function import library
-    found = library()
+    found = library("team")
     begin = ctypes.CFUNCTYPE(None, ctypes.c_int64)(found["rnncc_team_begin"])
     end = ctypes.CFUNCTYPE(None)(found["rnncc_team_end"])
     work = ctypes.CFUNCTYPE(None, ctypes.c_int64)(found["rnncc_team_work"])

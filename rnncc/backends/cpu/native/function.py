@@ -85,23 +85,34 @@ def _write(path: Path, payload: bytes) -> None:
 
 
 @lru_cache(maxsize=None)
-def library() -> dict:
-    """{symbol: address} of gemm.py's library in this process: its object code loaded from the
-    cache, else compiled (about two seconds) and cached."""
+def library(part: str = "team") -> dict:
+    """{symbol: address} of one part of gemm.py's library in this process (gemm.PARTS): its
+    object code loaded from the cache, else compiled (0.2-0.5 s a part) and cached. A float
+    type's parts call the team's, which is loaded first."""
     from ...disk_cache import cache_dir
-    key = hashlib.sha256(f"{compiler_fingerprint()} {machine.host()}".encode()).hexdigest()[:24]
-    path = cache_dir() / f"gemm.{key}.o"
+    if part != "team":
+        library("team")
+    key = hashlib.sha256(f"{compiler_fingerprint()} {machine.host()} {part}".encode())
+    path = cache_dir() / f"gemm.{part}.{key.hexdigest()[:24]}.o"
     payload = _read(path)
     if payload is None:
         triple, layout = machine.triple_and_layout()
-        text = gemm.library_ir(triple, layout, machine.host_features())
+        text = gemm.part_ir(part, triple, layout, machine.host_features())
         payload = machine.object_code(machine.optimize(text, unroll=False))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             _write(path, payload)
         except OSError:
             pass   # a read-only cache: the next process compiles it again
-    return machine.load_library(payload, gemm.EXPORTED)
+    return machine.load_library(payload, gemm.exported(part))
+
+
+def libraries_for(payload: bytes) -> None:
+    """Load the parts of gemm.py's library that an object file calls (their names are in its
+    symbol table), before it is loaded."""
+    for part in gemm.PARTS:
+        if any(name.encode() in payload for name in gemm.exported(part)):
+            library(part)
 
 
 def _describe(a) -> str:
@@ -148,7 +159,7 @@ class NativeFunction:
                 if self.path is not None:
                     _write(self.path, payload)
             ints = len(self.params) - len(self.ndims)
-            library()   # (what the code calls: bound before it is loaded)
+            libraries_for(payload)   # (what the code calls: bound before it is loaded)
             self._entry = machine.load(payload, {self.symbol: ints})[self.symbol]
 
     def __call__(self, T, B, lengths, *rest) -> None:

@@ -386,8 +386,12 @@ TEAM_MIN_WORK = 1 << 18
 # A loop's rows are shared out where every member gets this many (a step's kernel at B = 8 on
 # two threads; a hand-off costs about a microsecond).
 TEAM_MIN_ROWS = 4
-ROWS = 2   # the job code of a loop's rows (0 and 1: a product in float32, float64)
-TRANSPOSED = 4   # added to a product's code where its A comes transposed
+PRODUCT, ROWS = 1, 2   # a job's code: a product (by its driver), or a loop's rows
+JOB_FIELDS = 14   # code, function, M, N, K, A, lda, Bp, C, ldc, NR, MR, item bytes, transposed
+DRIVER_FN = ir.FunctionType(ir.VoidType(), [I64, I64, I64, ir.IntType(8).as_pointer(), I64,
+                                            ir.IntType(8).as_pointer(),
+                                            ir.IntType(8).as_pointer(), I64, I64, I64])
+ROWS_FN = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), I64, I64])
 # Cycles (of the CPU's counter) a member spins between jobs before it sleeps: tens of
 # microseconds, longer than a step's kernels at B = 64 take, so that it wakes without a
 # system call inside a time loop.
@@ -396,7 +400,7 @@ FUTEX_WAIT, FUTEX_WAKE = 128, 129   # FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE
 I8P = ir.IntType(8).as_pointer()
 
 
-def _team_ir(module, blocks: dict) -> None:
+def _team_ir(module) -> None:
     team_type = ir.ArrayType(I64, TEAM_FIELDS)
     team = ir.GlobalVariable(module, team_type, "rnncc_team")
     team.initializer = ir.Constant(team_type, None)
@@ -419,55 +423,42 @@ def _team_ir(module, blocks: dict) -> None:
         futex_number = 202 if module.triple.startswith("x86_64") else 98   # SYS_futex
         futex = ir.Function(module, ir.FunctionType(I64, [I64], var_arg=True), "syscall")
 
-    # a product's job code: its float type (0, 1) + TRANSPOSED where A comes transposed
-    kinds = [(d + (TRANSPOSED if t else 0), dtype, t)
-             for t in (False, True) for d, dtype in enumerate(FLOATS)]
-    drivers = {(dtype, t): module.globals[symbol("packed_gemm_t" if t else "packed_gemm",
-                                                 dtype)] for _, dtype, t in kinds}
-
-    # share(index, size, dtype code, M, N, K, A, lda, Bp, C, ldc): member `index`'s part of a
-    # product: a range of panels where there are enough for every member, else of rows
-    share = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64] * 11), "team_share")
+    # share(index, size): member `index`'s part of the job: a loop's rows (the function runs
+    # them), or a product's panels where there are enough for every member, else its rows
+    share = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64]), "team_share")
     share.linkage = "internal"
-    index, size, code, m, n, k, a, lda, bp, c, ldc = share.args
+    index, size = share.args
     b = ir.IRBuilder(share.append_basic_block("entry"))
-    rows_fn_type = ir.FunctionType(ir.VoidType(), [I8P, I64, I64])
+    code, fn_at, m, n, k, a, lda, bp, c, ldc, nr, mr, item, transposed = (
+        b.load(field(b, JOB + j)) for j in range(JOB_FIELDS))
     this, other = share.append_basic_block("rows"), share.append_basic_block("products")
     b.cbranch(b.icmp_signed("==", code, _const(ROWS)), this, other)
-    b.position_at_end(this)   # a loop's rows: m is the function, n its record
-    b.call(b.inttoptr(m, rows_fn_type.as_pointer()), [b.inttoptr(n, I8P), index, size])
+    b.position_at_end(this)   # a loop's rows: m is the function's record
+    b.call(b.inttoptr(fn_at, ROWS_FN.as_pointer()), [b.inttoptr(m, I8P), index, size])
     b.ret_void()
     b.position_at_end(other)
-    for d, dtype, transposed in kinds:
-        blk = blocks[dtype]
-        real_p = FLOATS[dtype].as_pointer()
-        driver = drivers[(dtype, transposed)]
-        this, other = share.append_basic_block(f"t{d}"), share.append_basic_block(f"n{d}")
-        b.cbranch(b.icmp_signed("==", code, _const(d)), this, other)
-        b.position_at_end(this)
-        nr = _const(blk.nr)
-        panels = b.sdiv(b.add(n, _const(blk.nr - 1)), nr)
-        ap, bpp, cp = (b.inttoptr(v, real_p) for v in (a, bp, c))
-        by_panels, by_rows = share.append_basic_block(f"p{d}"), share.append_basic_block(f"r{d}")
-        b.cbranch(b.icmp_signed(">=", panels, size), by_panels, by_rows)
-        b.position_at_end(by_panels)
-        p0 = b.sdiv(b.mul(panels, index), size)
-        p1 = b.sdiv(b.mul(panels, b.add(index, _const(1))), size)
-        b.call(driver, [m, n, k, ap, lda, bpp, cp, ldc, p0, p1])
-        b.ret_void()
-        b.position_at_end(by_rows)
-        mr = _const(blk.mr)
-        blocks_ = b.sdiv(b.add(m, _const(blk.mr - 1)), mr)
-        r0 = b.mul(b.sdiv(b.mul(blocks_, index), size), mr)
-        r1 = b.mul(b.sdiv(b.mul(blocks_, b.add(index, _const(1))), size), mr)
-        r1 = b.select(b.icmp_signed("<", r1, m), r1, m)
-        rows = b.sub(r1, r0)
-        with b.if_then(b.icmp_signed(">", rows, _const(0))):
-            a_rows = b.gep(ap, [r0 if transposed else b.mul(r0, lda)])
-            b.call(driver, [rows, n, k, a_rows, lda, bpp, b.gep(cp, [b.mul(r0, ldc)]), ldc,
-                            _const(0), panels])
-        b.ret_void()
-        b.position_at_end(other)
+    driver = b.inttoptr(fn_at, DRIVER_FN.as_pointer())
+    panels = b.sdiv(b.sub(b.add(n, nr), _const(1)), nr)
+    by_panels, by_rows = share.append_basic_block("panels"), share.append_basic_block("rows2")
+    b.cbranch(b.icmp_signed(">=", panels, size), by_panels, by_rows)
+    b.position_at_end(by_panels)
+    p0 = b.sdiv(b.mul(panels, index), size)
+    p1 = b.sdiv(b.mul(panels, b.add(index, _const(1))), size)
+    b.call(driver, [m, n, k, b.inttoptr(a, I8P), lda, b.inttoptr(bp, I8P), b.inttoptr(c, I8P),
+                    ldc, p0, p1])
+    b.ret_void()
+    b.position_at_end(by_rows)
+    blocks_ = b.sdiv(b.sub(b.add(m, mr), _const(1)), mr)
+    r0 = b.mul(b.sdiv(b.mul(blocks_, index), size), mr)
+    r1 = b.mul(b.sdiv(b.mul(blocks_, b.add(index, _const(1))), size), mr)
+    r1 = b.select(b.icmp_signed("<", r1, m), r1, m)
+    rows = b.sub(r1, r0)
+    with b.if_then(b.icmp_signed(">", rows, _const(0))):
+        step = b.select(b.icmp_signed("!=", transposed, _const(0)), _const(1), lda)
+        a_rows = b.add(a, b.mul(b.mul(r0, step), item))
+        c_rows = b.add(c, b.mul(b.mul(r0, ldc), item))
+        b.call(driver, [rows, n, k, b.inttoptr(a_rows, I8P), lda, b.inttoptr(bp, I8P),
+                        b.inttoptr(c_rows, I8P), ldc, _const(0), panels])
     b.ret_void()
 
     # work(index): a member's loop, until `end`. Between jobs it spins for SPIN_CYCLES, then
@@ -492,8 +483,7 @@ def _team_ir(module, blocks: dict) -> None:
     b.cbranch(b.icmp_signed("!=", b.load_atomic(field(b, STOP), "acquire", 8), _const(0)),
               out, job)
     b.position_at_end(job)
-    args = [b.load(field(b, JOB + j)) for j in range(9)]
-    b.call(share, [index, b.load(field(b, SIZE)), *args])
+    b.call(share, [index, b.load(field(b, SIZE))])
     b.atomic_rmw("add", field(b, DONE), _const(1), "release")
     seen.add_incoming(g, job)
     since.add_incoming(b.call(clock, []), job)
@@ -552,30 +542,27 @@ def _team_ir(module, blocks: dict) -> None:
     wake_sleepers(b)
     b.ret_void()
 
-    # the product compiled cells call: shared out where the caller owns the team
-    for d, dtype, transposed in kinds:
-        real_p = FLOATS[dtype].as_pointer()
-        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64, I64, real_p, I64,
-                                                                   real_p, real_p, I64]),
-                         symbol("team_gemm_t" if transposed else "team_gemm", dtype))
-        m, n, k, a, lda, bp, c, ldc = fn.args
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
-        alone, shared = fn.append_basic_block("alone"), fn.append_basic_block("shared")
-        size = b.load(field(b, SIZE))
-        owned = b.icmp_signed("==", b.load_atomic(field(b, OWNER), "acquire", 8),
-                              b.call(self_fn, []))
-        big = b.icmp_signed(">=", b.mul(b.mul(m, n), k), _const(TEAM_MIN_WORK))
-        b.cbranch(b.and_(b.and_(owned, big), b.icmp_signed(">", size, _const(1))), shared, alone)
-        b.position_at_end(alone)
-        blk = blocks[dtype]
-        panels = b.sdiv(b.add(n, _const(blk.nr - 1)), _const(blk.nr))
-        b.call(drivers[(dtype, transposed)], [m, n, k, a, lda, bp, c, ldc, _const(0), panels])
-        b.ret_void()
-        b.position_at_end(shared)
-        job = [_const(d), m, n, k, b.ptrtoint(a, I64), lda, b.ptrtoint(bp, I64),
-               b.ptrtoint(c, I64), ldc]
-        _post(b, field, job, share, wake_sleepers, spin, size)
-        b.ret_void()
+    # product(driver, M, N, K, A, lda, Bp, C, ldc, NR, MR, item bytes, transposed): a
+    # product shared out where the caller owns the team and it is large enough; returns 0
+    # where it was not (the caller then runs the driver alone)
+    fn = ir.Function(module, ir.FunctionType(I64, [I8P, I64, I64, I64, I8P, I64, I8P, I8P,
+                                                   I64, I64, I64, I64, I64]),
+                     "rnncc_team_product")
+    driver, m, n, k, a, lda, bp, c, ldc, nr, mr, item, transposed = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    alone, shared = fn.append_basic_block("alone"), fn.append_basic_block("shared")
+    size = b.load(field(b, SIZE))
+    owned = b.icmp_signed("==", b.load_atomic(field(b, OWNER), "acquire", 8),
+                          b.call(self_fn, []))
+    big = b.icmp_signed(">=", b.mul(b.mul(m, n), k), _const(TEAM_MIN_WORK))
+    b.cbranch(b.and_(b.and_(owned, big), b.icmp_signed(">", size, _const(1))), shared, alone)
+    b.position_at_end(alone)
+    b.ret(_const(0))
+    b.position_at_end(shared)
+    job = [_const(PRODUCT), b.ptrtoint(driver, I64), m, n, k, b.ptrtoint(a, I64), lda,
+           b.ptrtoint(bp, I64), b.ptrtoint(c, I64), ldc, nr, mr, item, transposed]
+    _post(b, field, job, share, wake_sleepers, spin, size)
+    b.ret(_const(1))
 
     # rows(fn, record, count): a loop's rows (lower.py's team_loop) shared out where the caller
     # owns the team and every member gets TEAM_MIN_ROWS rows, else all on the caller
@@ -589,11 +576,11 @@ def _team_ir(module, blocks: dict) -> None:
     enough = b.icmp_signed(">=", count, b.mul(size, _const(TEAM_MIN_ROWS)))
     b.cbranch(b.and_(b.and_(owned, enough), b.icmp_signed(">", size, _const(1))), shared, alone)
     b.position_at_end(alone)
-    b.call(b.bitcast(body, rows_fn_type.as_pointer()), [record, _const(0), _const(1)])
+    b.call(b.bitcast(body, ROWS_FN.as_pointer()), [record, _const(0), _const(1)])
     b.ret_void()
     b.position_at_end(shared)
-    job = [_const(ROWS), b.ptrtoint(body, I64), b.ptrtoint(record, I64), count,
-           *[_const(0)] * 5]
+    job = [_const(ROWS), b.ptrtoint(body, I64), b.ptrtoint(record, I64),
+           *[_const(0)] * (JOB_FIELDS - 3)]
     _post(b, field, job, share, wake_sleepers, spin, size)
     b.ret_void()
 
@@ -605,7 +592,7 @@ def _post(b, field, job, share, wake_sleepers, spin, size):
     b.store_atomic(_const(0), field(b, DONE), "release", 8)
     b.atomic_rmw("add", field(b, GENERATION), _const(1), "seq_cst")
     wake_sleepers(b)
-    b.call(share, [_const(0), size, *job])
+    b.call(share, [_const(0), size])
     others = b.sub(size, _const(1))
     fn = b.function
     waiting, finished = fn.append_basic_block("waiting"), fn.append_basic_block("finished")
@@ -617,20 +604,62 @@ def _post(b, field, job, share, wake_sleepers, spin, size):
     b.position_at_end(finished)
 
 
-def library_ir(triple: str, data_layout: str, features: str) -> str:
-    """The library's module (both float types) for a CPU with `features`."""
-    module = ir.Module(name="rnncc_gemm")
+PARTS = ("team", "f32", "f32_t", "f64", "f64_t")
+
+
+def part(dtype, transposed: bool) -> str:
+    """The library part holding the products of `dtype` with A as given or transposed (the
+    float type's pack is in its untransposed part)."""
+    return SUFFIX[np.dtype(dtype)] + ("_t" if transposed else "")
+
+
+def part_ir(name: str, triple: str, data_layout: str, features: str) -> str:
+    """One part of the library, for a CPU with `features`: "team" (the team's record and
+    protocol), or a float type's products ("f32", "f64"; "_t": A transposed). Parts compile and
+    load apart, as a call needs them: an inference in float32 needs "team" and "f32" only."""
+    module = ir.Module(name=f"rnncc_gemm_{name}")
     module.triple, module.data_layout = triple, data_layout
-    blocks = {}
-    for dtype in FLOATS:
-        blocks[dtype] = blocking(dtype, features)
-        _driver(module, dtype, blocks[dtype], transposed=False)
-        _driver(module, dtype, blocks[dtype], transposed=True)
-        _pack_function(module, dtype, blocks[dtype])
-    _team_ir(module, blocks)
+    if name == "team":
+        _team_ir(module)
+        return str(module)
+    dtype = next(d for d, suffix in SUFFIX.items() if name.startswith(suffix))
+    transposed = name.endswith("_t")
+    blk = blocking(dtype, features)
+    driver = _driver(module, dtype, blk, transposed)
+    _team_entry(module, dtype, blk, transposed, driver)
+    if not transposed:
+        _pack_function(module, dtype, blk)
     return str(module)
 
 
-EXPORTED = [*(symbol(r, d) for d in FLOATS for r in ("packed_gemm", "packed_gemm_t", "team_gemm",
-                                                     "team_gemm_t", "pack")),
-            "rnncc_team_begin", "rnncc_team_end", "rnncc_team_work", "rnncc_team_rows"]
+def _team_entry(module, dtype, blk: Blocking, transposed: bool, driver) -> None:
+    """team_gemm(M, N, K, A, lda, Bp, C, ldc): what compiled cells call: the product on the
+    team where the caller owns one (rnncc_team_product), else the driver alone."""
+    real_p = FLOATS[np.dtype(dtype)].as_pointer()
+    product = ir.Function(module, ir.FunctionType(I64, [I8P, I64, I64, I64, I8P, I64, I8P, I8P,
+                                                       I64, I64, I64, I64, I64]),
+                          "rnncc_team_product")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64, I64, real_p, I64, real_p,
+                                                               real_p, I64]),
+                     symbol("team_gemm_t" if transposed else "team_gemm", dtype))
+    m, n, k, a, lda, bp, c, ldc = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    done = b.call(product, [b.bitcast(driver, I8P), m, n, k, b.bitcast(a, I8P), lda,
+                            b.bitcast(bp, I8P), b.bitcast(c, I8P), ldc, _const(blk.nr),
+                            _const(blk.mr), _const(np.dtype(dtype).itemsize),
+                            _const(int(transposed))])
+    with b.if_then(b.icmp_signed("==", done, _const(0))):
+        panels = b.sdiv(b.add(n, _const(blk.nr - 1)), _const(blk.nr))
+        b.call(driver, [m, n, k, a, lda, bp, c, ldc, _const(0), panels])
+    b.ret_void()
+
+
+def exported(name: str) -> list[str]:
+    """The functions a part defines that others (compiled cells, team.py) call by name."""
+    if name == "team":
+        return ["rnncc_team_begin", "rnncc_team_end", "rnncc_team_work", "rnncc_team_rows",
+                "rnncc_team_product"]
+    dtype = next(d for d, suffix in SUFFIX.items() if name.startswith(suffix))
+    if name.endswith("_t"):
+        return [symbol("packed_gemm_t", dtype), symbol("team_gemm_t", dtype)]
+    return [symbol("packed_gemm", dtype), symbol("team_gemm", dtype), symbol("pack", dtype)]
