@@ -142,13 +142,16 @@ def test_kernels_and_products_shared_over_a_team_equal_the_reference(shipped_cel
     monkeypatch.setattr(runtime, "available_threads", lambda: 2)
     monkeypatch.setattr(runtime, "TEAM_MIN_ELEMENTS", 0)
     monkeypatch.setattr(runtime, "PARALLEL_MIN_WORK", 0)
+    from rnncc.backends.cpu.native import gemm
+    assert 16 * 128 * 4 * 128 >= gemm.TEAM_MIN_WORK
     members = []
     real_run = team.run
     monkeypatch.setattr(team, "run", lambda call, n: (members.append(n), real_run(call, n)))
     for name in ("lstm", "gru", "rnn", "lnlstm"):
         cell = shipped_cells[name]
-        # B = 16 rows (8 a member), 16 x 64 x 4H: a product above gemm.TEAM_MIN_WORK
-        prob = random_problem(cell, T=4, B=16, seed=11, ragged=True, sizes={"I": 48, "H": 64})
+        # B = 16 rows (8 a member); lstm's and lnlstm's step products 16 x 128 x 4H, at
+        # gemm.TEAM_MIN_WORK
+        prob = random_problem(cell, T=4, B=16, seed=11, ragged=True, sizes={"I": 48, "H": 128})
         compare(cell, prob, dtype, err_msg=name)
     assert members and set(members) == {2}
     # every prange loop of each direction became a function the team's rows call
