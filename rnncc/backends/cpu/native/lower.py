@@ -272,8 +272,7 @@ class Lowering:
     def captured(self, node: ast.For) -> list[str]:
         """The names a loop's body reads from the function around it (in order of first use):
         parameters and local scalars."""
-        assigned = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)
-                    and isinstance(n.ctx, ast.Store)}
+        assigned = _stored(node)
         names = []
         for n in ast.walk(ast.Module(body=node.body, type_ignores=[])):
             if (isinstance(n, ast.Name) and n.id not in assigned and n.id not in names
@@ -284,15 +283,14 @@ class Lowering:
     def outlines(self, node: ast.For) -> bool:
         """Whether a `prange` loop runs as a function of its own that the team shares out by
         rows: where its body reads no view made outside it (only whole parameters, which keep
-        their `noalias` there) and assigns no scalar of the function around it."""
-        plain = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)
-                 and isinstance(n.ctx, ast.Store)} - {n.target.id for n in ast.walk(node)
-                                                      if isinstance(n, ast.AugAssign)
-                                                      and isinstance(n.target, ast.Name)}
-        for n in ast.walk(node):   # a sum over the loop's rows (Numba's reduction): not here
-            if (isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name)
-                    and n.target.id not in plain):
-                return False
+        their `noalias` there) and sums no scalar over its rows (`x += ...` of a scalar the
+        body never assigns: Numba's reduction, which the rows' functions would not combine).
+        Scalars the body assigns are its own, as in Numba's prange."""
+        summed = {n.target.id for n in ast.walk(node)
+                  if isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name)}
+        plain = _stored(node) - summed
+        if summed - plain:
+            return False
         return all(not isinstance(self.locals.get(n), Array) or n in self.params
                    for n in self.captured(node))
 
@@ -862,6 +860,12 @@ class Lowering:
 
 
 # -- helpers on the AST -------------------------------------------------------------------------
+
+def _stored(node) -> set:
+    """The names assigned anywhere in `node` (an AugAssign's target included)."""
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)
+            and isinstance(n.ctx, ast.Store)}
+
 
 class _Value(ast.expr):
     """An AST expression standing for an int64 IR value computed already (team_loop's row
