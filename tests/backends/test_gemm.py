@@ -55,17 +55,26 @@ def tolerance(dtype, k):
     return (1e-5 if dtype == np.float32 else 1e-13) * max(1, k) ** 0.5
 
 
+@pytest.mark.parametrize("shape", [(7, 45), (37, 100), (64, 96), (1, 1)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_pack_lays_out_panels(dtype):
-    w = np.random.default_rng(0).standard_normal((7, 45)).astype(dtype)
+def test_pack_lays_out_panels(dtype, shape):
+    """Each path of pack against numpy's layout: W row-major (a vector per half panel), W
+    transposed (blocks transposed in registers, K's remainder and the last panel element by
+    element) and W with neither axis contiguous (element by element)."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(shape).astype(dtype)
     _, pack = routines(dtype)
     blk = machine.blocking(dtype)
     assert np.array_equal(packed(w, pack), gemm.pack(w, blk))
     assert np.array_equal(packed(np.asfortranarray(w), pack), gemm.pack(w, blk))
+    strided = rng.standard_normal((2 * shape[0], 3 * shape[1])).astype(dtype)[::2, ::3]
+    assert np.array_equal(packed(strided, pack), gemm.pack(strided, blk))
+    assert np.array_equal(packed(strided.T.copy().T, pack), gemm.pack(strided, blk))
     # the layout itself, written out: panel p holds columns p*NR.., k-major, zeros past N
-    panels = gemm.pack(w, blk).reshape(-1, 7, blk.nr)
-    assert np.array_equal(panels[1, 3, :5], w[3, blk.nr:blk.nr + 5])
-    assert not panels[-1, :, 45 - (len(panels) - 1) * blk.nr:].any()
+    k, n = shape
+    panels = gemm.pack(w, blk).reshape(-1, k, blk.nr)
+    assert np.array_equal(panels[0, k - 1, :min(n, 5)], w[k - 1, :5])
+    assert not panels[-1, :, n - (len(panels) - 1) * blk.nr:].any()
 
 
 @pytest.mark.parametrize("transposed", [False, True])
