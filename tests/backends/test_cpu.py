@@ -153,6 +153,9 @@ def test_kernels_and_products_shared_over_a_team_equal_the_reference(shipped_cel
         # gemm.TEAM_MIN_WORK
         prob = random_problem(cell, T=4, B=16, seed=11, ragged=True, sizes={"I": 48, "H": 128})
         compare(cell, prob, dtype, err_msg=name)
+        # B = 1: the step products shared by the size of their weight (gemm.TEAM_MIN_BYTES)
+        prob = random_problem(cell, T=3, B=1, seed=12, sizes={"I": 48, "H": 128})
+        compare(cell, prob, dtype, err_msg=f"{name} at B=1")
     assert members and set(members) == {2}
     # every prange loop of each direction became a function the team's rows call
     from rnncc.backends.cpu.native import compile_functions
@@ -163,6 +166,28 @@ def test_kernels_and_products_shared_over_a_team_equal_the_reference(shipped_cel
         _, ir = compile_functions(compiled.source, {
             "f": (fn.__name__, compiled.native_params(direction))})
         assert ir.count("call void @rnncc_team_rows") == body.count("prange(") > 0
+
+
+def test_a_call_takes_a_team_where_its_products_pay_for_starting_one():
+    """The team decision's arithmetic by hand: multiply-adds of the products a team shares,
+    and at B = 1 the bytes of the step's weight, against runtime.TEAM_MIN_CALL."""
+    from rnncc.backends.cpu import runtime
+    from rnncc.backends.cpu.native import gemm
+    infer = rnncc.load("lstm").compiled_plans()["infer"]
+
+    def work(T, B, I, H):
+        return runtime.team_work(infer, T, B, {"I": I, "H": H}, 4)
+    # T=200, B=1, H=128: the input product (hoisted, 200 x 128 x 512) and 200 steps reading
+    # U's 128 x 512 floats (256 KB, over TEAM_MIN_BYTES) at BYTE_WORK a byte
+    assert 128 * 512 * 4 >= gemm.TEAM_MIN_BYTES
+    assert work(200, 1, 128, 128) == (200 * 128 * 512
+                                      + 200 * 128 * 512 * 4 * runtime.BYTE_WORK)
+    assert work(200, 1, 128, 128) >= runtime.TEAM_MIN_CALL > work(10, 1, 128, 128)
+    # the README's small lstm (T=100, B=16, I=32, H=64): each step's product reads 64 KB and
+    # makes 16 x 64 x 256 multiply-adds, neither enough; its input product alone is not
+    assert work(100, 16, 32, 64) == 100 * 16 * 32 * 256 < runtime.TEAM_MIN_CALL
+    # T=100, B=64, H=256: all of it, by multiply-adds
+    assert work(100, 64, 256, 256) == 2 * 100 * 64 * 256 * 1024 >= runtime.TEAM_MIN_CALL
 
 
 def test_kernels_on_the_calling_thread_run_the_serial_twin(shipped_cells, monkeypatch):

@@ -101,7 +101,7 @@ def test_every_remainder_of_rows_and_panels(dtype, transposed):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m, k, n", [(64, 256, 1024),   # shared by panels
                                      (600, 64, 40),     # few panels: shared by rows
-                                     (3, 300, 700),     # below the work a team shares
+                                     (3, 100, 200),     # below what a team shares
                                      (40, 1300, 70)])   # K in three blocks of KC
 def test_a_team_computes_the_same_product(dtype, m, k, n, transposed):
     rng = np.random.default_rng(2)
@@ -111,6 +111,25 @@ def test_a_team_computes_the_same_product(dtype, m, k, n, transposed):
     for threads in (1, 2, 3):
         got = product(a, w, threads, transposed)
         assert np.allclose(got, want, rtol=0, atol=tolerance(dtype, k) * 4), threads
+
+
+@pytest.mark.parametrize("m, k, n, shared", [
+    (1, 128, 512, True),     # B = 1, a 256 KB weight read from the L2: each member half of it
+    (1, 64, 256, False),     # 64 KB (the small lstm's): in the L1 and L2 anyway, alone
+    (3, 100, 200, False),    # neither many multiply-adds nor a large weight
+    (64, 256, 1024, True)])  # many multiply-adds
+def test_a_team_shares_large_products_and_large_weights(m, k, n, shared):
+    """Which products the team is given (its generation counts jobs and ends), and that a
+    one-row product shared by panels is numpy's."""
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    generation = ctypes.CFUNCTYPE(L)(library("team")["rnncc_team_generation"])
+    before = generation()
+    got = product(a, w, threads=2)
+    assert generation() - before == (2 if shared else 1)   # (the job, then the end)
+    want = a.astype(np.float64) @ w.astype(np.float64)
+    assert np.allclose(got, want, rtol=0, atol=tolerance(np.float32, k) * 4)
 
 
 def test_another_threads_product_runs_alone_beside_a_team():

@@ -176,6 +176,10 @@ def kernel_share(plan, sizes: dict) -> float:
 # 240 GF/s a core; lstm T=200, B=1, H=128 (13M, its input product) ran 0.75 ms alone, 1.05 ms
 # with a team.
 TEAM_MIN_CALL = 1 << 25
+# A weight that a step's product reads at B = 1 costs about a microsecond per 128 KB from the
+# L2 (2 cores, AMD EPYC Zen 4), as much as 4 multiply-adds a byte at the rate above: lstm
+# T=200, B=1, H=128 saves 0.4 ms of 1.28 with a team.
+BYTE_WORK = 4
 # Elements of a call's kernels (T x B x the widest dimension) from which a team shares its
 # parallel loops (each step's at least PARALLEL_MIN_WORK): kernels take 1-2 ns an element on
 # one thread, so from about half a millisecond.
@@ -196,16 +200,22 @@ def products(plan, T: int, B: int, sizes: dict):
             yield step, phase, rows * outer * dim_size(n, sizes), times
 
 
-def team_work(plan, T: int, B: int, sizes: dict) -> int:
-    """The multiply-adds of a call's products that a team would share out: those that run on
-    native/gemm.py's packed GEMM (by a parameter, or any outside the time loop) of at least
-    gemm.TEAM_MIN_WORK each."""
-    from .native.gemm import TEAM_MIN_WORK
+def team_work(plan, T: int, B: int, sizes: dict, itemsize: int) -> int:
+    """What a team would save a call, in multiply-adds: those of the products that run on
+    native/gemm.py's packed GEMM (by a parameter, or any outside the time loop) and that it
+    shares out, at least gemm.TEAM_MIN_WORK each or reading a weight of gemm.TEAM_MIN_BYTES;
+    the latter count BYTE_WORK multiply-adds a byte, as they run at the speed of the L2."""
+    from .native.gemm import TEAM_MIN_BYTES, TEAM_MIN_WORK
     total = 0
     for step, phase, work, times in products(plan, T, B, sizes):
         by_parameter = plan.buffers[step.a].role in (Role.PARAM, Role.PACKED)
-        if (by_parameter or phase != "per_step") and work >= TEAM_MIN_WORK:
-            total += work * times
+        (_, k), (_, n) = step.shape
+        weight = dim_size(k, sizes) * dim_size(n, sizes) * itemsize
+        if by_parameter or phase != "per_step":
+            if work >= TEAM_MIN_WORK:
+                total += work * times
+            elif by_parameter and weight >= TEAM_MIN_BYTES:
+                total += max(work, weight * BYTE_WORK) * times
     return total
 
 
@@ -383,7 +393,7 @@ class Compiled:
             width = B * max(sizes.values(), default=1)
             kernels = width >= PARALLEL_MIN_WORK and T * width >= TEAM_MIN_ELEMENTS
             self._teams[key] = kernels or (packed_enabled() and team_work(
-                self.plans[direction], T, B, sizes) >= TEAM_MIN_CALL)
+                self.plans[direction], T, B, sizes, self.dtype.itemsize) >= TEAM_MIN_CALL)
         return available if self._teams[key] else 1
 
     def _native_team(self) -> bool:

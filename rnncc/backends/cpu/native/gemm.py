@@ -452,6 +452,12 @@ TEAM_FIELDS = 40
 # microsecond each way, and a product of 2^18 (lstm B=16, H=64: 1 us alone) lost to it (the
 # layer's inference 0.69 ms alone, 1.08 ms with its products shared; with 2^20, 0.70).
 TEAM_MIN_WORK = 1 << 20
+# A product whose packed weight has this many bytes is shared out however few rows it has:
+# at B = 1 a step's product reads its whole weight for a few multiply-adds, so it runs at
+# the speed of the core's L2, and two cores each reading half of it take half the time (lstm
+# T=200, B=1, H=128, 256 KB of recurrent weight: 1.28 -> 0.87 ms on 2 cores of an AMD EPYC
+# Zen 4). The small lstm's 64 KB (B=16, H=64) stays on one core: it is in L1 and L2 anyway.
+TEAM_MIN_BYTES = 1 << 17
 # A loop's rows are shared out where every member gets this many (a step's kernel at B = 8 on
 # two threads; a hand-off costs about a microsecond).
 TEAM_MIN_ROWS = 4
@@ -611,6 +617,12 @@ def _team_ir(module) -> None:
     wake_sleepers(b)
     b.ret_void()
 
+    # generation(): how many jobs and ends the team has been given (which products a team
+    # shares out is observable, for tests and profiles)
+    generation = ir.Function(module, ir.FunctionType(I64, []), "rnncc_team_generation")
+    b = ir.IRBuilder(generation.append_basic_block("entry"))
+    b.ret(b.load_atomic(field(b, GENERATION), "acquire", 8))
+
     # product(driver, M, N, K, A, lda, Bp, C, ldc, NR, MR, item bytes, transposed): a
     # product shared out where the caller owns the team and it is large enough; returns 0
     # where it was not (the caller then runs the driver alone)
@@ -623,7 +635,8 @@ def _team_ir(module) -> None:
     size = b.load(field(b, SIZE))
     owned = b.icmp_signed("==", b.load_atomic(field(b, OWNER), "acquire", 8),
                           b.call(self_fn, []))
-    big = b.icmp_signed(">=", b.mul(b.mul(m, n), k), _const(TEAM_MIN_WORK))
+    big = b.or_(b.icmp_signed(">=", b.mul(b.mul(m, n), k), _const(TEAM_MIN_WORK)),
+                b.icmp_signed(">=", b.mul(b.mul(n, k), item), _const(TEAM_MIN_BYTES)))
     b.cbranch(b.and_(b.and_(owned, big), b.icmp_signed(">", size, _const(1))), shared, alone)
     b.position_at_end(alone)
     b.ret(_const(0))
@@ -727,7 +740,7 @@ def exported(name: str) -> list[str]:
     """The functions a part defines that others (compiled cells, team.py) call by name."""
     if name == "team":
         return ["rnncc_team_begin", "rnncc_team_end", "rnncc_team_work", "rnncc_team_rows",
-                "rnncc_team_product"]
+                "rnncc_team_product", "rnncc_team_generation"]
     dtype = next(d for d, suffix in SUFFIX.items() if name.startswith(suffix))
     if name.endswith("_t"):
         return [symbol("packed_gemm_t", dtype), symbol("team_gemm_t", dtype)]
