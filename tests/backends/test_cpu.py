@@ -186,6 +186,11 @@ def test_a_call_takes_a_team_where_its_products_pay_for_starting_one():
     # the README's small lstm (T=100, B=16, I=32, H=64): each step's product reads 64 KB and
     # makes 16 x 64 x 256 multiply-adds, neither enough; its input product alone is not
     assert work(100, 16, 32, 64) == 100 * 16 * 32 * 256 < runtime.TEAM_MIN_CALL
+    # its backward: each step's dgates @ U^T reads U, then after the loop dx's product and
+    # the two weight gradients' outer sums over all 200 rows
+    backward = rnncc.load("lstm").compiled_plans()["backward"]
+    assert runtime.team_work(backward, 200, 1, {"I": 128, "H": 128}, 4) == (
+        200 * 128 * 512 * 4 * runtime.BYTE_WORK + 3 * 200 * 128 * 512)
     # T=100, B=64, H=256: all of it, by multiply-adds
     assert work(100, 64, 256, 256) == 2 * 100 * 64 * 256 * 1024 >= runtime.TEAM_MIN_CALL
 

@@ -209,13 +209,13 @@ def team_work(plan, T: int, B: int, sizes: dict, itemsize: int) -> int:
     total = 0
     for step, phase, work, times in products(plan, T, B, sizes):
         by_parameter = plan.buffers[step.a].role in (Role.PARAM, Role.PACKED)
-        (_, k), (_, n) = step.shape
-        weight = dim_size(k, sizes) * dim_size(n, sizes) * itemsize
-        if by_parameter or phase != "per_step":
-            if work >= TEAM_MIN_WORK:
-                total += work * times
-            elif by_parameter and weight >= TEAM_MIN_BYTES:
-                total += max(work, weight * BYTE_WORK) * times
+        if work >= TEAM_MIN_WORK and (by_parameter or phase != "per_step"):
+            total += work * times
+        elif by_parameter:
+            (_, k), (_, n) = step.shape   # (the parameter's own dimensions)
+            weight = dim_size(k, sizes) * dim_size(n, sizes) * itemsize
+            if weight >= TEAM_MIN_BYTES:
+                total += weight * BYTE_WORK * times
     return total
 
 
