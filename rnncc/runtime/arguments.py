@@ -50,9 +50,15 @@ class Sizes:
     def __init__(self, known: dict | None = None):
         self.size: dict[str, int] = {}
         self.source: dict[str, str] = {}
-        self.likely: dict[str, int] = {}   # set by check_forward (likely_sizes)
+        # (shape, symbolic shape) pairs of the call's arrays, set by check_forward: `likely`
+        # is worked out from them only for an error message (likely_sizes)
+        self.pairs = None
         for name, value in (known or {}).items():
             self.size[name], self.source[name] = value, "the arguments"
+
+    @property
+    def likely(self) -> dict:
+        return likely_sizes(self.pairs() if self.pairs is not None else [])
 
     def _resolved(self, d):
         return self.size.get(d, self.likely.get(d, d)) if isinstance(d, str) else d
@@ -66,29 +72,35 @@ class Sizes:
         """Check `array`'s shape: leading axes `lead` ((label, size) pairs, such as ("B", 4))
         and then `symbolic` (names and ints), binding the names not bound yet (only once the
         whole shape fits)."""
-        expected = tuple(size for _, size in lead) + tuple(symbolic)
-
-        def mismatch(detail: str = ""):
-            resolved = tuple(self._resolved(d) for d in expected)
-            if len(symbolic) == 2 and not lead and tuple(array.shape[::-1]) == resolved:
-                detail += "; it looks transposed"
-            return ValueError(f"{what} has shape {_fmt(array.shape)} but the expected shape is "
-                              f"{self.expected(symbolic, lead)}{detail}")
-
-        if array.ndim != len(expected):
-            raise mismatch()
-        new = {}
-        for got, want in zip(array.shape, expected):
+        expected = (*(size for _, size in lead), *symbolic) if lead else symbolic
+        shape = array.shape
+        if len(shape) != len(expected):
+            raise self._mismatch(what, array, symbolic, lead)
+        new = None
+        for got, want in zip(shape, expected):
             if isinstance(want, int):
                 if got != want:
-                    raise mismatch()
+                    raise self._mismatch(what, array, symbolic, lead)
             elif want in self.size:
                 if got != self.size[want]:
-                    raise mismatch(f" ({want} = {self.size[want]} from {self.source[want]})")
-            elif new.setdefault(want, got) != got:
-                raise mismatch()
-        for name, got in new.items():
-            self.size[name], self.source[name] = got, what
+                    raise self._mismatch(what, array, symbolic, lead, f" ({want} = "
+                                         f"{self.size[want]} from {self.source[want]})")
+            else:
+                new = new if new is not None else {}
+                if new.setdefault(want, got) != got:
+                    raise self._mismatch(what, array, symbolic, lead)
+        if new:
+            for name, got in new.items():
+                self.size[name], self.source[name] = got, what
+
+    def _mismatch(self, what: str, array, symbolic: tuple, lead: tuple,
+                  detail: str = "") -> ValueError:
+        expected = tuple(size for _, size in lead) + tuple(symbolic)
+        resolved = tuple(self._resolved(d) for d in expected)
+        if len(symbolic) == 2 and not lead and tuple(array.shape[::-1]) == resolved:
+            detail += "; it looks transposed"
+        return ValueError(f"{what} has shape {_fmt(array.shape)} but the expected shape is "
+                          f"{self.expected(symbolic, lead)}{detail}")
 
 
 def likely_sizes(pairs) -> dict:
@@ -140,6 +152,8 @@ def check_schedule(cell, schedule) -> str | None:
 def _as_array(what: str, value, device_ok: bool = False):
     """`value` as an array: a numpy array, or (device_ok: the cuda target) a Numba device array
     viewing the caller's GPU array."""
+    if type(value) is np.ndarray and value.dtype.kind in "fiu":
+        return value   # (the usual case, checked first: a call checks every parameter)
     if is_device_array(value):
         if not device_ok:
             raise ValueError(f"{what} is an array on a GPU; run with target='cuda', or copy it "
@@ -162,6 +176,8 @@ def _as_array(what: str, value, device_ok: bool = False):
 def _in_dtype(what: str, array, dtype):
     """`array` in the run's dtype: numpy arrays are converted, a device array must have it
     already (converting it would be a hidden copy on the GPU)."""
+    if type(array) is np.ndarray and array.dtype == dtype:
+        return array
     if is_device_array(array):
         if array.dtype != dtype:
             raise ValueError(f"{what} is a {array.dtype} array on the GPU but this call runs in "
@@ -170,10 +186,13 @@ def _in_dtype(what: str, array, dtype):
     return np.asarray(array, dtype=dtype)
 
 
-def _check_names(what: str, given: Mapping, expected: list[str], shapes: dict) -> None:
-    """Every expected name given and no other; one error names every problem."""
+def _check_names(what: str, given: Mapping, expected: list[str], shape_of) -> None:
+    """Every expected name given and no other; one error names every problem (`shape_of`:
+    name -> its shape, written out)."""
+    if len(given) == len(expected) and all(name in given for name in expected):
+        return
     problems = [f"unknown {what} {name!r}" for name in given if name not in expected]
-    problems += [f"missing {what} {name!r} (shape {shapes[name]})"
+    problems += [f"missing {what} {name!r} (shape {shape_of(name)})"
                  for name in expected if name not in given]
     if problems:
         raise ArgumentKeyError(f"{'; '.join(problems)}; this cell's {what}s are: "
@@ -185,7 +204,7 @@ def check_forward(cell, p, x, state, lengths, device_ok: bool = False,
     sym = cell.symbolic_shapes
     # Inputs first: they fix the dtype, T and B.
     if isinstance(x, Mapping):
-        _check_names("input", x, cell.inputs, {n: f"[T, B, {sym[n][0]}]" for n in cell.inputs})
+        _check_names("input", x, cell.inputs, lambda n: f"[T, B, {sym[n][0]}]")
         raw_x = dict(x)
     elif len(cell.inputs) == 1:
         raw_x = {cell.inputs[0]: x}
@@ -217,11 +236,10 @@ def check_forward(cell, p, x, state, lengths, device_ok: bool = False,
 
     if not isinstance(p, Mapping):
         raise ValueError("p must be a dict: parameter name -> array (see cell.init_params)")
-    _check_names("parameter", p, cell.params,
-                 {n: "[" + ", ".join(map(str, sym[n])) + "]" for n in cell.params})
+    _check_names("parameter", p, cell.params, lambda n: "[" + ", ".join(map(str, sym[n])) + "]")
     shape = lambda a, lead: (None if getattr(a, "shape", None) is None
                              else tuple(a.shape)[lead:])
-    sizes.likely = likely_sizes(
+    sizes.pairs = lambda: (
         [(shape(xs[n], 2), sym[n]) for n in cell.inputs]
         + [(shape(p[n], 0), sym[n]) for n in cell.params]
         + [(shape(v, 1), sym[n]) for n, v in (state.items() if isinstance(state, Mapping)
@@ -235,7 +253,7 @@ def check_forward(cell, p, x, state, lengths, device_ok: bool = False,
     if state is not None:
         if not isinstance(state, Mapping):
             raise ValueError("state must be a dict: state name -> [B, dim]")
-        _check_names("state", state, cell.states, {n: f"[B, {sym[n][0]}]" for n in cell.states})
+        _check_names("state", state, cell.states, lambda n: f"[B, {sym[n][0]}]")
         raw_state = {name: _as_array(f"state[{name!r}]", state[name], device_ok)
                      for name in cell.states}
         for name, array in raw_state.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -119,7 +120,7 @@ def test_a_team_computes_the_same_product(dtype, m, k, n, transposed):
     (3, 100, 200, False),    # neither many multiply-adds nor a large weight
     (64, 256, 1024, True)])  # many multiply-adds
 def test_a_team_shares_large_products_and_large_weights(m, k, n, shared):
-    """Which products the team is given (its generation counts jobs and ends), and that a
+    """Which products the team is given (its generation counts the jobs), and that a
     one-row product shared by panels is numpy's."""
     rng = np.random.default_rng(4)
     a = rng.standard_normal((m, k)).astype(np.float32)
@@ -127,9 +128,30 @@ def test_a_team_shares_large_products_and_large_weights(m, k, n, shared):
     generation = ctypes.CFUNCTYPE(L)(library("team")["rnncc_team_generation"])
     before = generation()
     got = product(a, w, threads=2)
-    assert generation() - before == (2 if shared else 1)   # (the job, then the end)
+    assert generation() - before == (1 if shared else 0)
     want = a.astype(np.float64) @ w.astype(np.float64)
     assert np.allclose(got, want, rtol=0, atol=tolerance(np.float32, k) * 4)
+
+
+def test_members_stay_between_calls_and_sleep_there():
+    """The members are started once (not per call: 50 us a thread) and sleep once a call
+    has ended, so that they take no core from what runs between calls; a call on fewer
+    threads than there are members leaves the others out."""
+    rng = np.random.default_rng(5)
+    a, w = (rng.standard_normal(s).astype(np.float32) for s in ((64, 256), (256, 512)))
+    want = a.astype(np.float64) @ w.astype(np.float64)
+    product(a, w, threads=3)
+    members = list(team._threads)
+    assert len(members) >= 2 and all(m.is_alive() for m in members)
+    for threads in (2, 3, 2):
+        assert np.allclose(product(a, w, threads), want, rtol=0, atol=1e-3)
+    assert team._threads == members
+    time.sleep(0.05)
+    for member in members:   # (Linux: the thread's state in /proc)
+        stat = f"/proc/self/task/{member.native_id}/stat"
+        if os.path.exists(stat):
+            with open(stat) as f:
+                assert f.read().rsplit(")", 1)[1].split()[0] == "S", member.name
 
 
 def test_another_threads_product_runs_alone_beside_a_team():

@@ -1,70 +1,88 @@
 """A call of a compiled function on a team of threads (native/gemm.py's protocol).
 
-The calling thread owns the team for the call; threads of rnncc's own run the team's `work`
-until the call ends: they compute their share of every large product the call makes on rnncc's
-GEMM, and of every parallel loop over a step's rows (lower.py outlines each into a function of
-a row range). Between jobs they spin a while, then sleep. One team per process: a call made while
-another thread's call holds it runs alone.
+The calling thread owns the team for the call; threads of rnncc's own (the members, started
+at the first call that needs them and kept for the process) compute their share of every
+large product the call makes on rnncc's GEMM, and of every parallel loop over a step's rows
+(lower.py outlines each into a function of a row range). Between a call's jobs they spin a
+while, then sleep; between calls they sleep. One team per process: a call made while another
+thread's call holds it runs alone.
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
-_held = threading.Lock()   # one team: also guards _pool
-_pool: ThreadPoolExecutor | None = None
-_size = 0
+_held = threading.Lock()   # one team: also guards _threads
+_threads: list[threading.Thread] = []   # member k is _threads[k - 1]
 
 
 def _forget_after_fork() -> None:
-    """In a forked child the pool's threads do not exist (only the forking thread does): a
-    job handed to them would never run, and the owner would wait for it forever."""
-    global _held, _pool, _size
-    _held, _pool, _size = threading.Lock(), None, 0
+    """In a forked child the members do not exist (only the forking thread does): a job
+    handed to them would never run, and the owner would wait for it forever."""
+    global _held, _threads
+    _held, _threads = threading.Lock(), []
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def _members(count: int) -> ThreadPoolExecutor:
-    """Threads of the team's own (a pool that lanes calls also use could have them queued
-    behind other work while the owner waits for them)."""
-    global _pool, _size
-    if _pool is None or _size < count:
-        if _pool is not None:
-            _pool.shutdown(wait=False)
-        _pool, _size = ThreadPoolExecutor(count, thread_name_prefix="rnncc-team"), count
-    return _pool
-
-
 @lru_cache(maxsize=None)
 def _functions():
     from .native.function import library
     found = library("team")
-    begin = ctypes.CFUNCTYPE(None, ctypes.c_int64)(found["rnncc_team_begin"])
-    end = ctypes.CFUNCTYPE(None)(found["rnncc_team_end"])
-    work = ctypes.CFUNCTYPE(None, ctypes.c_int64)(found["rnncc_team_work"])
-    return begin, end, work
+    c = ctypes.CFUNCTYPE
+    return (c(None, ctypes.c_int64)(found["rnncc_team_begin"]),
+            c(None)(found["rnncc_team_end"]),
+            c(None)(found["rnncc_team_stop"]),
+            c(None, ctypes.c_int64, ctypes.c_int64)(found["rnncc_team_work"]),
+            c(ctypes.c_int64)(found["rnncc_team_generation"]))
+
+
+def _enlist(count: int) -> None:
+    """Members 1..count running (called holding the team, between calls). Starting a thread
+    costs about 50 us, as much as a B=1 lstm call's whole native time at T=1: hence members
+    that stay. Each starts from the generation read here, before any job of the calls it
+    serves, so that it neither misses one nor takes an old one."""
+    if len(_threads) >= count:
+        return
+    *_, work, generation = _functions()
+    seen = generation()
+    while len(_threads) < count:
+        member = threading.Thread(target=work, args=(len(_threads) + 1, seen), daemon=True,
+                                  name=f"rnncc-team-{len(_threads) + 1}")
+        member.start()   # (ctypes lets go of the GIL for the member's whole life)
+        _threads.append(member)
+
+
+@atexit.register
+def _retire() -> None:
+    """The members return before the interpreter shuts down (a daemon thread still in native
+    code then is cut off wherever it is)."""
+    global _threads
+    with _held:
+        if _threads:
+            _functions()[2]()   # stop
+            for member in _threads:
+                member.join(timeout=1.0)
+            _threads = []
 
 
 def run(call, threads: int) -> None:
-    """call() with a team of `threads` (the calling thread and threads - 1 others)."""
+    """call() with a team of `threads` (the calling thread and threads - 1 members)."""
     if threads <= 1 or not _held.acquire(blocking=False):
         call()
         return
     try:
-        begin, end, work = _functions()
+        begin, end, *_ = _functions()
+        _enlist(threads - 1)
         begin(threads)
-        pending = [_members(threads - 1).submit(work, k) for k in range(1, threads)]
         try:
             call()
         finally:
             end()
-            for future in pending:
-                future.result()
     finally:
         _held.release()

@@ -439,14 +439,16 @@ def _transpose(b: ir.IRBuilder, rows: list) -> list:
 
 
 # -- the team: a call's products and parallel loops split over threads -------------------------
-# The team is one record (TEAM_FIELDS int64s, its counters on cache lines of their own) that the
-# thread running a cell's function owns for the call (team.py: `begin` on that thread, the
-# other members running `work` on threads of rnncc's own until `end`). A product or a loop's
-# rows of the owner's are shared out: the owner writes the job, bumps `generation` (waking the
-# members that sleep), computes its share and waits for `done`; the others spin on
-# `generation`, then sleep on it. Any other thread's products and loops run alone, so a second
-# call at the same time (another thread's) is unaffected.
-GENERATION, DONE, OWNER, SIZE, STOP, BASE, SLEEPERS, JOB = 0, 8, 16, 17, 18, 19, 20, 24
+# The team is one record (TEAM_FIELDS int64s, its counters on cache lines of their own) and
+# threads of rnncc's own that stay for the process (team.py), each in `work`. The thread
+# running a cell's function owns the team for the call (`begin` ... `end`). A product or a
+# loop's rows of the owner's are shared out: the owner writes the job, bumps `generation`
+# (waking the members that sleep), computes its share and waits for `done`; the members whose
+# index is below the call's `size` compute theirs (the others let the job pass). Between jobs
+# a member spins, then sleeps on `generation`; after `end` (`parked`) it sleeps at once, so
+# that idle members never take a core from other work. Any other thread's products and loops
+# run alone, so a second call at the same time (another thread's) is unaffected.
+GENERATION, DONE, OWNER, SIZE, STOP, PARKED, SLEEPERS, JOB = 0, 8, 16, 17, 18, 19, 20, 24
 TEAM_FIELDS = 40
 # A product below this many multiply-adds runs on the owner alone: a hand-off costs about a
 # microsecond each way, and a product of 2^18 (lstm B=16, H=64: 1 us alone) lost to it (the
@@ -536,16 +538,17 @@ def _team_ir(module) -> None:
                         b.inttoptr(c_rows, I8P), ldc, _const(0), panels])
     b.ret_void()
 
-    # work(index): a member's loop, until `end`. Between jobs it spins for SPIN_CYCLES, then
-    # sleeps on the generation (a futex, on Linux) until the owner's next job wakes it: a
-    # call's BLAS products and kernels then have the cores to themselves
-    work = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64]), "rnncc_team_work")
-    (index,) = work.args
+    # work(index, seen): member `index`'s loop, from generation `seen` (read before the
+    # member started, while no call held the team) until `stop`. Between jobs it spins for
+    # SPIN_CYCLES, or not at all once the call has ended, then sleeps on the generation (a
+    # futex, on Linux) until the owner's next job wakes it: a call's BLAS products and
+    # kernels, and whatever runs between calls, have the cores to themselves
+    work = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64]), "rnncc_team_work")
+    index, seen0 = work.args
     b = ir.IRBuilder(work.append_basic_block("entry"))
-    seen0 = b.load_atomic(field(b, BASE), "acquire", 8)   # (a job may come before we start)
     start = b.call(clock, [])
-    head, got, job, wait, check, out = (work.append_basic_block(x) for x in (
-        "head", "got", "job", "wait", "check", "out"))
+    head, got, job, mine, wait, check, out = (work.append_basic_block(x) for x in (
+        "head", "got", "job", "mine", "wait", "check", "out"))
     pre = b.block
     b.branch(head)
     b.position_at_end(head)
@@ -558,10 +561,16 @@ def _team_ir(module) -> None:
     b.cbranch(b.icmp_signed("!=", b.load_atomic(field(b, STOP), "acquire", 8), _const(0)),
               out, job)
     b.position_at_end(job)
-    b.call(share, [index, b.load(field(b, SIZE))])
+    size = b.load(field(b, SIZE))
+    passed = b.block
+    b.cbranch(b.icmp_signed("<", index, size), mine, head)
+    seen.add_incoming(g, passed)   # (a call on fewer threads than there are members)
+    since.add_incoming(since, passed)
+    b.position_at_end(mine)
+    b.call(share, [index, size])
     b.atomic_rmw("add", field(b, DONE), _const(1), "release")
-    seen.add_incoming(g, job)
-    since.add_incoming(b.call(clock, []), job)
+    seen.add_incoming(g, mine)
+    since.add_incoming(b.call(clock, []), mine)
     b.branch(head)
     b.position_at_end(wait)
     b.cbranch(b.icmp_signed("!=", b.load_atomic(field(b, STOP), "acquire", 8), _const(0)),
@@ -575,7 +584,10 @@ def _team_ir(module) -> None:
         b.branch(head)
     else:
         sleep = work.append_basic_block("sleep")
-        b.cbranch(b.icmp_unsigned(">", b.sub(now, since), _const(SPIN_CYCLES)), sleep, head)
+        idle = b.or_(b.icmp_unsigned(">", b.sub(now, since), _const(SPIN_CYCLES)),
+                     b.icmp_signed("!=", b.load_atomic(field(b, PARKED), "acquire", 8),
+                                   _const(0)))
+        b.cbranch(idle, sleep, head)
         seen.add_incoming(seen, check)
         since.add_incoming(since, check)
         b.position_at_end(sleep)
@@ -600,18 +612,23 @@ def _team_ir(module) -> None:
                            _const(FUTEX_WAKE), ir.Constant(I32, 2 ** 31 - 1),
                            ir.Constant(I8P, None)])
 
-    # begin(size): the calling thread owns the team; end(): the members return
+    # begin(size): the calling thread owns the team, `size` threads with the members 1..;
+    # end(): it no longer does, and the members sleep; stop(): the members return
     begin = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64]), "rnncc_team_begin")
     b = ir.IRBuilder(begin.append_basic_block("entry"))
     b.store(begin.args[0], field(b, SIZE))
     b.store(_const(0), field(b, DONE))
-    b.store(b.load(field(b, GENERATION)), field(b, BASE))
     b.store_atomic(_const(0), field(b, STOP), "release", 8)
+    b.store_atomic(_const(0), field(b, PARKED), "release", 8)
     b.store_atomic(b.call(self_fn, []), field(b, OWNER), "release", 8)
     b.ret_void()
     end = ir.Function(module, ir.FunctionType(ir.VoidType(), []), "rnncc_team_end")
     b = ir.IRBuilder(end.append_basic_block("entry"))
     b.store_atomic(_const(0), field(b, OWNER), "release", 8)
+    b.store_atomic(_const(1), field(b, PARKED), "release", 8)
+    b.ret_void()
+    stop = ir.Function(module, ir.FunctionType(ir.VoidType(), []), "rnncc_team_stop")
+    b = ir.IRBuilder(stop.append_basic_block("entry"))
     b.store_atomic(_const(1), field(b, STOP), "seq_cst", 8)
     b.atomic_rmw("add", field(b, GENERATION), _const(1), "seq_cst")
     wake_sleepers(b)
@@ -739,8 +756,8 @@ def _team_entry(module, dtype, blk: Blocking, transposed: bool, driver) -> None:
 def exported(name: str) -> list[str]:
     """The functions a part defines that others (compiled cells, team.py) call by name."""
     if name == "team":
-        return ["rnncc_team_begin", "rnncc_team_end", "rnncc_team_work", "rnncc_team_rows",
-                "rnncc_team_product", "rnncc_team_generation"]
+        return ["rnncc_team_begin", "rnncc_team_end", "rnncc_team_stop", "rnncc_team_work",
+                "rnncc_team_rows", "rnncc_team_product", "rnncc_team_generation"]
     dtype = next(d for d, suffix in SUFFIX.items() if name.startswith(suffix))
     if name.endswith("_t"):
         return [symbol("packed_gemm_t", dtype), symbol("team_gemm_t", dtype)]
