@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -186,6 +187,12 @@ def _in_dtype(what: str, array, dtype):
     return np.asarray(array, dtype=dtype)
 
 
+@lru_cache(maxsize=4096)
+def _label(kind: str, name: str) -> str:
+    """How errors name a parameter or a state (worked out once: a call checks every one)."""
+    return f"parameter {name!r}" if kind == "parameter" else f"state[{name!r}]"
+
+
 def _check_names(what: str, given: Mapping, expected: list[str], shape_of) -> None:
     """Every expected name given and no other; one error names every problem (`shape_of`:
     name -> its shape, written out)."""
@@ -246,18 +253,19 @@ def check_forward(cell, p, x, state, lengths, device_ok: bool = False,
                                               else ()) if n in sym])
     params = {}
     for name in cell.params:
-        array = _as_array(f"parameter {name!r}", p[name], device_ok)
-        sizes.bind(f"parameter {name!r}", array, sym[name])
-        params[name] = _in_dtype(f"parameter {name!r}", array, dtype)
+        what = _label("parameter", name)
+        array = _as_array(what, p[name], device_ok)
+        sizes.bind(what, array, sym[name])
+        params[name] = _in_dtype(what, array, dtype)
 
     if state is not None:
         if not isinstance(state, Mapping):
             raise ValueError("state must be a dict: state name -> [B, dim]")
         _check_names("state", state, cell.states, lambda n: f"[B, {sym[n][0]}]")
-        raw_state = {name: _as_array(f"state[{name!r}]", state[name], device_ok)
+        raw_state = {name: _as_array(_label("state", name), state[name], device_ok)
                      for name in cell.states}
         for name, array in raw_state.items():
-            sizes.bind(f"state[{name!r}]", array, sym[name], lead=(("B", B),))
+            sizes.bind(_label("state", name), array, sym[name], lead=(("B", B),))
 
     for dim in cell.dims:
         if dim not in sizes.size:
@@ -268,7 +276,7 @@ def check_forward(cell, p, x, state, lengths, device_ok: bool = False,
         init = {name: np.zeros((B, sizes.size.get(sym[name][0], sym[name][0])), dtype=dtype)
                 for name in cell.states}
     else:
-        init = {name: _in_dtype(f"state[{name!r}]", raw_state[name], dtype)
+        init = {name: _in_dtype(_label("state", name), raw_state[name], dtype)
                 for name in cell.states}
 
     checked_lengths = check_lengths(lengths, T, B)
