@@ -310,9 +310,10 @@ def _driver(module, dtype, blk: Blocking, transposed: bool) -> ir.Function:
     """packed_gemm(M, N, K, A, lda, Bp, C, ldc, p0, p1): C[:, panels p0 .. p1-1] = A @ W for
     A [M, K] (element (i, k) at A + i*lda + k; packed_gemm_t: A + k*lda + i, a transposed
     operand), W [K, N] packed in Bp, C [M, N] (rows ldc apart). K in blocks of KC (the
-    accumulators start from C after the first), rows in chunks, panels inside them, so that a
-    panel's block is read from cache by every row block of a chunk; a panel that runs past N
-    is computed into a tile on the stack and its columns copied."""
+    accumulators start from C after the first); rows in chunks, panels inside them, so that a
+    panel's block is read from cache by every row block of a chunk (A^T: each row block
+    packed, every panel inside it); a panel that runs past N is computed into a tile on the
+    stack and its columns copied."""
     real = FLOATS[np.dtype(dtype)]
     ptr = real.as_pointer()
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64, I64, ptr, I64, ptr, ptr,
@@ -330,6 +331,9 @@ def _driver(module, dtype, blk: Blocking, transposed: bool) -> ir.Function:
     copy = _copy_tile(module, dtype)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     tmp = b.alloca(real, size=blk.mr * blk.nr)
+    a_block = b.alloca(real, size=blk.mr * KC) if transposed else None   # (pack_rows)
+    if a_block is not None:
+        a_block.align = 64
     start = b.alloca(I64)   # the tail's next row
     panel_at = {r: b.alloca(I64) for r in blk.tail_rows()}   # its next panel, per block
     nr = _const(blk.nr)
@@ -339,22 +343,33 @@ def _driver(module, dtype, blk: Blocking, transposed: bool) -> ir.Function:
     def a_at(i, k0):   # A's element (i, k0)
         return b.gep(a, [b.add(i, b.mul(k0, lda)) if transposed else b.add(b.mul(i, lda), k0)])
 
-    def product(micro, rows, panels, p, i, k0, depth, onto):
+    def product(micro, rows, panels, p, i, k0, depth, onto, a_block=None):
         """One micro-kernel call: rows i.., panels p.., K from k0 for depth; into C where its
-        panels fit, else via tmp (filled from C first where it accumulates)."""
+        panels fit, else via tmp (filled from C first where it accumulates). `a_block`: the
+        rows' A packed by pack_rows (micro then reads it as a transposed operand)."""
         width = _const(panels * blk.nr)
         b_at = b.gep(bp, [b.add(b.mul(p, panel_stride), b.mul(k0, nr))])
         c_at = b.gep(c, [b.add(b.mul(i, ldc), b.mul(p, nr))])
+        a_args = [a_at(i, k0), lda] if a_block is None else [a_block, _const(blk.mr)]
         fits = b.icmp_signed("<=", b.mul(b.add(p, _const(panels)), nr), n)
         with b.if_else(fits) as (inside, past):
             with inside:
-                b.call(micro, [depth, a_at(i, k0), lda, b_at, panel_stride, c_at, ldc, onto])
+                b.call(micro, [depth, *a_args, b_at, panel_stride, c_at, ldc, onto])
             with past:
                 cols = b.sub(n, b.mul(p, nr))
                 with b.if_then(b.icmp_signed("!=", onto, _const(0))):
                     b.call(copy, [rows, cols, c_at, ldc, tmp, width])
-                b.call(micro, [depth, a_at(i, k0), lda, b_at, panel_stride, tmp, width, onto])
+                b.call(micro, [depth, *a_args, b_at, panel_stride, tmp, width, onto])
                 b.call(copy, [rows, cols, tmp, width, c_at, ldc])
+
+    def pack_rows(i, k0, depth):
+        """A^T's rows i .. i+MR-1, K from k0 for depth, into a_block: the MR numbers of each k
+        one after another (the micro-kernel reads it as A^T with lda = MR)."""
+        kk = _Loop(b, _const(0), depth, name="pk")
+        for r in range(blk.mr):
+            value = b.load(a_at(b.add(i, _const(r)), b.add(k0, kk.i)))
+            b.store(value, b.gep(a_block, [b.add(b.mul(kk.i, _const(blk.mr)), _const(r))]))
+        kk.close()
 
     # at least one pass over K, so that K = 0 still writes C (zeros)
     blocks = b.sdiv(b.add(k, _const(KC - 1)), _const(KC))
@@ -364,18 +379,32 @@ def _driver(module, dtype, blk: Blocking, transposed: bool) -> ir.Function:
     depth = b.sub(k, k0)
     depth = b.select(b.icmp_signed("<", depth, _const(KC)), depth, _const(KC))
     onto = b.zext(b.icmp_signed(">", kblock.i, _const(0)), I64)
-    # rows in chunks of MC_BLOCKS row blocks, so that a chunk of A stays in cache while every
-    # panel passes over it (unchunked, M = 640 ran slower on two threads than on one)
-    chunk_rows = blk.mr * MC_BLOCKS
-    chunk = _Loop(b, _const(0), full, step=chunk_rows, name="chunk")
-    chunk_end = b.add(chunk.i, _const(chunk_rows))
-    chunk_end = b.select(b.icmp_signed("<", chunk_end, full), chunk_end, full)
-    panel = _Loop(b, p0, p1, name="p")
-    row = _Loop(b, chunk.i, chunk_end, step=blk.mr, name="row")
-    product(micros[(blk.mr, 1)], _const(blk.mr), 1, panel.i, row.i, k0, depth, onto)
-    row.close()
-    panel.close()
-    chunk.close()
+    if transposed:
+        # A^T (a weight's gradient: dgates^T over all T*B rows): a row block's MR numbers of
+        # a k are consecutive, the next k's lda further on (a new page each k at lda = 4H =
+        # 1024); packed once per row block and K block, then every panel passes over it
+        # (lstm's dU [1024, 6400] x [6400, 256] on 2 cores of a Zen 4: 146 -> 190 GF/s; packing
+        # a row-major A as well gained nothing and lost half where few panels reuse it)
+        row = _Loop(b, _const(0), full, step=blk.mr, name="row")
+        pack_rows(row.i, k0, depth)
+        panel = _Loop(b, p0, p1, name="p")
+        product(micros[(blk.mr, 1)], _const(blk.mr), 1, panel.i, row.i, k0, depth, onto,
+                a_block)
+        panel.close()
+        row.close()
+    else:
+        # rows in chunks of MC_BLOCKS row blocks, so that a chunk of A stays in cache while
+        # every panel passes over it (unchunked, M = 640 ran slower on two threads than on one)
+        chunk_rows = blk.mr * MC_BLOCKS
+        chunk = _Loop(b, _const(0), full, step=chunk_rows, name="chunk")
+        chunk_end = b.add(chunk.i, _const(chunk_rows))
+        chunk_end = b.select(b.icmp_signed("<", chunk_end, full), chunk_end, full)
+        panel = _Loop(b, p0, p1, name="p")
+        row = _Loop(b, chunk.i, chunk_end, step=blk.mr, name="row")
+        product(micros[(blk.mr, 1)], _const(blk.mr), 1, panel.i, row.i, k0, depth, onto)
+        row.close()
+        panel.close()
+        chunk.close()
 
     # the rows past the last full block (fewer than MR): in blocks of tail_rows() (8, 4, 2, 1:
     # at most one of each), each block's panels in groups of tail_panels() (for two rows on
