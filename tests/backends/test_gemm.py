@@ -104,7 +104,8 @@ def test_every_remainder_of_rows_and_panels(dtype, transposed):
                                      (600, 64, 40),     # few panels: shared by rows
                                      (3, 100, 200),     # below what a team shares
                                      (40, 1300, 70),      # K in three blocks of KC
-                                     (1, 1300, 100)])   # one row (B = 1), K in blocks
+                                     (1, 1300, 100),    # one row (B = 1), K in blocks
+                                     (230, 1100, 80)])  # chunks of rows (A copied), K blocks
 def test_a_team_computes_the_same_product(dtype, m, k, n, transposed):
     rng = np.random.default_rng(2)
     a = rng.standard_normal((m, k)).astype(dtype)

@@ -331,9 +331,14 @@ def _driver(module, dtype, blk: Blocking, transposed: bool) -> ir.Function:
     copy = _copy_tile(module, dtype)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     tmp = b.alloca(real, size=blk.mr * blk.nr)
-    a_block = b.alloca(real, size=blk.mr * KC) if transposed else None   # (pack_rows)
-    if a_block is not None:
-        a_block.align = 64
+    # A's copies: a row block packed (A^T), or a chunk of rows (A), one vector further apart
+    # than KC; on the stack (200 KB for float32, 400 for float64: the callers are Python's
+    # threads and rnncc's, with stacks of megabytes)
+    chunk_stride = KC + blk.vector
+    a_block = b.alloca(real, size=blk.mr * KC if transposed
+                       else blk.mr * MC_BLOCKS * chunk_stride)
+    a_block.align = 64
+    a_chunk = a_block
     start = b.alloca(I64)   # the tail's next row
     panel_at = {r: b.alloca(I64) for r in blk.tail_rows()}   # its next panel, per block
     nr = _const(blk.nr)
@@ -343,14 +348,14 @@ def _driver(module, dtype, blk: Blocking, transposed: bool) -> ir.Function:
     def a_at(i, k0):   # A's element (i, k0)
         return b.gep(a, [b.add(i, b.mul(k0, lda)) if transposed else b.add(b.mul(i, lda), k0)])
 
-    def product(micro, rows, panels, p, i, k0, depth, onto, a_block=None):
+    def product(micro, rows, panels, p, i, k0, depth, onto, copied=None):
         """One micro-kernel call: rows i.., panels p.., K from k0 for depth; into C where its
-        panels fit, else via tmp (filled from C first where it accumulates). `a_block`: the
-        rows' A packed by pack_rows (micro then reads it as a transposed operand)."""
+        panels fit, else via tmp (filled from C first where it accumulates). `copied`: (where
+        the rows' A starts, its lda) in a copy of it (pack_rows, copy_rows)."""
         width = _const(panels * blk.nr)
         b_at = b.gep(bp, [b.add(b.mul(p, panel_stride), b.mul(k0, nr))])
         c_at = b.gep(c, [b.add(b.mul(i, ldc), b.mul(p, nr))])
-        a_args = [a_at(i, k0), lda] if a_block is None else [a_block, _const(blk.mr)]
+        a_args = [a_at(i, k0), lda] if copied is None else list(copied)
         fits = b.icmp_signed("<=", b.mul(b.add(p, _const(panels)), nr), n)
         with b.if_else(fits) as (inside, past):
             with inside:
@@ -389,19 +394,31 @@ def _driver(module, dtype, blk: Blocking, transposed: bool) -> ir.Function:
         pack_rows(row.i, k0, depth)
         panel = _Loop(b, p0, p1, name="p")
         product(micros[(blk.mr, 1)], _const(blk.mr), 1, panel.i, row.i, k0, depth, onto,
-                a_block)
+                (a_block, _const(blk.mr)))
         panel.close()
         row.close()
     else:
         # rows in chunks of MC_BLOCKS row blocks, so that a chunk of A stays in cache while
         # every panel passes over it (unchunked, M = 640 ran slower on two threads than on one)
+        # A's rows are copied first, CHUNK_STRIDE apart: rows of a row-major A whose lda is a
+        # multiple of 512 floats (K = 4H = 1024: backward's dgates @ U and dgates @ W) lie in
+        # one set of the L1 cache, and a row block's 12 lines evict one another (lstm's
+        # [6400, 1024] x [1024, 256] ran at 139 GF/s on 2 Zen 4 cores, K = 1000 at 210)
         chunk_rows = blk.mr * MC_BLOCKS
         chunk = _Loop(b, _const(0), full, step=chunk_rows, name="chunk")
         chunk_end = b.add(chunk.i, _const(chunk_rows))
         chunk_end = b.select(b.icmp_signed("<", chunk_end, full), chunk_end, full)
+        stride = _const(chunk_stride)
+        r = _Loop(b, _const(0), b.sub(chunk_end, chunk.i), name="cr")
+        kk = _Loop(b, _const(0), depth, name="ck")
+        value = b.load(a_at(b.add(chunk.i, r.i), b.add(k0, kk.i)))
+        b.store(value, b.gep(a_chunk, [b.add(b.mul(r.i, stride), kk.i)]))
+        kk.close()
+        r.close()
         panel = _Loop(b, p0, p1, name="p")
         row = _Loop(b, chunk.i, chunk_end, step=blk.mr, name="row")
-        product(micros[(blk.mr, 1)], _const(blk.mr), 1, panel.i, row.i, k0, depth, onto)
+        copied = (b.gep(a_chunk, [b.mul(b.sub(row.i, chunk.i), stride)]), stride)
+        product(micros[(blk.mr, 1)], _const(blk.mr), 1, panel.i, row.i, k0, depth, onto, copied)
         row.close()
         panel.close()
         chunk.close()
