@@ -163,17 +163,20 @@ class SubLayer:
 
     def backward(self, dy, dfinal, threads: int = 0):
         """BPTT through the last forward call: fills self.grads, returns (dx, dstate)."""
-        return self._fill_grads(*self.call_backward(self._last, dy, dfinal, threads))
+        return self._fill_grads(*self.call_backward(self._last, dy, dfinal, threads,
+                                                    owned=False))
 
-    def call_backward(self, tape, dy, dfinal, threads: int = 0, inputs: bool = True):
+    def call_backward(self, tape, dy, dfinal, threads: int = 0, inputs: bool = True,
+                      owned: bool = True):
         """BPTT through the forward call that made `tape`: (dx, dstate, dparams), arrays of
         their own (its work arrays are the unit's backward workspace, which no tape holds).
         inputs=False: dx is not wanted (None where that saved its work: the cpu target skips
-        the input gradient's GEMMs)."""
+        the input gradient's GEMMs). owned=False: dparams may view the work arrays (valid
+        until the next backward call: for a caller that copies them at once)."""
         if self._compiled is not None:
             run = self.start_backward(dy, dfinal, tape, inputs)
             run.advance(0, run.call.T, threads)
-            return self._backward_results(run)
+            return self._backward_results(run, owned)
         call, saved, _ = tape
         dys, dfinal = check_backward(self.cell, call, dy, dfinal)
         dparams, dxs, dstate = self.backend.backward(self.cell, call, saved, dys, dfinal)
@@ -191,13 +194,13 @@ class SubLayer:
 
     def finish_backward(self, run):
         """Fills self.grads from a finished backward run; returns (dx, dstate)."""
-        return self._fill_grads(*self._backward_results(run))
+        return self._fill_grads(*self._backward_results(run, owned=False))
 
     def _fill_grads(self, dx, dstate, dparams):
         for name, g in dparams.items():
             np.copyto(self.grads[name], g)
         return dx, dstate
 
-    def _backward_results(self, run):
-        dparams, dxs, dstate = run.results()
+    def _backward_results(self, run, owned: bool = True):
+        dparams, dxs, dstate = run.results(owned)
         return dxs.get(self.cell.inputs[0]), dstate, dparams
