@@ -157,13 +157,21 @@ def measure(fns: dict, rounds: int, timer=wall_time) -> dict:
 
 
 def cpu_model() -> str:
+    """The CPU's model name, and the core LLVM compiles for (a cloud machine's model name may
+    be just "AMD EPYC", for Zen 4 and Zen 5 alike)."""
+    name = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    try:
+        import llvmlite.binding as llvm
+        return f"{name} ({llvm.get_host_cpu_name()})"
+    except ImportError:
+        return name
 
 
 def table_cases(args, row, passes: bool = True) -> list:
