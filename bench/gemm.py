@@ -5,10 +5,13 @@ a recurrent layer runs, in GF/s and as a share of the machine's FMA peak (bench/
     input     the input product over all rows: [T*B, I] x [I, 4H]
     gradient  a weight's gradient: dgates^T @ h, [4H, T*B] x [T*B, H] (A a transposed view;
               rnncc packs h for the product: timed)
+    backward  a backward step's dgates @ U, [B, 4H] x [4H, H], and the input's gradient over
+              all rows, dgates @ W, [T*B, 4H] x [4H, I] (A's rows 4 KB apart at H = 256)
 
 Each contender on `--threads` threads (rnncc: its team, team.py; numpy: its BLAS, limited by
 threadpoolctl), in this one process, rounds interleaved, medians of calls in a Python loop (a
-call costs about a microsecond more than its work: the batch-1 rows show it).
+call through ctypes costs about a microsecond more than its work, numpy's np.dot a few: the
+batch-1 rows show it).
 
     python bench/gemm.py [--threads 2] [--rounds 7] [--write]
 """
@@ -37,7 +40,10 @@ L, P = ctypes.c_int64, ctypes.c_void_p
 SHAPES = [("step", "lstm, B=64, H=256", 64, 256, 1024, False),
           ("step", "lstm, B=1, H=128", 1, 128, 512, False),
           ("input", "lstm, T*B=6400, I=H=256", 6400, 256, 1024, False),
-          ("gradient", "lstm, 4H=1024, T*B=6400, H=256", 1024, 6400, 256, True)]
+          ("gradient", "lstm, 4H=1024, T*B=6400, H=256", 1024, 6400, 256, True),
+          ("backward", "lstm step, B=64, H=256", 64, 1024, 256, False),
+          ("backward", "lstm dx, T*B=6400, I=H=256", 6400, 1024, 256, False),
+          ("backward", "lstm step, B=1, H=128", 1, 512, 128, False)]
 
 
 def contenders(m, k, n, transposed, threads):
@@ -60,10 +66,14 @@ def contenders(m, k, n, transposed, threads):
     bp = np.empty(gemm.packed_size(blk, k, n), np.float32)
     lda = m if transposed else k
 
+    # (the addresses once: each `.ctypes.data` costs about a microsecond, more than a batch-1
+    # product's own time)
+    a_at, w_at, bp_at, c_at = (x.ctypes.data for x in (a, w, bp, c))
+
     def rnncc_product():
         if transposed:   # a per-call operand: packed for the product, as the compiled code does
-            pack(k, n, w.ctypes.data, n, 1, bp.ctypes.data)
-        run(m, n, k, a.ctypes.data, lda, bp.ctypes.data, c.ctypes.data, n)
+            pack(k, n, w_at, n, 1, bp_at)
+        run(m, n, k, a_at, lda, bp_at, c_at, n)
 
     pack(k, n, w.ctypes.data, n, 1, bp.ctypes.data)
     operand = a.T if transposed else a

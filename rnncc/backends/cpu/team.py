@@ -63,12 +63,16 @@ def _retire() -> None:
     """The members return before the interpreter shuts down (a daemon thread still in native
     code then is cut off wherever it is)."""
     global _threads
-    with _held:
+    if not _held.acquire(timeout=5.0):   # (a daemon thread's call still running: leave it)
+        return
+    try:
         if _threads:
             _functions()[2]()   # stop
             for member in _threads:
                 member.join(timeout=1.0)
             _threads = []
+    finally:
+        _held.release()
 
 
 def run(call, threads: int) -> None:
