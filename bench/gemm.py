@@ -68,9 +68,10 @@ def contenders(m, k, n, transposed, threads):
 
     # (the addresses once: each `.ctypes.data` costs about a microsecond, more than a batch-1
     # product's own time)
-    a_at, w_at, bp_at, c_at = (x.ctypes.data for x in (a, w, bp, c))
+    arrays = (a, w, bp, c)   # (kept alive by rnncc_product, which holds only addresses)
+    a_at, w_at, bp_at, c_at = (x.ctypes.data for x in arrays)
 
-    def rnncc_product():
+    def rnncc_product(arrays=arrays):
         if transposed:   # a per-call operand: packed for the product, as the compiled code does
             pack(k, n, w_at, n, 1, bp_at)
         run(m, n, k, a_at, lda, bp_at, c_at, n)

@@ -577,6 +577,12 @@ TEAM_MIN_BYTES = 1 << 17
 # A loop's rows are shared out where every member gets this many (a step's kernel at B = 8 on
 # two threads; a hand-off costs about a microsecond).
 TEAM_MIN_ROWS = 4
+# A product is split by rows, not panels, where the panels would give each member fewer than
+# ROWS_FEW_PANELS and the rows give each ROWS_MANY_BLOCKS blocks of MR or more: a weight's
+# gradient [4H, T*B] x [T*B, H] and the input's gradient [T*B, 4H] x [4H, I] at H = 256 (8
+# panels) ran at 182 and 183 GF/s split by panels on 2 Zen 4 cores, each member copying every
+# row of A; by rows, 194 and 204.
+ROWS_FEW_PANELS, ROWS_MANY_BLOCKS = 8, 4
 PRODUCT, ROWS = 1, 2   # a job's code: a product (by its driver), or a loop's rows
 JOB_FIELDS = 14   # code, function, M, N, K, A, lda, Bp, C, ldc, NR, MR, item bytes, transposed
 DRIVER_FN = ir.FunctionType(ir.VoidType(), [I64, I64, I64, ir.IntType(8).as_pointer(), I64,
@@ -631,7 +637,13 @@ def _team_ir(module) -> None:
     driver = b.inttoptr(fn_at, DRIVER_FN.as_pointer())
     panels = b.sdiv(b.sub(b.add(n, nr), _const(1)), nr)
     by_panels, by_rows = share.append_basic_block("panels"), share.append_basic_block("rows2")
-    b.cbranch(b.icmp_signed(">=", panels, size), by_panels, by_rows)
+    # by rows where each member would get few panels but gets several row blocks: each copies
+    # or packs (the driver) only the rows it runs, and passes more panels over them
+    row_blocks = b.sdiv(b.sub(b.add(m, mr), _const(1)), mr)
+    few_panels = b.icmp_signed("<", panels, b.mul(size, _const(ROWS_FEW_PANELS)))
+    many_rows = b.icmp_signed(">=", row_blocks, b.mul(size, _const(ROWS_MANY_BLOCKS)))
+    b.cbranch(b.and_(b.icmp_signed(">=", panels, size), b.not_(b.and_(few_panels, many_rows))),
+              by_panels, by_rows)
     b.position_at_end(by_panels)
     p0 = b.sdiv(b.mul(panels, index), size)
     p1 = b.sdiv(b.mul(panels, b.add(index, _const(1))), size)
