@@ -6,6 +6,7 @@ import ctypes
 import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -256,3 +257,22 @@ def test_a_forked_child_starts_a_team_of_its_own():
     with context.Pool(1) as pool:
         got = pool.apply_async(product, (a, w, 2)).get(timeout=60)
     assert np.allclose(got, want, atol=1e-3)
+
+
+def test_a_process_with_a_team_exits_at_once():
+    """The members, which stay for the process, are stopped and joined at exit (team._retire):
+    the interpreter exits promptly and cleanly, with no member cut off inside native code."""
+    import subprocess
+    import sys
+    script = ("import numpy as np, sys\n"
+              f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "from test_gemm import product\n"
+              "from rnncc.backends.cpu import team\n"
+              "a = np.ones((96, 128), np.float32); w = np.ones((128, 512), np.float32)\n"
+              "assert (product(a, w, 2) == 128).all()\n"
+              "assert all(m.is_alive() for m in team._threads)\n"
+              "print('done')\n")
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.strip() == "done"
