@@ -303,7 +303,8 @@ class Compiled:
 
         def caller(argument, b, value, shape):
             if b.rows == Rows.STEP:  # a carried state: the generated code writes it
-                value = np.broadcast_to(np.asarray(value, dtype=dtype), shape)
+                if not (isinstance(value, np.ndarray) and value.shape == shape):
+                    value = np.broadcast_to(np.asarray(value, dtype=dtype), shape)
                 if argument.name in kept:
                     np.copyto(kept[argument.name], value)
                     return kept[argument.name]
