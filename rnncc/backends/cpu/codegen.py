@@ -186,27 +186,39 @@ class CpuPrinter(FunctionPrinter):
         reverse = plan.kind == "backward"
         self.emit(indent, "for s in range(T):")
         self.emit(indent + 1, f"t = {'T - 1 - s' if reverse else 's'}")
-        if self.layout.records_states:  # the trajectory backward reads: each step's start
-            for read, _ in plan.carried.values():
-                width = self.width(plan.buffers[read])
-                self.emit(indent + 1, "for b in prange(B):")
-                self.copy(indent + 2, f"{ident(read)}_all[t, b, j]", f"{ident(read)}[b, j]",
-                          width)
         steps = plan.phases["per_step"]
         last = len(steps) - 1
         # the carry in the last kernel's own loop over rows, where nothing follows it in the
         # step: row b's next state is its own (rows are independent), and the team then shares
         # out one loop, not two, per step (lstm T=100, B=64, H=256 inference: the second loop
-        # and the wait for it were 1.6 ms of 41 on 2 Zen 4 cores)
+        # and the wait for it were 1.6 ms of 41 on 2 Zen 4 cores). A training forward's record
+        # of each step's starting state goes there too, ahead of the row's kernel (nothing
+        # before it in the step writes a state), for the rows that run the step, as the lanes
+        # schedule records them
         merged = (last >= 0 and steps[last].kind != "gemm"
                   and self.layout.kernels[("per_step", last)].row_loops
                   and not self.layout.kernels[("per_step", last)].after_loops)
+        if self.layout.records_states and not merged:   # the trajectory backward reads
+            for read, _ in plan.carried.values():
+                width = self.width(plan.buffers[read])
+                self.emit(indent + 1, "for b in prange(B):")
+                self.copy(indent + 2, f"{ident(read)}_all[t, b, j]", f"{ident(read)}[b, j]",
+                          width)
         for k, step in enumerate(steps):
-            self.step(step, ("per_step", k), indent + 1, "t", "step",
-                      then=(lambda ind: self.carry_row(ind, None)) if merged and k == last
-                      else None)
+            hooks = {}
+            if merged and k == last:
+                hooks["then"] = lambda ind: self.carry_row(ind, None)
+                if self.layout.records_states:
+                    hooks["before"] = self.record_row
+            self.step(step, ("per_step", k), indent + 1, "t", "step", **hooks)
         if not merged:
             self.carry(indent + 1)
+
+    def record_row(self, indent: int) -> None:
+        """Row b's state at the start of step t, kept for backward (a training forward)."""
+        for read, _ in self.plan.carried.values():
+            self.copy(indent, f"{ident(read)}_all[t, b, j]", f"{ident(read)}[b, j]",
+                      self.width(self.plan.buffers[read]))
 
     def lanes_loop(self, indent: int) -> None:
         """The lanes schedule: each lane (a batch row, or one of a row's `lanes` column blocks)
@@ -244,13 +256,14 @@ class CpuPrinter(FunctionPrinter):
                       "step", lane=lane or "").print()
         self.carry_row(indent + 2, lane)
 
-    def step(self, step, key, indent: int, t, phase: str, then=None) -> None:
-        """A GEMM or a kernel; `then(indent)` prints code for the row at the end of the
-        kernel's loop over rows (a kernel that has one)."""
+    def step(self, step, key, indent: int, t, phase: str, before=None, then=None) -> None:
+        """A GEMM or a kernel; `before(indent)` and `then(indent)` print code for the row at
+        the start and at the end of the kernel's loop over rows (a kernel that has one)."""
         if step.kind == "gemm":
             self.gemm(step, key, indent, t)
         else:
-            CpuKernel(self, step, self.layout.kernels[key], indent, t, phase, then=then).print()
+            CpuKernel(self, step, self.layout.kernels[key], indent, t, phase, before=before,
+                      then=then).print()
 
     def carry(self, indent: int) -> None:
         """End of a step, for the rows that ran: results wanted for every step that no kernel
@@ -298,12 +311,12 @@ class CpuKernel(KernelPrinter):
     row, "j0, j1" for a block of its columns) the kernel is row b's alone: no loop over rows,
     and its column loops run over the lane's columns."""
 
-    def __init__(self, *args, lane: str | None = None, then=None):
+    def __init__(self, *args, lane: str | None = None, before=None, then=None):
         super().__init__(*args)
         self.views: dict[str, str] = {}     # "array[row index]" -> its row view's local name
         self.in_rows = False
         self.lane = lane
-        self.then = then   # then(indent): printed for each row after the kernel's (step())
+        self.before, self.then = before, then   # printed for each row around it (step())
 
     def column_loop(self, width: str) -> str:
         return f"for j in range({self.lane or width}):"
@@ -371,6 +384,8 @@ class CpuKernel(KernelPrinter):
             return
         if layout.row_loops:
             self.open_row_loop(ind)
+            if self.before is not None:
+                self.before(ind + 2)
             with self.row_views(ind + 2):
                 self.print_loops(layout.row_loops, ind + 2)
             if self.then is not None:
