@@ -144,23 +144,33 @@ class _Loop:
         b.position_at_end(self.end)
 
 
+def _micro_declared(module, dtype, blk: Blocking, name: str):
+    """(a micro-kernel function `name`, internal, with the signature the driver calls: K, A,
+    lda, Bp, panel stride, C, ldc, accumulate; its float type, vector type and the FMA
+    intrinsic of that vector)."""
+    real = FLOATS[np.dtype(dtype)]
+    vec = ir.VectorType(real, blk.vector)
+    intrinsic = f"llvm.fma.v{blk.vector}{'f32' if isinstance(real, ir.FloatType) else 'f64'}"
+    fma = module.globals.get(intrinsic) or ir.Function(module, ir.FunctionType(vec, [vec] * 3),
+                                                       intrinsic)
+    ptr = real.as_pointer()
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, ptr, I64, ptr, I64, ptr, I64,
+                                                               I64]), name)
+    fn.linkage = "internal"
+    for p in (fn.args[1], fn.args[3], fn.args[5]):   # A, Bp, C
+        p.add_attribute("noalias")
+    return fn, real, vec, fma
+
+
 def _micro(module, dtype, blk: Blocking, rows: int, panels: int,
            transposed: bool) -> ir.Function:
     """C[rows, panels*NR] (+)= A[rows, K] @ (panels consecutive panels of Bp): the accumulators
     in registers, from zero or (accumulate != 0) from C, stored to C (row stride ldc) at the
     end. A's element (i, k) is at a + i*lda + k, or (transposed) a + k*lda + i."""
-    real = FLOATS[np.dtype(dtype)]
-    vec = ir.VectorType(real, blk.vector)
-    name = f"llvm.fma.v{blk.vector}{'f32' if isinstance(real, ir.FloatType) else 'f64'}"
-    fma = module.globals.get(name) or ir.Function(module, ir.FunctionType(vec, [vec] * 3), name)
-    ptr = real.as_pointer()
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, ptr, I64, ptr, I64, ptr, I64,
-                                                               I64]),
-                     f"micro_{SUFFIX[np.dtype(dtype)]}_{rows}x{panels}{'t' if transposed else ''}")
-    fn.linkage = "internal"
+    fn, real, vec, fma = _micro_declared(
+        module, dtype, blk,
+        f"micro_{SUFFIX[np.dtype(dtype)]}_{rows}x{panels}{'t' if transposed else ''}")
     k_count, a, lda, bp, panel_stride, c, ldc, accumulate = fn.args
-    for p in (a, bp, c):
-        p.add_attribute("noalias")
     entry = fn.append_basic_block("entry")
     loop = fn.append_basic_block("k")
     done = fn.append_basic_block("done")
@@ -226,18 +236,9 @@ def _row_micro(module, dtype, blk: Blocking, transposed: bool) -> ir.Function:
     panel, reading the panel front to back (one stream: the prefetchers keep ahead of it)
     with ROW_SPLIT partial sums over k (independent accumulators hide the FMA's latency),
     added up at the end."""
-    real = FLOATS[np.dtype(dtype)]
-    vec = ir.VectorType(real, blk.vector)
-    name = f"llvm.fma.v{blk.vector}{'f32' if isinstance(real, ir.FloatType) else 'f64'}"
-    fma = module.globals.get(name) or ir.Function(module, ir.FunctionType(vec, [vec] * 3), name)
-    ptr = real.as_pointer()
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, ptr, I64, ptr, I64, ptr, I64,
-                                                               I64]),
-                     f"row_micro_{SUFFIX[np.dtype(dtype)]}{'t' if transposed else ''}")
-    fn.linkage = "internal"
+    fn, real, vec, fma = _micro_declared(
+        module, dtype, blk, f"row_micro_{SUFFIX[np.dtype(dtype)]}{'t' if transposed else ''}")
     k_count, a, lda, bp, _, c, _, accumulate = fn.args
-    for p in (a, bp, c):
-        p.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     zero = ir.Constant(vec, [0.0] * blk.vector)
     splat = ir.Constant(ir.VectorType(I32, blk.vector), [0] * blk.vector)
