@@ -14,6 +14,7 @@ import ctypes
 import os
 import threading
 from functools import lru_cache
+from typing import NamedTuple
 
 _held = threading.Lock()   # one team: also guards _threads
 _threads: list[threading.Thread] = []   # member k is _threads[k - 1]
@@ -30,16 +31,25 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+class _Protocol(NamedTuple):
+    """gemm.py's team functions, as ctypes calls."""
+    begin: object        # begin(size): the calling thread owns the team
+    end: object          # end(): it no longer does; the members sleep
+    stop: object         # stop(): the members return
+    work: object         # work(index, seen): a member's loop
+    generation: object   # generation(): jobs (and stops) given so far
+
+
 @lru_cache(maxsize=None)
-def _functions():
+def _functions() -> _Protocol:
     from .native.function import library
     found = library("team")
     c = ctypes.CFUNCTYPE
-    return (c(None, ctypes.c_int64)(found["rnncc_team_begin"]),
-            c(None)(found["rnncc_team_end"]),
-            c(None)(found["rnncc_team_stop"]),
-            c(None, ctypes.c_int64, ctypes.c_int64)(found["rnncc_team_work"]),
-            c(ctypes.c_int64)(found["rnncc_team_generation"]))
+    return _Protocol(c(None, ctypes.c_int64)(found["rnncc_team_begin"]),
+                     c(None)(found["rnncc_team_end"]),
+                     c(None)(found["rnncc_team_stop"]),
+                     c(None, ctypes.c_int64, ctypes.c_int64)(found["rnncc_team_work"]),
+                     c(ctypes.c_int64)(found["rnncc_team_generation"]))
 
 
 def _enlist(count: int) -> None:
@@ -49,11 +59,12 @@ def _enlist(count: int) -> None:
     serves, so that it neither misses one nor takes an old one."""
     if len(_threads) >= count:
         return
-    *_, work, generation = _functions()
-    seen = generation()
+    protocol = _functions()
+    seen = protocol.generation()
     while len(_threads) < count:
-        member = threading.Thread(target=work, args=(len(_threads) + 1, seen), daemon=True,
-                                  name=f"rnncc-team-{len(_threads) + 1}")
+        index = len(_threads) + 1
+        member = threading.Thread(target=protocol.work, args=(index, seen), daemon=True,
+                                  name=f"rnncc-team-{index}")
         member.start()   # (ctypes lets go of the GIL for the member's whole life)
         _threads.append(member)
 
@@ -67,7 +78,7 @@ def _retire() -> None:
         return
     try:
         if _threads:
-            _functions()[2]()   # stop
+            _functions().stop()
             for member in _threads:
                 member.join(timeout=1.0)
             _threads = []
@@ -81,12 +92,12 @@ def run(call, threads: int) -> None:
         call()
         return
     try:
-        begin, end, *_ = _functions()
+        protocol = _functions()
         _enlist(threads - 1)
-        begin(threads)
+        protocol.begin(threads)
         try:
             call()
         finally:
-            end()
+            protocol.end()
     finally:
         _held.release()

@@ -339,7 +339,6 @@ def _driver(module, dtype, blk: Blocking, transposed: bool) -> ir.Function:
     a_block = b.alloca(real, size=blk.mr * KC if transposed
                        else blk.mr * MC_BLOCKS * chunk_stride)
     a_block.align = 64
-    a_chunk = a_block
     start = b.alloca(I64)   # the tail's next row
     panel_at = {r: b.alloca(I64) for r in blk.tail_rows()}   # its next panel, per block
     nr = _const(blk.nr)
@@ -352,7 +351,7 @@ def _driver(module, dtype, blk: Blocking, transposed: bool) -> ir.Function:
     def product(micro, rows, panels, p, i, k0, depth, onto, copied=None):
         """One micro-kernel call: rows i.., panels p.., K from k0 for depth; into C where its
         panels fit, else via tmp (filled from C first where it accumulates). `copied`: (where
-        the rows' A starts, its lda) in a copy of it (pack_rows, copy_rows)."""
+        the rows' A starts, its lda) in a copy of it (a packed row block, or a chunk's rows)."""
         width = _const(panels * blk.nr)
         b_at = b.gep(bp, [b.add(b.mul(p, panel_stride), b.mul(k0, nr))])
         c_at = b.gep(c, [b.add(b.mul(i, ldc), b.mul(p, nr))])
@@ -400,11 +399,11 @@ def _driver(module, dtype, blk: Blocking, transposed: bool) -> ir.Function:
         row.close()
     else:
         # rows in chunks of MC_BLOCKS row blocks, so that a chunk of A stays in cache while
-        # every panel passes over it (unchunked, M = 640 ran slower on two threads than on one)
-        # A's rows are copied first, CHUNK_STRIDE apart: rows of a row-major A whose lda is a
-        # multiple of 512 floats (K = 4H = 1024: backward's dgates @ U and dgates @ W) lie in
-        # one set of the L1 cache, and a row block's 12 lines evict one another (lstm's
-        # [6400, 1024] x [1024, 256] ran at 139 GF/s on 2 Zen 4 cores, K = 1000 at 210)
+        # every panel passes over it (unchunked, M = 640 ran slower on two threads than on
+        # one), each chunk's rows first copied chunk_stride apart: rows of a row-major A whose
+        # lda is a multiple of 512 floats (K = 4H = 1024: backward's dgates @ U and dgates @
+        # W) lie in one set of the L1 cache, and a row block's 12 lines evict one another
+        # (lstm's [6400, 1024] x [1024, 256] ran at 139 GF/s on 2 Zen 4 cores, K = 1000 at 210)
         chunk_rows = blk.mr * MC_BLOCKS
         chunk = _Loop(b, _const(0), full, step=chunk_rows, name="chunk")
         chunk_end = b.add(chunk.i, _const(chunk_rows))
@@ -413,12 +412,12 @@ def _driver(module, dtype, blk: Blocking, transposed: bool) -> ir.Function:
         r = _Loop(b, _const(0), b.sub(chunk_end, chunk.i), name="cr")
         kk = _Loop(b, _const(0), depth, name="ck")
         value = b.load(a_at(b.add(chunk.i, r.i), b.add(k0, kk.i)))
-        b.store(value, b.gep(a_chunk, [b.add(b.mul(r.i, stride), kk.i)]))
+        b.store(value, b.gep(a_block, [b.add(b.mul(r.i, stride), kk.i)]))
         kk.close()
         r.close()
         panel = _Loop(b, p0, p1, name="p")
         row = _Loop(b, chunk.i, chunk_end, step=blk.mr, name="row")
-        copied = (b.gep(a_chunk, [b.mul(b.sub(row.i, chunk.i), stride)]), stride)
+        copied = (b.gep(a_block, [b.mul(b.sub(row.i, chunk.i), stride)]), stride)
         product(micros[(blk.mr, 1)], _const(blk.mr), 1, panel.i, row.i, k0, depth, onto, copied)
         row.close()
         panel.close()
