@@ -1,17 +1,17 @@
 """The team's thresholds on this machine: an lstm layer's inference under the rules as they
-stand, alone (one thread), and on a team with lower thresholds, each setting in a process of
-its own (the thresholds are read when the compiled code and the calls are made), settings
-interleaved round by round, medians of calls.
+stand, alone (one thread), and on a team with fixed product thresholds, each setting in a
+process of its own, settings interleaved round by round, medians of calls.
 
-    rules       as shipped: gemm.TEAM_MIN_WORK, TEAM_MIN_BYTES; runtime.TEAM_MIN_CALL,
-                TEAM_MIN_ELEMENTS
+    rules       as shipped: team.product_threshold (measured: what one core does in
+                SHARE_MIN_SECONDS), gemm.TEAM_MIN_BYTES, runtime.TEAM_MIN_CALL, TEAM_MIN_ELEMENTS
     alone       every call on the calling thread
     team 2^20   every call on a team; products of 2^20 multiply-adds or more shared out, and
                 every parallel loop of at least TEAM_MIN_ROWS rows a member
     team 2^18   the same, products from 2^18
 
-The rules were set on the Zen 5 (where team 2^18 lost: the README's quick start 0.69 -> 1.10
-ms); a machine class on which "team" wins where "rules" runs alone is one to re-tune them for.
+On the Zen 5 a team from 2^18 lost (the README's quick start 0.69 -> 1.10 ms), on the Zen 4 it
+won (1.24 -> 0.87): hence a threshold measured per machine. A machine class on which a "team"
+column wins where "rules" loses is one to re-tune SHARE_MIN_SECONDS (or TEAM_MIN_CALL) for.
 
     python bench/team_thresholds.py [--rounds 5] [--write]
 """
@@ -23,7 +23,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -42,13 +41,13 @@ def measure(setting: str) -> list[float]:
 
     import numpy as np
 
-    from rnncc.backends.cpu import runtime
-    from rnncc.backends.cpu.native import gemm
+    from rnncc.backends.cpu import runtime, team
     if setting == "alone":
         runtime.Compiled._team_threads = lambda self, *args: 1
     elif setting.startswith("team"):
         runtime.TEAM_MIN_CALL = runtime.TEAM_MIN_ELEMENTS = 0
-        gemm.TEAM_MIN_WORK = 1 << int(setting.split("^")[1])
+        threshold = 1 << int(setting.split("^")[1])
+        team.product_threshold = lambda dtype: threshold
     import rnncc
     times = []
     for I, H, T, B in CONFIGS:
@@ -73,16 +72,12 @@ def main(argv=None) -> int:
     if args.measure:
         print(json.dumps(measure(args.measure)))
         return 0
-    # the gemm library is compiled with the thresholds it runs with (they are constants in
-    # its code, not in its cache key): a cache directory of its own per setting
-    with tempfile.TemporaryDirectory() as scratch:
-        runs = {s: [] for s in SETTINGS}
-        for _ in range(args.rounds):
-            for k, setting in enumerate(SETTINGS):
-                env = {**os.environ, "RNNCC_CACHE_DIR": str(Path(scratch) / str(k))}
-                out = subprocess.run([sys.executable, __file__, "--measure", setting], env=env,
-                                     capture_output=True, text=True, check=True).stdout
-                runs[setting].append(json.loads(out.strip().splitlines()[-1]))
+    runs = {s: [] for s in SETTINGS}
+    for _ in range(args.rounds):
+        for setting in SETTINGS:
+            out = subprocess.run([sys.executable, __file__, "--measure", setting],
+                                 capture_output=True, text=True, check=True).stdout
+            runs[setting].append(json.loads(out.strip().splitlines()[-1]))
     header = "| lstm I, H, T, B | " + " | ".join(f"{s} ms" for s in SETTINGS) + " |"
     rows = []
     for k, config in enumerate(CONFIGS):

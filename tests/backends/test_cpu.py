@@ -143,14 +143,15 @@ def test_kernels_and_products_shared_over_a_team_equal_the_reference(shipped_cel
     monkeypatch.setattr(runtime, "TEAM_MIN_ELEMENTS", 0)
     monkeypatch.setattr(runtime, "PARALLEL_MIN_WORK", 0)
     from rnncc.backends.cpu.native import gemm
-    assert 16 * 128 * 4 * 128 >= gemm.TEAM_MIN_WORK
+    assert 16 * 128 * 4 * 128 >= gemm.TEAM_MIN_WORK_RANGE[1]   # (shared on any machine)
     members = []
     real_run = team.run
-    monkeypatch.setattr(team, "run", lambda call, n: (members.append(n), real_run(call, n)))
+    monkeypatch.setattr(team, "run", lambda call, n, dtype="float32": (
+        members.append(n), real_run(call, n, dtype)))
     for name in ("lstm", "gru", "rnn", "lnlstm"):
         cell = shipped_cells[name]
         # B = 16 rows (8 a member); lstm's and lnlstm's step products 16 x 128 x 4H, at
-        # gemm.TEAM_MIN_WORK
+        # the top of gemm.TEAM_MIN_WORK_RANGE
         prob = random_problem(cell, T=4, B=16, seed=11, ragged=True, sizes={"I": 48, "H": 128})
         compare(cell, prob, dtype, err_msg=name)
         # B = 1: the step products shared by the size of their weight (gemm.TEAM_MIN_BYTES)
@@ -168,15 +169,18 @@ def test_kernels_and_products_shared_over_a_team_equal_the_reference(shipped_cel
         assert ir.count("call void @rnncc_team_rows") == body.count("prange(") > 0
 
 
-def test_a_call_takes_a_team_where_its_products_pay_for_starting_one():
-    """The team decision's arithmetic by hand: multiply-adds of the products a team shares,
-    and at B = 1 the bytes of the step's weight, against runtime.TEAM_MIN_CALL."""
-    from rnncc.backends.cpu import runtime
+@pytest.mark.parametrize("min_work", [1 << 18, 1 << 20])   # (the Zen 4's and the Zen 5's)
+def test_a_call_takes_a_team_where_its_products_pay_for_starting_one(monkeypatch, min_work):
+    """The team decision's arithmetic by hand: multiply-adds of the products a team shares
+    (from the machine's product threshold), and at B = 1 the bytes of the step's weight,
+    against runtime.TEAM_MIN_CALL."""
+    from rnncc.backends.cpu import runtime, team
     from rnncc.backends.cpu.native import gemm
+    monkeypatch.setattr(team, "product_threshold", lambda dtype: min_work)
     infer = rnncc.load("lstm").compiled_plans()["infer"]
 
     def work(T, B, I, H):
-        return runtime.team_work(infer, T, B, {"I": I, "H": H}, 4)
+        return runtime.team_work(infer, T, B, {"I": I, "H": H}, np.float32)
     # T=200, B=1, H=128: the input product (hoisted, 200 x 128 x 512) and 200 steps reading
     # U's 128 x 512 floats (256 KB, over TEAM_MIN_BYTES) at BYTE_WORK a byte
     assert 128 * 512 * 4 >= gemm.TEAM_MIN_BYTES
@@ -184,12 +188,18 @@ def test_a_call_takes_a_team_where_its_products_pay_for_starting_one():
                                       + 200 * 128 * 512 * 4 * runtime.BYTE_WORK)
     assert work(200, 1, 128, 128) >= runtime.TEAM_MIN_CALL > work(10, 1, 128, 128)
     # the README's small lstm (T=100, B=16, I=32, H=64): each step's product reads 64 KB and
-    # makes 16 x 64 x 256 multiply-adds, neither enough; its input product alone is not
-    assert work(100, 16, 32, 64) == 100 * 16 * 32 * 256 < runtime.TEAM_MIN_CALL
+    # makes 16 x 64 x 256 = 2^18 multiply-adds: shared where the machine's threshold is 2^18
+    # (then with its input product the call takes a team), else its input product alone,
+    # which is not enough
+    if min_work <= 16 * 64 * 256:
+        assert work(100, 16, 32, 64) == (100 * 16 * 32 * 256 + 100 * 16 * 64 * 256
+                                         ) >= runtime.TEAM_MIN_CALL
+    else:
+        assert work(100, 16, 32, 64) == 100 * 16 * 32 * 256 < runtime.TEAM_MIN_CALL
     # its backward: each step's dgates @ U^T reads U, then after the loop dx's product and
     # the two weight gradients' outer sums over all 200 rows
     backward = rnncc.load("lstm").compiled_plans()["backward"]
-    assert runtime.team_work(backward, 200, 1, {"I": 128, "H": 128}, 4) == (
+    assert runtime.team_work(backward, 200, 1, {"I": 128, "H": 128}, np.float32) == (
         200 * 128 * 512 * 4 * runtime.BYTE_WORK + 3 * 200 * 128 * 512)
     # T=100, B=64, H=256: all of it, by multiply-adds
     assert work(100, 64, 256, 256) == 2 * 100 * 64 * 256 * 1024 >= runtime.TEAM_MIN_CALL

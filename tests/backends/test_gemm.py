@@ -136,6 +136,26 @@ def test_a_team_shares_large_products_and_large_weights(m, k, n, shared):
     assert np.allclose(got, want, rtol=0, atol=tolerance(np.float32, k) * 4)
 
 
+def test_the_product_threshold_is_the_machines_and_the_team_uses_it(monkeypatch):
+    """team.product_threshold: measured once per process and dtype, within
+    gemm.TEAM_MIN_WORK_RANGE; a call's team shares out a product from the threshold it was
+    given (a product of 2^18 multiply-adds: shared with 2^18, not with 2^20)."""
+    low, high = gemm.TEAM_MIN_WORK_RANGE
+    for dtype in (np.float32, np.float64):
+        first = team.product_threshold(dtype)
+        assert low <= first <= high and team.product_threshold(np.dtype(dtype).name) == first
+    rng = np.random.default_rng(7)
+    a, w = (rng.standard_normal(s).astype(np.float32) for s in ((16, 64), (64, 256)))
+    want = a.astype(np.float64) @ w.astype(np.float64)
+    generation = ctypes.CFUNCTYPE(L)(library("team")["rnncc_team_generation"])
+    for threshold, jobs in ((1 << 18, 1), (1 << 20, 0)):
+        monkeypatch.setattr(team, "product_threshold", lambda dtype, t=threshold: t)
+        before = generation()
+        got = product(a, w, threads=2)
+        assert generation() - before == jobs, threshold
+        assert np.allclose(got, want, rtol=0, atol=tolerance(np.float32, 64) * 4)
+
+
 def test_members_stay_between_calls_and_sleep_there():
     """The members are started once (not per call: 50 us a thread) and sleep once a call
     has ended, so that they take no core from what runs between calls; a call on fewer

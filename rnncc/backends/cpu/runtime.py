@@ -200,16 +200,19 @@ def products(plan, T: int, B: int, sizes: dict):
             yield step, phase, rows * outer * dim_size(n, sizes), times
 
 
-def team_work(plan, T: int, B: int, sizes: dict, itemsize: int) -> int:
+def team_work(plan, T: int, B: int, sizes: dict, dtype) -> int:
     """What a team would save a call, in multiply-adds: those of the products that run on
     native/gemm.py's packed GEMM (by a parameter, or any outside the time loop) and that it
-    shares out, at least gemm.TEAM_MIN_WORK each or reading a weight of gemm.TEAM_MIN_BYTES;
-    the latter count BYTE_WORK multiply-adds a byte, as they run at the speed of the L2."""
-    from .native.gemm import TEAM_MIN_BYTES, TEAM_MIN_WORK
+    shares out, at least team.product_threshold(dtype) each or reading a weight of
+    gemm.TEAM_MIN_BYTES; the latter count BYTE_WORK multiply-adds a byte, as they run at the
+    speed of the L2."""
+    from .native.gemm import TEAM_MIN_BYTES
+    min_work = team.product_threshold(dtype)
+    itemsize = np.dtype(dtype).itemsize
     total = 0
     for step, phase, work, times in products(plan, T, B, sizes):
         by_parameter = plan.buffers[step.a].role in (Role.PARAM, Role.PACKED)
-        if work >= TEAM_MIN_WORK and (by_parameter or phase != "per_step"):
+        if work >= min_work and (by_parameter or phase != "per_step"):
             total += work * times
         elif by_parameter:
             (_, k), (_, n) = step.shape   # (the parameter's own dimensions)
@@ -374,7 +377,7 @@ class Compiled:
             # its products with a packed weight shared over a team of the available threads
             members = asked or (1 if values["lanes"] else   # (lanes_of chose one thread)
                                 self._team_threads(direction, T, B, sizes, available))
-            team.run(lambda: fn(*all_args), members)
+            team.run(lambda: fn(*all_args), members, self.dtype)
             return
         import numba   # (a Numba function: imported with the module)
         previous = numba.get_num_threads()
@@ -394,7 +397,7 @@ class Compiled:
             width = B * max(sizes.values(), default=1)
             kernels = width >= PARALLEL_MIN_WORK and T * width >= TEAM_MIN_ELEMENTS
             self._teams[key] = kernels or (packed_enabled() and team_work(
-                self.plans[direction], T, B, sizes, self.dtype.itemsize) >= TEAM_MIN_CALL)
+                self.plans[direction], T, B, sizes, self.dtype) >= TEAM_MIN_CALL)
         return available if self._teams[key] else 1
 
     def _native_team(self) -> bool:

@@ -33,7 +33,7 @@ if hasattr(os, "register_at_fork"):
 
 class _Protocol(NamedTuple):
     """gemm.py's team functions, as ctypes calls."""
-    begin: object        # begin(size): the calling thread owns the team
+    begin: object        # begin(size, min_work): the calling thread owns the team
     end: object          # end(): it no longer does; the members sleep
     stop: object         # stop(): the members return
     work: object         # work(index, seen): a member's loop
@@ -45,11 +45,57 @@ def _functions() -> _Protocol:
     from .native.function import library
     found = library("team")
     c = ctypes.CFUNCTYPE
-    return _Protocol(c(None, ctypes.c_int64)(found["rnncc_team_begin"]),
+    return _Protocol(c(None, ctypes.c_int64, ctypes.c_int64)(found["rnncc_team_begin"]),
                      c(None)(found["rnncc_team_end"]),
                      c(None)(found["rnncc_team_stop"]),
                      c(None, ctypes.c_int64, ctypes.c_int64)(found["rnncc_team_work"]),
                      c(ctypes.c_int64)(found["rnncc_team_generation"]))
+
+
+# A product is worth sharing out where one core takes at least this long for it: a hand-off
+# costs about a microsecond each way. Between what lost and what won in
+# bench/team_thresholds.py: the README's quick start lstm's step products of 2^18 multiply-adds
+# take one core 2.2 us on the Zen 5, where sharing them lost (0.69 -> 1.10 ms a call), and
+# 4.9 us on the Zen 4, where it won (1.24 -> 0.85 ms).
+SHARE_MIN_SECONDS = 3.5e-6
+
+
+def product_threshold(dtype) -> int:
+    """Multiply-adds from which a product in `dtype` is shared out on this machine: what one
+    core does in SHARE_MIN_SECONDS on rnncc's GEMM, timed once per process (the best of a few
+    products of one row block, about 0.3 ms in all), within gemm.TEAM_MIN_WORK_RANGE."""
+    import numpy as np
+    return _threshold(np.dtype(dtype).name)
+
+
+@lru_cache(maxsize=None)
+def _threshold(dtype_name: str) -> int:
+    import time
+
+    import numpy as np
+
+    from .native import gemm, machine
+    from .native.function import library
+    dtype = np.dtype(dtype_name)
+    blk = machine.blocking(dtype)
+    found = library(gemm.part(dtype, False))
+    real = ctypes.c_void_p
+    run = ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * 3, real, ctypes.c_int64, real, real,
+                           ctypes.c_int64)(found[gemm.symbol("team_gemm", dtype)])
+    pack = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, real, ctypes.c_int64,
+                            ctypes.c_int64, real)(found[gemm.symbol("pack", dtype)])
+    m, k, n = blk.mr, 256, 256
+    a, w, c = np.ones((m, k), dtype), np.ones((k, n), dtype), np.empty((m, n), dtype)
+    packed = np.empty(gemm.packed_size(blk, k, n), dtype)
+    pack(k, n, w.ctypes.data, n, 1, packed.ctypes.data)
+    args = (m, n, k, a.ctypes.data, k, packed.ctypes.data, c.ctypes.data, n)
+    best = float("inf")
+    for _ in range(15):   # (outside a team's call: the product runs on this thread alone)
+        start = time.perf_counter()
+        run(*args)
+        best = min(best, time.perf_counter() - start)
+    low, high = gemm.TEAM_MIN_WORK_RANGE
+    return int(min(high, max(low, m * k * n / best * SHARE_MIN_SECONDS)))
 
 
 def _enlist(count: int) -> None:
@@ -86,15 +132,17 @@ def _retire() -> None:
         _held.release()
 
 
-def run(call, threads: int) -> None:
-    """call() with a team of `threads` (the calling thread and threads - 1 members)."""
+def run(call, threads: int, dtype="float32") -> None:
+    """call() with a team of `threads` (the calling thread and threads - 1 members), its
+    products in `dtype` shared out from product_threshold(dtype) multiply-adds."""
     if threads <= 1 or not _held.acquire(blocking=False):
         call()
         return
     try:
         protocol = _functions()
+        min_work = product_threshold(dtype)
         _enlist(threads - 1)
-        protocol.begin(threads)
+        protocol.begin(threads, min_work)
         try:
             call()
         finally:

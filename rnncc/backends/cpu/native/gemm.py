@@ -562,12 +562,16 @@ def _transpose(b: ir.IRBuilder, rows: list) -> list:
 # a member spins, then sleeps on `generation`; after `end` (`parked`) it sleeps at once, so
 # that idle members never take a core from other work. Any other thread's products and loops
 # run alone, so a second call at the same time (another thread's) is unaffected.
-GENERATION, DONE, OWNER, SIZE, STOP, PARKED, SLEEPERS, JOB = 0, 8, 16, 17, 18, 19, 20, 24
+GENERATION, DONE, OWNER, SIZE, STOP, PARKED, SLEEPERS, MIN_WORK = 0, 8, 16, 17, 18, 19, 20, 21
+JOB = 24
 TEAM_FIELDS = 40
-# A product below this many multiply-adds runs on the owner alone: a hand-off costs about a
-# microsecond each way, and a product of 2^18 (lstm B=16, H=64: 1 us alone) lost to it (the
-# layer's inference 0.69 ms alone, 1.08 ms with its products shared; with 2^20, 0.70).
-TEAM_MIN_WORK = 1 << 20
+# A product below `min_work` multiply-adds (the record's, set by `begin` for the call:
+# team.product_threshold, what one core of this machine does in a few microseconds, within
+# this range) runs on the owner alone: a hand-off costs about a microsecond each way. On the
+# Zen 5 a product of 2^18 (lstm B=16, H=64: 1 us alone) lost to it (the layer's inference
+# 0.69 ms alone, 1.08 ms shared; with 2^20, 0.70); on the Zen 4, whose cores take twice as
+# long, it won (1.24 -> 0.87 ms, bench/team_thresholds.py).
+TEAM_MIN_WORK_RANGE = (1 << 18, 1 << 20)
 # A product whose packed weight has this many bytes is shared out however few rows it has:
 # at B = 1 a step's product reads its whole weight for a few multiply-adds, so it runs at
 # the speed of the core's L2, and two cores each reading half of it take half the time (lstm
@@ -738,11 +742,13 @@ def _team_ir(module) -> None:
                            _const(FUTEX_WAKE), ir.Constant(I32, 2 ** 31 - 1),
                            ir.Constant(I8P, None)])
 
-    # begin(size): the calling thread owns the team, `size` threads with the members 1..;
+    # begin(size, min_work): the calling thread owns the team, `size` threads with the
+    # members 1.., sharing out products of `min_work` multiply-adds or more;
     # end(): it no longer does, and the members sleep; stop(): the members return
-    begin = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64]), "rnncc_team_begin")
+    begin = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64]), "rnncc_team_begin")
     b = ir.IRBuilder(begin.append_basic_block("entry"))
     b.store(begin.args[0], field(b, SIZE))
+    b.store(begin.args[1], field(b, MIN_WORK))
     b.store(_const(0), field(b, DONE))
     b.store_atomic(_const(0), field(b, STOP), "release", 8)
     b.store_atomic(_const(0), field(b, PARKED), "release", 8)
@@ -778,7 +784,7 @@ def _team_ir(module) -> None:
     size = b.load(field(b, SIZE))
     owned = b.icmp_signed("==", b.load_atomic(field(b, OWNER), "acquire", 8),
                           b.call(self_fn, []))
-    big = b.or_(b.icmp_signed(">=", b.mul(b.mul(m, n), k), _const(TEAM_MIN_WORK)),
+    big = b.or_(b.icmp_signed(">=", b.mul(b.mul(m, n), k), b.load(field(b, MIN_WORK))),
                 b.icmp_signed(">=", b.mul(b.mul(n, k), item), _const(TEAM_MIN_BYTES)))
     b.cbranch(b.and_(b.and_(owned, big), b.icmp_signed(">", size, _const(1))), shared, alone)
     b.position_at_end(alone)
