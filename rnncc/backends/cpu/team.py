@@ -79,11 +79,11 @@ def _threshold(dtype_name: str) -> int:
     dtype = np.dtype(dtype_name)
     blk = machine.blocking(dtype)
     found = library(gemm.part(dtype, False))
-    real = ctypes.c_void_p
-    run = ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * 3, real, ctypes.c_int64, real, real,
-                           ctypes.c_int64)(found[gemm.symbol("team_gemm", dtype)])
-    pack = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, real, ctypes.c_int64,
-                            ctypes.c_int64, real)(found[gemm.symbol("pack", dtype)])
+    i64, pointer = ctypes.c_int64, ctypes.c_void_p
+    run = ctypes.CFUNCTYPE(None, i64, i64, i64, pointer, i64, pointer, pointer, i64)(
+        found[gemm.symbol("team_gemm", dtype)])
+    pack = ctypes.CFUNCTYPE(None, i64, i64, pointer, i64, i64, pointer)(
+        found[gemm.symbol("pack", dtype)])
     m, k, n = blk.mr, 256, 256
     a, w, c = np.ones((m, k), dtype), np.ones((k, n), dtype), np.empty((m, n), dtype)
     packed = np.empty(gemm.packed_size(blk, k, n), dtype)
