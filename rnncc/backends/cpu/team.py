@@ -139,8 +139,11 @@ def run(call, threads: int, dtype="float32") -> None:
         call()
         return
     try:
+        from .native import gemm, machine
         protocol = _functions()
-        min_work = product_threshold(dtype)
+        # (with products on BLAS, RNNCC_PACKED_GEMM=0, the team shares loops only: no probe)
+        min_work = (product_threshold(dtype) if machine.packed_enabled()
+                    else gemm.TEAM_MIN_WORK_RANGE[1])
         _enlist(threads - 1)
         protocol.begin(threads, min_work)
         try:
