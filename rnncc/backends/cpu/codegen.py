@@ -31,7 +31,7 @@ from ..printing import FunctionPrinter, KernelPrinter, dim_expr
 from .elementary import EMITTERS
 from .threads import SERIAL
 
-TARGET = Target("cpu")
+TARGET = Target("cpu", carry_in_kernel=True)
 
 # Numba's parallel=True also turns array expressions and slice assignments into parallel loops;
 # inside the per-step loop that launched a parallel region per row copy (lstm forward 3x slower,
@@ -194,9 +194,9 @@ class CpuPrinter(FunctionPrinter):
         # and the wait for it were 1.6 ms of 41 on 2 Zen 4 cores). A training forward's record
         # of each step's starting state goes there too, ahead of the row's kernel (nothing
         # before it in the step writes a state), for the rows that run the step, as the lanes
-        # schedule records them
-        merged = (last >= 0 and steps[last].kind != "gemm"
-                  and self.layout.kernels[("per_step", last)].row_loops
+        # schedule records them (the layout's carry_in_kernel, as on the cuda target; here the
+        # row loop comes before a kernel's work after its rows, so only a kernel without any)
+        merged = (self.layout.carry_in_kernel
                   and not self.layout.kernels[("per_step", last)].after_loops)
         if self.layout.records_states and not merged:   # the trajectory backward reads
             for read, _ in plan.carried.values():
