@@ -199,11 +199,8 @@ class CpuPrinter(FunctionPrinter):
         merged = (self.layout.carry_in_kernel
                   and not self.layout.kernels[("per_step", last)].after_loops)
         if self.layout.records_states and not merged:   # the trajectory backward reads
-            for read, _ in plan.carried.values():
-                width = self.width(plan.buffers[read])
-                self.emit(indent + 1, "for b in prange(B):")
-                self.copy(indent + 2, f"{ident(read)}_all[t, b, j]", f"{ident(read)}[b, j]",
-                          width)
+            self.emit(indent + 1, "for b in prange(B):")
+            self.record_row(indent + 2)
         for k, step in enumerate(steps):
             hooks = {}
             if merged and k == last:
@@ -214,11 +211,12 @@ class CpuPrinter(FunctionPrinter):
         if not merged:
             self.carry(indent + 1)
 
-    def record_row(self, indent: int) -> None:
-        """Row b's state at the start of step t, kept for backward (a training forward)."""
+    def record_row(self, indent: int, lane: str | None = None) -> None:
+        """Row b's state at the start of step t (its columns `lane`, where a lane is a column
+        block), kept for backward (a training forward)."""
         for read, _ in self.plan.carried.values():
             self.copy(indent, f"{ident(read)}_all[t, b, j]", f"{ident(read)}[b, j]",
-                      self.width(self.plan.buffers[read]))
+                      lane or self.width(self.plan.buffers[read]))
 
     def lanes_loop(self, indent: int) -> None:
         """The lanes schedule: each lane (a batch row, or one of a row's `lanes` column blocks)
@@ -248,9 +246,7 @@ class CpuPrinter(FunctionPrinter):
         self.emit(indent + 2, f"t = {'lengths[b] - 1 - s' if reverse else 's'}")
         lane = "j0, j1" if columns else None
         if self.layout.records_states:
-            for read, _ in plan.carried.values():
-                self.copy(indent + 2, f"{ident(read)}_all[t, b, j]", f"{ident(read)}[b, j]",
-                          lane or self.width(plan.buffers[read]))
+            self.record_row(indent + 2, lane)
         for k, step in enumerate(plan.phases["per_step"]):
             CpuKernel(self, step, self.layout.kernels[("per_step", k)], indent + 2, "t",
                       "step", lane=lane or "").print()
