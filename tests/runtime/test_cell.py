@@ -221,6 +221,44 @@ def test_bad_arguments(setup, rng, case):
         _bad(setup, rng, case)
 
 
+@pytest.mark.parametrize("case", BAD, ids=BAD)
+def test_bad_arguments_after_good_calls_of_the_same_shapes(setup, rng, case):
+    """A call shaped like one checked before skips the checks (check_forward remembers the
+    shapes): a bad call after good ones must fail all the same, with the same message."""
+    cell, p, x = setup
+    cell.forward(p, x)
+    cell.forward(p, x, state={"h": np.zeros((B, H)), "c": np.zeros((B, H))})
+    exc, match = BAD[case]
+    with pytest.raises(exc, match=match):
+        _bad(setup, rng, case)
+
+
+def test_a_call_shaped_like_one_before_is_checked_alike(lstm, rng):
+    from rnncc.runtime.arguments import CHECKED_SHAPES, check_forward
+    p = lstm.init_params(seed=0, dtype=np.float32, I=I, H=H)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    given = {"h": rng.standard_normal((B, H)).astype(np.float32),
+             "c": rng.standard_normal((B, H)).astype(np.float32)}
+    for state in (None, given):
+        first = check_forward(lstm, p, x, state, None)
+        again = check_forward(lstm, p, x, state, None)
+        assert again.sizes == first.sizes == {"I": I, "H": H}
+        assert (again.T, again.B, again.dtype) == (T, B, np.float32)
+        assert all(again.params[k] is p[k] for k in lstm.params)   # read, never copied
+        for name in lstm.states:
+            want = np.zeros((B, H)) if state is None else given[name]
+            np.testing.assert_array_equal(again.state[name], want)
+            assert again.state[name].dtype == np.float32
+    # a float64 parameter among float32 ones is converted, as on the first call
+    mixed = dict(p, b_i=p["b_i"].astype(np.float64))
+    for _ in range(2):
+        assert check_forward(lstm, mixed, x, None, None).params["b_i"].dtype == np.float32
+    # the shapes remembered stay few
+    for t in range(CHECKED_SHAPES + 5):
+        check_forward(lstm, p, x[: t % T + 1].repeat(t // T + 1, axis=0), None, None)
+    assert len(lstm._checked_shapes) <= CHECKED_SHAPES
+
+
 def test_a_dimension_only_a_state_has_needs_the_state(rng):
     cell = rnncc.compile("cell t\ninput x[I]\nstate h[H], m[M]\nh' = tanh(W @ x)\nm' = m * 0.5\n")
     p = cell.init_params(seed=0, I=2, H=3, M=4)

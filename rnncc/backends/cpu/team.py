@@ -98,6 +98,23 @@ def _threshold(dtype_name: str) -> int:
     return int(min(high, max(low, m * k * n / best * SHARE_MIN_SECONDS)))
 
 
+_min_works: dict = {}   # (dtype, products on rnncc's GEMM) -> the team's min_work
+
+
+def _min_work(dtype) -> int:
+    """The smallest product a call's team shares out (its record's min_work): from
+    product_threshold, or, with products on BLAS (RNNCC_PACKED_GEMM=0), the most (the team
+    then shares loops only: no probe). Looked up per call in a dict (0.2 us, not 3)."""
+    from .native import machine
+    key = (dtype, machine.packed_enabled())
+    found = _min_works.get(key)
+    if found is None:
+        from .native import gemm
+        found = _min_works[key] = (product_threshold(dtype) if key[1]
+                                   else gemm.TEAM_MIN_WORK_RANGE[1])
+    return found
+
+
 def _enlist(count: int) -> None:
     """Members 1..count running (called holding the team, between calls). Starting a thread
     costs about 50 us, as much as a B=1 lstm call's whole native time at T=1: hence members
@@ -139,13 +156,10 @@ def run(call, threads: int, dtype="float32") -> None:
         call()
         return
     try:
-        from .native import gemm, machine
         protocol = _functions()
-        # (with products on BLAS, RNNCC_PACKED_GEMM=0, the team shares loops only: no probe)
-        min_work = (product_threshold(dtype) if machine.packed_enabled()
-                    else gemm.TEAM_MIN_WORK_RANGE[1])
-        _enlist(threads - 1)
-        protocol.begin(threads, min_work)
+        if len(_threads) < threads - 1:
+            _enlist(threads - 1)
+        protocol.begin(threads, _min_work(dtype))
         try:
             call()
         finally:
