@@ -21,23 +21,44 @@ from ..plan.plan import Role
 def bind(layout: Layout, bound: dict, sizes: dict, T: int, B: int, caller, packed,
          own) -> dict:
     """The function's arrays, by argument name."""
-    plan = layout.plan
     shapes = layout.shapes(sizes, T, B)
     arrays = {}
-    for argument in layout.arguments:
-        if argument.kind == ArgKind.ROWS:
-            continue
-        b = plan.buffers[argument.buffer] if argument.kind == ArgKind.BUFFER else None
+    for argument, b, members in _recipe(layout):
+        name = argument.name
         if b is not None and argument.buffer in bound:
-            arrays[argument.name] = caller(argument, b, bound[argument.buffer],
-                                           shapes[argument.name])
-        elif b is not None and b.role == Role.PACKED:
-            arrays[argument.name] = packed(argument,
-                                           [bound[plan.leaves["param"][p]] for p in b.pack])
+            arrays[name] = caller(argument, b, bound[argument.buffer], shapes[name])
+        elif members is not None:
+            arrays[name] = packed(argument, [bound[m] for m in members])
         else:
-            arrays[argument.name] = own(argument, shapes[argument.name])
-    for argument in layout.arguments:
-        if argument.kind == ArgKind.ROWS:  # [T, B, w] viewed as [T*B, w]
-            base = arrays[argument.buffer]
-            arrays[argument.name] = base.reshape(T * B, tuple(base.shape)[-1])
+            arrays[name] = own(argument, shapes[name])
+    for name, base in _row_aliases(layout):   # [T, B, w] viewed as [T*B, w]
+        base = arrays[base]
+        arrays[name] = base.reshape(T * B, tuple(base.shape)[-1])
     return arrays
+
+
+def _recipe(layout: Layout) -> list:
+    """(argument, its Buffer or None, the buffers of the parameters a packed buffer stacks or
+    None) for each argument that is not a row alias, worked out once per
+    layout (bind runs every call: a batch-1 call's binding was a fifth of its Python time)."""
+    found = layout.__dict__.get("_binding_recipe")
+    if found is None:
+        plan = layout.plan
+        found = []
+        for argument in layout.arguments:
+            if argument.kind == ArgKind.ROWS:
+                continue
+            b = plan.buffers[argument.buffer] if argument.kind == ArgKind.BUFFER else None
+            members = (tuple(plan.leaves["param"][p] for p in b.pack)
+                       if b is not None and b.role == Role.PACKED else None)
+            found.append((argument, b, members))
+        layout.__dict__["_binding_recipe"] = found
+    return found
+
+
+def _row_aliases(layout: Layout) -> list:
+    found = layout.__dict__.get("_row_aliases")
+    if found is None:
+        found = layout.__dict__["_row_aliases"] = [
+            (a.name, a.buffer) for a in layout.arguments if a.kind == ArgKind.ROWS]
+    return found

@@ -16,6 +16,8 @@ import threading
 from functools import lru_cache
 from typing import NamedTuple
 
+from .native import gemm, machine
+
 _held = threading.Lock()   # one team: also guards _threads
 _threads: list[threading.Thread] = []   # member k is _threads[k - 1]
 
@@ -60,12 +62,18 @@ def _functions() -> _Protocol:
 SHARE_MIN_SECONDS = 3.5e-6
 
 
+_thresholds: dict = {}   # dtype as given -> product_threshold (every team call asks)
+
+
 def product_threshold(dtype) -> int:
     """Multiply-adds from which a product in `dtype` is shared out on this machine: what one
     core does in SHARE_MIN_SECONDS on rnncc's GEMM, timed once per process (the best of a few
     products of one row block, about 0.3 ms in all), within gemm.TEAM_MIN_WORK_RANGE."""
-    import numpy as np
-    return _threshold(np.dtype(dtype).name)
+    found = _thresholds.get(dtype)
+    if found is None:
+        import numpy as np
+        found = _thresholds[dtype] = _threshold(np.dtype(dtype).name)
+    return found
 
 
 @lru_cache(maxsize=None)
@@ -74,7 +82,6 @@ def _threshold(dtype_name: str) -> int:
 
     import numpy as np
 
-    from .native import gemm, machine
     from .native.function import library
     dtype = np.dtype(dtype_name)
     blk = machine.blocking(dtype)
@@ -98,21 +105,12 @@ def _threshold(dtype_name: str) -> int:
     return int(min(high, max(low, m * k * n / best * SHARE_MIN_SECONDS)))
 
 
-_min_works: dict = {}   # (dtype, products on rnncc's GEMM) -> the team's min_work
-
-
 def _min_work(dtype) -> int:
-    """The smallest product a call's team shares out (its record's min_work): from
-    product_threshold, or, with products on BLAS (RNNCC_PACKED_GEMM=0), the most (the team
-    then shares loops only: no probe). Looked up per call in a dict (0.2 us, not 3)."""
-    from .native import machine
-    key = (dtype, machine.packed_enabled())
-    found = _min_works.get(key)
-    if found is None:
-        from .native import gemm
-        found = _min_works[key] = (product_threshold(dtype) if key[1]
-                                   else gemm.TEAM_MIN_WORK_RANGE[1])
-    return found
+    """The smallest product a call's team shares out (its record's min_work): product_threshold,
+    or, with products on BLAS (RNNCC_PACKED_GEMM=0), the most (the team then shares loops
+    only: no probe)."""
+    return (product_threshold(dtype) if machine.packed_enabled()
+            else gemm.TEAM_MIN_WORK_RANGE[1])
 
 
 def _enlist(count: int) -> None:
