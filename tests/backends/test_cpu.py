@@ -464,3 +464,35 @@ def test_rnncc_leaves_the_openmp_policy_to_the_process():
                              env=env, timeout=600)
         assert run.returncode == 0, run.stderr
         assert run.stdout.split("\n")[-2] == want, (extra, run.stdout)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "lnlstm"])
+def test_a_buffers_getter_reads_what_whole_reads(shipped_cells, name):
+    """The getters a call's results are read by (worked out once per buffer and call sizes)
+    against whole(), which works the same out on every call: every buffer of the training
+    forward and of the backward, read from the arrays of real calls (ragged rows)."""
+    from rnncc.backends.cpu import runtime
+    from rnncc.runtime.arguments import check_backward, check_forward
+    cell = shipped_cells[name]
+    compiled = rnncc.backends.get("cpu").compiled(cell, np.float64)
+    prob = random_problem(cell, T=4, B=3, seed=5, ragged=True)
+    call = check_forward(cell, prob.p, prob.xs["x"], prob.state, prob.lengths)
+    run = compiled.start(call, keep=True)
+    run.advance(0, call.T)
+    _, _, tape = run.results()
+    dys, dfinal = check_backward(cell, call, prob.dys, prob.dfinal)
+    back = compiled.start_backward(call, tape, dys, dfinal)
+    back.advance(0, call.T)
+    checked = 0
+    for direction, arrays in (("forward", run.arrays), ("backward", back.arrays)):
+        plan = compiled.plans[direction]
+        for buf in plan.buffers:
+            try:
+                want = runtime.whole(plan, arrays, buf, call.sizes, np.float64)
+            except KeyError:   # (a value no argument holds: a kernel's own)
+                continue
+            got = runtime.whole_getter(plan, arrays.keys(), buf, call.sizes, np.float64)(arrays)
+            assert np.shape(got) == np.shape(want), (direction, buf)
+            np.testing.assert_array_equal(got, want, err_msg=f"{direction} {buf}")
+            checked += 1
+    assert checked > 10
