@@ -22,8 +22,9 @@ def bind(layout: Layout, bound: dict, sizes: dict, T: int, B: int, caller, packe
          own) -> dict:
     """The function's arrays, by argument name."""
     shapes = layout.shapes(sizes, T, B)
+    arguments, row_aliases = _recipe(layout)
     arrays = {}
-    for argument, b, members in _recipe(layout):
+    for argument, b, members in arguments:
         name = argument.name
         if b is not None and argument.buffer in bound:
             arrays[name] = caller(argument, b, bound[argument.buffer], shapes[name])
@@ -31,34 +32,28 @@ def bind(layout: Layout, bound: dict, sizes: dict, T: int, B: int, caller, packe
             arrays[name] = packed(argument, [bound[m] for m in members])
         else:
             arrays[name] = own(argument, shapes[name])
-    for name, base in _row_aliases(layout):   # [T, B, w] viewed as [T*B, w]
+    for name, base in row_aliases:   # [T, B, w] viewed as [T*B, w]
         base = arrays[base]
         arrays[name] = base.reshape(T * B, tuple(base.shape)[-1])
     return arrays
 
 
-def _recipe(layout: Layout) -> list:
-    """(argument, its Buffer or None, the buffers of the parameters a packed buffer stacks or
-    None) for each argument that is not a row alias, worked out once per
-    layout (bind runs every call: a batch-1 call's binding was a fifth of its Python time)."""
+def _recipe(layout: Layout) -> tuple:
+    """What bind does per argument, worked out once per layout (bind runs every call: a
+    batch-1 call's binding was a fifth of its Python time): (argument, its Buffer or None, the
+    buffers of the parameters a packed buffer stacks or None) for each argument but the row
+    aliases, and (alias, aliased argument) for those."""
     found = layout.__dict__.get("_binding_recipe")
     if found is None:
         plan = layout.plan
-        found = []
+        arguments, row_aliases = [], []
         for argument in layout.arguments:
             if argument.kind == ArgKind.ROWS:
+                row_aliases.append((argument.name, argument.buffer))
                 continue
             b = plan.buffers[argument.buffer] if argument.kind == ArgKind.BUFFER else None
             members = (tuple(plan.leaves["param"][p] for p in b.pack)
                        if b is not None and b.role == Role.PACKED else None)
-            found.append((argument, b, members))
-        layout.__dict__["_binding_recipe"] = found
-    return found
-
-
-def _row_aliases(layout: Layout) -> list:
-    found = layout.__dict__.get("_row_aliases")
-    if found is None:
-        found = layout.__dict__["_row_aliases"] = [
-            (a.name, a.buffer) for a in layout.arguments if a.kind == ArgKind.ROWS]
+            arguments.append((argument, b, members))
+        found = layout.__dict__["_binding_recipe"] = (arguments, row_aliases)
     return found
