@@ -4,6 +4,7 @@ rnncc GRU wrapped in DDP on its share of the batch rows, and rank 0 saves the pa
 
     python tests/torch/ddp_worker.py OUT.pt STEPS
 """
+import os
 import sys
 
 import torch
@@ -49,3 +50,10 @@ def main(out: str, steps: int) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]))
+    # Its work done and saved, the process leaves without the interpreter's teardown: once in
+    # about twenty runs under load, gloo's threads aborted it there ("terminate called without
+    # an active exception", exit -6) after destroy_process_group, no rnncc thread running (its
+    # sizes start none). That abort is torch's teardown, not what this test is about.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
