@@ -239,6 +239,13 @@ def _signature(cell, p, x, state):
     return tuple(key), params, states
 
 
+def _zero_states(cell, sizes: dict, B: int, dtype) -> dict:
+    """The initial states of a call that passes none: zeros [B, dim]."""
+    sym = cell.symbolic_shapes
+    return {name: np.zeros((B, sizes.get(sym[name][0], sym[name][0])), dtype=dtype)
+            for name in cell.states}
+
+
 def check_forward(cell, p, x, state, lengths, device_ok: bool = False,
                   schedule: str | None = None) -> Call:
     """The checked Call. A call whose shapes and dtypes a call before it had (the usual case:
@@ -251,9 +258,7 @@ def check_forward(cell, p, x, state, lengths, device_ok: bool = False,
         sizes = checked[key]
         T, B = x.shape[:2]
         if states is None:
-            sym = cell.symbolic_shapes
-            init = {name: np.zeros((B, sizes.get(sym[name][0], sym[name][0])), dtype=x.dtype)
-                    for name in cell.states}
+            init = _zero_states(cell, sizes, B, x.dtype)
         else:
             init = dict(zip(cell.states, states))
         return Call(dict(zip(cell.params, params)), {cell.inputs[0]: x}, init,
@@ -333,8 +338,7 @@ def _check_forward(cell, p, x, state, lengths, device_ok: bool, schedule: str | 
             raise ValueError(f"cannot tell the size of dimension {dim}: it appears only in state "
                              f"{', '.join(map(repr, holders))}; pass state=")
     if state is None:
-        init = {name: np.zeros((B, sizes.size.get(sym[name][0], sym[name][0])), dtype=dtype)
-                for name in cell.states}
+        init = _zero_states(cell, sizes.size, B, dtype)
     else:
         init = {name: _in_dtype(_label("state", name), raw_state[name], dtype)
                 for name in cell.states}
