@@ -20,6 +20,8 @@ import os
 # torch's lstm forward beside rnncc 122 ms -> 90 ms, rnncc's own rounds steadier). It takes
 # effect for the OpenBLAS copies loaded after this (SciPy's; numpy's too where the process has
 # not imported numpy yet); a value the user set wins.
+# (benchmark/processes.py starts other libraries' timing processes without it)
+SET_AT_IMPORT = () if "OPENBLAS_THREAD_TIMEOUT" in os.environ else ("OPENBLAS_THREAD_TIMEOUT",)
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from .errors import SpecError, SpecWarning  # noqa: E402

@@ -12,7 +12,7 @@ import rnncc.torch  # noqa: E402
 from rnncc.interop.pytorch import params_to_torch  # noqa: E402
 from rnncc.ops import REGISTRY  # noqa: E402
 from rnncc.ops.base import EvalContext, Stacked  # noqa: E402
-from rnncc.torch.eager import SPELLING, _concat  # noqa: E402
+from rnncc.interop.torch_source import HELPERS, SPELLING  # noqa: E402
 
 from ..close import assert_close  # noqa: E402
 
@@ -157,8 +157,9 @@ def _spelled(op, args, attrs, sizes):
     """An op's torch spelling evaluated on tensors named a0, a1, ..."""
     names = [f"a{k}" for k in range(len(args))]
     expression = SPELLING[op](names, attrs, sizes)
-    return eval(expression, {"torch": torch, "_concat": _concat},
-                {n: torch.tensor(a) for n, a in zip(names, args)})
+    namespace = {"torch": torch}
+    exec(HELPERS, namespace)
+    return eval(expression, namespace, {n: torch.tensor(a) for n, a in zip(names, args)})
 
 
 def test_every_forward_op_has_a_torch_spelling():
@@ -167,7 +168,7 @@ def test_every_forward_op_has_a_torch_spelling():
     for name, op in REGISTRY.items():
         if op.kind in ("leaf", "constant") or name in BACKWARD_ONLY:
             continue
-        assert name in SPELLING, f"op {name!r} has no torch spelling in rnncc/torch/eager.py"
+        assert name in SPELLING, f"op {name!r} has no torch spelling in rnncc/interop/torch_source.py"
 
 
 @pytest.mark.parametrize("op", sorted(SPELLING))
@@ -196,3 +197,32 @@ def test_each_spelling_is_the_ops_numpy_evaluation(op):
     got = _spelled(op, args, attrs, sizes)
     assert tuple(got.shape) == np.shape(want)
     assert_close(got.numpy(), np.asarray(want), 1e-12)
+
+
+def test_module_file_needs_torch_alone(tmp_path):
+    """The standalone file (what the benchmarks' torch process loads): a process that imports
+    it has torch and not rnncc, and its module computes what Eager does."""
+    import subprocess
+    import sys
+
+    from rnncc.interop.torch_source import module_file
+    eager = rnncc.torch.Eager("sru", I, H, dtype=torch.float64)
+    path = tmp_path / "sru_eager.py"
+    path.write_text(module_file(eager.cell, eager.sizes))
+    np.savez(tmp_path / "p.npz", **_numpy(eager))
+    x = np.random.default_rng(0).standard_normal((T, B, I))
+    np.save(tmp_path / "x.npy", x)
+    program = (
+        "import importlib.util, sys, numpy as np, torch\n"
+        f"spec = importlib.util.spec_from_file_location('m', {str(path)!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        f"p = dict(np.load({str(tmp_path / 'p.npz')!r}))\n"
+        "module = m.EagerCell(p, torch.float64)\n"
+        f"y, _ = module(torch.tensor(np.load({str(tmp_path / 'x.npy')!r})))\n"
+        f"np.save({str(tmp_path / 'y.npy')!r}, y.detach().numpy())\n"
+        "print(sorted(k for k in ('rnncc', 'torch') if k in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          cwd=tmp_path, check=True)
+    assert done.stdout.strip() == "['torch']"
+    want, _ = eager(torch.tensor(x))
+    assert_close(np.load(tmp_path / "y.npy"), want.detach().numpy(), 1e-12)
