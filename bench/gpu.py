@@ -5,8 +5,9 @@ Side by side in one process, rounds interleaved, medians of CUDA-event times, as
     rnncc           cell.forward (forward) or cell.backward (a training forward, then BPTT) on
                     device arrays, target="cuda": the caller's tensors are read in place
     torch           torch.nn.LSTM/GRU/RNN on the GPU (cuDNN) for the shipped cells, the eager
-                    module of bench/cpu.py for lnlstm; forward under no_grad, or forward and
-                    backward
+                    module of bench/cpu.py for lnlstm (hand-written), rnncc.torch.Eager (the
+                    eager module generated from the spec) for any other; forward under
+                    no_grad, or forward and backward
     rnncc / torch   the issue's targets: <= 1.5 for lstm and gru; for lnlstm the speedup
                     torch / rnncc, >= 5
 
@@ -29,7 +30,7 @@ import numpy as np
 import rnncc
 
 sys.path.insert(0, str(Path(__file__).parent))
-import harness  # noqa: E402  (bench/harness.py: the in-process timing loop, the table writer)
+import harness  # noqa: E402  (rnncc/benchmark/processes.py's in-process timing loop; the table)
 import torch_cells  # noqa: E402  (the eager lnlstm module)
 
 
@@ -90,8 +91,12 @@ def contenders(device: Device, name: str, T: int, B: int, H: int, dtype, backwar
 
     if name in torch_cells.BUILTIN:
         module = torch_cells.builtin_module(name, H, H, dtype)
-    else:
+    elif name == "lnlstm":   # the hand-written one: faster than the spec's, as on the cpu
         module = torch_cells.lnlstm_module(H, H, dtype)
+    else:                    # any other cell: its eager module, generated from the spec
+        from rnncc.torch import Eager
+        module = Eager(name, H, H, dtype=torch.float64 if dtype == np.float64
+                                   else torch.float32)
     module = module.to(device.torch_device)
     x_t, dy_t = device.tensor(x), device.tensor(dy)
     if backward:

@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import harness  # noqa: E402
-from cpu import data, limit_rnncc_threads, rnncc_pass, torch_pass  # noqa: E402
+from layer_parts import data, limit_rnncc_threads, rnncc_pass, torch_pass  # noqa: E402
 
 COPY_BYTES = 256 << 20
 LINEAR_CELLS = ("mingru", "minlstm", "qrnn")   # linear both ways: they have the scan

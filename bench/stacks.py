@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-import cpu as single  # noqa: E402  (bench/cpu.py: floor, passes, thread limits)
+import layer_parts  # noqa: E402  (floor, passes, thread limits)
 import harness  # noqa: E402
 
 TORCH = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}
@@ -54,7 +54,7 @@ def stack_floor(name, layers, bi, T, B, H, dtype, backward, threads,
     """The products of every layer and direction (bench/cpu.py's floor): one after another,
     or a layer's directions on threads of their own with one BLAS thread each."""
     D = 2 if bi else 1
-    parts = [[single.floor(name, T, B, H if k == 0 else D * H, H, dtype, backward, threads)
+    parts = [[layer_parts.floor(name, T, B, H if k == 0 else D * H, H, dtype, backward, threads)
               for _ in range(D)] for k in range(layers)]
 
     def run():
@@ -97,13 +97,13 @@ def build_rnncc(name, layers, bi, T, B, H, dtype, backward, threads, wavefront=T
     x, dy = stack_data(layers, bi, T, B, H, dtype)
     layer = rnncc.RNN(name, H, H, num_layers=layers, bidirectional=bi, dtype=np.dtype(dtype))
     layer.wavefront = wavefront
-    single.limit_rnncc_threads(threads)
-    return single.rnncc_pass(layer, x, dy, backward)
+    layer_parts.limit_rnncc_threads(threads)
+    return layer_parts.rnncc_pass(layer, x, dy, backward)
 
 
 def build_torch(name, layers, bi, T, B, H, dtype, backward, threads):
     x, dy = stack_data(layers, bi, T, B, H, dtype)
-    return single.torch_pass(torch_stack(name, layers, bi, H, dtype, threads), x, dy, backward)
+    return layer_parts.torch_pass(torch_stack(name, layers, bi, H, dtype, threads), x, dy, backward)
 
 
 BUILDERS = {

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-import cpu as single  # noqa: E402  (data, thread limits, torch contenders)
+import layer_parts  # noqa: E402  (data, thread limits, torch contenders)
 import harness  # noqa: E402
 
 
@@ -57,7 +57,7 @@ def train_step(module, x, target):
 
 def torch_data(T, B, H, dtype):
     import torch
-    x, target = single.data(T, B, H, H, dtype)
+    x, target = layer_parts.data(T, B, H, H, dtype)
     return torch.from_numpy(x), torch.from_numpy(target)
 
 
@@ -65,14 +65,14 @@ def build_torch(name, T, B, H, dtype, threads):
     import torch
     torch.set_num_threads(threads)
     x, target = torch_data(T, B, H, dtype)
-    return train_step(model(single.torch_module(name, H, H, dtype), H, x.dtype), x, target)
+    return train_step(model(layer_parts.torch_module(name, H, H, dtype), H, x.dtype), x, target)
 
 
 def build_module(name, T, B, H, dtype, threads, step=True):
     import torch
     torch.set_num_threads(threads)
     import rnncc.torch
-    single.limit_rnncc_threads(threads)
+    layer_parts.limit_rnncc_threads(threads)
     x, target = torch_data(T, B, H, dtype)
     layer = rnncc.torch.RNN(name, H, H, dtype=x.dtype, seed=0)
     if step:
@@ -90,9 +90,9 @@ def build_module(name, T, B, H, dtype, threads, step=True):
 def build_layer(name, T, B, H, dtype, threads):
     import torch  # noqa: F401  (the process a training script is: torch imported first)
     import rnncc
-    single.limit_rnncc_threads(threads)
-    x, dy = single.data(T, B, H, H, dtype)
-    return single.rnncc_pass(rnncc.RNN(name, H, H, dtype=np.dtype(dtype), seed=0), x, dy, True)
+    layer_parts.limit_rnncc_threads(threads)
+    x, dy = layer_parts.data(T, B, H, H, dtype)
+    return layer_parts.rnncc_pass(rnncc.RNN(name, H, H, dtype=np.dtype(dtype), seed=0), x, dy, True)
 
 
 BUILDERS = {

@@ -212,6 +212,25 @@ def _compile(args, extra, parser) -> int:
     return 0
 
 
+def _bench(args, extra, parser) -> int:
+    if (args.script or args.mixed) and args.vs != "torch":
+        parser.error("--script and --mixed compare with PyTorch: add --vs torch")
+    specs = []
+    for spec in args.spec:   # a bad spec fails here, before any process starts
+        cell = _open(spec)
+        from .runtime.layer import RNN   # its size checks, with the layer's words
+        RNN(cell, args.I or args.H[0], args.H[0], **(args.dims or {}))
+        specs.append(str(Path(spec).resolve()) if Path(spec).is_file() else spec)
+    args.spec = specs
+    import importlib.util
+    if args.vs == "torch" and importlib.util.find_spec("torch") is None:
+        raise ValueError("--vs torch needs PyTorch: pip install 'rnncc[torch]'")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("--plot needs matplotlib: pip install 'rnncc[plot]'")
+    from .benchmark.bench import run_command
+    return run_command(args, "rnncc bench " + " ".join(args.argv))
+
+
 def _table(header, rows) -> None:
     widths = [max(len(str(v)) for v in column) for column in zip(header, *rows)]
     for row in (header, *rows):
@@ -316,6 +335,47 @@ def build_parser() -> argparse.ArgumentParser:
                           "core); each takes a dtype, target and variant")
     compile_.set_defaults(func=_compile, subparser=compile_)
 
+    bench = commands.add_parser(
+        "bench", help="time cells against PyTorch and the hardware floor",
+        description="Time each cell's forward and forward+backward on the cpu target against "
+        "its matrix products alone in numpy (the BLAS floor), against those products' FLOPs "
+        "at this machine's measured FMA peak (the limit) and, with --vs torch, against "
+        "PyTorch: torch.nn.RNN/GRU/LSTM for the shipped rnn, rnn_relu, gru and lstm, else the "
+        "cell's eager PyTorch module generated from the spec (its equations as written, a "
+        "Python loop of torch ops over the steps, input products hoisted). Each contender "
+        "runs in a process of its own with the same threads, rounds interleaved; medians "
+        "and their ratios (below 1: rnncc is faster). I = H unless --I is given.",
+        epilog="example: rnncc bench lstm specs/mgu.cell --T 100 --B 1 64 --H 256 --vs torch "
+               "--plot ratios.png")
+    bench.add_argument("spec", metavar="SPEC", nargs="+",
+                       help="a .cell file, or a shipped spec's name")
+    bench.add_argument("--T", type=_positive_int, nargs="+", default=[100], metavar="T",
+                       help="time steps, one or more (default 100)")
+    bench.add_argument("--B", type=_positive_int, nargs="+", default=[1, 64], metavar="B",
+                       help="batch rows, one or more (default 1 64)")
+    bench.add_argument("--H", type=_positive_int, nargs="+", default=[256], metavar="H",
+                       help="hidden sizes, one or more (default 256)")
+    bench.add_argument("--I", type=_positive_int, metavar="N", help="input size (default H)")
+    bench.add_argument("--dims", type=_dims, metavar="NAME=N,...",
+                       help="sizes of the spec's other dimensions")
+    bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    bench.add_argument("--vs", choices=["torch"], help="also time PyTorch (needs torch)")
+    bench.add_argument("--script", action="store_true",
+                       help="with --vs torch: also the torch module through torch.jit.script")
+    bench.add_argument("--mixed", action="store_true",
+                       help="with --vs torch: also rnncc and torch timed in one process, as a "
+                            "training script has them")
+    bench.add_argument("--no-backward", action="store_true", help="forward only")
+    bench.add_argument("--rounds", type=_positive_int, default=7, metavar="N",
+                       help="interleaved rounds; medians are reported (default 7)")
+    bench.add_argument("--threads", type=_positive_int, default=os.cpu_count() or 1,
+                       metavar="N", help="threads for every contender (default: every core)")
+    bench.add_argument("--json", action="store_true",
+                       help="print the report as JSON on stdout (the table goes nowhere, "
+                            "progress to stderr)")
+    bench.add_argument("--plot", metavar="FILE", help="write a bar chart of the ratios (PNG)")
+    bench.set_defaults(func=_bench, subparser=bench)
+
     cache = commands.add_parser(
         "cache", help="show or empty the cache of compiled cells",
         description="info: where the cache is, and the generated modules and compiled "
@@ -378,6 +438,7 @@ class CompileProgress(logging.Handler):
 def main(argv=None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[2:] if argv is None else argv[1:])
     if extra and args.command not in ("run", "check"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     progress = CompileProgress()

@@ -1,6 +1,5 @@
 """The benchmark script runs end to end at a tiny size, so it cannot rot."""
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
@@ -66,25 +65,6 @@ def test_fma_probe_counts_its_flops():
         run()
         blk = machine.blocking(dtype)   # (the same registers rnncc's GEMM blocks for)
         assert run.facts["flops"] == 2 * 1000 * blk.registers * 2 * blk.vector
-
-
-def test_each_contender_runs_in_a_process_of_its_own_kind():
-    """torch is timed with its own defaults: its process never imports rnncc, and rnncc's
-    never imports torch; the mixed process has both."""
-    bench, harness = script("cpu"), script("harness")
-    workers = harness.start_workers(bench.__file__, 1)
-    try:
-        config = dict(name="rnn", T=2, B=1, H=3, dtype="float32", backward=False)
-        for kind in ("rnncc", "torch", "floor", "mixed"):
-            for builder in {"mixed": ("torch", "rnncc")}.get(kind, (kind,)):
-                workers[kind].ask(op="setup", key=builder, builder=builder, config=config)
-        state = {kind: w.ask(op="state") for kind, w in workers.items()}
-    finally:
-        for w in workers.values():
-            w.close()
-    assert state["torch"]["modules"] == ["torch"] and state["rnncc"]["modules"] == ["rnncc"]
-    assert state["floor"]["modules"] == [] and state["mixed"]["modules"] == ["rnncc", "torch"]
-    assert state["torch"]["env"]["OMP_WAIT_POLICY"] == os.environ.get("OMP_WAIT_POLICY")
 
 
 def test_the_eager_lnlstm_module_computes_what_the_spec_does():
