@@ -231,6 +231,39 @@ def _bench(args, extra, parser) -> int:
     return run_command(args, "rnncc bench " + " ".join(args.argv))
 
 
+def _study(args, extra, parser) -> int:
+    import importlib.util
+    missing = [m for m in ("torch", "matplotlib") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"rnncc study needs {' and '.join(missing)}: pip install "
+                         f"'rnncc[study]'")
+    specs = []
+    for spec in args.cells:   # a bad spec fails here, before anything runs
+        cell = _open(spec)
+        if len(cell.inputs) != 1:
+            raise ValueError(f"cell {cell.name!r} has several inputs; the study's tasks give "
+                             f"one")
+        specs.append(str(Path(spec).resolve()) if Path(spec).is_file() else spec)
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .study import report as study_report
+    from .study.run import FULL, QUICK, run, save
+    out = Path(args.out)
+    start = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
+            "{task.completed}/{task.total}"), TimeElapsedColumn(),
+            console=Console(stderr=True)) as progress:
+        results = run(specs, QUICK if args.quick else FULL, seed=args.seed, progress=progress)
+    results["command"] = "rnncc study " + " ".join(args.argv)
+    results["seconds"] = time.perf_counter() - start
+    save(results, out)
+    study_report.write(results, out)
+    print(f"rnncc study: {out / 'REPORT.md'}, {out / 'results.json'} and "
+          f"{len(study_report.FIGURES)} figures in {results['seconds']:.0f} s")
+    return 0
+
+
 def _table(header, rows) -> None:
     widths = [max(len(str(v)) for v in column) for column in zip(header, *rows)]
     for row in (header, *rows):
@@ -375,6 +408,31 @@ def build_parser() -> argparse.ArgumentParser:
                             "progress to stderr)")
     bench.add_argument("--plot", metavar="FILE", help="write a bar chart of the ratios (PNG)")
     bench.set_defaults(func=_bench, subparser=bench)
+
+    study = commands.add_parser(
+        "study", help="measure RNN vs LSTM vs GRU (or any cells): cost, gradient flow, "
+        "long-term dependencies",
+        description="Measure cells against each other and write DIR/REPORT.md (tables, "
+        "figures, one paragraph per finding saying what was measured and whether the classic "
+        "claim it tests holds), DIR/results.json (every number) and PNG figures: 1. cost "
+        "(parameters, FLOPs and tape per step from the Plan; time per step), 2. gradient flow "
+        "(how the gradient of the last output falls with the distance to an input, by rnncc's "
+        "BPTT), 3. the adding problem and the copy-memory task at several lengths, at one "
+        "parameter budget, trained with Adam through rnncc.torch, 4. those runs against "
+        "wall-clock time. Needs torch and matplotlib (pip install 'rnncc[study]').",
+        epilog="example: rnncc study --cells rnn,gru,lstm,specs/mgu.cell --quick --out report")
+    study.add_argument("--cells", type=lambda text: [c.strip() for c in text.split(",")
+                                                     if c.strip()],
+                       default=["rnn", "gru", "lstm"], metavar="CELL,...",
+                       help="shipped spec names or .cell paths, comma-separated (default "
+                            "rnn,gru,lstm)")
+    study.add_argument("--quick", action="store_true",
+                       help="small sizes, short training, few seeds: a few minutes on 2 cores "
+                            "(the full run takes about an hour)")
+    study.add_argument("--out", default="study", metavar="DIR",
+                       help="where the report goes (default ./study)")
+    study.add_argument("--seed", type=int, default=0, help="the runs' seed (default 0)")
+    study.set_defaults(func=_study, subparser=study)
 
     cache = commands.add_parser(
         "cache", help="show or empty the cache of compiled cells",

@@ -1,0 +1,142 @@
+"""`rnncc study`: the four parts run in order, into results.json; report.py writes the rest.
+
+Everything a run measures goes into one dict (results.json); the report and the figures are
+made from that dict alone, so every number the report shows is one of the JSON's.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Config:
+    cost_H: tuple            # hidden sizes of the cost part (I = H)
+    cost_B: tuple            # batch rows of its timings
+    cost_T: int              # steps per timed call
+    cost_rounds: int
+    task_T: dict             # task -> the delays / lengths trained at
+    steps: int               # training steps per run
+    batch: int
+    evaluate_every: int
+    budget_H: int            # the parameter budget: an LSTM of this hidden size (and its head)
+    flow_T: int              # gradient-flow sequence length (an adding length: trained models)
+    flow_seeds: int
+    flow_B: int
+
+
+QUICK = Config(cost_H=(32, 64), cost_B=(1, 16), cost_T=20, cost_rounds=3,
+               task_T={"adding": (10, 20), "copy": (5, 10)}, steps=2000, batch=32,
+               evaluate_every=50, budget_H=24, flow_T=20, flow_seeds=2, flow_B=8)
+FULL = Config(cost_H=(128, 256, 512), cost_B=(1, 64), cost_T=100, cost_rounds=5,
+              task_T={"adding": (50, 100, 200, 400), "copy": (50, 100, 200, 400)},
+              steps=2000, batch=64, evaluate_every=50, budget_H=64, flow_T=200, flow_seeds=4,
+              flow_B=16)
+CLASSIC = ("rnn", "gru", "lstm")
+
+
+def _cell_name(spec: str) -> str:
+    return Path(spec).stem if spec.endswith(".cell") else spec
+
+
+def run(specs: list, config: Config, seed: int = 0, progress=None) -> dict:
+    """Every part for every cell (specs: shipped names or spec paths). progress, if given, is
+    a rich Progress: one bar per part."""
+    from ..benchmark.processes import cpu_model
+    from ..runtime.layer import RNN, _as_cell
+    from ..version import __version__
+    from . import cost, gradient_flow, tasks
+
+    cells = {_cell_name(s): _as_cell(s) for s in specs}
+    results: dict = {
+        "rnncc": __version__, "cpu": cpu_model(), "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"), "seed": seed, "config": asdict(config),
+        "cells": list(cells), "specs": {n: str(s) for n, s in zip(cells, specs)}}
+
+    def bar(description, total):
+        return None if progress is None else progress.add_task(description, total=total)
+
+    def advance(task_id):
+        return None if progress is None else (lambda: progress.advance(task_id))
+
+    # 1. cost
+    rows = []
+    timings = len(config.cost_H) * len(config.cost_B) * config.cost_rounds * 2 * len(cells)
+    part = bar("cost: time per step", timings)
+    for H in config.cost_H:
+        for B in config.cost_B:
+            layers = {name: RNN(cell, H, H, seed=seed) for name, cell in cells.items()}
+            measured = cost.time_per_step(layers, config.cost_T, B, config.cost_rounds,
+                                          progress=advance(part))
+            for name, layer in layers.items():
+                rows.append({"cell": name, "H": H, "B": B,
+                             "parameters": cost.parameter_count(cells[name], layer.sizes),
+                             "flops": cost.step_flops(cells[name], layer.sizes),
+                             "tape_bytes": cost.tape_bytes(cells[name], layer.sizes),
+                             "seconds": measured[name]})
+    results["cost"] = rows
+
+    # 3. long-term dependencies (before 2: its trained models are part 2's second point)
+    runs, trained = [], {}
+    total = sum(len(Ts) for Ts in config.task_T.values()) * len(cells) * config.steps
+    part = bar("tasks: training", total)
+    for task_name, Ts in config.task_T.items():
+        task = tasks.TASKS[task_name]
+        budget = _lstm_budget(task, config.budget_H)
+        for T in Ts:
+            for name, cell in cells.items():
+                H = tasks.hidden_for_budget(cell, task, budget)
+                found = tasks.train(cell, task, T, H, steps=config.steps, batch=config.batch,
+                                    evaluate_every=config.evaluate_every, seed=seed,
+                                    progress=advance(part))
+                params = found.pop("trained")
+                if task_name == "adding" and T == config.flow_T:
+                    trained[name] = (params, H)
+                runs.append({"task": task_name, "cell": name, "budget": budget, **found})
+    results["tasks"] = runs
+    results["thresholds"] = {n: {"metric": t.metric, "threshold": t.threshold,
+                                 "chance": t.chance} for n, t in tasks.TASKS.items()}
+
+    # 2. gradient flow, at initialization and after training on the adding task
+    flow = []
+    part = bar("gradient flow", len(cells) * config.flow_seeds * 2)
+    adding = tasks.TASKS["adding"]
+    budget = _lstm_budget(adding, config.budget_H)
+    for name, cell in cells.items():
+        H = tasks.hidden_for_budget(cell, adding, budget)
+        states = {"init": [RNN(cell, adding.inputs, H, seed=seed + s).params
+                           for s in range(config.flow_seeds)]}
+        if name in trained:
+            states["trained"] = [trained[name][0]] * config.flow_seeds
+        for when, param_sets in states.items():
+            norms = []
+            for s, p in enumerate(param_sets):
+                x, _ = tasks.adding(config.flow_T, config.flow_B,
+                                    np.random.default_rng(seed + 100 + s))
+                p = {k.removesuffix("_l0"): np.asarray(v) for k, v in p.items()}
+                norms.append(gradient_flow.gradient_norms(cell, p, x, seed=seed + s))
+                if progress is not None:
+                    progress.advance(part)
+            mean = np.mean(norms, axis=0)
+            flow.append({"cell": name, "when": when, "H": H, "T": config.flow_T,
+                         "norms": mean.tolist(), "decay": gradient_flow.decay(mean)})
+    results["gradient_flow"] = flow
+    return results
+
+
+def _lstm_budget(task, H: int) -> int:
+    """Parameters of an LSTM of hidden size H on `task` (its layer and head)."""
+    from ..runtime.cell import load
+    from .cost import parameter_count
+    lstm = load("lstm")
+    return parameter_count(lstm, {"I": task.inputs, "H": H}) + H * task.outputs + task.outputs
+
+
+def save(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
