@@ -190,8 +190,14 @@ def _check_numbers(results, report):
         for text, value in zip(cells[3:], (
                 r["parameters"], f["forward"]["gemm"] + f["forward"]["kernel"],
                 f["backward"]["gemm"] + f["backward"]["kernel"], r["tape_bytes"],
-                1e6 * r["seconds"]["forward"], 1e6 * r["seconds"]["forward+backward"])):
+                1e6 * r["seconds"]["forward"], 1e6 * r["seconds"]["forward+backward"],
+                1e6 * r["torch_seconds"]["forward"],
+                1e6 * r["torch_seconds"]["forward+backward"])):
             assert _same(text, value), (cells, r)
+        assert cells[11] == r["torch_module"]
+        assert r["torch_module"] == f"torch.nn.{r['cell'].upper()}"
+        # no call does its products faster than the machine's FMA peak allows
+        assert all(r["seconds"][k] > r["limit_seconds"][k] > 0 for k in r["seconds"])
     rows = _table(report, "task | T | cell")
     assert len(rows) == len(results["tasks"])
     for cells, r in zip(rows, results["tasks"]):
@@ -221,3 +227,14 @@ def test_study_refuses_a_bad_spec(capsys, tmp_path):
     code, out, err = run_cli(capsys, "study", "--quick", "--cells", f"rnn,{spec}",
                              "--out", str(tmp_path / "r"))
     assert code == 1 and "bad.cell:5:" in err and not (tmp_path / "r").exists()
+
+
+def test_cuda_time_per_step_runs_in_the_simulator():
+    """The cost part's GPU timing (used where a GPU is present), at a tiny size in Numba's
+    CUDA simulator (tests/conftest.py): a time for each pass of each cell. The simulator is
+    never taken for a GPU."""
+    from rnncc.study.cost import gpu_present, time_per_step_cuda
+    assert not gpu_present()
+    found = time_per_step_cuda({"gru": (rnncc.load("gru"), {"I": 3, "H": 3})}, 2, 1, 1)
+    assert set(found["gru"]) == {"forward", "forward+backward"}
+    assert all(v > 0 for v in found["gru"].values())

@@ -10,12 +10,11 @@
     tape_bytes(cell, sizes, dtype)      what training keeps per step of one sequence for
                                         backward: the saved values and the states each step
                                         started from (the input is the caller's)
-    time_per_step(...)                  measured, forward (eval mode) and forward+backward
+    time_per_step_cuda(...)             measured on the GPU, forward and forward+backward
+                                        (on the cpu target the study times with rnncc bench's
+                                        code, each contender in a process of its own)
 """
 from __future__ import annotations
-
-import statistics
-import time
 
 import numpy as np
 
@@ -65,44 +64,51 @@ def tape_bytes(cell, sizes: dict, dtype=np.float32) -> int:
         _elements(backward.buffers[buffer].shape, sizes) for buffer in kept.values())
 
 
-def time_per_step(layers: dict, T: int, B: int, rounds: int, progress=None) -> dict:
-    """Seconds per step of each rnncc.RNN layer (name -> layer, all with the same input size),
-    forward in eval mode and a training forward with its backward: medians of `rounds`
-    rounds, the layers interleaved in each, a round timing back-to-back calls for at least
-    0.05 s after one untimed call."""
+def gpu_present() -> bool:
+    """A real NVIDIA GPU to time on (not Numba's simulator, where times mean nothing)."""
+    from ..backends.cuda.device import CudaUnavailableError, cuda, simulator
+    if simulator():
+        return False
+    try:
+        cuda()
+    except CudaUnavailableError:
+        return False
+    return True
+
+
+def time_per_step_cuda(cells: dict, T: int, B: int, rounds: int, progress=None) -> dict:
+    """Seconds per step on the cuda target (cells: name -> (Cell, its dimension sizes)), forward and a training forward with BPTT, on device arrays, CUDA-event times
+    (in the simulator, wall-clock), medians of `rounds` interleaved rounds."""
+    from ..backends.cuda.device import cuda, simulator
+    from ..benchmark.processes import measure, wall_time
+    numba_cuda = cuda()
     rng = np.random.default_rng(0)
     calls = {}
-    for name, layer in layers.items():
-        x = rng.standard_normal((T, B, layer.input_size)).astype(layer.dtype)
-        dy = rng.standard_normal((T, B, layer.output_size)).astype(layer.dtype)
+    for name, (cell, cell_sizes) in cells.items():
+        p = {k: numba_cuda.to_device(v) for k, v in
+             cell.init_params(seed=0, dtype=np.float32, **cell_sizes).items()}
+        I = int(np.prod(cell.shape(cell.inputs[0], **cell_sizes)))
+        out = int(np.prod(cell.shape_of_dims(cell.graph.node(cell.graph.output).shape,
+                                             cell_sizes)))
+        x = numba_cuda.to_device(rng.standard_normal((T, B, I)).astype(np.float32))
+        dy = numba_cuda.to_device(rng.standard_normal((T, B, out)).astype(np.float32))
+        calls[(name, "forward")] = lambda cell=cell, p=p, x=x: cell.forward(p, x, target="cuda")
+        calls[(name, "forward+backward")] = (
+            lambda cell=cell, p=p, x=x, dy=dy: cell.backward(p, x, dy, target="cuda"))
 
-        def forward(layer=layer, x=x):
-            layer.eval()
-            layer(x)
-
-        def training(layer=layer, x=x, dy=dy):
-            layer.train()
-            layer(x)
-            layer.backward(dy)
-        calls[(name, "forward")] = forward
-        calls[(name, "forward+backward")] = training
-    for fn in calls.values():   # compile (or load), allocate, fault pages in
+    def events(fn) -> float:
+        begin, end = numba_cuda.event(), numba_cuda.event()
+        begin.record()
         fn()
-    times = {key: [] for key in calls}
-    for _ in range(rounds):
-        for key, fn in calls.items():
-            fn()
-            n, start = 0, time.perf_counter()
-            while True:
-                fn()
-                n += 1
-                elapsed = time.perf_counter() - start
-                if elapsed >= 0.05:
-                    break
-            times[key].append(elapsed / n / T)
-            if progress is not None:
-                progress()
-    out: dict = {}
-    for (name, what), values in times.items():
-        out.setdefault(name, {})[what] = statistics.median(values)
-    return out
+        end.record()
+        end.synchronize()
+        if progress is not None:
+            progress()
+        return begin.elapsed_time(end) / 1000
+
+    timer = wall_time if simulator() else events
+    medians = measure(calls, rounds, timer=timer)
+    out_: dict = {}
+    for (name, what), seconds in medians.items():
+        out_.setdefault(name, {})[what] = seconds / T
+    return out_

@@ -49,7 +49,11 @@ def figures(results: dict, out: Path) -> None:
             for what, style in (("forward", "--"), ("forward+backward", "-")):
                 ax.plot([r["H"] for r in rows], [1e6 * r["seconds"][what] for r in rows],
                         style, marker="o", color=colors[cell], label=f"{cell} {what}")
-        ax.set_xscale("log", base=2)
+            ax.plot([r["H"] for r in rows], [1e6 * r["torch_seconds"]["forward+backward"]
+                                             for r in rows], ":", marker="x",
+                    color=colors[cell], alpha=0.6, label=f"{cell} fwd+bwd, torch")
+        if len({r["H"] for r in cost}) > 1:
+            ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("hidden size H (I = H)")
         ax.set_ylabel("microseconds per step")
@@ -122,13 +126,23 @@ def _cost_finding(results: dict) -> str:
     flops = [(g["flops"]["forward"]["gemm"] + g["flops"]["backward"]["gemm"])
              / (l["flops"]["forward"]["gemm"] + l["flops"]["backward"]["gemm"]) for g, l in pairs]
     cheaper = sum(r < 1 for r in ratios)
-    return (f"**A GRU costs less per step than an LSTM.** Per step of forward+backward, the GRU "
-            f"took {number(min(ratios))} to {number(max(ratios))} of the LSTM's time (median "
+    torch = [g["torch_seconds"]["forward+backward"] / l["torch_seconds"]["forward+backward"]
+             for g, l in pairs if g.get("torch_seconds") and l.get("torch_seconds")]
+    in_torch = ""
+    if torch:
+        in_torch = (f" The same comparison for PyTorch's own modules ({pairs[0][0]['torch_module']} "
+                    f"against {pairs[0][1]['torch_module']}, its CPU kernels): "
+                    f"{number(min(torch))} to {number(max(torch))} (median "
+                    f"{number(float(np.median(torch)))}), the GRU faster in "
+                    f"{sum(r < 1 for r in torch)} of {len(torch)}: there the claim "
+                    f"{_verdict(all(r < 1 for r in torch))}.")
+    return (f"**A GRU costs less per step than an LSTM.** Per step of forward+backward on "
+            f"rnncc, the GRU took {number(min(ratios))} to {number(max(ratios))} of the LSTM's time (median "
             f"{number(float(np.median(ratios)))}) over the {len(pairs)} configurations, faster "
             f"in {cheaper}; its products are {number(float(np.median(flops)))} of the LSTM's "
             f"FLOPs at the same H. The claim {_verdict(cheaper == len(pairs))}"
             + ("." if cheaper == len(pairs) else
-               f" everywhere (slower in {len(pairs) - cheaper} configurations)."))
+               f" everywhere (slower in {len(pairs) - cheaper} configurations).") + in_torch)
 
 
 def _flow_finding(results: dict) -> str:
@@ -232,18 +246,32 @@ def report(results: dict) -> str:
               f"Parameters, FLOPs and tape per step are counted from each cell's Plan (one "
               f"sequence; FLOPs: 2 per multiply-add of the products, 1 per element of each "
               f"kernel op; tape: what training keeps per step for backward, float32). Times "
-              f"are per step of T={cfg['cost_T']} on the cpu target, medians of "
-              f"{cfg['cost_rounds']} interleaved rounds, I = H.", ""]
+              f"are per step of T={cfg['cost_T']}, I = H, medians of {cfg['cost_rounds']} "
+              f"interleaved rounds: rnncc on the cpu target beside the cell's PyTorch module "
+              f"(torch.nn's for rnn, gru and lstm, else the eager module generated from the "
+              f"spec), each in a process of its own with every core (`rnncc bench`'s "
+              f"measurement); "
+              f"{'the cuda columns on the GPU.' if any('seconds_cuda' in r for r in results['cost']) else 'no GPU in this run.'}",
+              ""]
     rows = []
+    on_gpu = any("seconds_cuda" in r for r in results["cost"])
     for r in sorted(results["cost"], key=lambda r: (r["H"], r["B"], cells.index(r["cell"]))):
         f = r["flops"]
         rows.append([r["cell"], r["H"], r["B"], number(r["parameters"]),
                      number(f["forward"]["gemm"] + f["forward"]["kernel"]),
                      number(f["backward"]["gemm"] + f["backward"]["kernel"]),
                      number(r["tape_bytes"]), number(1e6 * r["seconds"]["forward"]),
-                     number(1e6 * r["seconds"]["forward+backward"])])
-    lines += [_table(["cell", "H", "B", "parameters", "FLOPs fwd", "FLOPs bwd", "tape bytes",
-                      "us/step fwd", "us/step fwd+bwd"], rows), "",
+                     number(1e6 * r["seconds"]["forward+backward"]),
+                     number(1e6 * r["torch_seconds"]["forward"]),
+                     number(1e6 * r["torch_seconds"]["forward+backward"]), r["torch_module"]]
+                    + ([number(1e6 * r["seconds_cuda"]["forward"]),
+                        number(1e6 * r["seconds_cuda"]["forward+backward"])] if on_gpu else []))
+    header = ["cell", "H", "B", "parameters", "FLOPs fwd", "FLOPs bwd", "tape bytes",
+              "us/step fwd", "us/step fwd+bwd", "torch us/step fwd", "torch us/step fwd+bwd",
+              "torch is"]
+    if on_gpu:
+        header += ["cuda us/step fwd", "cuda us/step fwd+bwd"]
+    lines += [_table(header, rows), "",
               f"![time per step]({FIGURES['cost']})", "", _cost_finding(results), ""]
 
     lines += ["## 2. Gradient flow", "",

@@ -6,6 +6,7 @@ made from that dict alone, so every number the report shows is one of the JSON's
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -30,7 +31,7 @@ class Config:
     flow_B: int
 
 
-QUICK = Config(cost_H=(32, 64), cost_B=(1, 16), cost_T=20, cost_rounds=3,
+QUICK = Config(cost_H=(32,), cost_B=(1, 16), cost_T=20, cost_rounds=2,
                task_T={"adding": (10, 20), "copy": (5, 10)}, steps=2000, batch=32,
                evaluate_every=50, budget_H=24, flow_T=20, flow_seeds=2, flow_B=8)
 FULL = Config(cost_H=(128, 256, 512), cost_B=(1, 64), cost_T=100, cost_rounds=5,
@@ -64,21 +65,46 @@ def run(specs: list, config: Config, seed: int = 0, progress=None) -> dict:
     def advance(task_id):
         return None if progress is None else (lambda: progress.advance(task_id))
 
-    # 1. cost
-    rows = []
-    timings = len(config.cost_H) * len(config.cost_B) * config.cost_rounds * 2 * len(cells)
-    part = bar("cost: time per step", timings)
-    for H in config.cost_H:
-        for B in config.cost_B:
-            layers = {name: RNN(cell, H, H, seed=seed) for name, cell in cells.items()}
-            measured = cost.time_per_step(layers, config.cost_T, B, config.cost_rounds,
-                                          progress=advance(part))
-            for name, layer in layers.items():
-                rows.append({"cell": name, "H": H, "B": B,
-                             "parameters": cost.parameter_count(cells[name], layer.sizes),
-                             "flops": cost.step_flops(cells[name], layer.sizes),
-                             "tape_bytes": cost.tape_bytes(cells[name], layer.sizes),
-                             "seconds": measured[name]})
+    # 1. cost: the counts from each Plan; the times from rnncc bench's measurement (each
+    # contender in a process of its own, rounds interleaved), against the cell's torch module
+    from ..benchmark.bench import Case, Options
+    from ..benchmark.bench import measure as bench_measure
+    names = dict(zip(specs, cells))
+    cases = [Case(spec, config.cost_T, B, H, backward) for H in config.cost_H
+             for B in config.cost_B for spec in specs for backward in (False, True)]
+    options = Options(rounds=config.cost_rounds, threads=os.cpu_count() or 1, vs_torch=True)
+    part = bar("cost: time per step", len(cases) * config.cost_rounds * 4)
+    measured = bench_measure(cases, options, progress=advance(part))
+    rows, by_key = [], {}
+    for found in measured["results"]:
+        name = names[found["spec"]]
+        key = (name, found["H"], found["B"])
+        if key not in by_key:
+            cell = cells[name]
+            sizes = RNN(cell, found["H"], found["H"]).sizes
+            by_key[key] = {"cell": name, "H": found["H"], "B": found["B"],
+                           "parameters": cost.parameter_count(cell, sizes),
+                           "flops": cost.step_flops(cell, sizes),
+                           "tape_bytes": cost.tape_bytes(cell, sizes),
+                           "torch_module": found["torch_module"],
+                           "seconds": {}, "torch_seconds": {}, "limit_seconds": {}}
+            rows.append(by_key[key])
+        per_step = lambda k: found["ms"][k] / 1e3 / config.cost_T
+        by_key[key]["seconds"][found["pass"]] = per_step("rnncc")
+        by_key[key]["torch_seconds"][found["pass"]] = per_step("torch")
+        by_key[key]["limit_seconds"][found["pass"]] = per_step("limit")
+    results["cost_machine"] = measured["machine"]
+    if cost.gpu_present():   # the same sizes on the cuda target
+        part = bar("cost: time per step (cuda)", len(config.cost_H) * len(config.cost_B)
+                   * config.cost_rounds * 2 * len(cells))
+        for H in config.cost_H:
+            for B in config.cost_B:
+                sized = {name: (cell, RNN(cell, H, H).sizes) for name, cell in cells.items()}
+                measured = cost.time_per_step_cuda(sized, config.cost_T, B,
+                                                   config.cost_rounds, progress=advance(part))
+                for row in rows:
+                    if row["H"] == H and row["B"] == B:
+                        row["seconds_cuda"] = measured[row["cell"]]
     results["cost"] = rows
 
     # 3. long-term dependencies (before 2: its trained models are part 2's second point)
