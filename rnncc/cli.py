@@ -240,9 +240,12 @@ def _study(args, extra, parser) -> int:
     specs = []
     for spec in args.cells:   # a bad spec fails here, before anything runs
         cell = _open(spec)
-        if len(cell.inputs) != 1:
-            raise ValueError(f"cell {cell.name!r} has several inputs; the study's tasks give "
-                             f"one")
+        from .runtime.layer import RNN
+        try:   # the study sizes a cell by its input and hidden size alone
+            RNN(cell, 2, 4)
+        except ValueError as exc:
+            raise ValueError(f"the study runs cells of one input sized apart from the hidden "
+                             f"size, and no other dimension; {spec}: {exc}") from None
         specs.append(str(Path(spec).resolve()) if Path(spec).is_file() else spec)
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

@@ -191,6 +191,15 @@ def _task_findings(results: dict) -> list:
                    f"T solved (of {', '.join(map(str, Ts))}): {text}. The claim "
                    f"{_verdict(holds)}" + (" (no cell solved any length)." if holds is None
                                            else "."))
+        unsolved = [T for T in Ts if not any(r["solved"] for r in results["tasks"]
+                                             if r["task"] == task and r["T"] == T)]
+        if unsolved:
+            metric = results["thresholds"][task]["metric"]
+            per_T = "; ".join(f"T={T}: " + ", ".join(
+                f"{r['cell']} {number(r['final_metric'])}" for r in results["tasks"]
+                if r["task"] == task and r["T"] == T) for T in unsolved)
+            out.append(f"Where no cell solved {task}, the final held-out {metric} (chance "
+                       f"{number(results['thresholds'][task]['chance'])}): {per_T}.")
         both = [(r, s) for r in results["tasks"] for s in results["tasks"]
                 if r["task"] == s["task"] == task and r["T"] == s["T"] and r["cell"] == "gru"
                 and s["cell"] == "lstm" and r["solved"] and s["solved"]]
@@ -292,7 +301,9 @@ def report(results: dict) -> str:
     lines += ["## 3. Long-term dependencies", "",
               f"Each cell at the parameter count of an LSTM with H={cfg['budget_H']} and its "
               f"head (hidden sizes below), Adam (lr 1e-3, gradient norm clipped to 1), batch "
-              f"{cfg['batch']}, {cfg['steps']} steps, seed {results['seed']}, evaluated every "
+              f"{cfg['batch']}, "
+              + ", ".join(f"{n} {s} steps" for n, s in cfg["steps"].items())
+              + f" (every cell the same), seed {results['seed']}, evaluated every "
               f"{cfg['evaluate_every']} steps on 256 held-out sequences. Adding problem: solved "
               f"when the held-out MSE is below {th['adding']['threshold']} (a constant guess "
               f"scores {number(th['adding']['chance'])}). Copy memory: solved when the recall "
