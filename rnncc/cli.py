@@ -237,10 +237,10 @@ def _study(args, extra, parser) -> int:
     if missing:
         raise ValueError(f"rnncc study needs {' and '.join(missing)}: pip install "
                          f"'rnncc[study]'")
+    from .runtime.layer import RNN
     specs = []
     for spec in args.cells:   # a bad spec fails here, before anything runs
         cell = _open(spec)
-        from .runtime.layer import RNN
         try:   # the study sizes a cell by its input and hidden size alone
             RNN(cell, 2, 4)
         except ValueError as exc:
