@@ -3,6 +3,7 @@ numbers against finite differences, its tasks' data against their definitions, a
 run end to end (report, JSON and figures; the report's numbers are the JSON's)."""
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,3 +239,12 @@ def test_cuda_time_per_step_runs_in_the_simulator():
     found = time_per_step_cuda({"gru": (rnncc.load("gru"), {"I": 3, "H": 3})}, 2, 1, 1)
     assert set(found["gru"]) == {"forward", "forward+backward"}
     assert all(v > 0 for v in found["gru"].values())
+
+
+def test_cells_are_named_by_their_spec_and_numbered_when_two_share_a_name(tmp_path):
+    from rnncc.runtime.layer import _as_cell
+    from rnncc.study.run import _named
+    renamed = tmp_path / "mine.cell"    # the name comes from the `cell` line, not the file
+    renamed.write_text((Path(__file__).parents[1] / "specs" / "gru.cell").read_text())
+    cells = [_as_cell("lstm"), _as_cell(str(renamed)), _as_cell("lstm")]
+    assert _named(cells) == ["lstm", "gru", "lstm#2"]

@@ -43,17 +43,15 @@ FULL = Config(cost_H=(128, 256, 512), cost_B=(1, 64), cost_T=100, cost_rounds=5,
               flow_T=200, flow_seeds=4, flow_B=16)
 
 
-def _named(specs: list) -> dict:
-    """spec -> its cell's name (the spec's `cell` line), numbered where two share one."""
-    from ..runtime.layer import _as_cell
-    names = {}
-    for spec in specs:
-        name = base = _as_cell(spec).name
-        k = 1
-        while name in names.values():
+def _named(cells: list) -> list:
+    """Each cell's name (its spec's `cell` line), numbered where two share one."""
+    names = []
+    for cell in cells:
+        name, k = cell.name, 1
+        while name in names:
             k += 1
-            name = f"{base}#{k}"
-        names[spec] = name
+            name = f"{cell.name}#{k}"
+        names.append(name)
     return names
 
 
@@ -65,8 +63,9 @@ def run(specs: list, config: Config, seed: int = 0, progress=None) -> dict:
     from ..version import __version__
     from . import cost, gradient_flow, tasks
 
-    names = _named(specs)
-    cells = {names[s]: _as_cell(s) for s in specs}
+    parsed = [_as_cell(s) for s in specs]
+    names = dict(zip(specs, _named(parsed)))
+    cells = {names[s]: cell for s, cell in zip(specs, parsed)}
     results: dict = {
         "rnncc": __version__, "cpu": cpu_model(), "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d"), "seed": seed, "config": asdict(config),
@@ -129,9 +128,9 @@ def run(specs: list, config: Config, seed: int = 0, progress=None) -> dict:
         for T in Ts:
             for name, cell in cells.items():
                 H = tasks.hidden_for_budget(cell, task, budget)
-                found = tasks.train(cell, task, T, H, steps=config.steps[task_name], batch=config.batch,
-                                    evaluate_every=config.evaluate_every, seed=seed,
-                                    progress=advance(part))
+                found = tasks.train(cell, task, T, H, steps=config.steps[task_name],
+                                    batch=config.batch, evaluate_every=config.evaluate_every,
+                                    seed=seed, progress=advance(part))
                 params = found.pop("trained")
                 if task_name == "adding" and T == config.flow_T:
                     trained[name] = (params, H)
