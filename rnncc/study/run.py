@@ -63,6 +63,7 @@ def run(specs: list, config: Config, seed: int = 0, progress=None) -> dict:
     from ..version import __version__
     from . import cost, gradient_flow, tasks
 
+    specs = list(dict.fromkeys(specs))   # a spec given twice is one cell, not two
     parsed = [_as_cell(s) for s in specs]
     names = dict(zip(specs, _named(parsed)))
     cells = {names[s]: cell for s, cell in zip(specs, parsed)}
