@@ -13,22 +13,38 @@ class SpecError(ValueError):
     """A cell spec is malformed. `.file`, `.line`, `.col` (1-based) say where, `.msg` what."""
 
     def __init__(self, msg: str, *, file: str = "<spec>", line: int = 1, col: int = 1,
-                 source_line: str | None = None):
+                 source_line: str | None = None, calls: tuple = ()):
         self.msg = msg
         self.file = file
         self.line = line
         self.col = col
         self.source_line = source_line
+        # An error inside a function of the spec (`def`): the calls that led there, innermost
+        # first, each (function name, line, col, source line); shown under the error.
+        self.calls = tuple(calls)
         super().__init__(self._render())
 
+    def called_from(self, function: str, line: int, col: int, source_line: str) -> "SpecError":
+        """This error, raised while expanding `function` at a call on `line`."""
+        return SpecError(self.msg, file=self.file, line=self.line, col=self.col,
+                         source_line=self.source_line,
+                         calls=(*self.calls, (function, line, col, source_line)))
+
     def _render(self) -> str:
-        head = f"{self.file}:{self.line}:{self.col}: {self.msg}"
-        if self.source_line is None:
+        text = self._excerpt(f"{self.file}:{self.line}:{self.col}: {self.msg}", self.source_line,
+                             self.col)
+        for function, line, col, source_line in self.calls:
+            text += "\n" + self._excerpt(f"{self.file}:{line}:{col}: in this call of {function}",
+                                          source_line, col)
+        return text
+
+    @staticmethod
+    def _excerpt(head: str, source_line: str | None, col: int) -> str:
+        if source_line is None:
             return head
-        text = self.source_line.rstrip("\r\n")
+        text = source_line.rstrip("\r\n")
         # Show unprintable characters as '?' (one column each, so the caret still lines up).
         text = "".join(ch if ch.isprintable() or ch == "\t" else "?" for ch in text)
-        col = self.col
         if len(text) > _WIDTH:  # a window around the column, not a 100,000-character line
             start = max(0, min(col - 1 - _WIDTH // 2, len(text) - _WIDTH))
             window = text[start:start + _WIDTH]

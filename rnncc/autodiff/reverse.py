@@ -74,6 +74,7 @@ def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
     taken.update(backward.node(n).name for n in backward.order)  # the leaves: dy, dh', ...
 
     def add_all(nodes: list[int]) -> int:
+        nodes = _sum_concats(backward, nodes, add_all)
         g = nodes[0]
         for other in nodes[1:]:
             g = e.add(g, other)
@@ -122,6 +123,30 @@ def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
         "params": {p: result(n) for p, n in forward.params.items()},
     }
     return verify(backward)
+
+
+def _sum_concats(backward: Graph, grads: list[int], add_all) -> list[int]:
+    """Gradients that are concats of the same parts (those of a chunked vector: each part's
+    gradient is a concat with zeros in the other parts) are summed part by part, into one concat
+    of the parts' gradients: the stacked product's gradient is then the concat the optimizer
+    builds for stacked gates, with no sums of zeros."""
+    concats: dict[tuple, list[int]] = {}
+    for g in grads:
+        node = backward.node(g)
+        if node.op == "concat":
+            concats.setdefault(node.shape, []).append(g)
+    merged = [g for g in grads if backward.node(g).op != "concat"]
+    for shape, group in concats.items():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        parts = []
+        for index in range(len(backward.node(group[0]).args)):
+            terms = [backward.node(g).args[index] for g in group]
+            nonzero = [t for t in terms if backward.node(t).op != "zeros"]
+            parts.append(add_all(nonzero) if nonzero else terms[0])
+        merged.append(backward.add("concat", parts, shape, {}))
+    return merged
 
 
 def _one_product_per_vector(e, backward: Graph, grads: list[int], add_all) -> list[int]:

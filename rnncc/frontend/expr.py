@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 import math
 
-from .language import FUNCTIONS, MAX_EXPR_DEPTH, PRIME_SUFFIX
+from .language import CHUNK, FUNCTIONS, MAX_EXPR_DEPTH, PRIME_SUFFIX
 from .source import Source
 from .spec import Binary, Call, Expr, Name, Neg, Num, Pos, Power
 
@@ -67,8 +67,11 @@ def _depth(tree: ast.AST) -> int:
     return deepest
 
 
-def parse_expr(source: Source, line: int, col0: int, text: str) -> Expr:
-    """Parse `text`, which starts at 1-based column `col0` of `line`."""
+def parse_expr(source: Source, line: int, col0: int, text: str, functions: dict | None = None,
+               chunk_targets: int | None = None) -> Expr:
+    """Parse `text`, which starts at 1-based column `col0` of `line`. `functions`: the spec's
+    own functions defined so far (name -> number of arguments). `chunk_targets`: the number of
+    names on the left of a line `a, b = chunk(v, 2)` (its right side must be that chunk)."""
     stripped = text.lstrip()
     col0 += len(text) - len(stripped)
     stripped = stripped.rstrip()
@@ -97,13 +100,22 @@ def parse_expr(source: Source, line: int, col0: int, text: str) -> Expr:
     if _depth(tree) > MAX_EXPR_DEPTH:
         raise source.error(f"expression is nested too deeply (limit {MAX_EXPR_DEPTH} levels)",
                            line, col0)
-    return _Converter(source, position).convert(tree.body)
+    converter = _Converter(source, position, functions or {})
+    body = tree.body
+    if chunk_targets is not None:
+        if not (isinstance(body, ast.Call) and isinstance(body.func, ast.Name)
+                and body.func.id == CHUNK):
+            raise converter.fail(f"a line naming {chunk_targets} values takes chunk(v, "
+                                 f"{chunk_targets}) on its right side", body)
+        return converter.chunk(body, chunk_targets)
+    return converter.convert(body)
 
 
 class _Converter:
-    def __init__(self, source: Source, position):
+    def __init__(self, source: Source, position, functions: dict):
         self.source = source
         self.position = position
+        self.functions = functions
 
     def pos(self, node: ast.AST) -> Pos:
         return self.position(node.col_offset)
@@ -169,19 +181,43 @@ class _Converter:
         if not isinstance(node.func, ast.Name):
             raise self.fail("only the built-in functions can be called", node)
         func = node.func.id
-        if func not in FUNCTIONS:
-            known = ", ".join(FUNCTIONS)
+        self.check_call(node)
+        if func == CHUNK:
+            raise self.fail("chunk(v, n) gives n values: it is the whole right side of a line "
+                            "naming them, as in i, f, g, o = chunk(v, 4)", node)
+        return Call(func, tuple(self.convert(a) for a in node.args), self.pos(node))
+
+    def check_call(self, node: ast.Call) -> None:
+        func = node.func.id
+        arities = {**FUNCTIONS, **self.functions}
+        if func not in arities:
+            known = ", ".join(arities)
             raise self.fail(f"unknown function '{func}'; the functions are: {known}", node)
         if node.keywords:
             raise self.fail(f"{func}() takes no keyword arguments", node.keywords[0].value)
         for arg in node.args:
             if isinstance(arg, ast.Starred):
                 raise self.fail(f"{func}() takes no '*' arguments", arg)
-        arity = FUNCTIONS[func]
-        if len(node.args) != arity:
+        arity = arities[func]
+        if arity is None:
+            if len(node.args) < 2:
+                raise self.fail(f"{func}() takes two or more arguments, got {len(node.args)}",
+                                node)
+        elif len(node.args) != arity:
             plural = "argument" if arity == 1 else "arguments"
             raise self.fail(f"{func}() takes {arity} {plural}, got {len(node.args)}", node)
-        return Call(func, tuple(self.convert(a) for a in node.args), self.pos(node))
+
+    def chunk(self, node: ast.Call, targets: int) -> Call:
+        """`chunk(v, n)` on the right of a line naming `targets` values."""
+        self.check_call(node)
+        count = self.constant_value(node.args[1])
+        if count is None or count != int(count) or count < 1:
+            raise self.fail("the count of chunk(v, n) is a positive whole number", node.args[1])
+        if int(count) != targets:
+            raise self.fail(f"chunk(..., {int(count)}) gives {int(count)} parts, but the line "
+                            f"names {targets}", node.args[1])
+        return Call(CHUNK, (self.convert(node.args[0]), Num(float(count), self.pos(node.args[1]))),
+                    self.pos(node))
 
     def constant_value(self, node: ast.AST) -> float | None:
         """The value of an expression made only of numbers, or None if it contains anything else."""

@@ -1,10 +1,16 @@
 """The spec language's fixed vocabulary. The language is a contract: see the README."""
 from ..ops import SPEC_FUNCTIONS
 
-KEYWORDS = ("cell", "input", "state", "param", "output")
+KEYWORDS = ("cell", "input", "state", "param", "output", "def")
 
-# function name -> number of arguments: the ops that name a spec function (rnncc/ops/)
-FUNCTIONS = {name: op.arity for name, op in SPEC_FUNCTIONS.items()}
+# Functions of the language that are no op: `chunk(v, n)` splits a vector into n equal parts (the
+# builder makes each a view of v); its count is a literal integer, and it is the whole right side
+# of a line naming its n parts: `i, f, g, o = chunk(v, 4)`.
+CHUNK = "chunk"
+
+# function name -> number of arguments (None: two or more): the ops that name a spec function
+# (rnncc/ops/), and chunk. Functions a spec defines (`def`) come on top of these.
+FUNCTIONS = {**{name: op.arity for name, op in SPEC_FUNCTIONS.items()}, CHUNK: 2}
 
 # Deeper expressions than this are rejected with a SpecError instead of risking Python's recursion
 # limit in the parser or in the passes that walk expressions.

@@ -9,13 +9,18 @@ import unicodedata
 
 from .expr import parse_expr
 from .initialisers import parse_initialiser
-from .language import FUNCTIONS, KEYWORDS
+from .language import CHUNK, FUNCTIONS, KEYWORDS
+from ..ops import Stacked
 from .source import Source
-from .spec import Decl, Equation, Pos, Spec
+from .resolve import names_in
+from .spec import Decl, Equation, FunctionDef, Pos, Spec
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _HEADER = re.compile(rf"^\s*cell\s+({_IDENT})\s*$")
 _EQUATION = re.compile(rf"^(\s*)({_IDENT})(')?\s*=(?!=)")
+_TARGETS = re.compile(rf"^(\s*)({_IDENT}'?(?:\s*,\s*{_IDENT}'?)+)\s*,?\s*=(?!=)")
+_DEF = re.compile(rf"^(\s*)def(?![A-Za-z0-9_'])")
+_DEF_HEAD = re.compile(rf"(\s+)({_IDENT})\s*\(([^()]*)\)\s*=(?!=)")
 _DECL = re.compile(r"^(\s*)(input|state|param|output)(?![A-Za-z0-9_'])")
 _TOKEN = re.compile(rf"\s*(?:({_IDENT})|(\d+)|(\S))")
 
@@ -60,6 +65,13 @@ def parse(source: Source) -> Spec:
         if _HEADER.match(code) or re.match(r"^\s*cell(\s|$)", code):
             raise source.error(f"a second 'cell' header (the spec began on line "
                                f"{spec.header.line})", lineno, first_col)
+        if _DEF.match(code):
+            _function(source, spec, declared, lineno, code, first_col)
+            continue
+        targets = _TARGETS.match(code)
+        if targets:
+            _chunk_equations(source, spec, lineno, code, targets)
+            continue
         eq = _EQUATION.match(code)
         if eq:
             _equation(source, spec, lineno, code, eq)
@@ -80,8 +92,8 @@ def parse(source: Source) -> Spec:
                     {"input": spec.inputs, "state": spec.states, "param": spec.params}[keyword][
                         d.name] = d
             continue
-        raise source.error("expected a declaration (input, state, param, output) or an equation "
-                           "NAME = EXPR", lineno, first_col)
+        raise source.error("expected a declaration (input, state, param, output), a function "
+                           "(def NAME(ARGS) = EXPR) or an equation NAME = EXPR", lineno, first_col)
     if spec is None:
         raise source.error("empty spec: it must start with a header line 'cell NAME'",
                            1, 1)
@@ -102,8 +114,86 @@ def _equation(source: Source, spec: Spec, lineno: int, code: str, m: re.Match) -
     pos = Pos(lineno, len(m.group(1)) + 1)
     if not primed:
         check_name(source, target, pos, "a value")
-    expr = parse_expr(source, lineno, m.end() + 1, code[m.end():])
+    expr = parse_expr(source, lineno, m.end() + 1, code[m.end():], _arities(spec))
     spec.equations.append(Equation(target, primed, expr, pos))
+
+
+def _arities(spec: Spec) -> dict:
+    return {name: len(f.args) for name, f in spec.functions.items()}
+
+
+def _chunk_equations(source: Source, spec: Spec, lineno: int, code: str, m: re.Match) -> None:
+    """`i, f, g, o = chunk(v, 4)`: one equation per name, all sharing the chunk."""
+    targets = []
+    at = m.start(2)
+    for piece in m.group(2).split(","):
+        name = piece.strip()
+        col = at + len(piece) - len(piece.lstrip()) + 1
+        at += len(piece) + 1
+        primed = name.endswith("'")
+        name = name.rstrip("'")
+        pos = Pos(lineno, col)
+        if not primed:
+            check_name(source, name, pos, "a value")
+        if any(t[0] == name and t[1] == primed for t in targets):
+            raise source.error(f"'{name}{chr(39) * primed}' is named twice on this line",
+                               lineno, col)
+        targets.append((name, primed, pos))
+    expr = parse_expr(source, lineno, m.end() + 1, code[m.end():], _arities(spec),
+                      chunk_targets=len(targets))
+    for index, (name, primed, pos) in enumerate(targets):
+        spec.equations.append(Equation(name, primed, expr, pos, part=(index, len(targets))))
+
+
+def _function(source: Source, spec: Spec, declared: dict, lineno: int, code: str,
+              first_col: int) -> None:
+    """`def NAME(a, b) = EXPR`: a function of its arguments only, usable on later lines."""
+    head = _DEF_HEAD.match(code, _DEF.match(code).end())
+    if not head:
+        raise source.error("malformed function: expected 'def NAME(ARG, ...) = EXPR'", lineno,
+                           first_col)
+    name = head.group(2)
+    pos = Pos(lineno, head.start(2) + 1)
+    check_name(source, name, pos, "a function")
+    if name == CHUNK:
+        raise source.error(f"'{name}' is a function and cannot name a function", lineno, pos.col)
+    if name in spec.functions:
+        raise source.error(f"function '{name}' is defined twice (first on line "
+                           f"{spec.functions[name].pos.line})", lineno, pos.col)
+    if name in declared:
+        raise source.error(f"'{name}' is declared as {declared[name].kind} on line "
+                           f"{declared[name].pos.line} and cannot name a function", lineno, pos.col)
+    args = []
+    at = head.start(3)
+    if head.group(3).strip():
+        for piece in head.group(3).split(","):
+            arg = piece.strip()
+            col = at + len(piece) - len(piece.lstrip()) + 1
+            at += len(piece) + 1
+            if not re.fullmatch(_IDENT, arg):
+                raise source.error(f"expected the name of an argument of {name}, found "
+                                   f"'{arg}'" if arg else f"expected the name of an argument of "
+                                   f"{name}", lineno, col)
+            check_name(source, arg, Pos(lineno, col), "an argument")
+            if any(a == arg for a, _ in args):
+                raise source.error(f"argument '{arg}' of {name} is named twice", lineno, col)
+            args.append((arg, Pos(lineno, col)))
+    if not args:
+        raise source.error(f"function {name} takes no arguments: a function of nothing is a "
+                           f"value (write {name} = EXPR)", lineno, pos.col)
+    expr = parse_expr(source, lineno, head.end() + 1, code[head.end():], _arities(spec))
+    own = {a for a, _ in args}
+    for used in names_in(expr):
+        if used.primed:
+            raise source.error(f"{used.name}' in function {name}: a function sees only its "
+                               f"arguments (pass the new state as one)", used.pos.line,
+                               used.pos.col)
+        if used.name not in own:
+            raise source.error(f"'{used.name}' is not an argument of {name}: a function sees "
+                               f"only its arguments (add it: def {name}("
+                               f"{', '.join([*(a for a, _ in args), used.name])}) = ...)",
+                               used.pos.line, used.pos.col)
+    spec.functions[name] = FunctionDef(name, tuple(args), expr, pos)
 
 
 def _output(source: Source, spec: Spec, lineno: int, rest: str, rest_col: int,
@@ -128,7 +218,7 @@ def _tokens(source: Source, lineno: int, text: str, col0: int):
             yield "name", ident, col
         elif number:
             yield "int", number, col
-        elif sym in "[],=":
+        elif sym in "[],=*":
             yield sym, sym, col
         else:
             raise source.error(f"unexpected '{sym}' in a declaration", lineno, col)
@@ -174,20 +264,35 @@ def _declarations(source: Source, keyword: str, lineno: int, text: str, col0: in
         expect("[", f"'[' and the dimensions of {name}, as in {name}[H]")
         dims, dim_pos = [], []
         while True:
+            dim_col = tok[2]
             if tok[0] == "int":
                 size = int(tok[1])
                 if size <= 0:
                     raise source.error("a dimension is a name or a positive integer", lineno,
                                        tok[2])
-                dims.append(size)
+                tok = next(toks)
+                star = tok[0] == "*"
+                if star:
+                    tok = next(toks)
+                if tok[0] == "name" or (star and tok[0] == "int"):
+                    # `4H` (or 4*H): four blocks of H, as stacked gate matrices are
+                    part = tok[1] if tok[0] == "name" else int(tok[1])
+                    dims.append(part if size == 1 else Stacked((part,) * size))
+                    tok = next(toks)
+                elif star:
+                    found = "the end of the line" if tok[0] == "end" else f"'{tok[1]}'"
+                    raise source.error(f"expected a dimension after '*', as in 4*H, found "
+                                       f"{found}", lineno, tok[2])
+                else:
+                    dims.append(size)
             elif tok[0] == "name":
                 dims.append(tok[1])
+                tok = next(toks)
             else:
                 found = "the end of the line" if tok[0] == "end" else f"'{tok[1]}'"
-                raise source.error(f"expected a dimension (a name or a positive integer), found "
-                                   f"{found}", lineno, tok[2])
-            dim_pos.append(Pos(lineno, tok[2]))
-            tok = next(toks)
+                raise source.error(f"expected a dimension (a name, a positive integer, or a "
+                                   f"multiple such as 4H), found {found}", lineno, tok[2])
+            dim_pos.append(Pos(lineno, dim_col))
             if tok[0] == ",":
                 tok = next(toks)
                 continue

@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .language import FUNCTIONS, KEYWORDS
+from ..ops import Stacked
 from .spec import Binary, Call, Expr, Name, Neg, Power, Spec
+
+
+def dim_names(dim) -> list:
+    """The dimension names in a declared dimension: H in H, 4H or H+I; none in 8."""
+    parts = dim.parts if isinstance(dim, Stacked) else (dim,)
+    return [p for p in parts if isinstance(p, str)]
 
 
 def names_in(expr: Expr):
@@ -37,7 +44,7 @@ def resolve(spec: Spec) -> Spec:
     if not spec.states:
         raise err("the spec declares no state: add a line such as 'state h[H]'", spec.header)
     declared = {**spec.inputs, **spec.states, **spec.params}
-    dims = {d for decl in declared.values() for d in decl.dims if isinstance(d, str)}
+    dims = {n for decl in declared.values() for d in decl.dims for n in dim_names(d)}
     intermediates = {eq.target for eq in spec.equations if not eq.primed}
 
     def primed_non_state(name: str, pos):
@@ -73,6 +80,10 @@ def resolve(spec: Spec) -> Spec:
                           f"{defined_at[eq.target].line})", eq.pos)
             if eq.target in dims:
                 raise err(f"'{eq.target}' is a dimension and cannot name a value", eq.pos)
+            if eq.target in spec.functions:
+                raise err(f"'{eq.target}' is a function (line "
+                          f"{spec.functions[eq.target].pos.line}) and cannot name a value",
+                          eq.pos)
             defined_at[eq.target] = eq.pos
 
     available: set[str] = set()       # intermediates defined so far
@@ -101,7 +112,7 @@ def resolve(spec: Spec) -> Spec:
                               f"to the next", name.pos)
                 raise err(f"'{n}' is used before its definition on line {defined_at[n].line}",
                           name.pos)
-            if n in FUNCTIONS:
+            if n in FUNCTIONS or n in spec.functions:
                 raise err(f"'{n}' is a function: call it, as in {n}(...)", name.pos)
             if n in KEYWORDS:
                 raise err(f"'{n}' is a keyword, not a value", name.pos)

@@ -93,6 +93,18 @@ class Equation:
     primed: bool
     expr: Expr
     pos: Pos  # of the target name
+    # `i, f, g, o = chunk(v, 4)` is four equations sharing one `chunk` Call as `expr`, each
+    # taking its part: (index, count). None: the target is the whole expression.
+    part: tuple | None = None
+
+
+@dataclass(frozen=True)
+class FunctionDef:
+    """`def ln(v, g) = EXPR`: a function of the spec, expanded into the graph at each call."""
+    name: str
+    args: tuple   # of (name, Pos)
+    expr: Expr
+    pos: Pos      # of the function's name
 
 
 @dataclass
@@ -105,6 +117,7 @@ class Spec:
     params: dict = field(default_factory=dict)    # name -> Decl, declared with `param`
     output: tuple | None = None                   # (name, Pos) from the `output` line
     equations: list = field(default_factory=list)
+    functions: dict = field(default_factory=dict)  # name -> FunctionDef, in order of definition
     # Set by name resolution (resolve.py returns a new Spec with them):
     inferred_params: dict = field(default_factory=dict)  # name -> Pos of first use
     output_name: str = ""

@@ -8,7 +8,9 @@ error at the parameter's first use, asking the user to declare it.
 from __future__ import annotations
 
 from .graph import Graph
-from ..ops import REGISTRY, SPEC_FUNCTIONS, ShapeError, show_shape
+from ..frontend.language import CHUNK
+from ..frontend.resolve import dim_names
+from ..ops import REGISTRY, SPEC_FUNCTIONS, ShapeError, Stacked, show_shape
 from ..errors import SpecError
 from ..frontend.spec import Binary, Call, Name, Neg, Num, Pos, Power, Spec
 
@@ -24,6 +26,25 @@ class _Var:
 
     def __repr__(self) -> str:
         return "?"
+
+
+class _Argument:
+    """An argument of a function call: the caller's expression, built in the caller's scope
+    (`depth` scopes deep) the first time the body reads it."""
+    __slots__ = ("expr", "depth", "node")
+
+    def __init__(self, expr, depth: int):
+        self.expr, self.depth, self.node = expr, depth, None
+
+    def value(self, builder: "_Builder") -> int:
+        if self.node is None:
+            inner = builder.scopes[self.depth:]
+            del builder.scopes[self.depth:]
+            try:
+                self.node = builder.expr(self.expr)
+            finally:
+                builder.scopes.extend(inner)
+        return self.node
 
 
 class _Dims:
@@ -45,6 +66,12 @@ class _Dims:
     def find(self, d):
         while isinstance(d, _Var) and d in self.parent:
             d = self.parent[d]
+        if isinstance(d, Stacked):  # a stack of parts, each resolved; nested stacks flattened
+            parts = []
+            for p in d.parts:
+                r = self.find(p)
+                parts.extend(r.parts if isinstance(r, Stacked) else (r,))
+            return Stacked(tuple(parts))
         return d
 
     def binding_line(self, d) -> int | None:
@@ -65,15 +92,19 @@ class _Dims:
         a, b = self.find(a), self.find(b)
         if a is b or a == b:
             return a
+        if isinstance(b, _Var) and not isinstance(a, _Var):
+            a, b = b, a
         if isinstance(a, _Var):
+            if isinstance(b, Stacked) and any(p is a for p in b.parts):
+                raise ShapeError(f"a dimension cannot be a stack of itself and more ({b})")
             self.parent[a] = b
             if not isinstance(b, _Var):
                 self.bound_on[a] = self.line
             return b
-        if isinstance(b, _Var):
-            self.parent[b] = a
-            self.bound_on[b] = self.line
-            return a
+        if isinstance(a, Stacked) and isinstance(b, Stacked) and len(a.parts) == len(b.parts):
+            for pa, pb in zip(a.parts, b.parts):
+                self.unify(pa, pb)
+            return self.find(a)
         raise ShapeError(f"dimension {a} does not match dimension {b}")
 
     def resolve(self, shape: tuple) -> tuple:
@@ -94,6 +125,9 @@ class _Builder:
         self.labels: dict[int, str] = {}
         self.deferred: list = []   # (what, argument shapes, Pos) of the skipped line's ops
         self.operand: dict[str, tuple] = {}   # matrix parameter -> (the vector it multiplies, Pos)
+        self.chunks: dict[int, list] = {}     # id of a chunk Call -> its part nodes
+        # the arguments of the functions being expanded, innermost last: name -> _Argument
+        self.scopes: list[dict] = []
 
     def error(self, msg: str, pos: Pos):
         return self.spec.error(msg, pos)
@@ -204,25 +238,92 @@ class _Builder:
                            what="'**'")
         if isinstance(e, Binary):
             if e.op == "@":
-                if not isinstance(e.left, Name) or e.left.primed or e.left.name in self.spec.inputs \
-                        or e.left.name in self.spec.states or e.left.name in self.values:
-                    raise self.error("the left side of @ must be a matrix parameter, as in W @ x",
-                                     e.left.pos)
-                left = self.param(e.left.name, True, e.left.pos)
+                matrix = self.matrix(e.left)
+                left = self.param(matrix, True, e.left.pos)
                 right = self.expr(e.right)
-                self.one_operand(e.left.name, right, e.right.pos)
+                self.one_operand(matrix, right, e.right.pos)
                 return self.op("matmul", [left, right], e.pos, e.right.pos, what="'@'")
             left, right = self.expr(e.left), self.expr(e.right)
             return self.op(_BINARY_OPS[e.op], [left, right], e.pos, e.right.pos,
                            what=f"'{e.op}'")
         if isinstance(e, Call):
+            if e.func in self.spec.functions:
+                return self.call(e)
             args = [self.expr(a) for a in e.args]
             return self.op(SPEC_FUNCTIONS[e.func].name, args, e.pos,
                            e.args[-1].pos if e.args else e.pos, what=f"{e.func}()")
         raise TypeError(f"not an expression: {e!r}")  # unreachable: the parser builds only these
 
+    def matrix(self, left) -> str:
+        """The parameter named on the left of @ (through the arguments of functions)."""
+        scopes = len(self.scopes)
+        while isinstance(left, Name) and not left.primed and scopes and \
+                left.name in self.scopes[scopes - 1]:
+            argument = self.scopes[scopes - 1][left.name]
+            left, scopes = argument.expr, argument.depth
+        if not isinstance(left, Name) or left.primed or left.name in self.spec.inputs \
+                or left.name in self.spec.states or left.name in self.values:
+            raise self.error("the left side of @ must be a matrix parameter, as in W @ x",
+                             left.pos)
+        return left.name
+
+    def call(self, e: Call) -> int:
+        """A function of the spec, expanded here: its body built with its arguments bound to
+        the call's (each built once, where the body first uses it)."""
+        function = self.spec.functions[e.func]
+        scope = {name: _Argument(arg, len(self.scopes))
+                 for (name, _), arg in zip(function.args, e.args)}
+        self.scopes.append(scope)
+        try:
+            return self.expr(function.expr)
+        except SpecError as exc:
+            raise exc.called_from(e.func, e.pos.line, e.pos.col,
+                                  self.spec.source.line_text(e.pos.line)) from None
+        finally:
+            self.scopes.pop()
+
+    def chunk(self, e: Call) -> list[int]:
+        """The parts of `chunk(v, n)`: v's dimension is n equal parts (unknown: made so)."""
+        if id(e) in self.chunks:
+            return self.chunks[id(e)]
+        v = self.expr(e.args[0])
+        n = int(e.args[1].value)
+        shape = self.shapes[v]
+        if shape == ():
+            raise self.error("chunk(v, n) splits a vector, and its argument is a scalar per row",
+                             e.args[0].pos)
+        if n == 1:
+            self.chunks[id(e)] = [v]
+            return [v]
+        self.dims.line = e.pos.line
+        dim = self.dims.find(shape[0])
+        if isinstance(dim, _Var):
+            part = _Var("chunk", 0)
+            dim = self.dims.unify(dim, Stacked((part,) * n))
+        if not isinstance(dim, Stacked) or len(dim.parts) != n:
+            raise self.error(f"chunk(v, {n}) splits a vector made of {n} equal blocks (such as "
+                             f"one of size {n}H, or the product of a parameter declared "
+                             f"[{n}H, ...]); this one is {self.show(shape)}", e.args[0].pos)
+        for p in dim.parts[1:]:
+            try:
+                self.dims.unify(dim.parts[0], p)
+            except ShapeError:
+                raise self.error(f"chunk(v, {n}) splits a vector into {n} equal parts, and the "
+                                 f"parts of {self.show(shape)} differ", e.args[0].pos) from None
+        dim = self.dims.find(dim)
+        parts = []
+        for k in range(n):
+            nid = self.graph.add("part", (v,), (dim.parts[k],), {"index": k, "stacked": dim}, None,
+                                 (e.pos.line, e.pos.col))
+            self.shapes[nid] = (dim.parts[k],)
+            parts.append(nid)
+        self.chunks[id(e)] = parts
+        return parts
+
     def name(self, e: Name, as_matrix: bool) -> int:
         n = e.name
+        if self.scopes and not e.primed and n in self.scopes[-1]:
+            return self.scopes[-1][n].value(self)
         if e.primed:
             return self.new[n]
         for op in ("input", "state"):
@@ -239,7 +340,7 @@ class _Builder:
             for decl in decls.values():
                 self.add_leaf(op, decl.name, decl.dims, decl.pos)
         for eq in spec.equations:
-            nid = self.expr(eq.expr)
+            nid = self.chunk(eq.expr)[eq.part[0]] if eq.part else self.expr(eq.expr)
             if eq.primed:
                 want = spec.states[eq.target].dims
                 got = self.shapes[nid]
@@ -263,9 +364,11 @@ class _Builder:
 
         for name, (role, pos) in self.param_role.items():
             shape = self.dims.resolve(self.shapes[self.leaf[("param", name)]])
-            if any(isinstance(d, _Var) for d in shape):
-                example = "[" + ", ".join("P" if isinstance(d, _Var) else str(d)
-                                          for d in shape) + "]"
+            if any(isinstance(p, _Var) for d in shape
+                   for p in (d.parts if isinstance(d, Stacked) else (d,))):
+                example = "[" + ", ".join(
+                    "P" if isinstance(d, _Var) else f"{len(d.parts)}P" if isinstance(d, Stacked)
+                    and any(isinstance(p, _Var) for p in d.parts) else str(d) for d in shape) + "]"
                 raise self.error(f"cannot infer the shape of parameter '{name}' (found "
                                  f"{show_shape(shape)}): declare it, e.g. 'param {name}{example}' "
                                  f"with a new dimension P", spec.inferred_params[name])
@@ -276,12 +379,16 @@ class _Builder:
         spec, old = self.spec, self.graph
         dims = []
         for decl in [*spec.inputs.values(), *spec.states.values(), *spec.params.values()]:
-            dims.extend(d for d in decl.dims if isinstance(d, str) and d not in dims)
+            for d in decl.dims:
+                dims.extend(n for n in dim_names(d) if n not in dims)
         graph = Graph(spec.name, dims)
         for nid in sorted(old.nx.nodes):
             node = old.node(nid)
             name = node.name if node.name is not None else self.labels.get(nid)
-            graph.add(node.op, node.args, self.dims.resolve(self.shapes[nid]), node.attrs, name,
+            attrs = node.attrs
+            if "stacked" in attrs:
+                attrs = {**attrs, "stacked": self.dims.find(attrs["stacked"])}
+            graph.add(node.op, node.args, self.dims.resolve(self.shapes[nid]), attrs, name,
                       node.pos)
         output = (self.new[spec.output_name] if spec.output_name in spec.states
                   else self.values[spec.output_name])

@@ -11,6 +11,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..ops import Stacked
+
 from ..backends.cuda.device import as_device, is_device_array
 from ..errors import ArgumentKeyError
 from ..plan.plan import SCHEDULES
@@ -79,6 +81,11 @@ class Sizes:
             raise self._mismatch(what, array, symbolic, lead)
         new = None
         for got, want in zip(shape, expected):
+            if isinstance(want, Stacked):   # 4H: known once H is, or fixing H = got / 4
+                new = new if new is not None else {}
+                if self._stacked(want, got, new) != got:
+                    raise self._mismatch(what, array, symbolic, lead)
+                continue
             if isinstance(want, int):
                 if got != want:
                     raise self._mismatch(what, array, symbolic, lead)
@@ -93,6 +100,19 @@ class Sizes:
         if new:
             for name, got in new.items():
                 self.size[name], self.source[name] = got, what
+
+    def _stacked(self, dim: Stacked, got: int, new: dict) -> int:
+        """The size of a stacked dimension (4H) where its parts' sizes are known. Where one
+        name is not, it is fixed (in `new`) so that the stack has `got` elements, if it can be."""
+        known = {**self.size, **new}
+        unknown = [p for p in dim.parts if isinstance(p, str) and p not in known]
+        fixed = sum(p if isinstance(p, int) else known[p] for p in dim.parts if p not in unknown)
+        if not unknown:
+            return fixed
+        if any(p != unknown[0] for p in unknown) or got <= fixed or (got - fixed) % len(unknown):
+            return -1
+        new[unknown[0]] = (got - fixed) // len(unknown)
+        return got
 
     def _mismatch(self, what: str, array, symbolic: tuple, lead: tuple,
                   detail: str = "") -> ValueError:

@@ -16,6 +16,7 @@ from ..frontend import Spec, decode, parse_spec, read_source
 from ..frontend.lint import lint
 from ..frontend.source import Source
 from ..graph import FORMATS, Graph, build, verify
+from ..ops import Stacked, dim_size
 from ..passes import PASS_NAMES, optimize
 from ..plan import Plan, make_plan, with_saved
 from ..plan.scan import CHUNKS
@@ -144,7 +145,7 @@ class Cell:
 
     @staticmethod
     def shape_of_dims(symbolic: tuple, sizes: dict) -> tuple:
-        return tuple(d if isinstance(d, int) else sizes[d] for d in symbolic)
+        return tuple(dim_size(d, sizes) for d in symbolic)
 
     @property
     def initialisers(self) -> dict:
@@ -183,8 +184,9 @@ class Cell:
         k = 1.0 / math.sqrt(sizes[first_state] if isinstance(first_state, str) else first_state)
         rng = np.random.default_rng(seed)
         inits = self.initialisers if initialisers else {}
-        return {name: initialise.draw(inits.get(name), self.shape(name, **sizes), rng,
-                                      k).astype(dtype)
+        return {name: initialise.draw(inits.get(name), self.shape(name, **sizes), rng, k,
+                                      blocks=_row_blocks(self.symbolic_shapes[name])
+                                      ).astype(dtype)
                 for name in self.params}
 
     def forward(self, p, x, state=None, target: str = "reference", lengths=None,
@@ -216,6 +218,12 @@ class Cell:
         dparams, dxs, dstate = backend.backward(self, call, tape, dys, dfinal)
         dx = dxs if isinstance(x, dict) else dxs[self.inputs[0]]
         return {"params": dparams, "x": dx, "state": dstate}
+
+
+def _row_blocks(symbolic: tuple) -> int:
+    """How many matrices a parameter stacks: 4 for [4H, I] (its rows are four blocks)."""
+    first = symbolic[0] if symbolic else None
+    return len(first.parts) if isinstance(first, Stacked) and len(symbolic) == 2 else 1
 
 
 def _cell_from_source(source: Source, stacklevel: int = 3) -> Cell:

@@ -15,9 +15,16 @@ def pytorch_rule(shape: tuple, rng: np.random.Generator, k: float) -> np.ndarray
     return rng.uniform(-k, k, size=shape)
 
 
-def draw(init, shape: tuple, rng: np.random.Generator, k: float) -> np.ndarray:
+def draw(init, shape: tuple, rng: np.random.Generator, k: float, blocks: int = 1) -> np.ndarray:
     """Values of shape `shape` for initialiser `init` (a frontend Initialiser, or None: PyTorch's
-    rule with bound k)."""
+    rule with bound k). `blocks`: a matrix declared with stacked rows ([4H, I]) is that many
+    matrices on top of each other, and a matrix initialiser (xavier, orthogonal) draws each
+    block as a matrix of its own, in order, as one matrix per gate would be drawn (haste's
+    layer-norm LSTM initialises its gates so; element-wise initialisers are the same either way)."""
+    if blocks > 1 and init is not None and init.kind in ("xavier", "orthogonal"):
+        rows, cols = shape
+        return np.concatenate([draw(init, (rows // blocks, cols), rng, k)
+                               for _ in range(blocks)], axis=0)
     if init is None:
         return pytorch_rule(shape, rng, k)
     kind, args = init.kind, init.args

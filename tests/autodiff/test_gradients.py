@@ -226,7 +226,7 @@ def test_float32_backward_is_close_to_float64(shipped_cells):
     p32 = {k: v.astype(np.float32) for k, v in prob.p.items()}
     g32 = cell.backward(p32, prob.xs["x"].astype(np.float32), prob.dys, state=prob.state,
                         dfinal=prob.dfinal)
-    assert g32["x"].dtype == np.float32 and g32["params"]["W_i"].dtype == np.float32
+    assert g32["x"].dtype == np.float32 and g32["params"]["W"].dtype == np.float32
     for k in cell.params:
         np.testing.assert_allclose(g32["params"][k], g64["params"][k], rtol=1e-3, atol=1e-4)
 

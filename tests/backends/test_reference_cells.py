@@ -10,25 +10,17 @@ def sig(v):
     return 1 / (1 + np.exp(-v))
 
 
-def layer_norm_4h(blocks, eps=1e-5):
-    """Normalise four [B, H] blocks as one [B, 4H] vector."""
-    stacked = np.concatenate(blocks, axis=1)
-    mean = stacked.mean(axis=1, keepdims=True)
-    var = stacked.var(axis=1, keepdims=True)
-    normed = (stacked - mean) / np.sqrt(var + eps)
-    return np.split(normed, 4, axis=1)
+def layer_norm(v, eps=1e-5):
+    """Normalise each row of v over all its values."""
+    mean = v.mean(axis=1, keepdims=True)
+    return (v - mean) / np.sqrt(v.var(axis=1, keepdims=True) + eps)
 
 
 def lnlstm_step(p, x, h, c):
-    nx = layer_norm_4h([x @ p[f"W_{k}"].T for k in "ifgo"])
-    nh = layer_norm_4h([h @ p[f"U_{k}"].T for k in "ifgo"])
-    pre = {k: p[f"gx_{k}"] * nx[j] + p[f"gh_{k}"] * nh[j] + p[f"b_{k}"]
-           for j, k in enumerate("ifgo")}
-    i, f, g, o = sig(pre["i"]), sig(pre["f"]), np.tanh(pre["g"]), sig(pre["o"])
-    c2 = f * c + i * g
-    mean = c2.mean(axis=1, keepdims=True)
-    cn = (c2 - mean) / np.sqrt(c2.var(axis=1, keepdims=True) + 1e-5)
-    h2 = o * np.tanh(p["gamma_c"] * cn + p["beta_c"])
+    pre = p["gx"] * layer_norm(x @ p["W"].T) + p["gh"] * layer_norm(h @ p["U"].T) + p["b"]
+    i, f, g, o = np.split(pre, 4, axis=1)   # PyTorch's gate order
+    c2 = sig(f) * c + sig(i) * np.tanh(g)
+    h2 = sig(o) * np.tanh(p["gamma_c"] * layer_norm(c2) + p["beta_c"])
     return h2, {"h": h2, "c": c2}
 
 

@@ -84,8 +84,8 @@ def test_saturating_ops_do_not_overflow():
 def test_every_op_has_every_rule():
     """What the op table promises each op (rnncc/ops/base.py): the rules the front end, the
     builder, the evaluators, autodiff, the passes and both printers read from it."""
-    from rnncc.frontend.language import FUNCTIONS
-    assert FUNCTIONS == {name: op.arity for name, op in SPEC_FUNCTIONS.items()}
+    from rnncc.frontend.language import CHUNK, FUNCTIONS
+    assert FUNCTIONS == {**{name: op.arity for name, op in SPEC_FUNCTIONS.items()}, CHUNK: 2}
     for name, op in REGISTRY.items():
         assert op.name == name
         if op.kind == "leaf":
@@ -99,7 +99,7 @@ def test_every_op_has_every_rule():
         assert op.gemm == (name in ("matmul", "matmul_t", "outer_sum")), name
         assert isinstance(op.commutative, bool) and (not op.commutative or op.arity == 2), name
         if op.spec_name:
-            assert op.spec_name == name and op.kind in ("elementwise", "reduce"), name
+            assert op.spec_name == name and op.kind in ("elementwise", "reduce", "stack"), name
 
 
 class PythonMath:

@@ -65,8 +65,10 @@ PARALLEL_MIN_WORK = 4096
 # forward (0.156) 15 -> 15, inference (0.117) 10 -> 15, and its backward (0.092) slower after
 # a forward on 2 (the idle threads then spin through it). Set from these alone: one machine
 # class, five cells' shapes. Since simplify's sum(-v) -> -sum(v), the layer-norm LSTM's H=256
-# backward weighs 0.157 and is break-even (beside torch: 91 -> 88 ms on 2, 0.97), so it now
-# stays on one thread. `python bench/kernel_threads.py --force` measures every direction
+# backward weighed 0.157 and was break-even (beside torch: 91 -> 88 ms on 2, 0.97), so it
+# stayed on one thread; written with chunk (one [4H] layer norm, not four [H] blocks) it
+# weighs 0.173, takes 2 and is still break-even (beside torch 0.98, alone 1.00, AMD EPYC).
+# `python bench/kernel_threads.py --force` measures every direction
 # threaded against one thread, to set it on another machine.
 KERNEL_HEAVY = 0.165
 SPINNING_MIN_WORK = 8192
