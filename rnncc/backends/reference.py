@@ -13,7 +13,7 @@ import networkx as nx
 import numpy as np
 
 from ..graph import Graph
-from ..ops.base import EvalContext
+from ..ops.base import EvalContext, dim_size
 
 
 def live_order(graph: Graph) -> list[int]:
@@ -71,7 +71,7 @@ def forward(graph: Graph, params: dict, xs: dict, state: dict, lengths, sizes: d
     inputs, states = graph.inputs, graph.states
     fixed = {nid: params[name] for name, nid in graph.params.items()}
     out_shape = graph.node(graph.output).shape
-    d_out = sizes.get(out_shape[0], out_shape[0]) if out_shape else 1
+    d_out = dim_size(out_shape[0], sizes) if out_shape else 1
     ys = np.zeros((T, B, d_out), dtype=dtype)
     h = {name: np.array(value, dtype=dtype) for name, value in state.items()}
     tape = Tape([], []) if backward is not None else None

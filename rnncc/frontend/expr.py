@@ -68,10 +68,13 @@ def _depth(tree: ast.AST) -> int:
 
 
 def parse_expr(source: Source, line: int, col0: int, text: str, functions: dict | None = None,
-               chunk_targets: int | None = None) -> Expr:
+               chunk_targets: int | None = None, later: dict | None = None,
+               defining: str | None = None) -> Expr:
     """Parse `text`, which starts at 1-based column `col0` of `line`. `functions`: the spec's
-    own functions defined so far (name -> number of arguments). `chunk_targets`: the number of
-    names on the left of a line `a, b = chunk(v, 2)` (its right side must be that chunk)."""
+    own functions defined so far (name -> number of arguments); `later`: those defined further
+    down (name -> line), and `defining`: the function whose body `text` is, both only for
+    clearer errors. `chunk_targets`: the number of names on the left of a line
+    `a, b = chunk(v, 2)` (its right side must be that chunk)."""
     stripped = text.lstrip()
     col0 += len(text) - len(stripped)
     stripped = stripped.rstrip()
@@ -100,7 +103,7 @@ def parse_expr(source: Source, line: int, col0: int, text: str, functions: dict 
     if _depth(tree) > MAX_EXPR_DEPTH:
         raise source.error(f"expression is nested too deeply (limit {MAX_EXPR_DEPTH} levels)",
                            line, col0)
-    converter = _Converter(source, position, functions or {})
+    converter = _Converter(source, position, functions or {}, later or {}, defining)
     body = tree.body
     if chunk_targets is not None:
         if not (isinstance(body, ast.Call) and isinstance(body.func, ast.Name)
@@ -112,10 +115,13 @@ def parse_expr(source: Source, line: int, col0: int, text: str, functions: dict 
 
 
 class _Converter:
-    def __init__(self, source: Source, position, functions: dict):
+    def __init__(self, source: Source, position, functions: dict, later: dict,
+                 defining: str | None):
         self.source = source
         self.position = position
         self.functions = functions
+        self.later = later
+        self.defining = defining
 
     def pos(self, node: ast.AST) -> Pos:
         return self.position(node.col_offset)
@@ -190,6 +196,12 @@ class _Converter:
     def check_call(self, node: ast.Call) -> None:
         func = node.func.id
         arities = {**FUNCTIONS, **self.functions}
+        if func == self.defining:
+            raise self.fail(f"function {func} calls itself: a function may call only the "
+                            f"functions defined above it", node)
+        if func not in arities and func in self.later:
+            raise self.fail(f"function '{func}' is used before its definition on line "
+                            f"{self.later[func]} (define it above its first use)", node)
         if func not in arities:
             known = ", ".join(arities)
             raise self.fail(f"unknown function '{func}'; the functions are: {known}", node)

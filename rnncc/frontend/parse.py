@@ -114,12 +114,26 @@ def _equation(source: Source, spec: Spec, lineno: int, code: str, m: re.Match) -
     pos = Pos(lineno, len(m.group(1)) + 1)
     if not primed:
         check_name(source, target, pos, "a value")
-    expr = parse_expr(source, lineno, m.end() + 1, code[m.end():], _arities(spec))
+    expr = parse_expr(source, lineno, m.end() + 1, code[m.end():], _arities(spec),
+                      later=_defined_functions(source))
     spec.equations.append(Equation(target, primed, expr, pos))
 
 
 def _arities(spec: Spec) -> dict:
     return {name: len(f.args) for name, f in spec.functions.items()}
+
+
+def _defined_functions(source: Source) -> dict:
+    """Every function name a `def` line of the source defines -> its first line: a call of one
+    not yet defined is an error that can say where it is."""
+    found = {}
+    for lineno, line in enumerate(source.lines, start=1):
+        code = line.split("#", 1)[0]
+        start = _DEF.match(code)
+        head = start and _DEF_HEAD.match(code, start.end())
+        if head:
+            found.setdefault(head.group(2), lineno)
+    return found
 
 
 def _chunk_equations(source: Source, spec: Spec, lineno: int, code: str, m: re.Match) -> None:
@@ -140,7 +154,7 @@ def _chunk_equations(source: Source, spec: Spec, lineno: int, code: str, m: re.M
                                lineno, col)
         targets.append((name, primed, pos))
     expr = parse_expr(source, lineno, m.end() + 1, code[m.end():], _arities(spec),
-                      chunk_targets=len(targets))
+                      chunk_targets=len(targets), later=_defined_functions(source))
     for index, (name, primed, pos) in enumerate(targets):
         spec.equations.append(Equation(name, primed, expr, pos, part=(index, len(targets))))
 
@@ -181,7 +195,8 @@ def _function(source: Source, spec: Spec, declared: dict, lineno: int, code: str
     if not args:
         raise source.error(f"function {name} takes no arguments: a function of nothing is a "
                            f"value (write {name} = EXPR)", lineno, pos.col)
-    expr = parse_expr(source, lineno, head.end() + 1, code[head.end():], _arities(spec))
+    expr = parse_expr(source, lineno, head.end() + 1, code[head.end():], _arities(spec),
+                      later=_defined_functions(source), defining=name)
     own = {a for a, _ in args}
     for used in names_in(expr):
         if used.primed:
@@ -268,12 +283,15 @@ def _declarations(source: Source, keyword: str, lineno: int, text: str, col0: in
             if tok[0] == "int":
                 size = int(tok[1])
                 if size <= 0:
-                    raise source.error("a dimension is a name or a positive integer", lineno,
-                                       tok[2])
+                    raise source.error("a dimension is a name, a positive integer or a "
+                                       "positive multiple of a name (4H)", lineno, tok[2])
                 tok = next(toks)
                 star = tok[0] == "*"
                 if star:
                     tok = next(toks)
+                if tok[0] == "name" and not star and tok[2] != dim_col + len(str(size)):
+                    raise source.error(f"write a multiple of a dimension as {size}{tok[1]} or "
+                                       f"{size}*{tok[1]}", lineno, tok[2])
                 if tok[0] == "name" or (star and tok[0] == "int"):
                     # `4H` (or 4*H): four blocks of H, as stacked gate matrices are
                     part = tok[1] if tok[0] == "name" else int(tok[1])

@@ -12,6 +12,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..ops import Stacked
+from ..ops.base import dim_size
 
 from ..backends.cuda.device import as_device, is_device_array
 from ..errors import ArgumentKeyError
@@ -64,6 +65,9 @@ class Sizes:
         return likely_sizes(self.pairs() if self.pairs is not None else [])
 
     def _resolved(self, d):
+        if isinstance(d, Stacked):   # 4H: a number once every part is one
+            parts = [self._resolved(p) for p in d.parts]
+            return sum(parts) if all(isinstance(p, int) for p in parts) else d
         return self.size.get(d, self.likely.get(d, d)) if isinstance(d, str) else d
 
     def expected(self, symbolic: tuple, lead: tuple = ()) -> str:
@@ -132,6 +136,13 @@ def likely_sizes(pairs) -> dict:
         if shape is None or len(shape) != len(symbolic):
             continue
         for got, want in zip(shape, symbolic):
+            if isinstance(want, Stacked):   # 4H of 20 votes H = 5 (a stack of one name only)
+                names = {p for p in want.parts if isinstance(p, str)}
+                fixed = sum(p for p in want.parts if isinstance(p, int))
+                count = len(want.parts) - sum(isinstance(p, int) for p in want.parts)
+                if len(names) != 1 or got <= fixed or (got - fixed) % count:
+                    continue
+                want, got = names.pop(), (got - fixed) // count
             if isinstance(want, str):
                 counts = votes.setdefault(want, {})
                 counts[got] = counts.get(got, 0) + 1
@@ -262,7 +273,7 @@ def _signature(cell, p, x, state):
 def _zero_states(cell, sizes: dict, B: int, dtype) -> dict:
     """The initial states of a call that passes none: zeros [B, dim]."""
     sym = cell.symbolic_shapes
-    return {name: np.zeros((B, sizes.get(sym[name][0], sym[name][0])), dtype=dtype)
+    return {name: np.zeros((B, dim_size(sym[name][0], sizes)), dtype=dtype)
             for name in cell.states}
 
 
