@@ -23,6 +23,7 @@ import networkx as nx
 from ..graph import Graph, verify
 from ..graph.graph import upstream_grad_name
 from ..graph.naming import gradient_name, graph_names
+from ..passes.rewrite import Draft
 from .emitter import Emitter
 
 
@@ -36,7 +37,8 @@ def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
     # The step's inputs, previous states and parameters are available to backward as they are.
     for op in ("input", "state", "param"):
         for name, nid in forward.leaves(op).items():
-            value_of[nid] = backward.add(op, (), forward.node(nid).shape, name=name)
+            value_of[nid] = backward.add(op, (), forward.node(nid).shape,
+                                         forward.node(nid).attrs, name=name)
 
     def value(fnid: int) -> int:
         if fnid in value_of:
@@ -58,8 +60,10 @@ def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
             backward.saved[label] = fnid
         return value_of[fnid]
 
-    # Forward nodes a gradient must reach: on a path from an input, state or parameter.
-    sources = [*forward.inputs.values(), *forward.states.values(), *forward.params.values()]
+    # Forward nodes a gradient must reach: on a path from an input, state or parameter. A
+    # regulariser's mask (rnncc/regularise) is an input that gets no gradient.
+    inputs = forward.differentiable_inputs
+    sources = [*inputs.values(), *forward.states.values(), *forward.params.values()]
     differentiable = set(sources)
     for src in sources:
         differentiable |= nx.descendants(forward.nx, src)
@@ -119,10 +123,28 @@ def differentiate(forward: Graph, recompute: frozenset = frozenset()) -> Graph:
 
     backward.results = {
         "state": {s: result(n) for s, n in forward.states.items()},
-        "x": {x: result(n) for x, n in forward.inputs.items()},
+        "x": {x: result(n) for x, n in inputs.items()},
         "params": {p: result(n) for p, n in forward.params.items()},
     }
-    return verify(backward)
+    return verify(_without_unread_saves(backward))
+
+
+def _without_unread_saves(backward: Graph) -> Graph:
+    """The backward graph less the saved values no gradient reads (and what computed only
+    from them): a rule gives every argument a gradient, and one that no result wants (a
+    regulariser's mask gets none) asked for forward values the forward pass would otherwise
+    store at every step for nothing."""
+    roots = backward.roots()
+    live = set(roots).union(*(nx.ancestors(backward.nx, r) for r in roots))
+    unread = {n for n in backward.leaves("saved").values() if n not in live}
+    if not unread:
+        return backward
+    draft = Draft(backward)
+    draft.nodes = {n: node for n, node in draft.nodes.items()
+                   if n in live or (node.opdef.kind == "leaf" and n not in unread)}
+    draft.saved = {label: f for label, f in draft.saved.items()
+                   if backward.leaves("saved")[label] not in unread}
+    return draft.finish()
 
 
 def _sum_concats(backward: Graph, grads: list[int], add_all) -> list[int]:

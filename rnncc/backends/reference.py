@@ -109,7 +109,7 @@ def backward(graph: Graph, bgraph: Graph, tape: Tape, params: dict, xs: dict, dy
     carried = bgraph.carried[0]  # state -> leaf of its new value's upstream gradient
     out_shape = graph.node(graph.output).shape
     dparams = {name: np.zeros_like(value) for name, value in params.items()}
-    dxs = {name: np.zeros_like(x) for name, x in xs.items()}
+    dxs = {name: np.zeros_like(xs[name]) for name in bgraph.results["x"]}
     dstate = {name: np.array(g, dtype=dtype) for name, g in dfinal.items()}
     for t in reversed(range(T)):
         rows = _rows(t, lengths, B)

@@ -139,6 +139,12 @@ class Graph:
         return self.leaves("input")
 
     @property
+    def differentiable_inputs(self) -> dict[str, int]:
+        """The inputs that get a gradient: all but a regulariser's masks (rnncc/regularise),
+        inputs marked by a "mask" attribute."""
+        return {x: n for x, n in self.inputs.items() if "mask" not in self.node(n).attrs}
+
+    @property
     def states(self) -> dict[str, int]:
         return self.leaves("state")
 

@@ -90,7 +90,7 @@ def _verify_forward(graph: Graph) -> None:
 def _verify_backward(graph: Graph) -> None:
     """Every input, state and parameter gets a gradient of its own shape; a parameter's is summed
     over the batch rows; saved leaves are exactly the ones listed in graph.saved."""
-    groups = {"state": graph.states, "x": graph.inputs, "params": graph.params}
+    groups = {"state": graph.states, "x": graph.differentiable_inputs, "params": graph.params}
     per_row = graph.per_row()
     if set(graph.results) != set(groups):
         raise GraphError(f"a backward graph's results are {sorted(groups)}, got "

@@ -16,6 +16,19 @@ PyTorch's nn.LSTM/GRU/RNN conventions throughout:
   `W_i_l1`, ... (PyTorch's `weight_ih_l1_reverse` becomes the cell's own names;
   rnncc.from_torch and rnncc.to_torch, in rnncc/interop/pytorch.py, map them).
 
+Recurrent regularisers, for any cell (rnncc/regularise), in training calls only:
+- zoneout={"h": 0.1, "c": 0.05}: each unit of a named state keeps its previous value where a
+  Bernoulli(p) mask, fresh per step, is 1 (eval: the expectation, s' <- p * s + (1 - p) * s');
+- recurrent_dropout=p: every state a matrix product reads is multiplied, in those products, by
+  a mask drawn once per sequence and row, zeros with probability p, else 1 / (1 - p);
+- weight_drop=p: every matrix that multiplies a state is multiplied by a mask drawn once per
+  call, likewise scaled; its gradient reaches the unmasked matrix through the mask.
+Masks come from the layer's seeded generator, apart from dropout's (the same seed draws the
+same masks), and the last call's are `layer.masks`: {"zoneout": {unit: {state: [T, B, dim]}},
+"recurrent_dropout": {unit: {state: [B, dim]}}, "weight_drop": {unit: {parameter: its
+shape}}}, unit "l0", "l0_reverse", "l1", ..., each in the order the unit runs its steps (the
+reverse direction's step t reads position length - 1 - t of its row).
+
 The layer owns its parameters (`layer.params`; on the cpu target views into the stacked matrices
 the plan multiplies with, so in-place updates need no re-packing, and `layer.params[name] = a`
 copies in), its workspace (arrays reused per call shape) and what backward needs from the last
@@ -27,6 +40,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 import numpy as np
 
@@ -34,10 +48,12 @@ from .. import backends
 from . import schedule as task_graph
 from ..backends.cuda.device import is_device_array
 from .arguments import _as_array, _fmt, check_float, check_lengths, check_schedule, float_dtype
+from ..regularise import Regularisers, mask_input, product_states, recurrent_matrices, regularise
 from .naming import suffix
 from .sublayer import SubLayer, reverse_within_lengths
 
 DROPOUT_STREAM = 0x64726F70  # the dropout masks' random stream, apart from the parameters'
+REGULARISER_STREAM = 0x7265676C  # the regularisers' masks, apart from both
 
 # Rows x widest dimension from which one layer's step already keeps the cores busy: the layer
 # wavefront then gains nothing forward and loses backward (each piece sums its own weight
@@ -78,6 +94,24 @@ def _as_cell(cell):
                     f"text, not {type(cell).__name__}")
 
 
+_REGULARISED = WeakKeyDictionary()   # cell -> (zoned-out states, dropout) -> its cell
+
+
+def regularised_cell(cell, regs: Regularisers):
+    """The cell a layer's units run: the user's, or its step graph with the masks of zoneout
+    and recurrent dropout as inputs. The graph depends on which states are zoned out and
+    whether dropout is on, not on the probabilities: layers that differ only in those share
+    one cell, and so its compiled code."""
+    if not regs.in_graph:
+        return cell
+    from .cell import Cell
+    key = (tuple(s for s in cell.states if s in regs.zoneout), regs.recurrent_dropout > 0)
+    cells = _REGULARISED.setdefault(cell, {})
+    if key not in cells:
+        cells[key] = Cell(cell.spec, regularise(cell.graph, regs))
+    return cells[key]
+
+
 class RNN:
     """A stack of recurrent layers running `cell` over sequences (see the module docstring).
 
@@ -92,8 +126,12 @@ class RNN:
     def __init__(self, cell, input_size: int, hidden_size: int, *, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0, batch_first: bool = False,
                  target: str = "cpu", dtype=np.float32, seed: int = 0,
-                 schedule: str | None = None, **sizes):
+                 schedule: str | None = None, zoneout: dict | None = None,
+                 recurrent_dropout: float = 0.0, weight_drop: float = 0.0, **sizes):
         self.cell = cell = _as_cell(cell)
+        self.regularisers = regs = Regularisers.for_cell(cell, zoneout, recurrent_dropout,
+                                                         weight_drop)
+        unit_cell = regularised_cell(cell, regs)
         self.schedule = check_schedule(cell, schedule)
         self.backend = backends.get(target)
         self.target, self.dtype, self.batch_first = target, float_dtype(dtype), bool(batch_first)
@@ -126,7 +164,8 @@ class RNN:
                 unit_seed = seed if k == d == 0 else int(
                     np.random.SeedSequence([seed, k, d]).generate_state(1)[0])
                 p = cell.init_params(seed=unit_seed, dtype=self.dtype, **layer_sizes)
-                unit = SubLayer(cell, self.backend, self.dtype, layer_sizes, p, self.schedule)
+                unit = SubLayer(unit_cell, self.backend, self.dtype, layer_sizes, p,
+                                self.schedule)
                 row.append(unit)
                 params.update({name + suffix(k, d): v for name, v in unit.params.items()})
             self._units.append(row)
@@ -136,6 +175,8 @@ class RNN:
         self._state_dims = self._stacked_state_dims()
         self._dropout_rng = np.random.default_rng([DROPOUT_STREAM, seed])
         self.dropout_masks: list | None = None
+        self._mask_rng = np.random.default_rng([REGULARISER_STREAM, seed])
+        self.masks: dict = {}
         self._last = None
         self.dstate: dict = {}
         self.training = True
@@ -208,7 +249,14 @@ class RNN:
                 f"hidden_size={self.hidden_size}, num_layers={self.num_layers}, "
                 f"bidirectional={self.bidirectional}, dropout={self.dropout}, "
                 f"batch_first={self.batch_first}, target={self.target!r}, "
-                f"dtype={self.dtype.name})")
+                f"dtype={self.dtype.name}{self._regulariser_repr()})")
+
+    def _regulariser_repr(self) -> str:
+        regs = self.regularisers
+        return ((f", zoneout={regs.zoneout}" if regs.zoneout else "")
+                + (f", recurrent_dropout={regs.recurrent_dropout}" if regs.recurrent_dropout
+                   else "")
+                + (f", weight_drop={regs.weight_drop}" if regs.weight_drop else ""))
 
     # -- arguments -----------------------------------------------------------------------------------
     def _time_major(self, what: str, array, width):
@@ -271,6 +319,50 @@ class RNN:
             masks.append(mask)
         return masks
 
+    def _regulariser_inputs(self, T: int, B: int, training: bool) -> list:
+        """Per unit (layer k, direction d at k * D + d): (its mask inputs or None, the
+        parameters it runs with or None: its own). Draws the training masks and sets
+        self.masks; in eval, the masks' expectations (zoneout p, recurrent dropout 1) and no
+        weight drop."""
+        regs, rng, dtype = self.regularisers, self._mask_rng, self.dtype
+        drawn = {"zoneout": {}, "recurrent_dropout": {}, "weight_drop": {}}
+        extras = []
+        for k, row in enumerate(self._units):
+            for d, unit in enumerate(row):
+                key = suffix(k, d)[1:]
+                inputs, params = {}, None
+                dims = {s: self.cell.shape(s, **unit.sizes) for s in self.cell.states}
+                for s, p in regs.zoneout.items():
+                    shape = (T, B, *dims[s])
+                    if training:
+                        mask = (rng.random(shape, dtype=np.float32) < p).astype(dtype)
+                        drawn["zoneout"].setdefault(key, {})[s] = mask
+                    else:
+                        mask = np.full(shape, p, dtype=dtype)
+                    inputs[mask_input("zoneout", s)] = mask
+                if regs.recurrent_dropout:
+                    p = regs.recurrent_dropout
+                    for s in product_states(self.cell.graph):
+                        if training:
+                            mask = (rng.random((B, *dims[s]), dtype=np.float32) >= p
+                                    ).astype(dtype) * dtype.type(1 / (1 - p))
+                            drawn["recurrent_dropout"].setdefault(key, {})[s] = mask
+                        else:
+                            mask = np.ones((B, *dims[s]), dtype=dtype)
+                        # the same mask at every step: an input like any other
+                        inputs[mask_input("recurrent_dropout", s)] = np.ascontiguousarray(
+                            np.broadcast_to(mask, (T, *mask.shape)))
+                if regs.weight_drop and training:
+                    p, params = regs.weight_drop, dict(unit.params)
+                    for name in recurrent_matrices(self.cell.graph):
+                        mask = (rng.random(params[name].shape, dtype=np.float32) >= p
+                                ).astype(dtype) * dtype.type(1 / (1 - p))
+                        drawn["weight_drop"].setdefault(key, {})[name] = mask
+                        params[name] = params[name] * mask
+                extras.append((inputs or None, params))
+        self.masks = {kind: masks for kind, masks in drawn.items() if masks}
+        return extras
+
     def _workers(self, parallel: int) -> int:
         """Threads for `parallel` independent units of work (1: one after another)."""
         if not self.wavefront or not task_graph.concurrent_kernels():
@@ -292,15 +384,17 @@ class RNN:
         states = self._split("state", state, B, zeros=True)
         masks = (self._draw_masks(T, B) if training and self.dropout > 0
                  and self.num_layers > 1 else None)
+        extras = self._regulariser_inputs(T, B, training)
         L, D = self.num_layers, self.num_directions
         pieces = self._wavefront_pieces(T, B)
         if pieces > 1:
-            y, finals = self._forward_wavefront(xt, states, lengths, training, masks, pieces)
+            y, finals = self._forward_wavefront(xt, states, lengths, training, masks, pieces,
+                                                extras)
         else:
             y, finals = self._layer_by_layer(
                 False, xt, lengths, masks,
                 lambda unit, x_in, u, threads: unit.forward(x_in, states[u], lengths, training,
-                                                            threads))
+                                                            threads, *extras[u]))
         self.dropout_masks = masks
         if training:
             # One tape: a training call replaces the last one's. A tape that backward() never
@@ -308,7 +402,8 @@ class RNN:
             # call `dy` belongs to (an eval call keeps nothing and leaves the tape alone).
             superseded = self._last is not None and not self._last["used"]
             self._last = {"T": T, "B": B, "lengths": lengths, "masks": masks, "used": False,
-                          "calls": self._last["calls"] + 1 if superseded else 1}
+                          "calls": self._last["calls"] + 1 if superseded else 1,
+                          "weight_drop": self.masks.get("weight_drop")}
         final = {name: np.stack([finals[u][name] for u in range(L * D)])
                  for name in self.cell.states}
         return self._batch_major(y), final
@@ -371,12 +466,12 @@ class RNN:
         task_graph.run(tasks, self._workers(D))
         return feeds[order[-1] + (-1 if backward else 1)], results
 
-    def _forward_wavefront(self, xt, states, lengths, keep, masks, pieces):
+    def _forward_wavefront(self, xt, states, lengths, keep, masks, pieces, extras):
         """A unidirectional stack's forward in pieces of time, first piece first (the layer
         wavefront): layer k+1 reads layer k's output piece by piece."""
         T, B = xt.shape[:2]
         runs = [unit.start(xt if k == 0 else np.zeros((T, B, self.output_size), self.dtype),
-                           states[k], lengths, keep)
+                           states[k], lengths, keep, None, extras[k][1], extras[k][0])
                 for k, (unit,) in enumerate(self._units)]
         self._wavefront(runs, T, pieces, masks, backward=False)
         finals = {}
@@ -432,6 +527,10 @@ class RNN:
                 lambda unit, g, u, threads: unit.backward(g, dfinals[u], threads))
         self.dstate = {name: np.stack([dstates[u][name] for u in range(L * D)])
                        for name in self.cell.states}
+        for key, masks in (tape["weight_drop"] or {}).items():
+            # the call multiplied W * M: the gradient of W is that of W * M, times M
+            for name, mask in masks.items():
+                self.grads[f"{name}_{key}"] *= mask
         tape["used"] = True
         return self._batch_major(dx)
 

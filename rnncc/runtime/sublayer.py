@@ -106,35 +106,44 @@ class SubLayer:
                 np.concatenate([self.params[m] for m in members], axis=0))
         return packed
 
-    def forward(self, x, state, lengths, keep: bool, threads: int = 0):
-        """(ys, final) of the whole sequence; with keep, remembers what backward needs."""
-        ys, final, tape = self.call(x, state, lengths, keep, threads)
+    def forward(self, x, state, lengths, keep: bool, threads: int = 0,
+                masks: dict | None = None, params: dict | None = None):
+        """(ys, final) of the whole sequence; with keep, remembers what backward needs.
+        masks: a regulariser's mask inputs (rnncc/regularise), name -> [T, B, dim]; params:
+        as for call."""
+        ys, final, tape = self.call(x, state, lengths, keep, threads, params=params,
+                                    masks=masks)
         if keep:   # an inference call leaves the last training call's tape alone
             self._last = tape
         return ys, final
 
     def call(self, x, state, lengths, keep: bool, threads: int = 0,
-             workspace: dict | None = None, params: dict | None = None):
+             workspace: dict | None = None, params: dict | None = None,
+             masks: dict | None = None):
         """(ys, final, tape) of the whole sequence: tape is what backward needs (None unless
         keep). The tape lives in the call's arrays: by default the unit's workspace, which the
         next call reuses; a `workspace` of the call's own (lend_workspace) keeps it apart, so
         each call of the torch module owns its tape. `params`: values to run with instead of
         the unit's own (stacked for this call only)."""
         if self._compiled is not None:
-            run = self.start(x, state, lengths, keep, workspace, params)
+            run = self.start(x, state, lengths, keep, workspace, params, masks)
             run.advance(0, run.call.T, threads)
             return self._results(run)
-        call = check_forward(self.cell, self.params if params is None else params, x, state,
-                             lengths, schedule=self.schedule)
+        call = check_forward(self.cell, self.params if params is None else params,
+                             self._inputs(x, masks), state, lengths, schedule=self.schedule)
         result = (self.backend.train if keep else self.backend.forward)(self.cell, call)
         return result[0], result[1], ((call, result[2], None) if keep else None)
 
+    def _inputs(self, x, masks: dict | None):
+        """The call's inputs: x, and the masks of the regularisers the unit's cell has."""
+        return {self.cell.inputs[0]: x, **masks} if masks else x
+
     def start(self, x, state, lengths, keep: bool, workspace: dict | None = None,
-              params: dict | None = None):
+              params: dict | None = None, masks: dict | None = None):
         """A forward call run in pieces (cpu target): fill run.input_array() piece by piece,
         run.advance(t0, t1), then finish(run)."""
-        call = check_forward(self.cell, self.params if params is None else params, x, state,
-                             lengths, schedule=self.schedule)
+        call = check_forward(self.cell, self.params if params is None else params,
+                             self._inputs(x, masks), state, lengths, schedule=self.schedule)
         # the unit's stacked parameters, or None: stacked from the call's parameters
         packed = self._packed_now() if params is None else None
         run = self._compiled.start(call, keep=keep,
