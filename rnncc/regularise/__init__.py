@@ -10,7 +10,9 @@
 Zoneout and recurrent dropout add their masks to the step graph as inputs marked as masks
 (`mask` in the input leaf's attrs: autodiff gives them no gradient), read by ordinary ops: the
 optimizer fuses them into the step's kernels, autodiff differentiates through them, and every
-backend runs them as it runs any input. Weight drop's mask multiplies a parameter once per call,
+backend runs them as it runs any input. Recurrent dropout also carries the masked state as a
+state of its own (recurrent_dropout.py says why; `derived_states` names them), which a layer
+fills in and folds back. Weight drop's mask multiplies a parameter once per call,
 outside the steps (what the optimizer's hoist would make of a parameter-only product anyway),
 so it is applied to the parameters a call runs with (weight_drop.py says how).
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..graph import Graph, verify
-from .recurrent_dropout import product_states, recurrent_dropout
+from .recurrent_dropout import DROPPED, derived_states, product_states, recurrent_dropout
 from .weight_drop import recurrent_matrices
 from .zoneout import zoneout
 
@@ -84,13 +86,14 @@ class Regularisers:
 
 def regularise(graph: Graph, regs: Regularisers) -> Graph:
     """The training step graph with the masks of zoneout and recurrent dropout as inputs."""
+    # zoneout first: the masked state recurrent dropout carries is the zoned-out new value
+    if regs.zoneout:
+        graph = verify(zoneout(graph, {s: mask_input("zoneout", s) for s in regs.zoneout}))
     if regs.recurrent_dropout:
         graph = verify(recurrent_dropout(graph, {s: mask_input("recurrent_dropout", s)
                                                  for s in product_states(graph)}))
-    if regs.zoneout:
-        graph = verify(zoneout(graph, {s: mask_input("zoneout", s) for s in regs.zoneout}))
     return graph
 
 
-__all__ = ["Regularisers", "regularise", "mask_input", "product_states", "recurrent_matrices",
-           "zoneout", "recurrent_dropout"]
+__all__ = ["DROPPED", "Regularisers", "regularise", "mask_input", "derived_states",
+           "product_states", "recurrent_matrices", "zoneout", "recurrent_dropout"]

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..regularise import derived_states
 from .arguments import check_backward, check_forward
 
 
@@ -44,6 +45,8 @@ class SubLayer:
         self._packed: dict | None = None
         self._shared: dict = {}       # stacked matrices re-stacked per call (a parameter twice)
         self._compiled = None
+        # states a regulariser carries (recurrent dropout's h * m): filled in, folded back
+        self._derived = derived_states(cell.graph)
         if backend.wavefront:
             self._compiled = backend.compiled(cell, dtype)
             params = self._pack(params)
@@ -130,20 +133,44 @@ class SubLayer:
             run.advance(0, run.call.T, threads)
             return self._results(run)
         call = check_forward(self.cell, self.params if params is None else params,
-                             self._inputs(x, masks), state, lengths, schedule=self.schedule)
+                             self._inputs(x, masks), self._states(state, masks), lengths,
+                             schedule=self.schedule)
         result = (self.backend.train if keep else self.backend.forward)(self.cell, call)
-        return result[0], result[1], ((call, result[2], None) if keep else None)
+        return (result[0], self._own(result[1]),
+                ((call, result[2], None) if keep else None))
 
     def _inputs(self, x, masks: dict | None):
         """The call's inputs: x, and the masks of the regularisers the unit's cell has."""
         return {self.cell.inputs[0]: x, **masks} if masks else x
+
+    def _states(self, state, masks: dict | None):
+        """The call's initial states: the layer's, and each derived state's initial value
+        (recurrent dropout's h0 * m; with no states given every state starts at zero, and so
+        does h0 * m)."""
+        if not self._derived or state is None:
+            return state
+        return {**state, **{name: state[s] * masks[mask][0]
+                            for name, (s, mask) in self._derived.items()}}
+
+    def _own(self, states: dict) -> dict:
+        """The cell's states less the derived ones."""
+        return {s: v for s, v in states.items() if s not in self._derived}
+
+    def _fold(self, call, dstate: dict) -> dict:
+        """Initial-state gradients with each derived state's (of h0 * m) added to its state's,
+        times the mask."""
+        dstate = dict(dstate)
+        for name, (s, mask) in self._derived.items():
+            dstate[s] = dstate[s] + dstate.pop(name) * np.asarray(call.xs[mask][0])
+        return dstate
 
     def start(self, x, state, lengths, keep: bool, workspace: dict | None = None,
               params: dict | None = None, masks: dict | None = None):
         """A forward call run in pieces (cpu target): fill run.input_array() piece by piece,
         run.advance(t0, t1), then finish(run)."""
         call = check_forward(self.cell, self.params if params is None else params,
-                             self._inputs(x, masks), state, lengths, schedule=self.schedule)
+                             self._inputs(x, masks), self._states(state, masks), lengths,
+                             schedule=self.schedule)
         # the unit's stacked parameters, or None: stacked from the call's parameters
         packed = self._packed_now() if params is None else None
         run = self._compiled.start(call, keep=keep,
@@ -163,6 +190,7 @@ class SubLayer:
         """(ys, final, tape) of a finished run (the input the run read, filled in place, is the
         input of the tape)."""
         result = run.results()
+        result = (result[0], self._own(result[1]), *result[2:])
         if not run.keep:
             return result[0], result[1], None
         name = self.cell.inputs[0]
@@ -189,7 +217,7 @@ class SubLayer:
         call, saved, _ = tape
         dys, dfinal = check_backward(self.cell, call, dy, dfinal)
         dparams, dxs, dstate = self.backend.backward(self.cell, call, saved, dys, dfinal)
-        return dxs[self.cell.inputs[0]], dstate, dparams
+        return dxs[self.cell.inputs[0]], self._fold(call, dstate), dparams
 
     def start_backward(self, dy, dfinal, tape=None, inputs: bool = True):
         """BPTT through a forward call (by default the last) in pieces (cpu target), last piece
@@ -212,4 +240,4 @@ class SubLayer:
 
     def _backward_results(self, run, owned: bool = True):
         dparams, dxs, dstate = run.results(owned)
-        return dxs.get(self.cell.inputs[0]), dstate, dparams
+        return dxs.get(self.cell.inputs[0]), self._fold(run.call, dstate), dparams

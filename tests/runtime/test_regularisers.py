@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rnncc
-from rnncc.regularise import Regularisers, mask_input
+from rnncc.regularise import Regularisers, derived_states, mask_input
 from rnncc.runtime.gradcheck import numeric_gradient
 from rnncc.runtime.layer import regularised_cell
 
@@ -38,12 +38,13 @@ def gru_step(p, x, h, hm):
     return {"h": (1 - z) * n + z * h}
 
 
-def oracle(name, p, x, zoneout=None, dropout=None, weights=None):
+def oracle(name, p, x, zoneout=None, dropout=None, weights=None, initial=None):
     """ys and finals of one unit. zoneout: state -> [T, B, H] (1: keep the previous value);
-    dropout: state -> [B, H] (scaled); weights: parameter -> mask (scaled)."""
+    dropout: state -> [B, H] (scaled); weights: parameter -> mask (scaled); initial: state ->
+    [B, H] (default zeros)."""
     p = {k: v * weights[k] if weights and k in weights else v for k, v in p.items()}
-    states = {"h": np.zeros((x.shape[1], H))} | ({"c": np.zeros((x.shape[1], H))}
-                                                 if name == "lstm" else {})
+    states = {s: np.zeros((x.shape[1], H)) for s in ("hc" if name == "lstm" else "h")}
+    states.update(initial or {})
     ys = []
     for t in range(x.shape[0]):
         hm = states["h"] * dropout["h"] if dropout else states["h"]
@@ -90,21 +91,30 @@ def test_training_forward_applies_the_reported_masks(name, target):
 @pytest.mark.parametrize("target", ["reference", "cpu"])
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 def test_gradients_equal_finite_differences_with_the_masks_held_fixed(name, target):
+    """Every gradient: parameters (the unmasked ones: weight drop's mask is part of the
+    function), the input, and the initial states (recurrent dropout's masked state starts from
+    h0 * m), with upstream gradients of the final states too."""
     layer = rnncc.RNN(name, I, H, target=target, dtype=np.float64, seed=5, **regs_for(name))
     rng = np.random.default_rng(1)
     x, dy = rng.standard_normal((T, B, I)), rng.standard_normal((T, B, H))
-    layer(x)
-    dx = layer.backward(dy)
+    states = "hc" if name == "lstm" else "h"
+    h0 = {s: rng.standard_normal((B, H)) for s in states}
+    dfinal = {s: rng.standard_normal((B, H)) for s in states}
+    layer(x, state={s: v[None] for s, v in h0.items()})
+    dx = layer.backward(dy, dfinal={s: v[None] for s, v in dfinal.items()})
     zoneout, dropout, weights = unit_masks(layer)
     p = {k: v.copy() for k, v in own(layer).items()}
     xs = x.copy()
 
     def loss():
-        return float(np.sum(oracle(name, p, xs, zoneout, dropout, weights)[0] * dy))
+        ys, final = oracle(name, p, xs, zoneout, dropout, weights, h0)
+        return float(np.sum(ys * dy) + sum(np.sum(final[s] * dfinal[s]) for s in states))
 
-    for k in p:   # the unmasked parameters: weight drop's mask is part of the function
+    for k in p:
         assert_close(layer.grads[f"{k}_l0"], numeric_gradient(loss, p[k]), 1e-7, f"d{k}")
     assert_close(dx, numeric_gradient(loss, xs), 1e-7, "dx")
+    for s in states:
+        assert_close(layer.dstate[s][0], numeric_gradient(loss, h0[s]), 1e-7, f"d{s}0")
 
 
 @pytest.mark.parametrize("target", ["reference", "cpu"])
@@ -215,6 +225,11 @@ def test_the_masks_fuse_into_the_steps_kernels_and_get_no_gradient():
     plans, plain = cell.compiled_plans(), lstm.compiled_plans()
     kinds = lambda plan: [s.kind for s in plan.phases["per_step"]]
     assert kinds(plans["forward"]) == kinds(plain["forward"])
+    # recurrent dropout: the products read the masked state the step before computed
+    both = regularised_cell(lstm, Regularisers({"h": 0.1, "c": 0.1}, recurrent_dropout=0.1))
+    assert derived_states(both.graph) == {"dropped__h": ("h", "recurrent_dropout__h")}
+    for direction in ("forward", "backward"):
+        assert kinds(both.compiled_plans()[direction]) == kinds(plain[direction]), direction
     # the same regularisers, other probabilities: the same cell (one compilation)
     assert regularised_cell(lstm, Regularisers({"h": 0.5, "c": 0.01})) is cell
 
@@ -279,19 +294,18 @@ def test_zoneout_and_recurrent_dropout_on_generated_cells(gen, seed):
     regs = Regularisers({s: 0.5 for s in cell.states},
                         recurrent_dropout=0.5 if _reads_a_state_in_a_product(cell) else 0.0)
     both = regularised_cell(cell, regs)
-    inputs = {**xs, **masks}
-    if regs.recurrent_dropout:
-        for n in both.inputs:
-            if n.startswith(mask_input("recurrent_dropout", "")):
-                inputs[n] = np.broadcast_to(rng.random((Bg, both.shape(n, **sizes)[0])) * 2,
-                                            (Tg, Bg, both.shape(n, **sizes)[0])).copy()
+    inputs, initial = {**xs, **masks}, dict(state)
+    for name, (s, mask) in derived_states(both.graph).items():   # recurrent dropout's h * m
+        inputs[mask] = np.broadcast_to(rng.random((Bg, state[s].shape[1])) * 2,
+                                       (Tg, Bg, state[s].shape[1])).copy()
+        initial[name] = state[s] * inputs[mask][0]
     dy = rng.standard_normal(ys.shape)
-    g = both.backward(p, inputs, dy, state=state)
+    g = both.backward(p, inputs, dy, state=initial)
     x_arrays = {k: v.copy() for k, v in inputs.items()}
     p_arrays = {k: v.copy() for k, v in p.items()}
 
     def loss():
-        return float(np.sum(both.forward(p_arrays, x_arrays, state=state)[0] * dy))
+        return float(np.sum(both.forward(p_arrays, x_arrays, state=initial)[0] * dy))
 
     for k in p:
         assert_close(g["params"][k], numeric_gradient(loss, p_arrays[k]), 1e-6,
