@@ -88,7 +88,8 @@ def regularise(graph: Graph, regs: Regularisers) -> Graph:
     """The training step graph with the masks of zoneout and recurrent dropout as inputs."""
     # zoneout first: the masked state recurrent dropout carries is the zoned-out new value
     if regs.zoneout:
-        graph = verify(zoneout(graph, {s: mask_input("zoneout", s) for s in regs.zoneout}))
+        graph = verify(zoneout(graph, {s: mask_input("zoneout", s) for s in graph.states
+                                       if s in regs.zoneout}))
     if regs.recurrent_dropout:
         graph = verify(recurrent_dropout(graph, {s: mask_input("recurrent_dropout", s)
                                                  for s in product_states(graph)}))

@@ -377,9 +377,6 @@ class RNN:
                 extras.append((inputs or None, params))
         self.masks = {kind: masks for kind, masks in drawn.items() if masks}
         if not training and regs.in_graph:
-            for inputs, _ in extras:
-                for mask in inputs.values():
-                    mask.flags.writeable = False
             self._eval_inputs = ((T, B), extras)
         return extras
 

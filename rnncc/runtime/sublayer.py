@@ -55,6 +55,11 @@ class SubLayer:
         self._last = None
 
     @property
+    def states(self) -> list:
+        """The cell's states as a layer sees them (less those a regulariser derives)."""
+        return [s for s in self.cell.states if s not in self._derived]
+
+    @property
     def output_width(self) -> int:
         """The width of the unit's output per row (1 for a scalar output)."""
         cell = self.cell

@@ -80,9 +80,12 @@ def _release(handle: int) -> None:
 
 
 def _forward_impl(unit_id: int, keep: bool, lengths: Optional[torch.Tensor], x: torch.Tensor,
-                  states: list[torch.Tensor], params: list[torch.Tensor]
+                  states: list[torch.Tensor], params: list[torch.Tensor],
+                  masks: list[torch.Tensor]
                   ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-    """One layer and direction over the sequence: (ys, final states, tape handle)."""
+    """One layer and direction over the sequence: (ys, final states, tape handle). masks: the
+    regularisers' mask inputs of the unit's cell (unit.cell.inputs[1:]), data, not
+    differentiated."""
     unit = _UNITS[unit_id]
     cell = unit.cell
     # the module's own parameters share the unit's stacked matrices: nothing to pass; other
@@ -94,23 +97,24 @@ def _forward_impl(unit_id: int, keep: bool, lengths: Optional[torch.Tensor], x: 
     if lengths is not None:
         lengths = check_lengths(lengths.numpy(), xs.shape[0], xs.shape[1])
     workspace = unit.lend_workspace() if keep else None  # the tape lives in it
+    mask_arrays = {n: t.detach().contiguous().numpy() for n, t in zip(cell.inputs[1:], masks)}
     ys, final, tape = unit.call(
-        xs, {s: t.detach().contiguous().numpy() for s, t in zip(cell.states, states)}, lengths,
-        keep, workspace=workspace, params=values)
+        xs, {s: t.detach().contiguous().numpy() for s, t in zip(unit.states, states)}, lengths,
+        keep, workspace=workspace, params=values, masks=mask_arrays or None)
     handle = torch.zeros((), dtype=torch.int64)
     if keep:
         key = next(_HANDLES)
         _TAPES[key] = (tape, unit, workspace)
         handle.fill_(key)
         weakref.finalize(handle, _release, key)
-    return torch.from_numpy(ys), [torch.from_numpy(final[s]) for s in cell.states], handle
+    return torch.from_numpy(ys), [torch.from_numpy(final[s]) for s in unit.states], handle
 
 
 _unit_forward = torch.library.custom_op("rnncc::unit_forward", _forward_impl, mutates_args=())
 
 
 @_unit_forward.register_fake
-def _(unit_id, keep, lengths, x, states, params):
+def _(unit_id, keep, lengths, x, states, params, masks):
     T, B = x.shape[0], x.shape[1]
     return (x.new_empty((T, B, _UNITS[unit_id].output_width)),
             [t.new_empty(t.shape) for t in states], x.new_empty((), dtype=torch.int64))
@@ -139,11 +143,11 @@ def _backward(unit_id: int, handle: torch.Tensor, dys: torch.Tensor,
     cell = unit.cell
     dx, dstate, dparams = unit.call_backward(
         _TAPES[int(handle)][0], dys.detach().contiguous().numpy(),
-        {s: d.detach().contiguous().numpy() for s, d in zip(cell.states, dfinals)},
+        {s: d.detach().contiguous().numpy() for s, d in zip(unit.states, dfinals)},
         inputs=inputs)
     # the tape is read, never written: backward may run again (retain_graph=True)
     return (None if dx is None else torch.from_numpy(dx),
-            [torch.from_numpy(dstate[s]) for s in cell.states],
+            [torch.from_numpy(dstate[s]) for s in unit.states],
             [torch.from_numpy(dparams[p]) for p in cell.params])
 
 
@@ -159,7 +163,7 @@ def _(unit_id, handle, dys, dfinals, x, inputs):
 
 
 def _setup_forward(ctx, inputs, output):
-    unit_id, keep, lengths, x, states, params = inputs
+    unit_id, keep, lengths, x, states, params, masks = inputs
     ctx.unit_id = unit_id
     # the handle, and the inputs: torch checks at backward that none was modified in place
     ctx.save_for_backward(output[2], x, *states, *params)
@@ -169,7 +173,7 @@ def _forward_derivative(ctx, dys, dfinals, dhandle):
     handle, x = ctx.saved_tensors[:2]
     dx, dstates, dparams = _unit_backward(ctx.unit_id, handle, dys, list(dfinals), x,
                                           ctx.needs_input_grad[3])
-    return None, None, None, dx, dstates, dparams
+    return None, None, None, dx, dstates, dparams, None
 
 
 def _refuse_double_backward(ctx, *grads):
@@ -190,10 +194,12 @@ _unit_backward.register_autograd(_refuse_double_backward,
 
 class _EagerForward(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, unit_id, keep, lengths, x, n_states, *tensors):
-        states, params = list(tensors[:n_states]), list(tensors[n_states:])
-        ys, finals, handle = _forward_impl(unit_id, keep, lengths, x, states, params)
-        ctx.unit_id = unit_id
+    def forward(ctx, unit_id, keep, lengths, x, n_states, n_params, *tensors):
+        states = list(tensors[:n_states])
+        params = list(tensors[n_states:n_states + n_params])
+        masks = list(tensors[n_states + n_params:])
+        ys, finals, handle = _forward_impl(unit_id, keep, lengths, x, states, params, masks)
+        ctx.unit_id, ctx.n_masks = unit_id, len(masks)
         ctx.save_for_backward(handle, x, *tensors)
         ctx.mark_non_differentiable(handle)
         return ys, handle, *finals
@@ -208,7 +214,8 @@ class _EagerForward(torch.autograd.Function):
         else:
             dx, dstates, dparams = _backward(ctx.unit_id, handle, dys, dfinals, inputs)
             rest = (*dstates, *dparams)
-        return None, None, None, dx if inputs else None, None, *rest
+        return (None, None, None, dx if inputs else None, None, None, *rest,
+                *[None] * ctx.n_masks)   # the masks are data: no gradient
 
 
 class _EagerBackward(torch.autograd.Function):
@@ -222,14 +229,15 @@ class _EagerBackward(torch.autograd.Function):
         _refuse_double_backward(ctx)
 
 
-def _call_unit(unit_id: int, keep: bool, lengths, x, states: list, params: list):
+def _call_unit(unit_id: int, keep: bool, lengths, x, states: list, params: list,
+               masks: list):
     """(ys, final states) of one unit's forward, differentiable: the custom operator under
     torch.compile, the same implementation through _EagerForward otherwise."""
     if torch.compiler.is_compiling():
-        ys, finals, _ = _unit_forward(unit_id, keep, lengths, x, states, params)
+        ys, finals, _ = _unit_forward(unit_id, keep, lengths, x, states, params, masks)
         return ys, finals
-    ys, _, *finals = _EagerForward.apply(unit_id, keep, lengths, x, len(states), *states,
-                                         *params)
+    ys, _, *finals = _EagerForward.apply(unit_id, keep, lengths, x, len(states), len(params),
+                                         *states, *params, *masks)
     return ys, finals
 
 
@@ -253,13 +261,18 @@ class RNN(torch.nn.Module):
     hidden_size set the cell's input dimension and its first state's dimension; other
     dimensions are keyword arguments (P=...). Parameters are drawn by cell.init_params, as
     rnncc.RNN draws them (seed: an int, default 0). schedule: the time loop's schedule, as for
-    rnncc.RNN ("step", "lanes"; default the plan's).
+    rnncc.RNN ("step", "lanes"; default the plan's). zoneout, recurrent_dropout and
+    weight_drop: the recurrent regularisers, as for rnncc.RNN, in training mode (m.train());
+    their masks come from the same seeded generator (m.masks after a call; the same seed draws
+    the same masks as rnncc.RNN's), drawn outside torch.compile's graph. Weight drop multiplies
+    the parameter by its mask in torch, so autograd carries the gradient through the mask.
     """
 
     def __init__(self, cell, input_size: int, hidden_size: int, *, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0, batch_first: bool = False,
                  dtype=torch.float32, device="cpu", seed: int | None = None,
-                 schedule: str | None = None, **dims):
+                 schedule: str | None = None, zoneout: dict | None = None,
+                 recurrent_dropout: float = 0.0, weight_drop: float = 0.0, **dims):
         super().__init__()
         if torch.device(device).type != "cpu":
             raise ValueError(f"rnncc.torch.RNN runs on the CPU; device={device!r} is not "
@@ -267,7 +280,8 @@ class RNN(torch.nn.Module):
         self._config = dict(input_size=input_size, hidden_size=hidden_size,
                             num_layers=num_layers, bidirectional=bidirectional,
                             dropout=dropout, batch_first=batch_first, schedule=schedule,
-                            **dims)
+                            zoneout=zoneout, recurrent_dropout=recurrent_dropout,
+                            weight_drop=weight_drop, **dims)
         self._seed = 0 if seed is None else seed
         self._layer = _Layer(cell, target="cpu", dtype=_numpy_dtype(dtype), seed=self._seed,
                              **self._config)
@@ -277,6 +291,7 @@ class RNN(torch.nn.Module):
         self.num_layers, self.num_directions = layer.num_layers, layer.num_directions
         self.bidirectional, self.batch_first = layer.bidirectional, layer.batch_first
         self.dropout, self.output_size = layer.dropout, layer.output_size
+        self.regularisers = layer.regularisers
         for name, array in layer.params.items():
             self.register_parameter(name, torch.nn.Parameter(torch.from_numpy(array)))
         self._register_units()
@@ -302,7 +317,13 @@ class RNN(torch.nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.cell.name!r}, {self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, "
-                f"dropout={self.dropout}, batch_first={self.batch_first}")
+                f"dropout={self.dropout}, batch_first={self.batch_first}"
+                f"{self._layer._regulariser_repr()}")
+
+    @property
+    def masks(self) -> dict:
+        """The regularisers' masks of the last call, as rnncc.RNN's layer.masks (numpy)."""
+        return self._layer.masks
 
     # -- parameters ----------------------------------------------------------------------------
     def _apply(self, fn, *args, **kwargs):
@@ -371,6 +392,7 @@ class RNN(torch.nn.Module):
             x.requires_grad or any(p.requires_grad for p in params.values())
             or any(t.requires_grad for t in initial.values()))
         index = _reverse_index(lengths, T, B) if D == 2 else None
+        masks = self._draw_masks(T, B) if self.regularisers else None
         finals = {s: [] for s in self.cell.states}
         layer_input = x
         for k in range(L):
@@ -378,10 +400,15 @@ class RNN(torch.nn.Module):
             for d in range(D):
                 u = k * D + d
                 x_in = layer_input if d == 0 else _reverse(layer_input, index)
+                unit_params = [params[p + suffix(k, d)] for p in self.cell.params]
+                unit_masks = []
+                if masks is not None:
+                    unit_masks, dropped = masks[u]
+                    unit_params = [v * dropped[p] if p in dropped else v
+                                   for p, v in zip(self.cell.params, unit_params)]
                 ys, unit_finals = _call_unit(
                     self._unit_ids[u], keep, lengths, x_in.contiguous(),
-                    [initial[s][u] for s in self.cell.states],
-                    [params[p + suffix(k, d)] for p in self.cell.params])
+                    [initial[s][u] for s in self.cell.states], unit_params, unit_masks)
                 outs.append(ys if d == 0 else _reverse(ys, index))
                 for s, f in zip(self.cell.states, unit_finals):
                     finals[s].append(f)
@@ -395,6 +422,23 @@ class RNN(torch.nn.Module):
         elif self.batch_first:
             y = y.transpose(0, 1)
         return y, final
+
+    @torch.compiler.disable
+    def _draw_masks(self, T: int, B: int) -> list:
+        """Per unit: (its mask inputs as tensors, weight drop's masks by parameter name), drawn
+        by the layer's generator (eval: the masks' expectations, no weight drop)."""
+        layer = self._layer
+        extras = layer._regulariser_inputs(T, B, self.training)
+        dropped = layer.masks.get("weight_drop", {})
+        out = []
+        for k in range(self.num_layers):
+            for d in range(self.num_directions):
+                inputs, _ = extras[k * self.num_directions + d]
+                names = layer._units[k][d].cell.inputs[1:]   # the operator's order
+                out.append(([torch.from_numpy(inputs[n]) for n in names] if inputs else [],
+                            {p: torch.from_numpy(m)
+                             for p, m in dropped.get(suffix(k, d)[1:], {}).items()}))
+        return out
 
     def _initial(self, state, B: int, dtype) -> dict:
         """Initial states [L*D, B, dim] by name (zeros where not given), checked."""

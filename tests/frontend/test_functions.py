@@ -228,3 +228,16 @@ def test_a_stacked_parameter_of_the_wrong_size_is_named_with_its_expected_shape(
         cell.forward({"s": np.zeros(5)}, x)
     ys, _ = cell.forward({"s": np.arange(6.0)}, x)
     assert_close(ys[0, 0], np.arange(3.0) * np.arange(3.0, 6.0), 1e-15, "y")
+
+
+def test_the_new_lnlstm_draws_the_old_ones_values_block_by_block():
+    """Its parameters are the old spec's, stacked in gate order: the same seed gives the same
+    values (matrix initialisers draw block by block, in the old order of draws)."""
+    new = rnncc.load("lnlstm").init_params(seed=3, dtype=np.float64, I=5, H=4)
+    old = rnncc.compile(SPECS / "lnlstm_blocks.cell").init_params(seed=3, dtype=np.float64,
+                                                                  I=5, H=4)
+    for name in ("W", "U", "b", "gx", "gh"):
+        np.testing.assert_array_equal(new[name], np.concatenate(
+            [old[f"{name}_{k}"] for k in "ifgo"]), err_msg=name)
+    for name in ("gamma_c", "beta_c"):
+        np.testing.assert_array_equal(new[name], old[name])

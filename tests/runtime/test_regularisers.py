@@ -72,7 +72,7 @@ def regs_for(name):
     return {**REGS, "zoneout": {"h": 0.3, "c": 0.2} if name == "lstm" else {"h": 0.3}}
 
 
-@pytest.mark.parametrize("target", ["reference", "cpu"])
+@pytest.mark.parametrize("target", ["reference", "cpu", "cuda"])
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 def test_training_forward_applies_the_reported_masks(name, target):
     layer = rnncc.RNN(name, I, H, target=target, dtype=np.float64, seed=3, **regs_for(name))
@@ -88,7 +88,7 @@ def test_training_forward_applies_the_reported_masks(name, target):
         assert_close(final[s][0], want_final[s], 1e-12, f"final {s}")
 
 
-@pytest.mark.parametrize("target", ["reference", "cpu"])
+@pytest.mark.parametrize("target", ["reference", "cpu", "cuda"])
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 def test_gradients_equal_finite_differences_with_the_masks_held_fixed(name, target):
     """Every gradient: parameters (the unmasked ones: weight drop's mask is part of the
