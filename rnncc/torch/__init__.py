@@ -164,7 +164,7 @@ def _(unit_id, handle, dys, dfinals, x, inputs):
 
 def _setup_forward(ctx, inputs, output):
     unit_id, keep, lengths, x, states, params, masks = inputs
-    ctx.unit_id = unit_id
+    ctx.unit_id, ctx.n_masks = unit_id, len(masks)
     # the handle, and the inputs: torch checks at backward that none was modified in place
     ctx.save_for_backward(output[2], x, *states, *params)
 
@@ -173,7 +173,7 @@ def _forward_derivative(ctx, dys, dfinals, dhandle):
     handle, x = ctx.saved_tensors[:2]
     dx, dstates, dparams = _unit_backward(ctx.unit_id, handle, dys, list(dfinals), x,
                                           ctx.needs_input_grad[3])
-    return None, None, None, dx, dstates, dparams, None
+    return None, None, None, dx, dstates, dparams, [None] * ctx.n_masks   # masks: data
 
 
 def _refuse_double_backward(ctx, *grads):

@@ -318,3 +318,20 @@ def test_zoneout_and_recurrent_dropout_on_generated_cells(gen, seed):
 def _reads_a_state_in_a_product(cell) -> bool:
     from rnncc.regularise import product_states
     return bool(product_states(cell.graph))
+
+
+@pytest.mark.parametrize("schedule", ["step", "lanes", "scan"])
+def test_zoneout_keeps_a_linear_recurrence_linear(schedule):
+    """Zoneout of minGRU's state, s' + m * (s - s'), is still affine in s: every schedule of the
+    plain cell runs it (lanes, and scan's chunks), equal to the reference interpreter."""
+    fast = rnncc.RNN("mingru", I, H, target="cpu", dtype=np.float64, seed=1,
+                     zoneout={"h": 0.3}, schedule=schedule)
+    slow = rnncc.RNN("mingru", I, H, target="reference", dtype=np.float64, seed=1,
+                     zoneout={"h": 0.3})
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((300, B, I))
+    assert_close(fast(x)[0], slow(x)[0], 1e-12, "y")
+    dy = rng.standard_normal((300, B, H))
+    assert_close(fast.backward(dy), slow.backward(dy), 1e-10, "dx")
+    for k in fast.grads:
+        assert_close(fast.grads[k], slow.grads[k], 1e-10, k)

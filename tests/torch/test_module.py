@@ -359,7 +359,7 @@ def test_the_custom_operators_pass_torchs_opcheck():
     params = [getattr(m, p + "_l0") for p in m.cell.params]
     for keep, lengths in ((True, None), (False, torch.tensor([6, 2, 5, 1]))):
         result = torch.library.opcheck(
-            rnncc.torch._unit_forward, (m._unit_ids[0], keep, lengths, x, [h], params),
+            rnncc.torch._unit_forward, (m._unit_ids[0], keep, lengths, x, [h], params, []),
             test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
         assert set(result.values()) == {"SUCCESS"}, result
 

@@ -74,3 +74,22 @@ def test_bad_options_raise_the_layers_errors():
         rnncc.torch.RNN("lstm", I, H, zoneout={"q": 0.1})
     with pytest.raises(ValueError, match="cell 'mingru' reads none in a product"):
         rnncc.torch.RNN("mingru", I, H, recurrent_dropout=0.1)
+
+
+def test_torch_compile_runs_the_regularised_module():
+    """The masks are drawn outside the compiled graph (a graph break), fresh per call, and the
+    compiled module computes what rnncc.RNN does with them."""
+    module = rnncc.torch.RNN("lstm", I, H, dtype=torch.float64, seed=3, **REGS)
+    layer = rnncc.RNN("lstm", I, H, dtype=np.float64, seed=3, **REGS)
+    compiled = torch.compile(module)
+    x = np.random.default_rng(0).standard_normal((T, B, I))
+    for _ in range(2):
+        xt = torch.from_numpy(x).requires_grad_(True)
+        module.zero_grad()
+        y, _ = compiled(xt)
+        y0, _ = layer(x)
+        assert_close(y.detach().numpy(), y0, 1e-12, "y")
+        y.sum().backward()
+        assert_close(xt.grad.numpy(), layer.backward(np.ones_like(y0)), 1e-10, "dx")
+        for pname, p in module.named_parameters():
+            assert_close(p.grad.numpy(), layer.grads[pname], 1e-10, pname)
