@@ -37,7 +37,7 @@ start_workers, measure_in_processes = processes.start_workers, processes.measure
 measure, wall_time, cpu_model = processes.measure, processes.wall_time, processes.cpu_model
 
 
-def run_table(script: str, argv, args, header: str, cases) -> list[str]:
+def run_table(script: str, argv, args, header: str, cases, how: str | None = None) -> list[str]:
     """Print a table: the header, then the rows each case (a function of the workers) gives,
     with the workers of start_workers(script); --write records it in RESULTS.md."""
     print(header)
@@ -51,8 +51,9 @@ def run_table(script: str, argv, args, header: str, cases) -> list[str]:
                 rows.append(row)
         if args.write:
             record(Path(script).name, argv, header, rows, machine(workers, args),
-                   f"medians of {args.rounds} interleaved rounds; each contender in its own "
-                   f"process, and a mixed process (rnncc and torch in one) per case")
+                   f"medians of {args.rounds} interleaved rounds; " + (
+                       how or "each contender in its own process, and a mixed process (rnncc "
+                              "and torch in one) per case"))
     finally:
         for worker in workers.values():
             worker.close()

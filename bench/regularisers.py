@@ -65,7 +65,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cases = harness.table_cases(args, lambda workers, name, T, B, H, backward: row(
         workers, name, T, B, H, backward, args.dtype, args.rounds))
-    harness.run_table(__file__, argv, args, HEADER, cases)
+    harness.run_table(__file__, argv, args, HEADER, cases,
+                      how="every contender in the one rnncc process (rnncc alone)")
     return 0
 
 

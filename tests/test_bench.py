@@ -20,6 +20,15 @@ def script(name: str):
     return module
 
 
+def test_regulariser_benchmark_runs(capsys):
+    bench = script("regularisers")
+    assert bench.main(["--cells", "gru", "--configs", "3,2,4", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| cell |") and len(out) == 4
+    assert [line.split("|")[3].strip() for line in out[2:]] == ["eval fwd", "fwd+bwd"]
+    assert all(float(line.split("|")[k]) > 0 for line in out[2:] for k in range(4, 9))
+
+
 def test_cpu_benchmark_runs(capsys):
     bench = script("cpu")
     assert bench.main(["--cells", "rnn", "lnlstm", "--configs", "3,2,4", "--rounds", "1"]) == 0
