@@ -5,7 +5,7 @@ eval mode against the expectation formulas; seeding and freshness of the masks; 
 formula; a hypothesis-generated cell against its own oracle."""
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import rnncc
@@ -335,3 +335,39 @@ def test_zoneout_keeps_a_linear_recurrence_linear(schedule):
     assert_close(fast.backward(dy), slow.backward(dy), 1e-10, "dx")
     for k in fast.grads:
         assert_close(fast.grads[k], slow.grads[k], 1e-10, k)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(gen=cell_specs(max_depth=2), seed=st.integers(0, 2**16))
+def test_weight_drop_on_generated_cells(gen, seed):
+    """A layer of a generated one-input cell with weight drop: its output is the generator's
+    oracle run with each recurrent matrix times the mask the layer reports, and its gradients
+    are that oracle's finite differences with respect to the unmasked parameters."""
+    from rnncc.regularise import recurrent_matrices
+    assume(list(gen.inputs) == ["x"])
+    cell = rnncc.compile(gen.text)
+    assume(recurrent_matrices(cell.graph))
+    sizes = {d: gen.sizes[d] for d in cell.dims}
+    others = {d: n for d, n in sizes.items() if d not in ("I", "H")}
+    layer = rnncc.RNN(cell, sizes["I"], sizes["H"], target="reference", dtype=np.float64,
+                      seed=seed, weight_drop=0.5, **others)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((3, 2, sizes["I"]))
+    y, _ = layer(x)
+    masks = layer.masks["weight_drop"]["l0"]
+    assert set(masks) == set(recurrent_matrices(cell.graph))
+    p = {k: v.copy() for k, v in own(layer).items()}
+    zeros = {s: np.zeros((2, gen.sizes[d])) for s, d in gen.states.items()}
+
+    def run():
+        return gen.run({k: v * masks[k] if k in masks else v for k, v in p.items()},
+                       {"x": x}, zeros)[0]
+
+    assert_close(y, run(), 1e-9, f"y\n{gen.text}")
+    dy = rng.standard_normal(y.shape)
+    layer.backward(dy)
+    loss = lambda: float(np.sum(run() * dy))
+    for k in p:
+        assert_close(layer.grads[f"{k}_l0"], numeric_gradient(loss, p[k]), 1e-6,
+                     f"d{k}\n{gen.text}")
