@@ -241,3 +241,11 @@ def test_the_new_lnlstm_draws_the_old_ones_values_block_by_block():
             [old[f"{name}_{k}"] for k in "ifgo"]), err_msg=name)
     for name in ("gamma_c", "beta_c"):
         np.testing.assert_array_equal(new[name], old[name])
+
+
+def test_chunk_infers_stacked_parameters(chunked_lstm):
+    """Undeclared parameters under a chunk are inferred as stacked: W [4H, I], as declared."""
+    cell = rnncc.compile(LSTM_CHUNKED.replace("param  W[4H, I], U[4*H, H], b[4H]\n", ""))
+    assert cell.symbolic_shapes == chunked_lstm.symbolic_shapes
+    assert {k: v.shape for k, v in cell.init_params(I=3, H=5).items()} == \
+        {"W": (20, 3), "U": (20, 5), "b": (20,)}
