@@ -249,3 +249,12 @@ def test_chunk_infers_stacked_parameters(chunked_lstm):
     assert cell.symbolic_shapes == chunked_lstm.symbolic_shapes
     assert {k: v.shape for k, v in cell.init_params(I=3, H=5).items()} == \
         {"W": (20, 3), "U": (20, 5), "b": (20,)}
+
+
+def test_a_function_is_expanded_and_cse_shares_its_repeated_parts(shipped_cells):
+    """ln(v, gain) reads mean(v) twice: three calls build nine means, CSE leaves six (two per
+    normalised vector: its mean and its variance)."""
+    from rnncc.passes import optimize
+    graph = shipped_cells["lnlstm"].graph
+    count = lambda g: sum(g.node(n).op == "mean" for n in g.order)
+    assert count(graph) == 9 and count(optimize(graph, until="cse")) == 6
