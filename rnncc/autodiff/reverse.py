@@ -136,14 +136,14 @@ def _without_unread_saves(backward: Graph) -> Graph:
     store at every step for nothing."""
     roots = backward.roots()
     live = set(roots).union(*(nx.ancestors(backward.nx, r) for r in roots))
-    unread = {n for n in backward.leaves("saved").values() if n not in live}
+    saved = backward.leaves("saved")
+    unread = {n for n in saved.values() if n not in live}
     if not unread:
         return backward
     draft = Draft(backward)
     draft.nodes = {n: node for n, node in draft.nodes.items()
                    if n in live or (node.opdef.kind == "leaf" and n not in unread)}
-    draft.saved = {label: f for label, f in draft.saved.items()
-                   if backward.leaves("saved")[label] not in unread}
+    draft.saved = {label: f for label, f in draft.saved.items() if saved[label] not in unread}
     return draft.finish()
 
 

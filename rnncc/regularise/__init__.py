@@ -16,9 +16,9 @@ fills in and folds back. Weight drop's mask multiplies a parameter once per call
 outside the steps (what the optimizer's hoist would make of a parameter-only product anyway),
 so it is applied to the parameters a call runs with (weight_drop.py says how).
 
-`regularise(graph, Regularisers(...))` returns the training graph; the expectation of each
-mask (eval mode) is the same graph fed constant masks (Regularisers.expected_masks), so a
-layer compiles one cell for both modes.
+`regularise(graph, Regularisers(...))` returns the training graph; in eval mode a layer feeds
+the same graph each mask's expectation as a constant input (zoneout p, recurrent dropout 1:
+runtime/layer.py, `RNN._regulariser_inputs`), so it compiles one cell for both modes.
 """
 from __future__ import annotations
 

@@ -143,6 +143,9 @@ class RNN:
         self.regularisers = regs = Regularisers.for_cell(cell, zoneout, recurrent_dropout,
                                                          weight_drop)
         unit_cell = regularised_cell(cell, regs)
+        # what the masks apply to: the cell's, worked out once (each call draws per unit)
+        self._dropped_states = product_states(cell.graph) if regs.recurrent_dropout else []
+        self._dropped_matrices = recurrent_matrices(cell.graph) if regs.weight_drop else []
         self.schedule = check_schedule(cell, schedule)
         self.backend = backends.get(target)
         self.target, self.dtype, self.batch_first = target, float_dtype(dtype), bool(batch_first)
@@ -346,7 +349,7 @@ class RNN:
             for d, unit in enumerate(row):
                 key = suffix(k, d)[1:]
                 inputs, params = {}, None
-                dims = {s: self.cell.shape(s, **unit.sizes) for s in self.cell.states}
+                dims = self._state_dims
                 for s, p in regs.zoneout.items():
                     shape = (T, B, *dims[s])
                     if training:
@@ -357,7 +360,7 @@ class RNN:
                     inputs[mask_input("zoneout", s)] = mask
                 if regs.recurrent_dropout:
                     p = regs.recurrent_dropout
-                    for s in product_states(self.cell.graph):
+                    for s in self._dropped_states:
                         if training:
                             mask = bernoulli(rng, (B, *dims[s]), 1 - p, dtype)
                             mask *= dtype.type(1 / (1 - p))
@@ -369,7 +372,7 @@ class RNN:
                             np.broadcast_to(mask, (T, *mask.shape)))
                 if regs.weight_drop and training:
                     p, params = regs.weight_drop, dict(unit.params)
-                    for name in recurrent_matrices(self.cell.graph):
+                    for name in self._dropped_matrices:
                         mask = bernoulli(rng, params[name].shape, 1 - p, dtype)
                         mask *= dtype.type(1 / (1 - p))
                         drawn["weight_drop"].setdefault(key, {})[name] = mask
