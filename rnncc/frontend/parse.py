@@ -54,6 +54,7 @@ def check_name(source: Source, name: str, pos: Pos, what: str) -> None:
 def parse(source: Source) -> Spec:
     spec: Spec | None = None
     declared: dict[str, Decl] = {}
+    defs = _defined_functions(source)   # for "used before its definition on line N"
     for lineno, line in enumerate(source.lines, start=1):
         code = _code_part(source, lineno, line)
         if not code.strip():
@@ -66,15 +67,15 @@ def parse(source: Source) -> Spec:
             raise source.error(f"a second 'cell' header (the spec began on line "
                                f"{spec.header.line})", lineno, first_col)
         if _DEF.match(code):
-            _function(source, spec, declared, lineno, code, first_col)
+            _function(source, spec, declared, lineno, code, first_col, defs)
             continue
         targets = _TARGETS.match(code)
         if targets:
-            _chunk_equations(source, spec, lineno, code, targets)
+            _chunk_equations(source, spec, lineno, code, targets, defs)
             continue
         eq = _EQUATION.match(code)
         if eq:
-            _equation(source, spec, lineno, code, eq)
+            _equation(source, spec, lineno, code, eq, defs)
             continue
         decl = _DECL.match(code)
         if decl:
@@ -109,13 +110,14 @@ def _header(source: Source, lineno: int, code: str, first_col: int) -> Spec:
     return Spec(name=m.group(1), source=source, header=Pos(lineno, first_col))
 
 
-def _equation(source: Source, spec: Spec, lineno: int, code: str, m: re.Match) -> None:
+def _equation(source: Source, spec: Spec, lineno: int, code: str, m: re.Match,
+              defs: dict) -> None:
     target, primed = m.group(2), bool(m.group(3))
     pos = Pos(lineno, len(m.group(1)) + 1)
     if not primed:
         check_name(source, target, pos, "a value")
     expr = parse_expr(source, lineno, m.end() + 1, code[m.end():], _arities(spec),
-                      later=_defined_functions(source))
+                      later=defs)
     spec.equations.append(Equation(target, primed, expr, pos))
 
 
@@ -136,7 +138,8 @@ def _defined_functions(source: Source) -> dict:
     return found
 
 
-def _chunk_equations(source: Source, spec: Spec, lineno: int, code: str, m: re.Match) -> None:
+def _chunk_equations(source: Source, spec: Spec, lineno: int, code: str, m: re.Match,
+                     defs: dict) -> None:
     """`i, f, g, o = chunk(v, 4)`: one equation per name, all sharing the chunk."""
     targets = []
     at = m.start(2)
@@ -154,13 +157,13 @@ def _chunk_equations(source: Source, spec: Spec, lineno: int, code: str, m: re.M
                                lineno, col)
         targets.append((name, primed, pos))
     expr = parse_expr(source, lineno, m.end() + 1, code[m.end():], _arities(spec),
-                      chunk_targets=len(targets), later=_defined_functions(source))
+                      chunk_targets=len(targets), later=defs)
     for index, (name, primed, pos) in enumerate(targets):
         spec.equations.append(Equation(name, primed, expr, pos, part=(index, len(targets))))
 
 
 def _function(source: Source, spec: Spec, declared: dict, lineno: int, code: str,
-              first_col: int) -> None:
+              first_col: int, defs: dict) -> None:
     """`def NAME(a, b) = EXPR`: a function of its arguments only, usable on later lines."""
     head = _DEF_HEAD.match(code, _DEF.match(code).end())
     if not head:
@@ -196,7 +199,7 @@ def _function(source: Source, spec: Spec, declared: dict, lineno: int, code: str
         raise source.error(f"function {name} takes no arguments: a function of nothing is a "
                            f"value (write {name} = EXPR)", lineno, pos.col)
     expr = parse_expr(source, lineno, head.end() + 1, code[head.end():], _arities(spec),
-                      later=_defined_functions(source), defining=name)
+                      later=defs, defining=name)
     own = {a for a, _ in args}
     for used in names_in(expr):
         if used.primed:
