@@ -53,7 +53,7 @@ def row(workers, name, T, B, H, backward, dtype, rounds) -> list[str]:
     med = harness.measure_in_processes(
         [(k, workers["rnncc"], "layer", {**config, "options": k}) for k in CONTENDERS], rounds)
     return [f"| {name} | {T}, {B}, {H} | {'fwd+bwd' if backward else 'eval fwd'} | "
-            + " | ".join(f"{1e3 * med[k]:.1f}" for k in CONTENDERS)
+            + " | ".join(f"{1e3 * med[k]:.4g}" for k in CONTENDERS)   # (small sizes too)
             + f" | {med['zoneout+rd'] / med['plain']:.3f} | {med['all three'] / med['plain']:.3f} |"]
 
 
